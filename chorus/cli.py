@@ -1,0 +1,268 @@
+"""The `chorus` command: build models, run services, start a local mesh, submit tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REPOSITORY = Path("models")
+DEFAULT_DATA_DIR = Path(".chorus")
+DEMO_MODELS = ["logreg", "forest", "mlp"]
+CAPABILITY = "classify/digits"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chorus", description=__doc__)
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="the model repository").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    build = models.add_parser("build", help="train the demo models and write them as ONNX")
+    build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    build.add_argument("--force", action="store_true", help="rebuild models that exist")
+    build.set_defaults(func=_models_build)
+    ls = models.add_parser("ls", help="list the models a running router sees")
+    ls.add_argument("--router", default="127.0.0.1:50051")
+    ls.set_defaults(func=_models_ls)
+
+    serve = sub.add_parser("serve", help="run one service in the foreground").add_subparsers(
+        required=True, metavar="SERVICE"
+    )
+    sm = serve.add_parser("model", help="a model service (KServe v2 gRPC + NATS)")
+    sm.add_argument("--model", required=True)
+    sm.add_argument("--repository", type=Path)
+    sm.add_argument("--grpc-port", type=int)
+    sm.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    _common(sm)
+    sm.set_defaults(func=_serve_model)
+    sr = serve.add_parser("router", help="the router (chorus.v1.TaskService)")
+    sr.add_argument("--grpc-port", type=int)
+    _common(sr)
+    sr.set_defaults(func=_serve_router)
+    sf = serve.add_parser("fuser", help="a fuser replica")
+    _common(sf)
+    sf.set_defaults(func=_serve_fuser)
+
+    up = sub.add_parser("up", help="start nats-server and the whole demo mesh; Ctrl-C stops it")
+    _mesh_args(up)
+    up.set_defaults(func=_up)
+
+    submit = sub.add_parser("submit", help="send held-out digits to the router, print accuracy")
+    _submit_args(submit)
+    submit.add_argument("--router", default="127.0.0.1:50051")
+    submit.set_defaults(func=_submit)
+
+    demo = sub.add_parser("demo", help="up + submit + down, in one command")
+    _mesh_args(demo)
+    _submit_args(demo)
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats-url")
+    p.add_argument("--metrics-port", type=int)
+
+
+def _mesh_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--router-port", type=int, default=50051)
+    p.add_argument("--nats-port", type=int, default=4222)
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=0, help="digits to send (0 = all held out)")
+    p.add_argument("--batch", type=int, default=1, help="digits per task")
+    p.add_argument("--policy", default="", help="soft_vote or majority_vote")
+    p.add_argument("--show", type=int, default=10, help="answers to print")
+
+
+def _models_build(args: argparse.Namespace) -> int:
+    from services.build import build_demo
+
+    written = build_demo(args.repository, force=args.force)
+    for path in written:
+        manifest = json.loads((path / "manifest.json").read_text())
+        print(f"built {manifest['name']} v{manifest['version']} -> {path} ", manifest["metrics"])
+    if not written:
+        print(f"all demo models already in {args.repository} (use --force to rebuild)")
+    return 0
+
+
+def _models_ls(args: argparse.Namespace) -> int:
+    from chorus.client import TaskClient
+
+    with TaskClient(args.router) as client:
+        for m in client.list_models().models:
+            print(
+                f"{m.name} v{m.version}  {m.capability}  replicas={len(m.replicas)} {list(m.devices)}"
+            )
+    return 0
+
+
+def _run_service(service: Any, ready: dict[str, Any]) -> int:
+    """Run until SIGTERM/SIGINT, printing one JSON line on stdout once serving."""
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with service:
+            print(
+                json.dumps({k: v(service) if callable(v) else v for k, v in ready.items()}),
+                flush=True,
+            )
+            await stop.wait()
+
+    _event_loop_runner()(run())
+    return 0
+
+
+def _event_loop_runner() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def _serve_model(args: argparse.Namespace) -> int:
+    from chorus.config import ModelServiceConfig, from_env
+    from services.app import ModelService
+
+    cfg = from_env(
+        ModelServiceConfig,
+        "model",
+        model=args.model,
+        repository=args.repository,
+        grpc_port=args.grpc_port,
+        device=args.device,
+        nats_url=args.nats_url,
+        metrics_port=args.metrics_port,
+    )
+    return _run_service(
+        ModelService(cfg),
+        {
+            "service": "model",
+            "name": cfg.model,
+            "grpc": lambda s: f"{cfg.host}:{s.grpc_port}",
+            "metrics": lambda s: f"{cfg.host}:{s.metrics_port}",
+            "provider": lambda s: s.model.provider,
+            "replica": lambda s: s.replica,
+        },
+    )
+
+
+def _serve_router(args: argparse.Namespace) -> int:
+    from chorus.config import RouterConfig, from_env
+    from router.app import RouterService
+
+    cfg = from_env(
+        RouterConfig,
+        "router",
+        grpc_port=args.grpc_port,
+        nats_url=args.nats_url,
+        metrics_port=args.metrics_port,
+    )
+    return _run_service(
+        RouterService(cfg),
+        {
+            "service": "router",
+            "grpc": lambda s: f"{cfg.host}:{s.grpc_port}",
+            "metrics": lambda s: f"{cfg.host}:{s.metrics_port}",
+        },
+    )
+
+
+def _serve_fuser(args: argparse.Namespace) -> int:
+    from chorus.config import FuserConfig, from_env
+    from fuser.app import FuserService
+
+    cfg = from_env(FuserConfig, "fuser", nats_url=args.nats_url, metrics_port=args.metrics_port)
+    return _run_service(
+        FuserService(cfg),
+        {"service": "fuser", "metrics": lambda s: f"{cfg.host}:{s.metrics_port}"},
+    )
+
+
+def _start_mesh(args: argparse.Namespace) -> Any:
+    from chorus.mesh import Mesh
+    from services.build import build_demo
+
+    for path in build_demo(args.repository):
+        print(f"built demo model {path}")
+    mesh = Mesh(
+        args.repository,
+        args.data_dir,
+        models=DEMO_MODELS,
+        nats_port=args.nats_port,
+        router_port=args.router_port,
+    )
+    mesh.start()
+    print(f"nats     {mesh.nats_url}  (JetStream in {args.data_dir / 'jetstream'})")
+    for child in mesh.children:
+        print(child.describe())
+    print(f"logs in {args.data_dir / 'logs'}")
+    return mesh
+
+
+def _up(args: argparse.Namespace) -> int:
+    mesh = _start_mesh(args)
+    print(f"mesh up; try: chorus submit --router {mesh.router_target}   (Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        while not stop.wait(0.2):
+            exited = [c.name for c in mesh.children if c.proc.poll() is not None]
+            if exited:
+                print(f"{', '.join(exited)} exited; see {args.data_dir / 'logs'}", flush=True)
+                break
+    finally:
+        print("stopping the mesh", flush=True)
+        mesh.stop()
+    return 0 if stop.is_set() else 1
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from chorus.submit import run_submit
+
+    return run_submit(args.router, args.limit, args.batch, args.policy, args.show)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from chorus.submit import run_submit
+
+    if args.data_dir == DEFAULT_DATA_DIR:
+        args.data_dir = Path(tempfile.mkdtemp(prefix="chorus-demo-"))
+    mesh = _start_mesh(args)
+    try:
+        return run_submit(mesh.router_target, args.limit, args.batch, args.policy, args.show)
+    finally:
+        mesh.stop()
+        print("mesh stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

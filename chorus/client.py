@@ -1,0 +1,70 @@
+"""A small typed client for the task API, used by the CLI, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import grpc
+import numpy as np
+
+from chorus.codec import from_tensor, to_tensor
+from chorus.context import Priority
+from chorus.pb import task_pb2, task_pb2_grpc
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    labels: np.ndarray
+    probabilities: np.ndarray
+    members: dict[str, dict[str, np.ndarray]]
+    response: task_pb2.SubmitResponse
+
+
+def decode(response: task_pb2.SubmitResponse) -> TaskResult:
+    outputs = {t.name: from_tensor(t) for t in response.outputs}
+    members = {m.model: {t.name: from_tensor(t) for t in m.outputs} for m in response.members}
+    return TaskResult(outputs["label"], outputs["probabilities"], members, response)
+
+
+class TaskClient:
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = task_pb2_grpc.TaskServiceStub(self.channel)
+
+    def submit(
+        self,
+        capability: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        priority: Priority = Priority.NORMAL,
+        deadline_ms: int = 0,
+        policy: str = "",
+        timeout_s: float | None = 30.0,
+    ) -> TaskResult:
+        request = task_pb2.SubmitRequest(
+            capability=capability,
+            inputs=[to_tensor(n, a) for n, a in inputs.items()],
+            priority=int(priority),  # type: ignore[arg-type]
+            deadline_ms=deadline_ms,
+            fusion_policy=policy,
+        )
+        return decode(self.stub.Submit(request, timeout=timeout_s))
+
+    def list_models(self, capability: str = "") -> task_pb2.ListModelsResponse:
+        return self.stub.ListModels(task_pb2.ListModelsRequest(capability=capability), timeout=10)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

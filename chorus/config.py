@@ -1,0 +1,96 @@
+"""All configuration, typed, in one place. Every field has a default that runs on a laptop.
+
+Each field can be set from the environment as CHORUS_<SECTION>_<FIELD> (for example
+CHORUS_ROUTER_GRPC_PORT=50051) or, for every section at once, CHORUS_<FIELD> (for example
+CHORUS_NATS_URL); command-line flags override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+MiB = 1024 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelServiceConfig:
+    model: str = "logreg"
+    repository: Path = Path("models")
+    nats_url: str = DEFAULT_NATS_URL
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    metrics_port: int = 0
+    replica: str = ""
+    heartbeat_s: float = 1.0
+    device: str = "auto"
+    intra_op_threads: int = 1
+    workers: int = 1
+    max_message_bytes: int = 4 * MiB
+    default_budget_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+        if self.workers < 1 or self.intra_op_threads < 1:
+            raise ValueError("workers and intra_op_threads must be >= 1")
+        if self.heartbeat_s <= 0:
+            raise ValueError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    nats_url: str = DEFAULT_NATS_URL
+    host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    metrics_port: int = 0
+    default_budget_s: float = 5.0
+    default_policy: str = "soft_vote"
+    max_message_bytes: int = 4 * MiB
+    max_rows: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.default_budget_s <= 0:
+            raise ValueError(f"default_budget_s must be > 0, got {self.default_budget_s}")
+        if self.max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+
+
+@dataclass(frozen=True)
+class FuserConfig:
+    nats_url: str = DEFAULT_NATS_URL
+    host: str = "127.0.0.1"
+    metrics_port: int = 0
+
+
+def from_env(cls: type[T], section: str, env: dict[str, str] | None = None, **overrides: Any) -> T:
+    """Build `cls` from defaults, then CHORUS_<SECTION>_<FIELD> variables, then `overrides`.
+
+    `overrides` whose value is None are ignored, so unset CLI flags fall through.
+    """
+    source = os.environ if env is None else env
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        for key in (f"CHORUS_{section}_{f.name}".upper(), f"CHORUS_{f.name}".upper()):
+            if key in source:
+                values[f.name] = _parse(hints[f.name], source[key], key)
+                break
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(cls(), **values)  # type: ignore[type-var]
+
+
+def _parse(kind: Any, raw: str, key: str) -> Any:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind in (int, float, str, Path):
+            return kind(raw)
+    except ValueError:
+        raise ValueError(f"{key}: expected {kind.__name__}, got {raw!r}") from None
+    raise TypeError(f"{key}: unsupported type {kind}")

@@ -1,0 +1,90 @@
+"""Per-call metadata that every hop reads: task id, priority and deadline, in NATS headers.
+
+The deadline is absolute wall-clock time (epoch milliseconds), so each hop measures what is
+left without knowing how long earlier hops took; hosts are assumed to run NTP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+from chorus.errors import DeadlineExceeded, InvalidArgument
+
+TASK_ID = "Chorus-Task-Id"
+PRIORITY = "Chorus-Priority"
+DEADLINE = "Chorus-Deadline-Ms"
+
+
+class Priority(IntEnum):
+    """Lower value goes first; values match chorus.v1.Priority."""
+
+    CRITICAL = 1
+    NORMAL = 2
+    BATCH = 3
+
+    @classmethod
+    def from_wire(cls, value: int) -> Priority:
+        if value == 0:
+            return cls.NORMAL
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidArgument(
+                f"priority: expected one of 0 (unspecified), 1 (critical), 2 (normal), "
+                f"3 (batch), got {value}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    task_id: str
+    priority: Priority
+    deadline_ms: int
+
+    @classmethod
+    def start(cls, task_id: str, priority: Priority, budget_s: float) -> CallContext:
+        return cls(task_id, priority, int((time.time() + budget_s) * 1000))
+
+    def remaining_s(self) -> float:
+        return self.deadline_ms / 1000 - time.time()
+
+    def check(self, where: str) -> float:
+        """Seconds left; raises DeadlineExceeded naming `where` when none are."""
+        left = self.remaining_s()
+        if left <= 0:
+            raise DeadlineExceeded(
+                f"task {self.task_id}: deadline passed {-left * 1000:.1f} ms before {where}"
+            )
+        return left
+
+    def to_headers(self) -> dict[str, str]:
+        return {
+            TASK_ID: self.task_id,
+            PRIORITY: self.priority.name,
+            DEADLINE: str(self.deadline_ms),
+        }
+
+    @classmethod
+    def from_headers(
+        cls, headers: dict[str, str] | None, *, default_budget_s: float
+    ) -> CallContext:
+        h = headers or {}
+        try:
+            priority = Priority[h.get(PRIORITY, "NORMAL")]
+        except KeyError:
+            raise InvalidArgument(
+                f"header {PRIORITY}: expected CRITICAL, NORMAL or BATCH, got {h[PRIORITY]!r}"
+            ) from None
+        raw_deadline = h.get(DEADLINE)
+        if raw_deadline is None:
+            deadline_ms = int((time.time() + default_budget_s) * 1000)
+        else:
+            try:
+                deadline_ms = int(raw_deadline)
+            except ValueError:
+                raise InvalidArgument(
+                    f"header {DEADLINE}: expected epoch milliseconds, got {raw_deadline!r}"
+                ) from None
+        return cls(h.get(TASK_ID, ""), priority, deadline_ms)

@@ -1,0 +1,67 @@
+"""Error families of the mesh, each bound to the gRPC status a caller will see.
+
+Errors cross NATS as the `Nats-Service-Error-Code` / `Nats-Service-Error` headers of the
+micro protocol, carrying the gRPC status name, so a member's INVALID_ARGUMENT reaches the
+application as INVALID_ARGUMENT with the member's own words.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ChorusError(Exception):
+    """Base of every error the mesh reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code_name(self) -> str:
+        return self.code.name
+
+    @staticmethod
+    def from_code_name(name: str, message: str) -> ChorusError:
+        cls = _BY_CODE.get(name, ChorusError)
+        return cls(message)
+
+
+class InvalidArgument(ChorusError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ChorusError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(ChorusError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(ChorusError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unavailable(ChorusError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class FailedPrecondition(ChorusError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+_BY_CODE: dict[str, type[ChorusError]] = {
+    cls.code.name: cls
+    for cls in (
+        ChorusError,
+        InvalidArgument,
+        NotFound,
+        ResourceExhausted,
+        DeadlineExceeded,
+        Unavailable,
+        FailedPrecondition,
+    )
+}

@@ -1,0 +1,54 @@
+"""Heartbeat: what a model replica tells the router about itself, once a second.
+
+Control-plane traffic, so JSON keeps it readable with `nats sub chorus.hb.*`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from chorus.spec import TensorSpec
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    model: str
+    version: str
+    replica: str
+    capability: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    labels: tuple[str, ...]
+    scores_output: str
+    device: str
+    in_flight: int = 0
+    interval_s: float = 1.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["type"] = f"chorus.heartbeat.v{VERSION}"
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Heartbeat:
+        d = json.loads(data)
+        if d.get("type") != f"chorus.heartbeat.v{VERSION}":
+            raise ValueError(f"not a v{VERSION} heartbeat: type={d.get('type')!r}")
+        return cls(
+            model=d["model"],
+            version=d["version"],
+            replica=d["replica"],
+            capability=d["capability"],
+            inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+            labels=tuple(d["labels"]),
+            scores_output=d["scores_output"],
+            device=d["device"],
+            in_flight=int(d.get("in_flight", 0)),
+            interval_s=float(d.get("interval_s", 1.0)),
+            extra=dict(d.get("extra", {})),
+        )

@@ -1,0 +1,23 @@
+"""NATS subject names: the only addresses services use to find each other."""
+
+from __future__ import annotations
+
+PREFIX = "chorus"
+FUSE = f"{PREFIX}.fuse"
+FUSER_QUEUE = "fuser"
+HEARTBEATS = f"{PREFIX}.hb.*"
+DISCOVER = f"{PREFIX}.discover"
+
+
+def infer(model: str) -> str:
+    """Any replica of `model` (NATS balances the queue group named after the model)."""
+    return f"{PREFIX}.infer.{model}"
+
+
+def infer_replica(model: str, replica: str) -> str:
+    """One replica of `model`, for callers that choose the replica themselves."""
+    return f"{PREFIX}.infer.{model}.{replica}"
+
+
+def heartbeat(model: str) -> str:
+    return f"{PREFIX}.hb.{model}"

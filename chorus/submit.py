@@ -1,0 +1,53 @@
+"""`chorus submit`: the held-out digits through the router, with per-member and fused accuracy."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+
+from chorus.client import TaskClient
+from chorus.datasets import digits_split
+
+CAPABILITY = "classify/digits"
+
+
+def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> int:
+    split = digits_split()
+    x, y = split.x_test, split.y_test
+    if limit:
+        x, y = x[:limit], y[:limit]
+    fused: list[np.ndarray] = []
+    members: dict[str, list[np.ndarray]] = {}
+    shown = 0
+    start = time.perf_counter()
+    with TaskClient(router) as client:
+        for i in range(0, len(x), max(1, batch)):
+            try:
+                result = client.submit(CAPABILITY, {"input": x[i : i + batch]}, policy=policy)
+            except grpc.RpcError as err:
+                print(f"task {i}: {err.code().name}: {err.details()}")
+                return 1
+            fused.append(result.labels)
+            for name, outs in result.members.items():
+                members.setdefault(name, []).append(outs["label"])
+            for r, row in enumerate(result.response.explanation.rows):
+                if shown >= show:
+                    break
+                votes = " ".join(f"{m}={v}" for m, v in sorted(row.votes.items()))
+                print(
+                    f"digit {y[i + r]}: fused {row.label} "
+                    f"(confidence {row.confidence:.2f}, agreement {row.agreement:.2f}; {votes})"
+                )
+                shown += 1
+    elapsed = time.perf_counter() - start
+    print(f"\n{len(y)} digits in {elapsed:.2f}s ({len(y) / elapsed:.0f}/s), batch {batch}")
+    print(f"{'model':<12} accuracy")
+    for name in sorted(members):
+        acc = float(np.mean(np.concatenate(members[name]) == y))
+        print(f"{name:<12} {acc:.4f}")
+    print(
+        f"{'fused':<12} {float(np.mean(np.concatenate(fused) == y)):.4f}  ({policy or 'default policy'})"
+    )
+    return 0

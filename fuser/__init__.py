@@ -1,0 +1,1 @@
+"""The fuser: merges member models' answers into one and says why."""

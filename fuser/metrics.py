@@ -1,0 +1,38 @@
+"""Prometheus metrics of one fuser replica."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from chorus.metrics import LATENCY_BUCKETS_S
+
+
+class FuserMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "chorus_fuser_requests",
+            "Fusion requests by policy and outcome",
+            ["policy", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chorus_fuser_fuse_seconds",
+            "Time to fuse one request",
+            ["policy"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.agreement = Histogram(
+            "chorus_fuser_agreement_ratio",
+            "Share of members agreeing with the fused answer, per row",
+            ["policy"],
+            buckets=(0.0, 0.25, 0.34, 0.5, 0.67, 0.75, 0.99, 1.0),
+            registry=self.registry,
+        )
+        self.conflicts = Counter(
+            "chorus_fuser_conflicts",
+            "Rows on which the members did not all agree",
+            ["policy"],
+            registry=self.registry,
+        )

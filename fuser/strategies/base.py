@@ -1,0 +1,72 @@
+"""What every fusion strategy takes and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from chorus.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class MemberScores:
+    """One member's class probabilities for every row: FP32 [rows, classes]."""
+
+    model: str
+    probabilities: np.ndarray
+    weight: float = 1.0
+    version: str = ""
+
+    @property
+    def votes(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
+
+
+@dataclass(frozen=True)
+class Fused:
+    probabilities: np.ndarray
+    labels: np.ndarray
+    confidence: np.ndarray
+    agreement: np.ndarray
+    rules: list[str]
+
+
+class FusionStrategy(Protocol):
+    name: str
+
+    def fuse(self, members: Sequence[MemberScores]) -> Fused: ...
+
+
+def check_members(members: Sequence[MemberScores], n_classes: int | None = None) -> tuple[int, int]:
+    """(rows, classes) shared by all members; InvalidArgument naming the member otherwise."""
+    if not members:
+        raise InvalidArgument("members: empty; fusion needs at least one member's output")
+    rows, classes = members[0].probabilities.shape
+    for m in members:
+        p = m.probabilities
+        if p.ndim != 2 or p.shape != (rows, classes):
+            raise InvalidArgument(
+                f"members[{m.model!r}].probabilities: expected shape [{rows}, {classes}] "
+                f"like the first member, got {list(p.shape)}"
+            )
+        if not np.all(np.isfinite(p)):
+            raise InvalidArgument(
+                f"members[{m.model!r}].probabilities: contains NaN or infinity; "
+                "a member that cannot score must be left out, not sent"
+            )
+        if not np.isfinite(m.weight) or m.weight < 0:
+            raise InvalidArgument(f"members[{m.model!r}].weight: expected >= 0, got {m.weight}")
+    if n_classes is not None and classes != n_classes:
+        raise InvalidArgument(
+            f"members: {classes} probability columns, but {n_classes} labels were given"
+        )
+    return rows, classes
+
+
+def agreement(members: Sequence[MemberScores], labels: np.ndarray) -> np.ndarray:
+    """Per row, the share of members whose own top class is the fused label."""
+    votes = np.stack([m.votes for m in members])
+    return np.asarray((votes == labels[None, :]).mean(axis=0), dtype=np.float64)

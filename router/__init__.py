@@ -1,0 +1,1 @@
+"""The router: takes tasks over gRPC, fans them out to member models, has the fuser merge."""

@@ -1,0 +1,47 @@
+"""Live registry of model replicas, kept from their heartbeats.
+
+A replica is alive while its last heartbeat is younger than `expiry_beats` of its own
+announced intervals. The clock is passed in, so the registry is a plain data structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chorus.heartbeat import Heartbeat
+
+
+@dataclass(frozen=True)
+class Seen:
+    heartbeat: Heartbeat
+    at: float
+
+
+class Registry:
+    def __init__(self, expiry_beats: float = 3.0) -> None:
+        self.expiry_beats = expiry_beats
+        self._replicas: dict[str, Seen] = {}
+
+    def observe(self, hb: Heartbeat, now: float) -> None:
+        self._replicas[hb.replica] = Seen(hb, now)
+
+    def live(self, now: float) -> list[Heartbeat]:
+        dead = [
+            r
+            for r, s in self._replicas.items()
+            if now - s.at > self.expiry_beats * s.heartbeat.interval_s
+        ]
+        for r in dead:
+            del self._replicas[r]
+        return [s.heartbeat for s in self._replicas.values()]
+
+    def models_for(self, capability: str, now: float) -> dict[str, list[Heartbeat]]:
+        """Live replicas of each model that offers `capability`, by model name."""
+        out: dict[str, list[Heartbeat]] = {}
+        for hb in self.live(now):
+            if hb.capability == capability:
+                out.setdefault(hb.model, []).append(hb)
+        return dict(sorted(out.items()))
+
+    def capabilities(self, now: float) -> list[str]:
+        return sorted({hb.capability for hb in self.live(now)})

@@ -1,0 +1,62 @@
+"""chorus.v1.TaskService over grpc.aio: translates between gRPC and the task runner."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from chorus.errors import ChorusError
+from chorus.pb import task_pb2, task_pb2_grpc
+from router.registry import Registry
+from router.task import TaskRunner
+
+log = logging.getLogger(__name__)
+
+
+class TaskServicer(task_pb2_grpc.TaskServiceServicer):
+    def __init__(self, runner: TaskRunner, registry: Registry) -> None:
+        self.runner = runner
+        self.registry = registry
+
+    async def Submit(
+        self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.SubmitResponse:
+        try:
+            return await self.runner.submit(request, context.time_remaining())
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        except Exception as exc:
+            log.exception("task failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"router: {exc!r}")
+        raise AssertionError("unreachable")
+
+    async def ListModels(
+        self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.ListModelsResponse:
+        by_model: dict[str, task_pb2.ModelInfo] = {}
+        for hb in self.registry.live(time.monotonic()):
+            if request.capability and hb.capability != request.capability:
+                continue
+            info = by_model.get(hb.model)
+            if info is None:
+                info = by_model[hb.model] = task_pb2.ModelInfo(
+                    name=hb.model,
+                    version=hb.version,
+                    capability=hb.capability,
+                    inputs=[_spec(s) for s in hb.inputs],
+                    outputs=[_spec(s) for s in hb.outputs],
+                )
+            info.replicas.append(hb.replica)
+            if hb.device not in info.devices:
+                info.devices.append(hb.device)
+        return task_pb2.ListModelsResponse(models=[by_model[m] for m in sorted(by_model)])
+
+
+def _spec(s: object) -> task_pb2.TensorSpec:
+    return task_pb2.TensorSpec(
+        name=s.name,  # type: ignore[attr-defined]
+        datatype=s.datatype,  # type: ignore[attr-defined]
+        shape=s.shape,  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,169 @@
+"""One synchronous task: check the input, fan out to the capability's models, fuse, answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+from nats.aio.client import Client
+
+from chorus.codec import from_tensor
+from chorus.context import CallContext, Priority
+from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from chorus.heartbeat import Heartbeat
+from chorus.pb import task_pb2, tensor_pb2, wire_pb2
+from chorus.spec import check_tensor
+from router import dispatch
+from router.metrics import RouterMetrics
+from router.registry import Registry
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        nc: Client,
+        registry: Registry,
+        metrics: RouterMetrics,
+        *,
+        default_budget_s: float,
+        default_policy: str,
+        max_rows: int,
+    ) -> None:
+        self.nc = nc
+        self.registry = registry
+        self.metrics = metrics
+        self.default_budget_s = default_budget_s
+        self.default_policy = default_policy
+        self.max_rows = max_rows
+
+    async def submit(
+        self, req: task_pb2.SubmitRequest, grpc_remaining_s: float | None
+    ) -> task_pb2.SubmitResponse:
+        start = time.perf_counter()
+        priority = Priority.from_wire(req.priority)
+        outcome = "ok"
+        try:
+            return await self._submit(req, priority, grpc_remaining_s)
+        except ChorusError as err:
+            outcome = err.code_name.lower()
+            raise
+        finally:
+            self.metrics.tasks.labels(req.capability, priority.name.lower(), outcome).inc()
+            if outcome == "ok":
+                self.metrics.latency.labels(req.capability).observe(time.perf_counter() - start)
+
+    async def _submit(
+        self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
+    ) -> task_pb2.SubmitResponse:
+        if not req.capability:
+            raise InvalidArgument(
+                "capability: empty; expected a capability such as 'classify/digits'"
+            )
+        members = self.registry.models_for(req.capability, time.monotonic())
+        if not members:
+            live = self.registry.capabilities(time.monotonic()) or ["none"]
+            raise NotFound(
+                f"capability {req.capability!r}: no live model offers it "
+                f"(live capabilities: {', '.join(live)})"
+            )
+        first = {m: replicas[0] for m, replicas in members.items()}
+        self._check_inputs(req, list(first.values()))
+
+        budget = req.deadline_ms / 1000 if req.deadline_ms else self.default_budget_s
+        if grpc_remaining_s is not None:
+            budget = min(budget, grpc_remaining_s)
+        task_id = req.task_id or uuid.uuid4().hex
+        ctx = CallContext.start(task_id, priority, budget)
+
+        payload = wire_pb2.InferCall(inputs=req.inputs).SerializeToString()
+        if len(payload) > self.nc.max_payload:
+            raise InvalidArgument(
+                f"inputs: {len(payload)} bytes exceed the mesh's {self.nc.max_payload}-byte "
+                "message limit; send fewer rows per task"
+            )
+        fan = await dispatch.fan_out(self.nc, list(first), payload, ctx)
+        for model, ms in fan.latency_ms.items():
+            self.metrics.member_latency.labels(model).observe(ms / 1000)
+        for model, err in fan.errors.items():
+            self.metrics.member_errors.labels(model, err.code_name.lower()).inc()
+        if not fan.replies:
+            raise _no_members(req.capability, fan.errors)
+
+        call = wire_pb2.FuseCall(
+            policy=req.fusion_policy or self.default_policy,
+            labels=next(iter(first.values())).labels,
+        )
+        for model, reply in fan.replies.items():
+            scores = _output(reply, first[model].scores_output)
+            call.members.add(model=model, version=reply.version, probabilities=scores, weight=1.0)
+        fused = await dispatch.fuse(self.nc, call, ctx)
+
+        labels = np.array([r.label for r in fused.rows], dtype=np.int64)
+        response = task_pb2.SubmitResponse(
+            task_id=task_id,
+            capability=req.capability,
+            labels=call.labels,
+            explanation=task_pb2.Explanation(
+                policy=fused.policy,
+                members=list(fan.replies),
+                missing={m: e.message for m, e in fan.errors.items()},
+                rows=fused.rows,
+            ),
+        )
+        response.outputs.add(
+            name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes()
+        )
+        response.outputs.append(fused.probabilities)
+        for model, reply in fan.replies.items():
+            response.members.add(
+                model=model,
+                version=reply.version,
+                replica=reply.replica,
+                outputs=reply.outputs,
+                latency_ms=fan.latency_ms[model],
+            )
+        return response
+
+    def _check_inputs(self, req: task_pb2.SubmitRequest, members: list[Heartbeat]) -> None:
+        if not req.inputs:
+            raise InvalidArgument("inputs: empty; send at least one input tensor")
+        names = [t.name for t in req.inputs]
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"inputs: duplicate tensor names in {names}")
+        arrays = {t.name: from_tensor(t) for t in req.inputs}
+        for hb in members:
+            expected = {s.name: s for s in hb.inputs}
+            if set(expected) != set(arrays):
+                raise InvalidArgument(
+                    f"inputs: capability {req.capability!r} (model {hb.model}) takes "
+                    f"{sorted(expected)}, got {sorted(arrays)}"
+                )
+            for name, array in arrays.items():
+                check_tensor(expected[name], array, field=f"inputs[{name!r}]")
+        rows = {a.shape[0] for a in arrays.values() if a.ndim}
+        if len(rows) > 1:
+            raise InvalidArgument(f"inputs: tensors disagree on the number of rows: {sorted(rows)}")
+        if rows and max(rows) > self.max_rows:
+            raise InvalidArgument(
+                f"inputs: {max(rows)} rows exceed the router's max_rows of {self.max_rows}; "
+                "split the task"
+            )
+
+
+def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:
+    for t in reply.outputs:
+        if t.name == name:
+            return t
+    raise Unavailable(f"model {reply.model}: reply has no {name!r} output")
+
+
+def _no_members(capability: str, errors: dict[str, ChorusError]) -> ChorusError:
+    """One error for a task none of whose members answered: the most actionable one."""
+    invalid = [e for e in errors.values() if isinstance(e, InvalidArgument)]
+    if invalid:
+        return invalid[0]
+    detail = "; ".join(e.message for e in errors.values())
+    if all(isinstance(e, DeadlineExceeded) for e in errors.values()):
+        return DeadlineExceeded(f"capability {capability!r}: no member answered in time: {detail}")
+    return Unavailable(f"capability {capability!r}: no member answered: {detail}")

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one model service (its own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from chorus.metrics import LATENCY_BUCKETS_S
+
+
+class ModelMetrics:
+    def __init__(self, model: str, version: str, provider: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "chorus_model_requests",
+            "Inference requests by transport and outcome",
+            ["model", "transport", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chorus_model_inference_seconds",
+            "ONNX Runtime compute time per request",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.rows = Histogram(
+            "chorus_model_batch_size",
+            "Rows per inference call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "chorus_model_in_flight", "Requests being served", ["model"], registry=self.registry
+        )
+        info = Gauge(
+            "chorus_model_info",
+            "Loaded model version and the execution provider it runs on",
+            ["model", "version", "provider"],
+            registry=self.registry,
+        )
+        info.labels(model, version, provider).set(1)
+        self.model = model
+
+    def observe(self, transport: str, outcome: str, rows: int = 0, seconds: float = 0.0) -> None:
+        self.requests.labels(self.model, transport, outcome).inc()
+        if outcome == "ok":
+            self.rows.labels(self.model).observe(rows)
+            self.latency.labels(self.model).observe(seconds)

@@ -1,0 +1,168 @@
+"""The model's NATS side: a micro service answering chorus.infer.<model>[.<replica>].
+
+Registering through nats.micro makes every replica discoverable with `$SRV.PING/INFO/STATS`;
+heartbeats on chorus.hb.<model> add what the router needs to route (specs, load, device).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import nats.micro
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+import chorus
+from chorus import subjects
+from chorus.codec import from_tensor, to_tensor
+from chorus.context import CallContext
+from chorus.errors import ChorusError, InvalidArgument
+from chorus.heartbeat import Heartbeat
+from chorus.pb import wire_pb2
+from services.metrics import ModelMetrics
+from services.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+
+class NatsWorker:
+    def __init__(
+        self,
+        nc: Client,
+        model: OnnxModel,
+        metrics: ModelMetrics,
+        *,
+        replica: str,
+        heartbeat_s: float,
+        default_budget_s: float,
+    ) -> None:
+        self.nc = nc
+        self.model = model
+        self.manifest = model.manifest
+        self.metrics = metrics
+        self.replica = replica
+        self.heartbeat_s = heartbeat_s
+        self.default_budget_s = default_budget_s
+        self._service: Service | None = None
+        self._discover: Subscription | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._requests: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+
+    async def start(self) -> None:
+        if self._service is not None:
+            return
+        name = self.manifest.name
+        self._service = await nats.micro.add_service(
+            self.nc,
+            name=f"chorus-model-{name}",
+            version=chorus.__version__,
+            description=self.manifest.description or name,
+            metadata={
+                "model": name,
+                "model_version": self.manifest.version,
+                "capability": self.manifest.capability,
+                "replica": self.replica,
+            },
+        )
+        await self._service.add_endpoint(
+            name="infer", subject=subjects.infer(name), queue_group=name, handler=self._on_infer
+        )
+        await self._service.add_endpoint(
+            name="infer-replica",
+            subject=subjects.infer_replica(name, self.replica),
+            queue_group=self.replica,
+            handler=self._on_infer,
+        )
+        self._discover = await self.nc.subscribe(subjects.DISCOVER, cb=self._on_discover)
+        await self._beat()
+        self._beat_task = asyncio.create_task(self._beat_forever(), name=f"heartbeat-{name}")
+
+    async def stop(self) -> None:
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat_task
+            self._beat_task = None
+        if self._discover is not None:
+            await self._discover.unsubscribe()
+            self._discover = None
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._requests:
+            await asyncio.gather(*self._requests, return_exceptions=True)
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            model=self.manifest.name,
+            version=self.manifest.version,
+            replica=self.replica,
+            capability=self.manifest.capability,
+            inputs=self.manifest.inputs,
+            outputs=self.manifest.outputs,
+            labels=self.manifest.labels,
+            scores_output=self.manifest.scores_output,
+            device=self.model.device,
+            in_flight=self._in_flight,
+            interval_s=self.heartbeat_s,
+        )
+
+    async def _beat(self) -> None:
+        await self.nc.publish(subjects.heartbeat(self.manifest.name), self.heartbeat().to_json())
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._beat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _on_discover(self, msg: Msg) -> None:
+        await self._beat()
+
+    async def _on_infer(self, request: Request) -> None:
+        # nats-py runs one subscription's callbacks one after another; serve concurrently.
+        task = asyncio.create_task(self._serve(request))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _serve(self, request: Request) -> None:
+        self._in_flight += 1
+        self.metrics.in_flight.labels(self.manifest.name).inc()
+        try:
+            ctx = CallContext.from_headers(request.headers, default_budget_s=self.default_budget_s)
+            ctx.check(f"model {self.manifest.name} ({self.replica}) started it")
+            call = wire_pb2.InferCall()
+            try:
+                call.ParseFromString(request.data)
+            except Exception:
+                raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
+            inputs = {t.name: from_tensor(t) for t in call.inputs}
+            prediction = await self.model.infer(inputs)
+            reply = wire_pb2.InferReply(
+                model=self.manifest.name,
+                version=self.manifest.version,
+                replica=self.replica,
+                outputs=[to_tensor(n, a) for n, a in prediction.outputs.items()],
+                compute_ms=prediction.compute_ms,
+            )
+            await request.respond(reply.SerializeToString())
+            rows = next(iter(inputs.values())).shape[0]
+            self.metrics.observe("nats", "ok", rows, prediction.compute_ms / 1000)
+        except ChorusError as err:
+            self.metrics.observe("nats", err.code_name.lower())
+            await request.respond_error(err.code_name, err.message)
+        except Exception as exc:
+            log.exception("inference failed")
+            self.metrics.observe("nats", "internal")
+            await request.respond_error("INTERNAL", f"model {self.manifest.name}: {exc!r}")
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.labels(self.manifest.name).dec()
