@@ -106,12 +106,13 @@ class Mesh:
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
         env = {**os.environ, "CHORUS_NATS_URL": self.nats_url, **self.extra_env}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chorus.cli", "serve", *args],
-            stdout=subprocess.PIPE,
-            stderr=open(log, "ab"),  # noqa: SIM115 - the child owns it from here
-            env=env,
-        )
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chorus.cli", "serve", *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+            )
         child = Child(name, proc, log=log)
         self.children.append(child)
         _wait_ready(child, timeout_s)

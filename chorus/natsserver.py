@@ -64,8 +64,10 @@ class NatsServer:
         ]
         if self.log:
             self.log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            with open(self.log, "ab") as out:
+                self._proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

