@@ -37,7 +37,7 @@ def test_byte_count_mismatch_names_field_and_sizes() -> None:
 
 
 def test_unknown_datatype_lists_known_ones() -> None:
-    with pytest.raises(InvalidArgument, match="unknown datatype 'FP8'.*FP32"):
+    with pytest.raises(InvalidArgument, match=r"unknown datatype 'FP8'.*FP32"):
         from_bytes(b"", "FP8", [0])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_held_out_digits_end_to_end(client: TaskClient, model_repo: Path, policy
     # Mostly one digit per task, as applications send them, plus a few multi-row tasks.
     bounds = list(range(0, 400)) + list(range(400, len(x), 35)) + [len(x)]
     fused, member_labels = [], {name: [] for name in DEMO}
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         batch = x[lo:hi]
         result = client.submit(CAPABILITY, {"input": batch}, policy=policy)
         assert result.labels.shape == (len(batch),)

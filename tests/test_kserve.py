@@ -1,0 +1,95 @@
+"""A model service answers standard KServe v2 clients (tritonclient) with the mesh's own model.
+
+tritonclient registers the same protobuf names as chorus/pb/kserve_v2.proto, so this process
+uses tritonclient's stubs only; importing both into one process is refused by protobuf.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as tc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
+
+from chorus.datasets import digits_split
+from chorus.mesh import Mesh
+from services import repository
+
+
+@pytest.fixture
+def forest(mesh: Mesh) -> str:
+    return str(mesh.child("forest").ready["grpc"])
+
+
+def test_tritonclient_model_infer_matches_onnx_runtime(forest: str, model_repo: Path) -> None:
+    x = digits_split().x_test[:16]
+    client = tc.InferenceServerClient(url=forest)
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("forest")
+        meta = client.get_model_metadata("forest")
+        assert meta.platform == "onnxruntime_onnx"
+        assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+            ("input", "FP32", [-1, 64])
+        ]
+
+        inp = tc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer("forest", [inp], outputs=[tc.InferRequestedOutput("probabilities")])
+        got = result.as_numpy("probabilities")
+        assert result.as_numpy("label") is None  # only what was asked for
+    finally:
+        client.close()
+
+    path = repository.load(model_repo, "forest").onnx_path
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["probabilities"], {"input": x}
+    )[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_tritonclient_gets_clear_errors_and_service_keeps_serving(forest: str) -> None:
+    client = tc.InferenceServerClient(url=forest)
+    try:
+        bad = tc.InferInput("input", [2, 63], "FP32")
+        bad.set_data_from_numpy(np.zeros((2, 63), np.float32))
+        with pytest.raises(
+            InferenceServerException, match=r"expected shape \[-1, 64\].*got \[2, 63\]"
+        ):
+            client.infer("forest", [bad])
+        with pytest.raises(InferenceServerException, match=r"model 'nope'.*not served here"):
+            client.get_model_metadata("nope")
+        good = tc.InferInput("input", [1, 64], "FP32")
+        good.set_data_from_numpy(np.zeros((1, 64), np.float32))
+        assert client.infer("forest", [good]).as_numpy("label").shape == (1,)
+    finally:
+        client.close()
+
+
+def test_typed_contents_are_accepted_like_raw_bytes(forest: str) -> None:
+    x = digits_split().x_test[:2]
+    with grpc.insecure_channel(forest) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        typed = pb.ModelInferRequest(model_name="forest")
+        t = typed.inputs.add(name="input", datatype="FP32", shape=[2, 64])
+        t.contents.fp32_contents.extend(x.ravel().tolist())
+        raw = pb.ModelInferRequest(model_name="forest", raw_input_contents=[x.tobytes()])
+        raw.inputs.add(name="input", datatype="FP32", shape=[2, 64])
+        a, b = stub.ModelInfer(typed, timeout=10), stub.ModelInfer(raw, timeout=10)
+    assert a.raw_output_contents == b.raw_output_contents
+    assert [o.name for o in a.outputs] == ["label", "probabilities"]
+
+
+def test_health_service_reports_serving(forest: str) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(forest) as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
