@@ -1,0 +1,92 @@
+"""`chorus up` and `chorus submit` as a person runs them, in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chorus.mesh import Mesh
+from chorus.natsserver import free_port
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_prints_endpoints_serves_and_stops_on_ctrl_c(model_repo: Path, tmp_path: Path) -> None:
+    router_port, nats_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "chorus.cli", "up", "--repository", str(model_repo),
+           "--data-dir", str(tmp_path / "up"), "--router-port", str(router_port),
+           "--nats-port", str(nats_port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"chorus up ended early: {lines}"
+            lines.append(line.rstrip())
+            if line.startswith("mesh up"):
+                break
+        out = "\n".join(lines)
+        assert f"nats://127.0.0.1:{nats_port}" in out
+        assert f"router    gRPC 127.0.0.1:{router_port}" in out
+        for name in ("logreg", "forest", "mlp"):
+            assert any(ln.startswith(name) and "ExecutionProvider" in ln for ln in lines), out
+        assert "fuser" in out and "/metrics" in out
+
+        submit = subprocess.run(
+            [sys.executable, "-m", "chorus.cli", "submit", "--router", f"127.0.0.1:{router_port}",
+             "--limit", "30", "--show", "3"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        assert "30 digits" in submit.stdout
+        fused = [ln for ln in submit.stdout.splitlines() if ln.startswith("fused ")]
+        assert fused and float(fused[0].split()[1]) >= 0.9
+
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "stopping the mesh" in rest
+    assert not _port_open(router_port)
+    assert not _port_open(nats_port)
+
+
+def test_models_build_writes_manifests_without_download(tmp_path: Path) -> None:
+    # Any attempt to reach the network would go to a dead proxy and fail.
+    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "models", "build", "--repository", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    for name in ("logreg", "forest", "mlp"):
+        manifest = json.loads((tmp_path / name / "1" / "manifest.json").read_text())
+        assert manifest["capability"] == "classify/digits"
+        assert manifest["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+        assert [o["name"] for o in manifest["outputs"]] == ["label", "probabilities"]
+        assert manifest["labels"] == [str(d) for d in range(10)]
+        assert manifest["metrics"]["holdout_accuracy"] > 0.9
+        assert (tmp_path / name / "1" / "model.onnx").stat().st_size > 0
+
+
+def test_models_ls_lists_live_models(mesh: Mesh) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "models", "ls", "--router", mesh.router_target],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert sorted(ln.split()[0] for ln in run.stdout.splitlines()) == ["forest", "logreg", "mlp"]
