@@ -6,7 +6,7 @@ Control-plane traffic, so JSON keeps it readable with `nats sub chorus.hb.*`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from chorus.spec import TensorSpec
 
@@ -26,7 +26,6 @@ class Heartbeat:
     device: str
     in_flight: int = 0
     interval_s: float = 1.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -50,5 +49,4 @@ class Heartbeat:
             device=d["device"],
             in_flight=int(d.get("in_flight", 0)),
             interval_s=float(d.get("interval_s", 1.0)),
-            extra=dict(d.get("extra", {})),
         )

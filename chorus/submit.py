@@ -47,7 +47,6 @@ def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> i
     for name in sorted(members):
         acc = float(np.mean(np.concatenate(members[name]) == y))
         print(f"{name:<12} {acc:.4f}")
-    print(
-        f"{'fused':<12} {float(np.mean(np.concatenate(fused) == y)):.4f}  ({policy or 'default policy'})"
-    )
+    fused_acc = float(np.mean(np.concatenate(fused) == y))
+    print(f"{'fused':<12} {fused_acc:.4f}  ({policy or 'default policy'})")
     return 0

@@ -107,8 +107,14 @@ class RouterService:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring malformed heartbeat on %s: %s", msg.subject, exc)
             return
-        self.registry.observe(hb, time.monotonic())
+        now = time.monotonic()
+        self.registry.observe(hb, now)
         self.metrics.heartbeats.labels(hb.model).inc()
+        counts: dict[str, int] = {}
+        for live in self.registry.live(now):
+            counts[live.model] = counts.get(live.model, 0) + 1
+        for model, n in counts.items():
+            self.metrics.replicas.labels(model).set(n)
 
     async def __aenter__(self) -> Self:
         return await self.start()

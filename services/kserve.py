@@ -101,7 +101,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             finally:
                 self.metrics.in_flight.labels(self.manifest.name).dec()
         except ChorusError as err:
-            self.metrics.observe("grpc", "rejected")
+            self.metrics.observe("grpc", err.code_name.lower())
             await context.abort(err.code, err.message)
         rows = next(iter(inputs.values())).shape[0]
         self.metrics.observe("grpc", "ok", rows, prediction.compute_ms / 1000)
