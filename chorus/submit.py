@@ -20,7 +20,8 @@ def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> i
         x, y = x[:limit], y[:limit]
     fused: list[np.ndarray] = []
     members: dict[str, list[np.ndarray]] = {}
-    shown = 0
+    agreed: list[str] = []
+    disputed: list[str] = []
     start = time.perf_counter()
     with TaskClient(router) as client:
         for i in range(0, len(x), max(1, batch)):
@@ -33,15 +34,17 @@ def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> i
             for name, outs in result.members.items():
                 members.setdefault(name, []).append(outs["label"])
             for r, row in enumerate(result.response.explanation.rows):
-                if shown >= show:
-                    break
                 votes = " ".join(f"{m}={v}" for m, v in sorted(row.votes.items()))
-                print(
-                    f"digit {y[i + r]}: fused {row.label} "
-                    f"(confidence {row.confidence:.2f}, agreement {row.agreement:.2f}; {votes})"
+                line = (
+                    f"digit {y[i + r]}: fused {row.label} ({row.rule}; "
+                    f"agreement {row.agreement:.2f}; votes {votes})"
                 )
-                shown += 1
+                (agreed if row.agreement == 1.0 else disputed).append(line)
     elapsed = time.perf_counter() - start
+    # Disagreements are what fusion is for, so they are shown first.
+    for line in (disputed + agreed)[:show]:
+        print(line)
+    print(f"members disagreed on {len(disputed)} of {len(y)} digits")
     print(f"\n{len(y)} digits in {elapsed:.2f}s ({len(y) / elapsed:.0f}/s), batch {batch}")
     print(f"{'model':<12} accuracy")
     for name in sorted(members):
