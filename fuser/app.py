@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from types import TracebackType
 from typing import Self
-from wsgiref.simple_server import WSGIServer
 
 import nats
 import nats.micro
 import numpy as np
-from nats.aio.client import Client
 from nats.micro.request import Request
 from nats.micro.service import Service
 
@@ -19,34 +16,28 @@ import chorus
 from chorus import subjects
 from chorus.config import FuserConfig
 from chorus.errors import ChorusError, InvalidArgument
-from chorus.metrics import serve_metrics
 from chorus.pb import wire_pb2
+from chorus.service import ServiceBase
 from fuser.fusion import DEFAULT_POLICY, fuse
 from fuser.metrics import FuserMetrics
 
 log = logging.getLogger(__name__)
 
 
-class FuserService:
+class FuserService(ServiceBase):
     def __init__(self, config: FuserConfig) -> None:
+        super().__init__()
         self.config = config
         self.metrics = FuserMetrics()
-        self.metrics_port = 0
-        self._nc: Client | None = None
         self._service: Service | None = None
-        self._metrics_server: WSGIServer | None = None
 
     async def start(self) -> Self:
         if self._service is not None:
             return self
-        self._metrics_server, self.metrics_port = serve_metrics(
-            self.config.host, self.config.metrics_port, self.metrics.registry
-        )
-        self._nc = await nats.connect(
-            self.config.nats_url, name="chorus-fuser", max_reconnect_attempts=-1
-        )
+        self._serve_metrics(self.config.host, self.config.metrics_port, self.metrics.registry)
+        nc = await self._connect(self.config.nats_url, "chorus-fuser")
         self._service = await nats.micro.add_service(
-            self._nc,
+            nc,
             name="chorus-fuser",
             version=chorus.__version__,
             description="merges member outputs and explains the decision",
@@ -69,12 +60,7 @@ class FuserService:
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        if self._nc is not None:
-            await self._nc.drain()
-            self._nc = None
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server = None
+        await super().stop()
 
     async def _on_fuse(self, request: Request) -> None:
         start = time.perf_counter()
@@ -103,14 +89,3 @@ class FuserService:
         for a in fused.agreement:
             m.agreement.labels(reply.policy).observe(a)
         m.conflicts.labels(reply.policy).inc(int(np.sum(fused.agreement < 1.0)))
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from types import TracebackType
 from typing import Self
-from wsgiref.simple_server import WSGIServer
 
 import grpc
-import nats
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -19,8 +14,8 @@ from chorus import subjects
 from chorus.config import RouterConfig
 from chorus.grpcserver import add_health_and_reflection, bind, make_server, set_serving
 from chorus.heartbeat import Heartbeat
-from chorus.metrics import serve_metrics
 from chorus.pb import task_pb2, task_pb2_grpc
+from chorus.service import ServiceBase
 from router.metrics import RouterMetrics
 from router.registry import Registry
 from router.servicer import TaskServicer
@@ -30,32 +25,28 @@ log = logging.getLogger(__name__)
 TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 
 
-class RouterService:
+class RouterService(ServiceBase):
     def __init__(self, config: RouterConfig) -> None:
+        super().__init__()
         self.config = config
         self.registry = Registry()
         self.metrics = RouterMetrics()
         self.grpc_port = 0
-        self.metrics_port = 0
-        self._nc: Client | None = None
         self._hb_sub: Subscription | None = None
         self._server: grpc.aio.Server | None = None
-        self._metrics_server: WSGIServer | None = None
 
     async def start(self) -> Self:
         if self._server is not None:
             return self
         cfg = self.config
-        self._metrics_server, self.metrics_port = serve_metrics(
-            cfg.host, cfg.metrics_port, self.metrics.registry
-        )
-        self._nc = await nats.connect(cfg.nats_url, name="chorus-router", max_reconnect_attempts=-1)
-        self._hb_sub = await self._nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
-        await self._nc.publish(subjects.DISCOVER, b"")
-        await self._nc.flush()
+        self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
+        nc = await self._connect(cfg.nats_url, "chorus-router")
+        self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        await nc.publish(subjects.DISCOVER, b"")
+        await nc.flush()
 
         runner = TaskRunner(
-            self._nc,
+            nc,
             self.registry,
             self.metrics,
             default_budget_s=cfg.default_budget_s,
@@ -79,14 +70,6 @@ class RouterService:
         )
         return self
 
-    async def wait_for_models(self, capability: str, count: int, timeout_s: float) -> None:
-        """Block until `count` models offer `capability` (used by `chorus up` and tests)."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.registry.models_for(capability, time.monotonic())) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {count} models offer {capability!r}")
-            await asyncio.sleep(0.05)
-
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop(grace=2.0)
@@ -94,12 +77,7 @@ class RouterService:
         if self._hb_sub is not None:
             await self._hb_sub.unsubscribe()
             self._hb_sub = None
-        if self._nc is not None:
-            await self._nc.drain()
-            self._nc = None
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server = None
+        await super().stop()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:
@@ -115,14 +93,3 @@ class RouterService:
             counts[live.model] = counts.get(live.model, 0) + 1
         for model, n in counts.items():
             self.metrics.replicas.labels(model).set(n)
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from types import TracebackType
 from typing import Self
-from wsgiref.simple_server import WSGIServer
 
 import grpc
-import nats
-from nats.aio.client import Client
 
 from chorus.config import ModelServiceConfig
 from chorus.grpcserver import add_health_and_reflection, bind, make_server, set_serving
-from chorus.metrics import serve_metrics
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
+from chorus.service import ServiceBase
 from services import repository
 from services.kserve import KServeServicer
 from services.metrics import ModelMetrics
@@ -27,17 +23,15 @@ log = logging.getLogger(__name__)
 KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
-class ModelService:
+class ModelService(ServiceBase):
     def __init__(self, config: ModelServiceConfig) -> None:
+        super().__init__()
         self.config = config
         self.replica = config.replica or f"{config.model}-{uuid.uuid4().hex[:8]}"
         self.model: OnnxModel | None = None
         self.grpc_port = 0
-        self.metrics_port = 0
-        self._nc: Client | None = None
         self._server: grpc.aio.Server | None = None
         self._worker: NatsWorker | None = None
-        self._metrics_server: WSGIServer | None = None
 
     async def start(self) -> Self:
         if self._server is not None:
@@ -52,9 +46,7 @@ class ModelService:
             workers=cfg.workers,
         )
         metrics = ModelMetrics(cfg.model, version.manifest.version, self.model.provider)
-        self._metrics_server, self.metrics_port = serve_metrics(
-            cfg.host, cfg.metrics_port, metrics.registry
-        )
+        self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry)
 
         self._server = make_server(cfg.max_message_bytes)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -64,9 +56,9 @@ class ModelService:
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port)
         await self._server.start()
 
-        self._nc = await nats.connect(cfg.nats_url, name=self.replica, max_reconnect_attempts=-1)
+        nc = await self._connect(cfg.nats_url, self.replica)
         self._worker = NatsWorker(
-            self._nc,
+            nc,
             self.model,
             metrics,
             replica=self.replica,
@@ -90,26 +82,10 @@ class ModelService:
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
-        if self._nc is not None:
-            await self._nc.drain()
-            self._nc = None
         if self._server is not None:
             await self._server.stop(grace=1.0)
             self._server = None
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server = None
+        await super().stop()
         if self.model is not None:
             self.model.close()
             self.model = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
