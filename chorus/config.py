@@ -68,6 +68,12 @@ class FuserConfig:
     metrics_port: int = 0
 
 
+@dataclass(frozen=True)
+class TracingConfig:
+    otlp_endpoint: str = ""
+    """gRPC OTLP collector, e.g. http://otel-collector:4317; empty turns tracing off."""
+
+
 def from_env(cls: type[T], section: str, env: dict[str, str] | None = None, **overrides: Any) -> T:
     """Build `cls` from defaults, then CHORUS_<SECTION>_<FIELD> variables, then `overrides`.
 

@@ -8,23 +8,34 @@ from typing import Self
 from wsgiref.simple_server import WSGIServer
 
 import nats
+from grpc_health.v1 import health
 from nats.aio.client import Client
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
+from chorus import tracing
+from chorus.config import TracingConfig, from_env
+from chorus.grpcserver import set_serving
 from chorus.metrics import serve_metrics
 
 
 class ServiceBase:
+    kind = "service"
+    """Metric prefix and trace service name: router, model or fuser."""
+
     def __init__(self) -> None:
         self.metrics_port = 0
         self._nc: Client | None = None
         self._metrics_server: WSGIServer | None = None
+        self._nats_up: Gauge | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._health_names: list[str] = []
 
     async def start(self) -> Self:
         raise NotImplementedError
 
     async def stop(self) -> None:
         """Subclasses stop their own parts first, then call this."""
+        tracing.shutdown()
         if self._nc is not None:
             await self._nc.drain()
             self._nc = None
@@ -34,11 +45,43 @@ class ServiceBase:
             self._metrics_server = None
 
     def _serve_metrics(self, host: str, port: int, registry: CollectorRegistry) -> None:
+        self._nats_up = Gauge(
+            f"chorus_{self.kind}_nats_connected",
+            "1 while the NATS connection is up",
+            registry=registry,
+        )
         self._metrics_server, self.metrics_port = serve_metrics(host, port, registry)
 
     async def _connect(self, url: str, name: str) -> Client:
-        self._nc = await nats.connect(url, name=name, max_reconnect_attempts=-1)
+        tracing.setup(f"chorus-{self.kind}", from_env(TracingConfig, "tracing"))
+
+        async def down() -> None:
+            await self._nats_state(False)
+
+        async def up() -> None:
+            await self._nats_state(True)
+
+        self._nc = await nats.connect(
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            disconnected_cb=down,
+            reconnected_cb=up,
+        )
+        await self._nats_state(True)
         return self._nc
+
+    async def _nats_state(self, connected: bool) -> None:
+        """Readiness follows NATS: a service that cannot reach NATS cannot serve the mesh."""
+        if self._nats_up is not None:
+            self._nats_up.set(1 if connected else 0)
+        if self._health is not None:
+            await set_serving(self._health, self._health_names, connected)
+
+    async def _ready(self, servicer: health.aio.HealthServicer, names: list[str]) -> None:
+        """Report SERVING on gRPC health from now on, for as long as NATS is connected."""
+        self._health, self._health_names = servicer, names
+        await set_serving(servicer, names, self._nc is not None and self._nc.is_connected)
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -11,9 +11,10 @@ import nats.micro
 import numpy as np
 from nats.micro.request import Request
 from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
 
 import chorus
-from chorus import subjects
+from chorus import subjects, tracing
 from chorus.config import FuserConfig
 from chorus.errors import ChorusError, InvalidArgument
 from chorus.pb import wire_pb2
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class FuserService(ServiceBase):
+    kind = "fuser"
+
     def __init__(self, config: FuserConfig) -> None:
         super().__init__()
         self.config = config
@@ -63,6 +66,10 @@ class FuserService(ServiceBase):
         await super().stop()
 
     async def _on_fuse(self, request: Request) -> None:
+        with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
+            await self._fuse(request)
+
+    async def _fuse(self, request: Request) -> None:
         start = time.perf_counter()
         call = wire_pb2.FuseCall()
         policy = DEFAULT_POLICY

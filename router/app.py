@@ -12,7 +12,7 @@ from nats.aio.subscription import Subscription
 
 from chorus import subjects
 from chorus.config import RouterConfig
-from chorus.grpcserver import add_health_and_reflection, bind, make_server, set_serving
+from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.service import ServiceBase
@@ -26,6 +26,8 @@ TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 
 
 class RouterService(ServiceBase):
+    kind = "router"
+
     def __init__(self, config: RouterConfig) -> None:
         super().__init__()
         self.config = config
@@ -60,7 +62,7 @@ class RouterService(ServiceBase):
         health = add_health_and_reflection(self._server, [TASK_SERVICE])
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port)
         await self._server.start()
-        await set_serving(health, [TASK_SERVICE], True)
+        await self._ready(health, [TASK_SERVICE])
         log.info(
             "router serving: gRPC %s:%d, NATS %s, metrics :%d",
             cfg.host,

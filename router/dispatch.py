@@ -14,8 +14,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry.trace import SpanKind
 
-from chorus import subjects
+from chorus import subjects, tracing
 from chorus.context import CallContext
 from chorus.errors import ChorusError, DeadlineExceeded, Unavailable
 from chorus.pb import wire_pb2
@@ -42,14 +43,16 @@ def error_of(msg: Msg) -> ChorusError | None:
 
 async def _request(nc: Client, subject: str, payload: bytes, ctx: CallContext, who: str) -> Msg:
     timeout = ctx.check(f"{who} was asked")
-    try:
-        msg = await nc.request(subject, payload, timeout=timeout, headers=ctx.to_headers())
-    except NoRespondersError:
-        raise Unavailable(f"{who}: no replica is subscribed to {subject}") from None
-    except NatsTimeout:
-        raise DeadlineExceeded(
-            f"{who}: no answer within the task's {timeout * 1000:.0f} ms"
-        ) from None
+    with tracing.span(f"request {who}", kind=SpanKind.CLIENT, subject=subject):
+        headers = tracing.inject(ctx.to_headers())
+        try:
+            msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            raise Unavailable(f"{who}: no replica is subscribed to {subject}") from None
+        except NatsTimeout:
+            raise DeadlineExceeded(
+                f"{who}: no answer within the task's {timeout * 1000:.0f} ms"
+            ) from None
     err = error_of(msg)
     if err is not None:
         raise type(err)(f"{who}: {err.message}")

@@ -7,6 +7,7 @@ import time
 
 import grpc
 
+from chorus import tracing
 from chorus.errors import ChorusError
 from chorus.pb import task_pb2, task_pb2_grpc
 from router.registry import Registry
@@ -24,7 +25,8 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.SubmitResponse:
         try:
-            return await self.runner.submit(request, context.time_remaining())
+            metadata = _metadata(context) if tracing.enabled() else None
+            return await self.runner.submit(request, context.time_remaining(), metadata)
         except ChorusError as err:
             await context.abort(err.code, err.message)
         except Exception as exc:
@@ -52,6 +54,10 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             if hb.device not in info.devices:
                 info.devices.append(hb.device)
         return task_pb2.ListModelsResponse(models=[by_model[m] for m in sorted(by_model)])
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
 def _spec(s: object) -> task_pb2.TensorSpec:

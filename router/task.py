@@ -7,7 +7,9 @@ import uuid
 
 import numpy as np
 from nats.aio.client import Client
+from opentelemetry.trace import SpanKind
 
+from chorus import tracing
 from chorus.codec import from_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
@@ -38,13 +40,20 @@ class TaskRunner:
         self.max_rows = max_rows
 
     async def submit(
-        self, req: task_pb2.SubmitRequest, grpc_remaining_s: float | None
+        self,
+        req: task_pb2.SubmitRequest,
+        grpc_remaining_s: float | None,
+        metadata: dict[str, str] | None = None,
     ) -> task_pb2.SubmitResponse:
+        """`metadata` is the caller's gRPC metadata; a `traceparent` there continues its trace."""
         start = time.perf_counter()
         priority = Priority.from_wire(req.priority)
         outcome = "ok"
         try:
-            return await self._submit(req, priority, grpc_remaining_s)
+            with tracing.span(
+                "chorus.task", metadata, kind=SpanKind.SERVER, capability=req.capability
+            ):
+                return await self._submit(req, priority, grpc_remaining_s)
         except ChorusError as err:
             outcome = err.code_name.lower()
             raise

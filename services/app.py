@@ -10,7 +10,7 @@ from typing import Self
 import grpc
 
 from chorus.config import ModelServiceConfig
-from chorus.grpcserver import add_health_and_reflection, bind, make_server, set_serving
+from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
 from chorus.service import ServiceBase
 from services import repository
@@ -24,6 +24,8 @@ KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService
 
 
 class ModelService(ServiceBase):
+    kind = "model"
+
     def __init__(self, config: ModelServiceConfig) -> None:
         super().__init__()
         self.config = config
@@ -66,7 +68,7 @@ class ModelService(ServiceBase):
             default_budget_s=cfg.default_budget_s,
         )
         await self._worker.start()
-        await set_serving(health, [KSERVE_SERVICE], True)
+        await self._ready(health, [KSERVE_SERVICE])
         log.info(
             "model %s serving: gRPC %s:%d, NATS %s, metrics :%d, provider %s",
             cfg.model,

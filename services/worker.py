@@ -16,9 +16,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.request import Request
 from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
 
 import chorus
-from chorus import subjects
+from chorus import subjects, tracing
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
@@ -134,6 +135,16 @@ class NatsWorker:
         task.add_done_callback(self._requests.discard)
 
     async def _serve(self, request: Request) -> None:
+        with tracing.span(
+            f"infer {self.manifest.name}",
+            request.headers,
+            kind=SpanKind.SERVER,
+            model=self.manifest.name,
+            replica=self.replica,
+        ):
+            await self._serve_traced(request)
+
+    async def _serve_traced(self, request: Request) -> None:
         self._in_flight += 1
         self.metrics.in_flight.labels(self.manifest.name).inc()
         try:

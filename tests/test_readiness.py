@@ -1,0 +1,47 @@
+"""gRPC health tells the truth about NATS: NOT_SERVING while it is gone, SERVING once back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chorus.mesh import Mesh
+from chorus.natsserver import NatsServer
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _status(target: str) -> int:
+    with grpc.insecure_channel(target) as ch:
+        return int(
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        )
+
+
+def _wait_for(target: str, status: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _status(target) != status:
+        assert time.monotonic() < deadline, f"{target} never reported {status}"
+        time.sleep(0.1)
+
+
+def test_health_follows_the_nats_connection(model_repo: Path, tmp_path: Path) -> None:
+    nats = NatsServer(tmp_path / "js", log=tmp_path / "nats.log").start()
+    try:
+        with Mesh(model_repo, tmp_path / "mesh", models=["logreg"], nats_url=nats.url) as mesh:
+            targets = [mesh.router_target, str(mesh.child("logreg").ready["grpc"])]
+            for t in targets:
+                assert _status(t) == SERVING
+            nats.stop()
+            for t in targets:
+                _wait_for(t, NOT_SERVING)
+            nats.start()
+            for t in targets:
+                _wait_for(t, SERVING)
+            mesh.wait_for_models(1)
+    finally:
+        nats.stop()
