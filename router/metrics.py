@@ -23,6 +23,12 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "chorus_router_in_flight",
+            "Tasks being worked on, by priority",
+            ["priority"],
+            registry=self.registry,
+        )
         self.member_latency = Histogram(
             "chorus_router_member_seconds",
             "Round trip to one member model over NATS",

@@ -49,6 +49,8 @@ class TaskRunner:
         start = time.perf_counter()
         priority = Priority.from_wire(req.priority)
         outcome = "ok"
+        in_flight = self.metrics.in_flight.labels(priority.name.lower())
+        in_flight.inc()
         try:
             with tracing.span(
                 "chorus.task", metadata, kind=SpanKind.SERVER, capability=req.capability
@@ -58,6 +60,7 @@ class TaskRunner:
             outcome = err.code_name.lower()
             raise
         finally:
+            in_flight.dec()
             self.metrics.tasks.labels(req.capability, priority.name.lower(), outcome).inc()
             if outcome == "ok":
                 self.metrics.latency.labels(req.capability).observe(time.perf_counter() - start)

@@ -14,6 +14,7 @@ from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
 from chorus.service import ServiceBase
 from services import repository
+from services.gpu_metrics import nvml_collector
 from services.kserve import KServeServicer
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel
@@ -48,6 +49,10 @@ class ModelService(ServiceBase):
             workers=cfg.workers,
         )
         metrics = ModelMetrics(cfg.model, version.manifest.version, self.model.provider)
+        if self.model.device == "cuda":
+            gpu = nvml_collector(cfg.model)
+            if gpu is not None:
+                metrics.registry.register(gpu)
         self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry)
 
         self._server = make_server(cfg.max_message_bytes)

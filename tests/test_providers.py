@@ -48,3 +48,15 @@ def test_cuda_session_matches_cpu(model_repo: Path) -> None:
     finally:
         cuda.close()
         cpu.close()
+
+
+def test_gpu_metrics_only_where_nvml_answers() -> None:
+    from services.gpu_metrics import nvml_collector
+
+    collector = nvml_collector("mlp")
+    if not providers.cuda_usable():
+        assert collector is None
+        return
+    assert collector is not None
+    names = {m.name for m in collector.collect()}
+    assert "chorus_model_gpu_memory_used_bytes" in names
