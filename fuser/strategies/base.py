@@ -13,12 +13,19 @@ from chorus.errors import InvalidArgument
 
 @dataclass(frozen=True)
 class MemberScores:
-    """One member's class probabilities for every row: FP32 [rows, classes]."""
+    """One member's output for every row.
+
+    Classification members fill `probabilities` (FP32 [rows, classes]); regression members
+    fill `probabilities` with their predicted values, [rows, outputs], and the regression
+    strategies read them as values. `priority` orders members for the last tie-break (higher
+    wins); `weight` is the member's current trust (learned or configured).
+    """
 
     model: str
     probabilities: np.ndarray
     weight: float = 1.0
     version: str = ""
+    priority: int = 0
 
     @property
     def votes(self) -> np.ndarray:
@@ -27,6 +34,9 @@ class MemberScores:
 
 @dataclass(frozen=True)
 class Fused:
+    """Per row: the fused distribution (or values, for regression), the chosen label, its
+    confidence, the share of members agreeing, and the rule that decided, in words."""
+
     probabilities: np.ndarray
     labels: np.ndarray
     confidence: np.ndarray
