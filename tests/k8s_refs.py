@@ -1,0 +1,162 @@
+"""Which Prometheus metrics the Kubernetes manifests and the Grafana dashboard name.
+
+Read straight from the files under k8s/ (no kubectl needed), so any test can compare them with
+what the services really export: tests/test_k8s.py against the documented list, a live-mesh test
+against a scrape. The names come out of the PromQL itself (a small lexer, below), so a metric
+that is not prefixed chorus_ is caught as well.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "k8s"
+DASHBOARD = K8S / "base" / "grafana" / "chorus-dashboard.json"
+KEDA_OBJECTS = K8S / "components" / "keda" / "scaledobjects.yaml"
+HPA_OBJECTS = K8S / "components" / "hpa" / "hpa.yaml"
+ADAPTER_RULES = K8S / "components" / "hpa" / "prometheus-adapter-rules.yaml"
+
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_KEYWORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
+    | {"and", "or", "unless", "atan2", "inf", "nan", "Inf", "NaN"}
+)
+_LABEL_VALUES = re.compile(r"^\s*label_values\((?P<expr>.*?)(?:,\s*[a-zA-Z_]\w*)?\)\s*$", re.S)
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (not functions, labels, keywords or durations)."""
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("", text)
+    text = _RANGES.sub("", text)
+    text = _GROUPING.sub("", text)
+    names = set()
+    for match in _IDENT.finditer(text):
+        name, call = match.group(1), match.group(2)
+        if call or name in _KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def _walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from _walk_panels(panel.get("panels", []))
+
+
+def load_dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression in the dashboard: panel targets and query variables."""
+    dashboard = load_dashboard()
+    queries = [
+        target["expr"]
+        for panel in _walk_panels(dashboard.get("panels", []))
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
+        query = var.get("query")
+        raw = query.get("query", "") if isinstance(query, dict) else str(query or "")
+        for text in (raw, var.get("definition", "")):
+            match = _LABEL_VALUES.match(text)
+            if match:
+                queries.append(match.group("expr"))
+            elif text:
+                queries.append(text)
+    return queries
+
+
+def _yaml_objects(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def scaled_objects() -> list[dict[str, Any]]:
+    return _yaml_objects(KEDA_OBJECTS)
+
+
+def keda_queries() -> list[str]:
+    return [
+        trigger["metadata"]["query"]
+        for obj in scaled_objects()
+        for trigger in obj["spec"]["triggers"]
+        if trigger["type"] == "prometheus"
+    ]
+
+
+def adapter_config() -> dict[str, Any]:
+    """The parsed config.yaml inside the prometheus-adapter ConfigMap."""
+    (configmap,) = _yaml_objects(ADAPTER_RULES)
+    config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
+    return config
+
+
+def _adapter_rules() -> Iterator[tuple[str, dict[str, Any]]]:
+    config = adapter_config()
+    for section in ("rules", "externalRules", "resourceRules"):
+        for rule in config.get(section) or []:
+            if isinstance(rule, dict) and "seriesQuery" in rule:
+                yield section, rule
+
+
+def adapter_queries() -> list[str]:
+    """seriesQuery and metricsQuery of every rule, with the adapter's templates filled in."""
+    queries = []
+    for _section, rule in _adapter_rules():
+        series = rule["seriesQuery"]
+        queries.append(series)
+        (name,) = promql_metric_names(series)
+        queries.append(rule["metricsQuery"].replace("<<.Series>>", name))
+    return queries
+
+
+def adapter_exposed_names() -> dict[str, set[str]]:
+    """The metric names prometheus-adapter serves: "custom" (Pods) and "external" metrics."""
+    exposed: dict[str, set[str]] = {"custom": set(), "external": set()}
+    for section, rule in _adapter_rules():
+        (series,) = promql_metric_names(rule["seriesQuery"])
+        naming = rule.get("name") or {}
+        name = re.sub(naming.get("matches", "^(.*)$"), naming.get("as", r"\1"), series)
+        exposed["external" if section == "externalRules" else "custom"].add(name)
+    return exposed
+
+
+def hpa_objects() -> list[dict[str, Any]]:
+    return _yaml_objects(HPA_OBJECTS)
+
+
+def hpa_metric_names() -> dict[str, set[str]]:
+    """The metric names the HPAs ask for, by metric source type ("Pods", "External")."""
+    wanted: dict[str, set[str]] = {}
+    for hpa in hpa_objects():
+        for metric in hpa["spec"].get("metrics", []):
+            kind = metric["type"]
+            source = metric[kind[0].lower() + kind[1:]]
+            if "metric" in source:
+                wanted.setdefault(kind, set()).add(source["metric"]["name"])
+    return wanted
+
+
+def referenced_metric_names() -> set[str]:
+    """Every Prometheus metric the dashboard, the KEDA queries and the adapter rules read."""
+    names: set[str] = set()
+    for expr in [*dashboard_queries(), *keda_queries(), *adapter_queries()]:
+        names |= promql_metric_names(expr)
+    return names
