@@ -92,8 +92,8 @@ def test_no_members() -> None:
 
 
 def test_unknown_policy() -> None:
-    with pytest.raises(InvalidArgument, match="fusion_policy: unknown policy 'borda'"):
-        strategies.get("borda")
+    with pytest.raises(InvalidArgument, match="fusion_policy: unknown policy 'tea_leaves'"):
+        strategies.get("tea_leaves")
 
 
 def test_fuse_call_round_trip_explains_every_row() -> None:

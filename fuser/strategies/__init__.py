@@ -1,13 +1,34 @@
-"""Fusion strategies, selected by name."""
+"""Fusion strategies, selected by name.
+
+Classification: soft_vote, majority_vote, weighted_vote, max_confidence, borda, threshold
+(min_confidence 0.6). Regression, reading members' `probabilities` as predicted values:
+weighted_mean, median.
+"""
 
 from __future__ import annotations
 
 from chorus.errors import InvalidArgument
 from fuser.strategies.base import Fused, FusionStrategy, MemberScores
+from fuser.strategies.borda import Borda
 from fuser.strategies.majority_vote import MajorityVote
+from fuser.strategies.max_confidence import MaxConfidence
+from fuser.strategies.median import Median
 from fuser.strategies.soft_vote import SoftVote
+from fuser.strategies.threshold import Threshold
+from fuser.strategies.weighted_mean import WeightedMean
+from fuser.strategies.weighted_vote import WeightedVote
 
-STRATEGIES: dict[str, FusionStrategy] = {s.name: s for s in (SoftVote(), MajorityVote())}
+CLASSIFICATION: tuple[FusionStrategy, ...] = (
+    SoftVote(),
+    MajorityVote(),
+    WeightedVote(),
+    MaxConfidence(),
+    Borda(),
+    Threshold(),
+)
+REGRESSION: tuple[FusionStrategy, ...] = (WeightedMean(), Median())
+
+STRATEGIES: dict[str, FusionStrategy] = {s.name: s for s in (*CLASSIFICATION, *REGRESSION)}
 
 
 def get(name: str) -> FusionStrategy:
@@ -19,4 +40,12 @@ def get(name: str) -> FusionStrategy:
         ) from None
 
 
-__all__ = ["STRATEGIES", "Fused", "FusionStrategy", "MemberScores", "get"]
+__all__ = [
+    "CLASSIFICATION",
+    "REGRESSION",
+    "STRATEGIES",
+    "Fused",
+    "FusionStrategy",
+    "MemberScores",
+    "get",
+]
