@@ -114,8 +114,8 @@ def _models_ls(args: argparse.Namespace) -> int:
 
     with TaskClient(args.router) as client:
         for m in client.list_models().models:
-            devices = ",".join(m.devices)
-            print(f"{m.name} v{m.version}  {m.capability}  replicas={len(m.replicas)} {devices}")
+            does, devices = ",".join(m.capabilities), ",".join(m.devices)
+            print(f"{m.name} v{m.version}  {does}  replicas={len(m.replicas)} {devices}")
     return 0
 
 

@@ -18,7 +18,7 @@ class Heartbeat:
     model: str
     version: str
     replica: str
-    capability: str
+    capabilities: tuple[str, ...]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     labels: tuple[str, ...]
@@ -26,6 +26,7 @@ class Heartbeat:
     device: str
     in_flight: int = 0
     interval_s: float = 1.0
+    members: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -41,7 +42,7 @@ class Heartbeat:
             model=d["model"],
             version=d["version"],
             replica=d["replica"],
-            capability=d["capability"],
+            capabilities=tuple(d["capabilities"]),
             inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
             labels=tuple(d["labels"]),
@@ -49,4 +50,5 @@ class Heartbeat:
             device=d["device"],
             in_flight=int(d.get("in_flight", 0)),
             interval_s=float(d.get("interval_s", 1.0)),
+            members=tuple(d.get("members", ())),
         )

@@ -37,7 +37,11 @@ class ServiceBase:
         """Subclasses stop their own parts first, then call this."""
         tracing.shutdown()
         if self._nc is not None:
-            await self._nc.drain()
+            # Draining waits for a server; with NATS gone, close at once instead.
+            if self._nc.is_connected:
+                await self._nc.drain()
+            else:
+                await self._nc.close()
             self._nc = None
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -39,9 +39,9 @@ class Registry:
         """Live replicas of each model that offers `capability`, by model name."""
         out: dict[str, list[Heartbeat]] = {}
         for hb in self.live(now):
-            if hb.capability == capability:
+            if capability in hb.capabilities:
                 out.setdefault(hb.model, []).append(hb)
         return dict(sorted(out.items()))
 
     def capabilities(self, now: float) -> list[str]:
-        return sorted({hb.capability for hb in self.live(now)})
+        return sorted({c for hb in self.live(now) for c in hb.capabilities})

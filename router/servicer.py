@@ -39,14 +39,14 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     ) -> task_pb2.ListModelsResponse:
         by_model: dict[str, task_pb2.ModelInfo] = {}
         for hb in self.registry.live(time.monotonic()):
-            if request.capability and hb.capability != request.capability:
+            if request.capability and request.capability not in hb.capabilities:
                 continue
             info = by_model.get(hb.model)
             if info is None:
                 info = by_model[hb.model] = task_pb2.ModelInfo(
                     name=hb.model,
                     version=hb.version,
-                    capability=hb.capability,
+                    capabilities=hb.capabilities,
                     inputs=[_spec(s) for s in hb.inputs],
                     outputs=[_spec(s) for s in hb.outputs],
                 )

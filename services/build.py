@@ -76,7 +76,7 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
         manifest = Manifest(
             name=name,
             version="1",
-            capability=CAPABILITY,
+            capabilities=(CAPABILITY,),
             inputs=(TensorSpec("input", "FP32", (-1, N_FEATURES)),),
             outputs=(
                 TensorSpec("label", "INT64", (-1,)),

@@ -1,7 +1,9 @@
 """Model repository on disk: <root>/<model>/<version>/{model.onnx, manifest.json}.
 
-The manifest is the contract a model offers the mesh: what it can do (capability), what it
-takes and returns, and which output carries the class scores the fuser merges.
+The manifest is the contract a model offers the mesh: what it can do (capabilities), what it
+takes and returns, which output carries the class scores the fuser merges, how to augment its
+input when it is asked again (`augment`), and for a stacking meta-model, the members whose
+scores it takes, in order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ MANIFEST = "manifest.json"
 class Manifest:
     name: str
     version: str
-    capability: str
+    capabilities: tuple[str, ...]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     labels: tuple[str, ...]
@@ -30,6 +32,8 @@ class Manifest:
     platform: str = "onnxruntime_onnx"
     description: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    augment: str = ""
+    members: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -39,7 +43,7 @@ class Manifest:
         return cls(
             name=d["name"],
             version=str(d["version"]),
-            capability=d["capability"],
+            capabilities=tuple(d["capabilities"]),
             inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
             labels=tuple(d["labels"]),
@@ -48,6 +52,8 @@ class Manifest:
             platform=d.get("platform", "onnxruntime_onnx"),
             description=d.get("description", ""),
             metrics={k: float(v) for k, v in d.get("metrics", {}).items()},
+            augment=d.get("augment", ""),
+            members=tuple(d.get("members", ())),
         )
 
 

@@ -67,7 +67,7 @@ class NatsWorker:
             metadata={
                 "model": name,
                 "model_version": self.manifest.version,
-                "capability": self.manifest.capability,
+                "capabilities": ",".join(self.manifest.capabilities),
                 "replica": self.replica,
             },
         )
@@ -104,7 +104,7 @@ class NatsWorker:
             model=self.manifest.name,
             version=self.manifest.version,
             replica=self.replica,
-            capability=self.manifest.capability,
+            capabilities=self.manifest.capabilities,
             inputs=self.manifest.inputs,
             outputs=self.manifest.outputs,
             labels=self.manifest.labels,
@@ -112,6 +112,7 @@ class NatsWorker:
             device=self.model.device,
             in_flight=self._in_flight,
             interval_s=self.heartbeat_s,
+            members=self.manifest.members,
         )
 
     async def _beat(self) -> None:

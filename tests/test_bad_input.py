@@ -89,9 +89,9 @@ def test_unknown_capability_lists_live_ones(client: TaskClient) -> None:
 
 def test_unknown_policy_and_priority(client: TaskClient) -> None:
     x = {"input": np.zeros((1, 64), np.float32)}
-    err = _status(client.submit, CAPABILITY, x, policy="borda")
+    err = _status(client.submit, CAPABILITY, x, policy="tea_leaves")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "fusion_policy: unknown policy 'borda'" in err.details()
+    assert "fusion_policy: unknown policy 'tea_leaves'" in err.details()
     req = task_pb2.SubmitRequest(
         capability=CAPABILITY, inputs=[to_tensor("input", x["input"])], priority=7
     )  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ def hb(
         model=model,
         version="1",
         replica=replica,
-        capability=capability,
+        capabilities=(capability,),
         inputs=(TensorSpec("input", "FP32", (-1, 64)),),
         outputs=(),
         labels=("0", "1"),

@@ -51,8 +51,9 @@ def collector() -> Iterator[tuple[Collector, int]]:
 
 
 def test_one_task_is_one_trace_across_processes(
-    collector: tuple[Collector, int], model_repo: Path, nats_url: str, tmp_path: Path
+    collector: tuple[Collector, int], model_repo: Path, tmp_path: Path
 ) -> None:
+    # A NATS of its own: the session mesh's untraced replicas share the queue groups.
     sink, port = collector
     env = {
         "CHORUS_TRACING_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
@@ -61,7 +62,7 @@ def test_one_task_is_one_trace_across_processes(
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
     with (
-        Mesh(model_repo, tmp_path, models=DEMO, nats_url=nats_url, extra_env=env) as mesh,
+        Mesh(model_repo, tmp_path, models=DEMO, extra_env=env) as mesh,
         TaskClient(mesh.router_target) as client,
     ):
         request = task_pb2.SubmitRequest(

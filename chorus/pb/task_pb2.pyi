@@ -20,20 +20,36 @@ PRIORITY_NORMAL: Priority
 PRIORITY_BATCH: Priority
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("capability", "inputs", "priority", "deadline_ms", "fusion_policy", "task_id")
+    __slots__ = ("capability", "inputs", "priority", "deadline_ms", "fusion_policy", "task_id", "conflict")
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     FUSION_POLICY_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_FIELD_NUMBER: _ClassVar[int]
     capability: str
     inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     priority: Priority
     deadline_ms: int
     fusion_policy: str
     task_id: str
-    def __init__(self, capability: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., priority: _Optional[_Union[Priority, str]] = ..., deadline_ms: _Optional[int] = ..., fusion_policy: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+    conflict: ConflictPolicy
+    def __init__(self, capability: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., priority: _Optional[_Union[Priority, str]] = ..., deadline_ms: _Optional[int] = ..., fusion_policy: _Optional[str] = ..., task_id: _Optional[str] = ..., conflict: _Optional[_Union[ConflictPolicy, _Mapping]] = ...) -> None: ...
+
+class ConflictPolicy(_message.Message):
+    __slots__ = ("name", "quorum", "max_rounds", "concede_below", "arbiter")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    CONCEDE_BELOW_FIELD_NUMBER: _ClassVar[int]
+    ARBITER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    quorum: int
+    max_rounds: int
+    concede_below: float
+    arbiter: str
+    def __init__(self, name: _Optional[str] = ..., quorum: _Optional[int] = ..., max_rounds: _Optional[int] = ..., concede_below: _Optional[float] = ..., arbiter: _Optional[str] = ...) -> None: ...
 
 class MemberOutput(_message.Message):
     __slots__ = ("model", "version", "replica", "outputs", "latency_ms")
@@ -50,7 +66,7 @@ class MemberOutput(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class RowDecision(_message.Message):
-    __slots__ = ("label", "confidence", "agreement", "votes", "rule")
+    __slots__ = ("label", "confidence", "agreement", "votes", "rule", "status", "round", "margin", "entropy")
     class VotesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,15 +79,23 @@ class RowDecision(_message.Message):
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     VOTES_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
     label: int
     confidence: float
     agreement: float
     votes: _containers.ScalarMap[str, int]
     rule: str
-    def __init__(self, label: _Optional[int] = ..., confidence: _Optional[float] = ..., agreement: _Optional[float] = ..., votes: _Optional[_Mapping[str, int]] = ..., rule: _Optional[str] = ...) -> None: ...
+    status: str
+    round: int
+    margin: float
+    entropy: float
+    def __init__(self, label: _Optional[int] = ..., confidence: _Optional[float] = ..., agreement: _Optional[float] = ..., votes: _Optional[_Mapping[str, int]] = ..., rule: _Optional[str] = ..., status: _Optional[str] = ..., round: _Optional[int] = ..., margin: _Optional[float] = ..., entropy: _Optional[float] = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("policy", "members", "missing", "rows")
+    __slots__ = ("policy", "members", "missing", "rows", "weights", "conflict_policy")
     class MissingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,15 +103,26 @@ class Explanation(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     POLICY_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: str
     members: _containers.RepeatedScalarFieldContainer[str]
     missing: _containers.ScalarMap[str, str]
     rows: _containers.RepeatedCompositeFieldContainer[RowDecision]
-    def __init__(self, policy: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., rows: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ...) -> None: ...
+    weights: _containers.ScalarMap[str, float]
+    conflict_policy: str
+    def __init__(self, policy: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., rows: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("task_id", "capability", "outputs", "labels", "members", "explanation")
@@ -104,6 +139,29 @@ class SubmitResponse(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[MemberOutput]
     explanation: Explanation
     def __init__(self, task_id: _Optional[str] = ..., capability: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberOutput, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("task_id", "labels")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("capability", "weights")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    capability: str
+    weights: _containers.ScalarMap[str, float]
+    def __init__(self, capability: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("capability",)
@@ -122,22 +180,22 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "capability", "replicas", "inputs", "outputs", "devices")
+    __slots__ = ("name", "version", "capabilities", "replicas", "inputs", "outputs", "devices")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    capability: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
     replicas: _containers.RepeatedScalarFieldContainer[str]
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     devices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., replicas: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

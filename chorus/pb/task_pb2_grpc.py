@@ -44,6 +44,11 @@ class TaskServiceStub:
                 request_serializer=chorus_dot_pb_dot_task__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=chorus_dot_pb_dot_task__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/chorus.v1.TaskService/Feedback',
+                request_serializer=chorus_dot_pb_dot_task__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_task__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -63,6 +68,13 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """The true answer for a finished task; the members' weights learn from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=chorus_dot_pb_dot_task__pb2.ListModelsRequest.FromString,
                     response_serializer=chorus_dot_pb_dot_task__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=chorus_dot_pb_dot_task__pb2.FeedbackRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_task__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class TaskService:
             '/chorus.v1.TaskService/ListModels',
             chorus_dot_pb_dot_task__pb2.ListModelsRequest.SerializeToString,
             chorus_dot_pb_dot_task__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chorus.v1.TaskService/Feedback',
+            chorus_dot_pb_dot_task__pb2.FeedbackRequest.SerializeToString,
+            chorus_dot_pb_dot_task__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,53 +9,98 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InferCall(_message.Message):
-    __slots__ = ("inputs",)
+    __slots__ = ("inputs", "augment")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    AUGMENT_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
-    def __init__(self, inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ...) -> None: ...
+    augment: bool
+    def __init__(self, inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., augment: _Optional[bool] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("model", "version", "replica", "outputs", "compute_ms")
+    __slots__ = ("model", "version", "replica", "outputs", "compute_ms", "input_sha256")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHA256_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     replica: str
     outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     compute_ms: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ...) -> None: ...
+    input_sha256: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., input_sha256: _Optional[str] = ...) -> None: ...
 
 class MemberScores(_message.Message):
-    __slots__ = ("model", "version", "probabilities", "weight")
+    __slots__ = ("model", "version", "probabilities", "weight", "scores_output", "priority")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCORES_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     probabilities: _tensor_pb2.Tensor
     weight: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
+    scores_output: str
+    priority: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., weight: _Optional[float] = ..., scores_output: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class FuseCall(_message.Message):
-    __slots__ = ("policy", "labels", "members")
+    __slots__ = ("policy", "labels", "members", "capability", "task_id", "inputs", "conflict")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_FIELD_NUMBER: _ClassVar[int]
     policy: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     members: _containers.RepeatedCompositeFieldContainer[MemberScores]
-    def __init__(self, policy: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberScores, _Mapping]]] = ...) -> None: ...
+    capability: str
+    task_id: str
+    inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    conflict: _task_pb2.ConflictPolicy
+    def __init__(self, policy: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberScores, _Mapping]]] = ..., capability: _Optional[str] = ..., task_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., conflict: _Optional[_Union[_task_pb2.ConflictPolicy, _Mapping]] = ...) -> None: ...
 
 class FuseReply(_message.Message):
-    __slots__ = ("policy", "probabilities", "rows")
+    __slots__ = ("policy", "probabilities", "rows", "weights", "conflict_policy")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: str
     probabilities: _tensor_pb2.Tensor
     rows: _containers.RepeatedCompositeFieldContainer[_task_pb2.RowDecision]
-    def __init__(self, policy: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ...) -> None: ...
+    weights: _containers.ScalarMap[str, float]
+    conflict_policy: str
+    def __init__(self, policy: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ...) -> None: ...
+
+class ReviewCase(_message.Message):
+    __slots__ = ("task_id", "capability", "labels", "inputs", "members", "rows", "review_rows")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    capability: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    members: _containers.RepeatedCompositeFieldContainer[MemberScores]
+    rows: _containers.RepeatedCompositeFieldContainer[_task_pb2.RowDecision]
+    review_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_id: _Optional[str] = ..., capability: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberScores, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ..., review_rows: _Optional[_Iterable[int]] = ...) -> None: ...
