@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--repository", type=Path)
     sm.add_argument("--grpc-port", type=int)
     sm.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sm.add_argument("--delay-ms", type=float, help="fault injection: slow every inference")
+    sm.add_argument("--noise", type=float, help="fault injection: noise on float inputs")
     _common(sm)
     sm.set_defaults(func=_serve_model)
     sr = serve.add_parser("router", help="the router (chorus.v1.TaskService)")
@@ -157,6 +159,8 @@ def _serve_model(args: argparse.Namespace) -> int:
         repository=args.repository,
         grpc_port=args.grpc_port,
         device=args.device,
+        delay_ms=args.delay_ms,
+        noise=args.noise,
         nats_url=args.nats_url,
         metrics_port=args.metrics_port,
     )

@@ -33,8 +33,14 @@ class ModelServiceConfig:
     workers: int = 1
     max_message_bytes: int = 4 * MiB
     default_budget_s: float = 10.0
+    delay_ms: float = 0.0
+    """Fault injection: added to every inference (a slow replica)."""
+    noise: float = 0.0
+    """Fault injection: std of Gaussian noise added to float inputs (a degraded member)."""
 
     def __post_init__(self) -> None:
+        if self.delay_ms < 0 or self.noise < 0:
+            raise ValueError("delay_ms and noise must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
         if self.workers < 1 or self.intra_op_threads < 1:

@@ -80,13 +80,16 @@ class Mesh:
         router_port: int = 0,
         fusers: int = 1,
         extra_env: dict[str, str] | None = None,
+        model_args: dict[str, list[str]] | None = None,
     ) -> None:
+        """`model_args` adds flags to one model's `chorus serve model`, e.g. a fault flag."""
         self.repository = repository
         self.data_dir = data_dir
         self.models = models
         self.router_port = router_port or free_port()
         self.fusers = fusers
         self.extra_env = extra_env or {}
+        self.model_args = model_args or {}
         self.nats = (
             None
             if nats_url
@@ -127,13 +130,19 @@ class Mesh:
             for i in range(self.fusers):
                 self.spawn(f"fuser-{i}" if self.fusers > 1 else "fuser", ["fuser", *nats])
             for m in self.models:
-                self.spawn(m, ["model", "--model", m, "--repository", str(self.repository), *nats])
+                self.spawn(m, self.model_command(m))
             self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
             self.wait_for_models(len(self.models))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def model_command(self, model: str) -> list[str]:
+        return [
+            "model", "--model", model, "--repository", str(self.repository),
+            "--nats-url", self.nats_url, *self.model_args.get(model, []),
+        ]  # fmt: skip
 
     def wait_for_models(self, count: int, timeout_s: float = 30.0) -> None:
         import grpc

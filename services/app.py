@@ -47,6 +47,8 @@ class ModelService(ServiceBase):
             device=cfg.device,
             intra_op_threads=cfg.intra_op_threads,
             workers=cfg.workers,
+            delay_s=cfg.delay_ms / 1000,
+            noise=cfg.noise,
         )
         metrics = ModelMetrics(cfg.model, version.manifest.version, self.model.provider)
         if self.model.device == "cuda":

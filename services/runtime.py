@@ -37,8 +37,13 @@ class OnnxModel:
         device: str = "auto",
         intra_op_threads: int = 1,
         workers: int = 1,
+        delay_s: float = 0.0,
+        noise: float = 0.0,
     ) -> None:
         self.model = model
+        self.delay_s = delay_s
+        self.noise = noise
+        self._rng = np.random.default_rng(0)
         self.manifest = model.manifest
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
@@ -79,6 +84,8 @@ class OnnxModel:
             check_tensor(expected[name], array, field=f"inputs[{name!r}]")
 
     def run(self, inputs: dict[str, np.ndarray]) -> Prediction:
+        if self.noise:
+            inputs = {k: self._degrade(v) for k, v in inputs.items()}
         start = time.perf_counter()
         values = self.session.run(self._output_names, inputs)
         outputs = dict(zip(self._output_names, values, strict=True))
@@ -86,8 +93,15 @@ class OnnxModel:
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> Prediction:
         self.validate(inputs)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.run, inputs)
+
+    def _degrade(self, x: np.ndarray) -> np.ndarray:
+        if x.dtype.kind != "f":
+            return x
+        return (x + self._rng.normal(0.0, self.noise, x.shape)).astype(x.dtype)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,133 @@
+"""Under real load, every metric the dashboard and the autoscalers read exists and moves, and
+the KEDA/HPA formula fed with scraped in-flight values scales up, then back down when idle."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import numpy as np
+import pytest
+
+from chorus import subjects
+from chorus.autoscale import prometheus_scaling
+from chorus.client import TaskClient
+from chorus.heartbeat import Heartbeat
+from chorus.mesh import Mesh
+from chorus.natsserver import NatsServer
+from chorus.spec import TensorSpec
+from tests.conftest import DEMO
+from tests.k8s_refs import referenced_metric_names, scaled_objects
+from tests.test_metrics import scrape
+
+SLOW = "forest"
+MOVING_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
+
+
+@pytest.fixture(scope="module")
+def slow_mesh(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """A mesh of its own (own NATS), with one member slowed so that load queues up on it."""
+    tmp = tmp_path_factory.mktemp("observability")
+    with (
+        NatsServer(tmp / "js") as server,
+        Mesh(
+            model_repo, tmp / "mesh", models=DEMO, nats_url=server.url,
+            model_args={SLOW: ["--delay-ms", "40"]},
+        ) as mesh,
+    ):  # fmt: skip
+        yield mesh
+
+
+def _load(target: str, clients: int, seconds: float) -> list[int]:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+    x = {"input": np.zeros((1, 64), np.float32)}
+
+    def run(i: int) -> None:
+        with TaskClient(target) as client:
+            while time.monotonic() < stop:
+                client.submit("classify/digits", x, timeout_s=10)
+                done[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done
+
+
+def _sum(samples: dict, name: str) -> float:  # type: ignore[type-arg]
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+async def _announce_ghost(url: str) -> None:
+    """A replica that announces itself and never answers: member errors must show."""
+    ghost = Heartbeat(
+        model="ghost", version="1", replica="ghost-0", capabilities=("classify/digits",),
+        inputs=(TensorSpec("input", "FP32", (-1, 64)),), outputs=(), labels=(),
+        scores_output="probabilities", device="cpu", interval_s=1.0,
+    )  # fmt: skip
+    nc = await nats.connect(url)
+    await nc.publish(subjects.heartbeat("ghost"), ghost.to_json())
+    await nc.flush()
+    await nc.close()
+
+
+async def test_every_referenced_metric_exists_and_moves(slow_mesh: Mesh) -> None:
+    services = {c.name: str(c.ready["metrics"]) for c in slow_mesh.children}
+    before = {s: scrape(a) for s, a in services.items()}
+    await _announce_ghost(slow_mesh.nats_url)
+    sampled: dict[str, float] = {}
+    loader = threading.Thread(target=_load, args=(slow_mesh.router_target, 8, 2.0))
+    loader.start()
+    time.sleep(1.0)
+    mid = scrape(services[SLOW])
+    sampled["chorus_model_in_flight"] = _sum(mid, "chorus_model_in_flight")
+    loader.join()
+    after = {s: scrape(a) for s, a in services.items()}
+
+    missing, still = [], []
+    for name in sorted(referenced_metric_names()):
+        present = [s for s in services if any(n == name for n, _ in after[s])]
+        if not present:
+            missing.append(name)
+            continue
+        if name.endswith(MOVING_SUFFIXES):
+            delta = sum(_sum(after[s], name) - _sum(before[s], name) for s in present)
+            if delta <= 0:
+                still.append(name)
+    assert not missing, f"referenced but never exported: {missing}"
+    assert not still, f"did not move under load: {still}"
+    assert sampled["chorus_model_in_flight"] > 0
+    assert _sum(after["router"], "chorus_router_live_replicas") >= len(DEMO)
+
+
+def test_scaling_formula_rises_under_load_and_falls_when_idle(slow_mesh: Mesh) -> None:
+    rule = prometheus_scaling(
+        next(o for o in scaled_objects() if o["spec"]["scaleTargetRef"]["name"].endswith(SLOW))
+    )
+    metrics = str(slow_mesh.child(SLOW).ready["metrics"])
+    values: list[float] = []
+    loader = threading.Thread(target=_load, args=(slow_mesh.router_target, 16, 2.5))
+    loader.start()
+    time.sleep(0.8)
+    while loader.is_alive():
+        values.append(_sum(scrape(metrics), "chorus_model_in_flight"))
+        time.sleep(0.2)
+    loader.join()
+    busy = float(np.mean(values))
+    time.sleep(0.3)
+    idle = _sum(scrape(metrics), "chorus_model_in_flight")
+
+    replicas = rule.min_replicas
+    scaled_up = rule.desired_replicas(replicas, busy)
+    scaled_down = rule.desired_replicas(scaled_up, idle)
+    print(f"\nin-flight busy {busy:.1f} -> {scaled_up} replicas; idle {idle} -> {scaled_down}")
+    assert busy > rule.target_value
+    assert scaled_up > replicas
+    assert idle == 0
+    assert scaled_down == rule.min_replicas
