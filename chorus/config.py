@@ -57,6 +57,7 @@ class RouterConfig:
     metrics_port: int = 0
     default_budget_s: float = 5.0
     default_policy: str = "soft_vote"
+    default_conflict_policy: str = "none"
     max_message_bytes: int = 4 * MiB
     max_rows: int = 1024
 
@@ -71,6 +72,12 @@ class RouterConfig:
 class FuserConfig:
     nats_url: str = DEFAULT_NATS_URL
     host: str = "127.0.0.1"
+    min_margin: float = 0.2
+    """A row is conflicted when the fused top-1 leads top-2 by less than this..."""
+    max_entropy: float = 0.5
+    """...or the fused distribution's normalised entropy exceeds this..."""
+    min_vote_margin: float = 0.34
+    """...or the top voted class leads the runner-up by less than this share of members."""
     metrics_port: int = 0
 
 

@@ -15,6 +15,8 @@ from chorus.errors import DeadlineExceeded, InvalidArgument
 TASK_ID = "Chorus-Task-Id"
 PRIORITY = "Chorus-Priority"
 DEADLINE = "Chorus-Deadline-Ms"
+INPUT_SHA256 = "Chorus-Input-Sha256"
+"""SHA-256 of the request body as its sender wrote it; the receiver checks it."""
 
 
 class Priority(IntEnum):

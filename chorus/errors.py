@@ -53,6 +53,10 @@ class FailedPrecondition(ChorusError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class DataLoss(ChorusError):
+    code = grpc.StatusCode.DATA_LOSS
+
+
 _BY_CODE: dict[str, type[ChorusError]] = {
     cls.code.name: cls
     for cls in (
@@ -63,5 +67,6 @@ _BY_CODE: dict[str, type[ChorusError]] = {
         DeadlineExceeded,
         Unavailable,
         FailedPrecondition,
+        DataLoss,
     )
 }

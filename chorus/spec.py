@@ -39,3 +39,11 @@ def check_tensor(spec: TensorSpec, array: np.ndarray, *, field: str) -> None:
         raise InvalidArgument(
             f"{field}: empty tensor (shape {list(array.shape)}); send at least one row"
         )
+    if array.dtype.kind == "O":
+        # BYTES: ONNX Runtime would silently turn anything else into its repr.
+        for i, v in enumerate(array.flat):
+            if not isinstance(v, str):
+                raise InvalidArgument(
+                    f"{field}: {spec.datatype} elements must be str, "
+                    f"element {i} is {type(v).__name__}"
+                )

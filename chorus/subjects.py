@@ -5,6 +5,7 @@ from __future__ import annotations
 PREFIX = "chorus"
 FUSE = f"{PREFIX}.fuse"
 FUSER_QUEUE = "fuser"
+FEEDBACK = f"{PREFIX}.feedback"
 HEARTBEATS = f"{PREFIX}.hb.*"
 DISCOVER = f"{PREFIX}.discover"
 

@@ -1,14 +1,20 @@
-"""FuserService: a stateless NATS micro service in queue group `fuser`; add replicas to scale."""
+"""FuserService: a stateless NATS micro service in queue group `fuser`; add replicas to scale.
+
+What it must remember lives in JetStream (learned weights, tasks awaiting feedback, review
+cases), and what it must know about models comes from their heartbeats, so any replica can
+serve any request and a restart loses nothing.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Self
+from typing import Self, TypeVar
 
-import nats
 import nats.micro
 import numpy as np
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.micro.request import Request
 from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
@@ -16,11 +22,19 @@ from opentelemetry.trace import SpanKind
 import chorus
 from chorus import subjects, tracing
 from chorus.config import FuserConfig
+from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
-from chorus.pb import wire_pb2
+from chorus.heartbeat import Heartbeat
+from chorus.pb import task_pb2, wire_pb2
+from chorus.registry import Registry
 from chorus.service import ServiceBase
-from fuser.fusion import DEFAULT_POLICY, fuse
+from chorus.spawner import Spawner
+from fuser.conflict import ConflictThresholds
+from fuser.fusion import DEFAULT_POLICY, Stacker, Tools, fuse
+from fuser.members import NatsMembers
 from fuser.metrics import FuserMetrics
+from fuser.records import ReviewQueue, TaskRecords
+from fuser.weights import WeightStore
 
 log = logging.getLogger(__name__)
 
@@ -32,54 +46,102 @@ class FuserService(ServiceBase):
         super().__init__()
         self.config = config
         self.metrics = FuserMetrics()
+        self.models = Registry()
         self._service: Service | None = None
+        self._hb_sub: Subscription | None = None
+        self._work = Spawner()
+        self._tools: Tools | None = None
+        self._weights: WeightStore | None = None
+        self._records: TaskRecords | None = None
 
     async def start(self) -> Self:
         if self._service is not None:
             return self
-        self._serve_metrics(self.config.host, self.config.metrics_port, self.metrics.registry)
-        nc = await self._connect(self.config.nats_url, "chorus-fuser")
+        cfg = self.config
+        self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
+        nc = await self._connect(cfg.nats_url, "chorus-fuser")
+        js = nc.jetstream()
+        self._weights = WeightStore(js)
+        await self._weights.start()
+        self._records = TaskRecords(js)
+        await self._records.start()
+        review = ReviewQueue(js)
+        await review.start()
+        self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        await nc.publish(subjects.DISCOVER, b"")
+        self._tools = Tools(
+            client=NatsMembers(nc),
+            weights=self._weights.get,
+            stacker=self._stacker,
+            arbiter=self._arbiter,
+            review=review.publish,
+            thresholds=ConflictThresholds(
+                min_margin=cfg.min_margin,
+                max_entropy=cfg.max_entropy,
+                min_vote_margin=cfg.min_vote_margin,
+            ),
+        )
         self._service = await nats.micro.add_service(
             nc,
             name="chorus-fuser",
             version=chorus.__version__,
-            description="merges member outputs and explains the decision",
+            description="merges member outputs, settles conflicts, explains the decision",
         )
-        await self._service.add_endpoint(
-            name="fuse",
-            subject=subjects.FUSE,
-            queue_group=subjects.FUSER_QUEUE,
-            handler=self._on_fuse,
-        )
-        log.info(
-            "fuser serving on %s (queue %s), metrics :%d",
-            subjects.FUSE,
-            subjects.FUSER_QUEUE,
-            self.metrics_port,
-        )
+        for name, subject, handler in (
+            ("fuse", subjects.FUSE, self._on_fuse),
+            ("feedback", subjects.FEEDBACK, self._on_feedback),
+        ):
+            await self._service.add_endpoint(
+                name=name, subject=subject, queue_group=subjects.FUSER_QUEUE, handler=handler
+            )
+        log.info("fuser serving on %s (queue %s)", subjects.FUSE, subjects.FUSER_QUEUE)
         return self
 
     async def stop(self) -> None:
         if self._service is not None:
             await self._service.stop()
             self._service = None
+        if self._hb_sub is not None:
+            await self._hb_sub.unsubscribe()
+            self._hb_sub = None
+        await self._work.close()
+        if self._weights is not None:
+            await self._weights.stop()
+            self._weights = None
         await super().stop()
 
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            self.models.observe(Heartbeat.from_json(msg.data), time.monotonic())
+        except (ValueError, KeyError, TypeError):
+            return
+
+    def _stacker(self, capability: str) -> Stacker | None:
+        for hb in self.models.live(time.monotonic()):
+            if f"stack:{capability}" in hb.capabilities and hb.members:
+                return Stacker(hb.model, hb.members, hb.inputs[0].name)
+        return None
+
+    def _arbiter(self, capability: str) -> str | None:
+        found = self.models.models_for(f"arbiter:{capability}", time.monotonic())
+        return next(iter(found), None)
+
     async def _on_fuse(self, request: Request) -> None:
-        with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
-            await self._fuse(request)
+        self._work.spawn(self._fuse(request), name="fuse")
 
     async def _fuse(self, request: Request) -> None:
+        with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
+            await self._fuse_traced(request)
+
+    async def _fuse_traced(self, request: Request) -> None:
+        assert self._tools is not None and self._records is not None
         start = time.perf_counter()
-        call = wire_pb2.FuseCall()
         policy = DEFAULT_POLICY
         try:
-            try:
-                call.ParseFromString(request.data)
-            except Exception:
-                raise InvalidArgument("body: not a chorus.wire.v1.FuseCall message") from None
+            ctx = CallContext.from_headers(request.headers, default_budget_s=10.0)
+            call = _parse(wire_pb2.FuseCall, request.data)
             policy = call.policy or DEFAULT_POLICY
-            reply, fused = fuse(call)
+            reply, outcome = await fuse(call, ctx, self._tools)
         except ChorusError as err:
             self.metrics.requests.labels(policy, err.code_name.lower()).inc()
             await request.respond_error(err.code_name, err.message)
@@ -93,6 +155,41 @@ class FuserService(ServiceBase):
         m = self.metrics
         m.requests.labels(reply.policy, "ok").inc()
         m.latency.labels(reply.policy).observe(time.perf_counter() - start)
-        for a in fused.agreement:
+        for a in outcome.fused.agreement:
             m.agreement.labels(reply.policy).observe(a)
-        m.conflicts.labels(reply.policy).inc(int(np.sum(fused.agreement < 1.0)))
+        m.conflicts.labels(reply.policy).inc(int(np.sum(outcome.report.conflicted)))
+        for status in outcome.status:
+            m.decisions.labels(reply.policy, reply.conflict_policy, status).inc()
+        for model, weight in reply.weights.items():
+            m.weights.labels(call.capability, model).set(weight)
+        if call.task_id:
+            await self._records.keep(call, dict(reply.weights))
+
+    async def _on_feedback(self, request: Request) -> None:
+        self._work.spawn(self._feedback(request), name="feedback")
+
+    async def _feedback(self, request: Request) -> None:
+        assert self._records is not None and self._weights is not None
+        try:
+            req = _parse(task_pb2.FeedbackRequest, request.data)
+            capability, losses = await self._records.losses(req.task_id, list(req.labels))
+            weights = await self._weights.learn(capability, losses)
+        except ChorusError as err:
+            await request.respond_error(err.code_name, err.message)
+            return
+        for model, weight in weights.items():
+            self.metrics.weights.labels(capability, model).set(weight)
+        reply = task_pb2.FeedbackResponse(capability=capability, weights=weights)
+        await request.respond(reply.SerializeToString())
+
+
+M = TypeVar("M", wire_pb2.FuseCall, task_pb2.FeedbackRequest)
+
+
+def _parse(kind: type[M], data: bytes) -> M:
+    msg = kind()
+    try:
+        msg.ParseFromString(data)
+    except Exception:
+        raise InvalidArgument(f"body: not a {kind.DESCRIPTOR.full_name} message") from None
+    return msg

@@ -1,17 +1,51 @@
-"""FuseCall -> FuseReply: decode the members, run the chosen strategy, explain every row."""
+"""FuseCall -> FuseReply: weigh the members, run the strategy, settle conflicts, explain.
+
+I/O stays outside: whatever this needs from NATS (learned weights, a stacking or arbiter
+model, the review stream) comes in through `Tools`, so the same code serves the fuser
+service and the offline fusion report.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
 from chorus.codec import from_tensor, to_tensor
-from chorus.errors import InvalidArgument
+from chorus.context import CallContext
+from chorus.errors import FailedPrecondition, InvalidArgument
 from chorus.pb import task_pb2, wire_pb2
-from fuser import strategies
+from fuser import policies, strategies
+from fuser.conflict import ConflictThresholds
+from fuser.members import MemberClient
+from fuser.policies import Case, Outcome, Settings
 from fuser.strategies import Fused, MemberScores
+from fuser.strategies.base import agreement
 
 DEFAULT_POLICY = "soft_vote"
+STACKING = "stacking"
 
 
-def decode_members(call: wire_pb2.FuseCall) -> list[MemberScores]:
+@dataclass(frozen=True)
+class Stacker:
+    model: str
+    members: tuple[str, ...]
+    input_name: str = "input"
+
+
+@dataclass
+class Tools:
+    client: MemberClient | None = None
+    weights: Callable[[str], dict[str, float]] = lambda capability: {}
+    stacker: Callable[[str], Stacker | None] = lambda capability: None
+    arbiter: Callable[[str], str | None] = lambda capability: None
+    review: Callable[[wire_pb2.ReviewCase], Awaitable[None]] | None = None
+    thresholds: ConflictThresholds = field(default_factory=ConflictThresholds)
+
+
+def decode_members(call: wire_pb2.FuseCall, learned: dict[str, float]) -> list[MemberScores]:
+    """Members as sent; a weight of 0 on the wire means "use the learned weight"."""
     members = []
     seen: set[str] = set()
     for m in call.members:
@@ -24,33 +58,145 @@ def decode_members(call: wire_pb2.FuseCall) -> list[MemberScores]:
                 f"members[{m.model!r}].probabilities: expected [rows, classes], "
                 f"got shape {list(probs.shape)}"
             )
-        members.append(MemberScores(m.model, probs, m.weight, m.version))
+        weight = m.weight if m.weight > 0 else learned.get(m.model, 1.0)
+        members.append(MemberScores(m.model, probs, weight, m.version, m.priority))
     return members
 
 
-def fuse(call: wire_pb2.FuseCall) -> tuple[wire_pb2.FuseReply, Fused]:
-    strategy = strategies.get(call.policy or DEFAULT_POLICY)
-    members = decode_members(call)
-    fused = strategy.fuse(members)
+def _fuse_fn(
+    name: str, capability: str, tools: Tools, ctx: CallContext
+) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
+    if name != STACKING:
+        strategy = strategies.get(name)
+
+        async def plain(members: Sequence[MemberScores]) -> Fused:
+            return strategy.fuse(members)
+
+        return plain
+
+    async def stacked(members: Sequence[MemberScores]) -> Fused:
+        found = tools.stacker(capability)
+        if found is None or tools.client is None:
+            raise FailedPrecondition(
+                f"fusion_policy: stacking needs a model with capability 'stack:{capability}'; "
+                "none is running"
+            )
+        by_name = {m.model: m for m in members}
+        missing = [n for n in found.members if n not in by_name]
+        if missing:
+            fallback = strategies.get(DEFAULT_POLICY).fuse(members)
+            rules = [f"stacking: {missing} missing, so {r}" for r in fallback.rules]
+            return Fused(
+                fallback.probabilities, fallback.labels, fallback.confidence,
+                fallback.agreement, rules,
+            )  # fmt: skip
+        x = np.hstack([by_name[n].probabilities for n in found.members]).astype(np.float32)
+        probs = await tools.client.scores(
+            found.model, {found.input_name: x}, scores_output="probabilities",
+            augment=False, ctx=ctx,
+        )  # fmt: skip
+        labels = np.argmax(probs, axis=1)
+        confidence = probs[np.arange(len(labels)), labels]
+        rules = [
+            f"stacking: {found.model} over {list(found.members)} ({c:.3f})" for c in confidence
+        ]
+        return Fused(probs, labels, confidence, agreement(members, labels), rules)
+
+    return stacked
+
+
+async def fuse(
+    call: wire_pb2.FuseCall, ctx: CallContext, tools: Tools
+) -> tuple[wire_pb2.FuseReply, Outcome]:
+    name = call.policy or DEFAULT_POLICY
+    members = decode_members(call, tools.weights(call.capability))
+    fuse_fn = _fuse_fn(name, call.capability, tools, ctx)
+    if not members:
+        raise InvalidArgument("members: empty; fusion needs at least one member's output")
+    fused = await fuse_fn(members)
     if call.labels and len(call.labels) != fused.probabilities.shape[1]:
         raise InvalidArgument(
             f"labels: {len(call.labels)} given for {fused.probabilities.shape[1]} "
             "probability columns"
         )
-    votes = [m.votes for m in members]
-    rows = [
+    policy = policies.get(call.conflict.name)
+    settings = Settings(
+        quorum=call.conflict.quorum,
+        max_rounds=call.conflict.max_rounds or Settings.max_rounds,
+        concede_below=call.conflict.concede_below or Settings.concede_below,
+        arbiter=call.conflict.arbiter or tools.arbiter(call.capability) or "",
+    )
+    inputs = {t.name: from_tensor(t) for t in call.inputs}
+    if policy.name in ("negotiate", "arbiter") and not inputs:
+        raise InvalidArgument(f"inputs: conflict policy {policy.name!r} needs the task's inputs")
+
+    async def review(rows: list[int], fused: Fused, members: Sequence[MemberScores]) -> None:
+        assert tools.review is not None
+        await tools.review(_review_case(call, rows, fused, members))
+
+    case = Case(
+        capability=call.capability,
+        members=members,
+        inputs=inputs,
+        scores_outputs={m.model: m.scores_output or "probabilities" for m in call.members},
+        fuse=fuse_fn,
+        thresholds=tools.thresholds,
+        settings=settings,
+        ctx=ctx,
+        client=tools.client,
+        review=review if tools.review is not None else None,
+    )
+    outcome = await policy.resolve(case, fused)
+    return _reply(name, policy.name, outcome), outcome
+
+
+def _rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
+    fused, report = outcome.fused, outcome.report
+    votes = [m.votes for m in outcome.members]
+    margin = report.margin if report.margin is not None else np.zeros(len(fused.labels))
+    entropy = report.entropy if report.entropy is not None else np.zeros(len(fused.labels))
+    return [
         task_pb2.RowDecision(
             label=int(fused.labels[r]),
             confidence=float(fused.confidence[r]),
             agreement=float(fused.agreement[r]),
-            votes={m.model: int(v[r]) for m, v in zip(members, votes, strict=True)},
-            rule=fused.rules[r],
+            votes={m.model: int(v[r]) for m, v in zip(outcome.members, votes, strict=True)},
+            rule=outcome.rules[r],
+            status=outcome.status[r],
+            round=outcome.rounds[r],
+            margin=float(margin[r]),
+            entropy=float(entropy[r]),
         )
         for r in range(len(fused.labels))
     ]
-    reply = wire_pb2.FuseReply(
-        policy=strategy.name,
-        probabilities=to_tensor("probabilities", fused.probabilities),
-        rows=rows,
+
+
+def _reply(strategy: str, policy: str, outcome: Outcome) -> wire_pb2.FuseReply:
+    return wire_pb2.FuseReply(
+        policy=strategy,
+        probabilities=to_tensor("probabilities", outcome.fused.probabilities.astype(np.float32)),
+        rows=_rows(outcome),
+        weights={m.model: float(m.weight) for m in outcome.members},
+        conflict_policy=policy,
     )
-    return reply, fused
+
+
+def _review_case(
+    call: wire_pb2.FuseCall, rows: list[int], fused: Fused, members: Sequence[MemberScores]
+) -> wire_pb2.ReviewCase:
+    case = wire_pb2.ReviewCase(
+        task_id=call.task_id,
+        capability=call.capability,
+        labels=call.labels,
+        inputs=call.inputs,
+        review_rows=rows,
+    )
+    for m in members:
+        case.members.add(
+            model=m.model, version=m.version, weight=m.weight,
+            probabilities=to_tensor("probabilities", m.probabilities.astype(np.float32)),
+        )  # fmt: skip
+    for r in range(len(fused.labels)):
+        case.rows.add(label=int(fused.labels[r]), confidence=float(fused.confidence[r]),
+                      agreement=float(fused.agreement[r]), rule=fused.rules[r])  # fmt: skip
+    return case

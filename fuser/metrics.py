@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.metrics import LATENCY_BUCKETS_S
 
@@ -28,6 +28,18 @@ class FuserMetrics:
             "Share of members agreeing with the fused answer, per row",
             ["policy"],
             buckets=(0.0, 0.25, 0.34, 0.5, 0.67, 0.75, 0.99, 1.0),
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "chorus_fuser_decisions",
+            "Rows by fusion policy, conflict policy and how they ended",
+            ["policy", "conflict_policy", "status"],
+            registry=self.registry,
+        )
+        self.weights = Gauge(
+            "chorus_fuser_model_weight",
+            "Current weight of each member, as learned from feedback",
+            ["capability", "model"],
             registry=self.registry,
         )
         self.conflicts = Counter(

@@ -15,9 +15,9 @@ from chorus.config import RouterConfig
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, task_pb2_grpc
+from chorus.registry import Registry
 from chorus.service import ServiceBase
 from router.metrics import RouterMetrics
-from router.registry import Registry
 from router.servicer import TaskServicer
 from router.task import TaskRunner
 
@@ -54,6 +54,7 @@ class RouterService(ServiceBase):
             default_budget_s=cfg.default_budget_s,
             default_policy=cfg.default_policy,
             max_rows=cfg.max_rows,
+            default_conflict_policy=cfg.default_conflict_policy,
         )
         self._server = make_server(cfg.max_message_bytes)
         task_pb2_grpc.add_TaskServiceServicer_to_server(

@@ -7,6 +7,7 @@ nothing it does not need.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -17,9 +18,9 @@ from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry.trace import SpanKind
 
 from chorus import subjects, tracing
-from chorus.context import CallContext
-from chorus.errors import ChorusError, DeadlineExceeded, Unavailable
-from chorus.pb import wire_pb2
+from chorus.context import INPUT_SHA256, CallContext
+from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
+from chorus.pb import task_pb2, wire_pb2
 
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 ERROR_HEADER = "Nats-Service-Error"
@@ -41,10 +42,17 @@ def error_of(msg: Msg) -> ChorusError | None:
     return ChorusError.from_code_name(code, headers.get(ERROR_HEADER, ""))
 
 
-async def _request(nc: Client, subject: str, payload: bytes, ctx: CallContext, who: str) -> Msg:
+async def _request(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    ctx: CallContext,
+    who: str,
+    extra_headers: dict[str, str] | None = None,
+) -> Msg:
     timeout = ctx.check(f"{who} was asked")
     with tracing.span(f"request {who}", kind=SpanKind.CLIENT, subject=subject):
-        headers = tracing.inject(ctx.to_headers())
+        headers = tracing.inject({**ctx.to_headers(), **(extra_headers or {})})
         try:
             msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
         except NoRespondersError:
@@ -59,16 +67,28 @@ async def _request(nc: Client, subject: str, payload: bytes, ctx: CallContext, w
     return msg
 
 
-async def fan_out(nc: Client, models: list[str], payload: bytes, ctx: CallContext) -> FanOut:
-    """Send one InferCall to every model concurrently; gather what arrives within the deadline."""
+async def fan_out(nc: Client, payloads: dict[str, bytes], ctx: CallContext) -> FanOut:
+    """Send each model its InferCall concurrently; gather what arrives within the deadline.
+
+    Every body goes out with its SHA-256; a member checks it on arrival and echoes the digest
+    it computed, so corruption on either leg is caught.
+    """
+    digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
 
     async def one(model: str) -> tuple[str, wire_pb2.InferReply, float]:
         start = time.perf_counter()
-        msg = await _request(nc, subjects.infer(model), payload, ctx, f"model {model}")
+        body = payloads[model]
+        digest = digests[id(body)]
+        msg = await _request(
+            nc, subjects.infer(model), body, ctx, f"model {model}", {INPUT_SHA256: digest}
+        )
         reply = wire_pb2.InferReply()
         reply.ParseFromString(msg.data)
+        if reply.input_sha256 and reply.input_sha256 != digest:
+            raise DataLoss(f"model {model}: answered an input other than the one sent")
         return model, reply, (time.perf_counter() - start) * 1000
 
+    models = list(payloads)
     results = await asyncio.gather(*(one(m) for m in models), return_exceptions=True)
     out = FanOut()
     for model, result in zip(models, results, strict=True):
@@ -88,3 +108,10 @@ async def fuse(nc: Client, call: wire_pb2.FuseCall, ctx: CallContext) -> wire_pb
     reply = wire_pb2.FuseReply()
     reply.ParseFromString(msg.data)
     return reply
+
+
+async def feedback(
+    nc: Client, req: task_pb2.FeedbackRequest, ctx: CallContext
+) -> task_pb2.FeedbackResponse:
+    msg = await _request(nc, subjects.FEEDBACK, req.SerializeToString(), ctx, "fuser")
+    return task_pb2.FeedbackResponse.FromString(msg.data)

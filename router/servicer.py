@@ -10,7 +10,7 @@ import grpc
 from chorus import tracing
 from chorus.errors import ChorusError
 from chorus.pb import task_pb2, task_pb2_grpc
-from router.registry import Registry
+from chorus.registry import Registry
 from router.task import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,15 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         except Exception as exc:
             log.exception("task failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"router: {exc!r}")
+        raise AssertionError("unreachable")
+
+    async def Feedback(
+        self, request: task_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.FeedbackResponse:
+        try:
+            return await self.runner.feedback(request)
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
         raise AssertionError("unreachable")
 
     async def ListModels(

@@ -15,10 +15,13 @@ from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, tensor_pb2, wire_pb2
+from chorus.registry import Registry
 from chorus.spec import check_tensor
 from router import dispatch
 from router.metrics import RouterMetrics
-from router.registry import Registry
+
+NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
+"""Conflict policies that look at the task's inputs again, so the fuser must receive them."""
 
 
 class TaskRunner:
@@ -31,6 +34,7 @@ class TaskRunner:
         default_budget_s: float,
         default_policy: str,
         max_rows: int,
+        default_conflict_policy: str = "none",
     ) -> None:
         self.nc = nc
         self.registry = registry
@@ -38,6 +42,7 @@ class TaskRunner:
         self.default_budget_s = default_budget_s
         self.default_policy = default_policy
         self.max_rows = max_rows
+        self.default_conflict_policy = default_conflict_policy
 
     async def submit(
         self,
@@ -88,13 +93,8 @@ class TaskRunner:
         task_id = req.task_id or uuid.uuid4().hex
         ctx = CallContext.start(task_id, priority, budget)
 
-        payload = wire_pb2.InferCall(inputs=req.inputs).SerializeToString()
-        if len(payload) > self.nc.max_payload:
-            raise InvalidArgument(
-                f"inputs: {len(payload)} bytes exceed the mesh's {self.nc.max_payload}-byte "
-                "message limit; send fewer rows per task"
-            )
-        fan = await dispatch.fan_out(self.nc, list(first), payload, ctx)
+        payloads = self._payloads(req, first)
+        fan = await dispatch.fan_out(self.nc, payloads, ctx)
         for model, ms in fan.latency_ms.items():
             self.metrics.member_latency.labels(model).observe(ms / 1000)
         for model, err in fan.errors.items():
@@ -105,10 +105,22 @@ class TaskRunner:
         call = wire_pb2.FuseCall(
             policy=req.fusion_policy or self.default_policy,
             labels=next(iter(first.values())).labels,
+            capability=req.capability,
+            task_id=task_id,
+            conflict=req.conflict,
         )
+        if not call.conflict.name:
+            call.conflict.name = self.default_conflict_policy
+        if call.conflict.name in NEEDS_INPUTS:
+            call.inputs.extend(req.inputs)
         for model, reply in fan.replies.items():
-            scores = _output(reply, first[model].scores_output)
-            call.members.add(model=model, version=reply.version, probabilities=scores, weight=1.0)
+            hb = first[model]
+            call.members.add(
+                model=model,
+                version=reply.version,
+                probabilities=_output(reply, hb.scores_output),
+                scores_output=hb.scores_output,
+            )
         fused = await dispatch.fuse(self.nc, call, ctx)
 
         labels = np.array([r.label for r in fused.rows], dtype=np.int64)
@@ -121,6 +133,8 @@ class TaskRunner:
                 members=list(fan.replies),
                 missing={m: e.message for m, e in fan.errors.items()},
                 rows=fused.rows,
+                weights=fused.weights,
+                conflict_policy=fused.conflict_policy,
             ),
         )
         response.outputs.add(
@@ -137,6 +151,34 @@ class TaskRunner:
             )
         return response
 
+    def _payloads(
+        self, req: task_pb2.SubmitRequest, members: dict[str, Heartbeat]
+    ) -> dict[str, bytes]:
+        """Each member's InferCall, holding only the inputs it takes (shared when equal)."""
+        by_names: dict[tuple[str, ...], bytes] = {}
+        payloads = {}
+        for model, hb in members.items():
+            names = tuple(sorted(s.name for s in hb.inputs))
+            if names not in by_names:
+                tensors = [t for t in req.inputs if t.name in names]
+                body = wire_pb2.InferCall(inputs=tensors).SerializeToString()
+                if len(body) > self.nc.max_payload:
+                    raise InvalidArgument(
+                        f"inputs: {len(body)} bytes exceed the mesh's {self.nc.max_payload}-byte "
+                        "message limit; send fewer rows per task"
+                    )
+                by_names[names] = body
+            payloads[model] = by_names[names]
+        return payloads
+
+    async def feedback(self, req: task_pb2.FeedbackRequest) -> task_pb2.FeedbackResponse:
+        if not req.task_id:
+            raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
+        if not req.labels:
+            raise InvalidArgument("labels: empty; send the true class of every row")
+        ctx = CallContext.start(req.task_id, Priority.NORMAL, self.default_budget_s)
+        return await dispatch.feedback(self.nc, req, ctx)
+
     def _check_inputs(self, req: task_pb2.SubmitRequest, members: list[Heartbeat]) -> None:
         if not req.inputs:
             raise InvalidArgument("inputs: empty; send at least one input tensor")
@@ -144,15 +186,23 @@ class TaskRunner:
         if len(set(names)) != len(names):
             raise InvalidArgument(f"inputs: duplicate tensor names in {names}")
         arrays = {t.name: from_tensor(t) for t in req.inputs}
+        taken: set[str] = set()
         for hb in members:
             expected = {s.name: s for s in hb.inputs}
-            if set(expected) != set(arrays):
+            if not set(expected) <= set(arrays):
                 raise InvalidArgument(
-                    f"inputs: capability {req.capability!r} (model {hb.model}) takes "
+                    f"inputs: model {hb.model} of capability {req.capability!r} takes "
                     f"{sorted(expected)}, got {sorted(arrays)}"
                 )
-            for name, array in arrays.items():
-                check_tensor(expected[name], array, field=f"inputs[{name!r}]")
+            for name, spec in expected.items():
+                check_tensor(spec, arrays[name], field=f"inputs[{name!r}]")
+            taken |= set(expected)
+        unused = sorted(set(arrays) - taken)
+        if unused:
+            raise InvalidArgument(
+                f"inputs: {unused} taken by no model of capability {req.capability!r} "
+                f"(they take {sorted(taken)})"
+            )
         rows = {a.shape[0] for a in arrays.values() if a.ndim}
         if len(rows) > 1:
             raise InvalidArgument(f"inputs: tensors disagree on the number of rows: {sorted(rows)}")

@@ -1,7 +1,7 @@
 """`chorus models build`: trains the demo classifiers on bundled digits and writes ONNX files.
 
-Three model families that err differently (linear, tree ensemble, neural net) so that
-fusing them has something to gain.
+Three member families that err differently (linear, tree ensemble, neural net) so that
+fusing them has something to gain, plus the models the fuser itself uses.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from chorus.datasets import LABELS, digits_split
+from chorus.datasets import LABELS, Split, digits_split
 from chorus.spec import TensorSpec
 from services import repository
+from services.build_text import NAME as CAPTION_MODEL
+from services.build_text import build_caption_model
 from services.repository import Manifest
 
 CAPABILITY = "classify/digits"
@@ -52,32 +54,57 @@ DEMO_MODELS: dict[str, tuple[Callable[[], object], str]] = {
 }
 
 
-def build_demo(root: Path, *, force: bool = False, names: list[str] | None = None) -> list[Path]:
-    """Train and export the demo models that are missing (all of them when `force`)."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+MULTIMODAL = "classify/digits+caption"
+ARBITER = "knn"
+STACKER = "stack"
+CAPTION = CAPTION_MODEL
 
-    wanted = names or list(DEMO_MODELS)
+
+def _knn() -> object:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=5, weights="distance")
+
+
+def build_demo(root: Path, *, force: bool = False, names: list[str] | None = None) -> list[Path]:
+    """Train and export the demo models that are missing (all of them when `force`).
+
+    Besides the three members: an arbiter (k-nearest neighbours, asked only to settle
+    conflicts) and a stacking meta-model that learns how to combine the members from their
+    out-of-fold probabilities on the training split, so it never sees a member's answer on
+    data that member was trained on.
+    """
+    wanted = names or [*DEMO_MODELS, ARBITER, STACKER, CAPTION]
     todo = [n for n in wanted if force or n not in repository.list_models(root)]
     if not todo:
         return []
+    written: list[Path] = []
+    if CAPTION in todo:
+        todo.remove(CAPTION)
+        caption = build_caption_model(root, force=True)
+        if caption is not None:
+            written.append(caption)
     split = digits_split()
-    written = []
     for name in todo:
-        make, description = DEMO_MODELS[name]
-        est = make()
-        est.fit(split.x_train, split.y_train)  # type: ignore[attr-defined]
-        accuracy = float(np.mean(est.predict(split.x_test) == split.y_test))  # type: ignore[attr-defined]
-        onx = convert_sklearn(
-            est,
-            initial_types=[("input", FloatTensorType([None, N_FEATURES]))],
-            options={id(_final(est)): {"zipmap": False}},
-        )
+        if name == STACKER:
+            est, x_train, x_test, members = _stacker(split)
+        else:
+            make = _knn if name == ARBITER else DEMO_MODELS[name][0]
+            est, x_train, x_test, members = make(), split.x_train, split.x_test, ()
+        est.fit(x_train, split.y_train)  # type: ignore[attr-defined]
+        accuracy = float(np.mean(est.predict(x_test) == split.y_test))  # type: ignore[attr-defined]
+        if name == STACKER:
+            capabilities: tuple[str, ...] = (f"stack:{CAPABILITY}",)
+            description = "stacking meta-model"
+        elif name == ARBITER:
+            capabilities, description = (f"arbiter:{CAPABILITY}",), "5-nearest-neighbours arbiter"
+        else:
+            capabilities, description = (CAPABILITY, MULTIMODAL), DEMO_MODELS[name][1]
         manifest = Manifest(
             name=name,
             version="1",
-            capabilities=(CAPABILITY,),
-            inputs=(TensorSpec("input", "FP32", (-1, N_FEATURES)),),
+            capabilities=capabilities,
+            inputs=(TensorSpec("input", "FP32", (-1, x_train.shape[1])),),
             outputs=(
                 TensorSpec("label", "INT64", (-1,)),
                 TensorSpec("probabilities", "FP32", (-1, len(LABELS))),
@@ -86,9 +113,41 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
             scores_output="probabilities",
             description=description,
             metrics={"holdout_accuracy": round(accuracy, 4)},
+            augment="" if name == STACKER else "shift2d:8x8",
+            members=members,
         )
-        written.append(repository.write(root, manifest, onx.SerializeToString()).path)
+        written.append(repository.write(root, manifest, _to_onnx(est, x_train.shape[1])).path)
     return written
+
+
+def _stacker(split: Split) -> tuple[object, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Meta-model over the members' probabilities, concatenated in DEMO_MODELS order."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    members = tuple(DEMO_MODELS)
+    oof, test = [], []
+    for name in members:
+        make = DEMO_MODELS[name][0]
+        oof.append(
+            cross_val_predict(make(), split.x_train, split.y_train, cv=5, method="predict_proba")
+        )
+        test.append(make().fit(split.x_train, split.y_train).predict_proba(split.x_test))  # type: ignore[attr-defined]
+    x_train = np.hstack(oof).astype(np.float32)
+    x_test = np.hstack(test).astype(np.float32)
+    return LogisticRegression(max_iter=2000, C=1.0), x_train, x_test, members
+
+
+def _to_onnx(est: object, n_features: int) -> bytes:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = convert_sklearn(
+        est,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options={id(_final(est)): {"zipmap": False}},
+    )
+    return bytes(onx.SerializeToString())
 
 
 def _final(est: object) -> object:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 
 import nats.micro
@@ -21,10 +22,11 @@ from opentelemetry.trace import SpanKind
 import chorus
 from chorus import subjects, tracing
 from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.context import INPUT_SHA256, CallContext
+from chorus.errors import ChorusError, DataLoss, InvalidArgument
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
+from services.augment import infer_augmented
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel
 
@@ -151,19 +153,30 @@ class NatsWorker:
         try:
             ctx = CallContext.from_headers(request.headers, default_budget_s=self.default_budget_s)
             ctx.check(f"model {self.manifest.name} ({self.replica}) started it")
+            digest = hashlib.sha256(request.data).hexdigest()
+            sent = (request.headers or {}).get(INPUT_SHA256)
+            if sent is not None and sent != digest:
+                raise DataLoss(
+                    f"model {self.manifest.name}: input altered in transit: header "
+                    f"{INPUT_SHA256} is {sent[:16]}..., the body hashes to {digest[:16]}..."
+                )
             call = wire_pb2.InferCall()
             try:
                 call.ParseFromString(request.data)
             except Exception:
                 raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
             inputs = {t.name: from_tensor(t) for t in call.inputs}
-            prediction = await self.model.infer(inputs)
+            if call.augment:
+                prediction = await infer_augmented(self.model, inputs)
+            else:
+                prediction = await self.model.infer(inputs)
             reply = wire_pb2.InferReply(
                 model=self.manifest.name,
                 version=self.manifest.version,
                 replica=self.replica,
                 outputs=[to_tensor(n, a) for n, a in prediction.outputs.items()],
                 compute_ms=prediction.compute_ms,
+                input_sha256=digest,
             )
             await request.respond(reply.SerializeToString())
             rows = next(iter(inputs.values())).shape[0]

@@ -13,9 +13,11 @@ import pytest
 from chorus.client import TaskClient
 from chorus.mesh import Mesh
 from chorus.natsserver import NatsServer
-from services.build import DEMO_MODELS, build_demo
+from services.build import ARBITER, CAPTION, DEMO_MODELS, STACKER, build_demo
 
 DEMO = list(DEMO_MODELS)
+HELPERS = [ARBITER, STACKER]
+"""Models the fuser uses (arbiter, stacking meta-model); not members of classify/digits."""
 
 
 def _docker_engine() -> bool:
@@ -67,7 +69,10 @@ def mesh(
     model_repo: Path, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
     with Mesh(
-        model_repo, tmp_path_factory.mktemp("mesh"), models=DEMO, nats_url=nats_url
+        model_repo,
+        tmp_path_factory.mktemp("mesh"),
+        models=DEMO + HELPERS + [CAPTION],
+        nats_url=nats_url,
     ) as running:
         yield running
 

@@ -75,7 +75,7 @@ def test_models_build_writes_manifests_without_download(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     for name in ("logreg", "forest", "mlp"):
         manifest = json.loads((tmp_path / name / "1" / "manifest.json").read_text())
-        assert manifest["capabilities"] == ["classify/digits"]
+        assert manifest["capabilities"] == ["classify/digits", "classify/digits+caption"]
         assert manifest["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
         assert [o["name"] for o in manifest["outputs"]] == ["label", "probabilities"]
         assert manifest["labels"] == [str(d) for d in range(10)]
@@ -89,4 +89,5 @@ def test_models_ls_lists_live_models(mesh: Mesh) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert sorted(ln.split()[0] for ln in run.stdout.splitlines()) == ["forest", "logreg", "mlp"]
+    names = sorted(ln.split()[0] for ln in run.stdout.splitlines())
+    assert names == ["caption", "forest", "knn", "logreg", "mlp", "stack"]

@@ -5,10 +5,14 @@ from chorus.codec import from_tensor, to_tensor
 from chorus.errors import InvalidArgument
 from chorus.pb import wire_pb2
 from fuser import strategies
-from fuser.fusion import fuse
+from chorus.context import CallContext, Priority
+from fuser.fusion import Tools, fuse
 from fuser.strategies import MemberScores
 from fuser.strategies.majority_vote import MajorityVote
 from fuser.strategies.soft_vote import SoftVote
+
+
+CTX = CallContext.start("t-1", Priority.NORMAL, 5.0)
 
 
 def m(name: str, *rows: list[float], weight: float = 1.0) -> MemberScores:
@@ -96,7 +100,7 @@ def test_unknown_policy() -> None:
         strategies.get("tea_leaves")
 
 
-def test_fuse_call_round_trip_explains_every_row() -> None:
+async def test_fuse_call_round_trip_explains_every_row() -> None:
     call = wire_pb2.FuseCall(policy="soft_vote", labels=["cat", "dog"])
     call.members.add(
         model="a",
@@ -110,7 +114,7 @@ def test_fuse_call_round_trip_explains_every_row() -> None:
         weight=1.0,
         probabilities=to_tensor("p", np.array([[0.7, 0.3], [0.2, 0.8]], np.float32)),
     )
-    reply, _ = fuse(wire_pb2.FuseCall.FromString(call.SerializeToString()))
+    reply, _ = await fuse(wire_pb2.FuseCall.FromString(call.SerializeToString()), CTX, Tools())
     assert reply.policy == "soft_vote"
     np.testing.assert_allclose(
         from_tensor(reply.probabilities), [[0.8, 0.2], [0.3, 0.7]], rtol=1e-6
@@ -120,19 +124,19 @@ def test_fuse_call_round_trip_explains_every_row() -> None:
     assert reply.rows[0].agreement == 1.0
 
 
-def test_fuse_call_labels_must_match_columns() -> None:
+async def test_fuse_call_labels_must_match_columns() -> None:
     call = wire_pb2.FuseCall(labels=["only-one"])
     call.members.add(
         model="a", weight=1.0, probabilities=to_tensor("p", np.array([[0.9, 0.1]], np.float32))
     )
     with pytest.raises(InvalidArgument, match="labels: 1 given for 2 probability columns"):
-        fuse(call)
+        await fuse(call, CTX, Tools())
 
 
-def test_duplicate_member_rejected() -> None:
+async def test_duplicate_member_rejected() -> None:
     call = wire_pb2.FuseCall()
     p = to_tensor("p", np.array([[0.9, 0.1]], np.float32))
     call.members.add(model="a", probabilities=p, weight=1.0)
     call.members.add(model="a", probabilities=p, weight=1.0)
     with pytest.raises(InvalidArgument, match="model 'a' appears twice"):
-        fuse(call)
+        await fuse(call, CTX, Tools())

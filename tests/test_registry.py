@@ -1,6 +1,6 @@
 from chorus.heartbeat import Heartbeat
+from chorus.registry import Registry
 from chorus.spec import TensorSpec
-from router.registry import Registry
 
 
 def hb(

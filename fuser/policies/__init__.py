@@ -1,0 +1,27 @@
+"""Conflict resolution policies, selected by name."""
+
+from __future__ import annotations
+
+from chorus.errors import InvalidArgument
+from fuser.policies.arbiter import Arbiter
+from fuser.policies.base import Case, ConflictPolicy, Outcome, Settings
+from fuser.policies.escalate import Escalate
+from fuser.policies.negotiate import Negotiate
+from fuser.policies.none import NoPolicy
+from fuser.policies.quorum import Quorum
+
+POLICIES: dict[str, ConflictPolicy] = {
+    p.name: p for p in (NoPolicy(), Quorum(), Negotiate(), Arbiter(), Escalate())
+}
+
+
+def get(name: str) -> ConflictPolicy:
+    try:
+        return POLICIES[name or "none"]
+    except KeyError:
+        raise InvalidArgument(
+            f"conflict.name: unknown conflict policy {name!r}; expected one of {sorted(POLICIES)}"
+        ) from None
+
+
+__all__ = ["POLICIES", "Case", "ConflictPolicy", "Outcome", "Settings", "get"]

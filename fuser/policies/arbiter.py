@@ -1,0 +1,44 @@
+"""Arbiter: a designated model, not a member, decides the conflicted rows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from chorus.errors import FailedPrecondition
+from fuser.policies.base import Case, Outcome, first_pass, rows_of
+from fuser.strategies import Fused
+
+
+class Arbiter:
+    name = "arbiter"
+
+    async def resolve(self, case: Case, fused: Fused) -> Outcome:
+        out = first_pass(case, fused)
+        rows = [r for r, s in enumerate(out.status) if s == "conflicted"]
+        if not rows:
+            return out
+        arbiter = case.settings.arbiter
+        if not arbiter or case.client is None:
+            raise FailedPrecondition(
+                f"conflict.arbiter: no arbiter model for {case.capability!r}; name one or run a "
+                f"model with capability 'arbiter:{case.capability}'"
+            )
+        scores = await case.client.scores(
+            arbiter, rows_of(case.inputs, rows), scores_output="probabilities",
+            augment=False, ctx=case.ctx,
+        )  # fmt: skip
+        probs, labels, confidence = (
+            fused.probabilities.copy(),
+            fused.labels.copy(),
+            fused.confidence.copy(),
+        )
+        for i, r in enumerate(rows):
+            labels[r] = int(np.argmax(scores[i]))
+            probs[r] = scores[i]
+            confidence[r] = float(scores[i][labels[r]])
+            out.status[r] = "resolved"
+            out.rules[r] = f"arbiter: {arbiter} decided {labels[r]} ({confidence[r]:.2f})"
+        out.fused = replace(fused, probabilities=probs, labels=labels, confidence=confidence)
+        return out

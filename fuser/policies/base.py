@@ -1,0 +1,78 @@
+"""What a conflict policy is given and what it gives back."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from chorus.context import CallContext
+from fuser.conflict import ConflictReport, ConflictThresholds, detect
+from fuser.members import MemberClient
+from fuser.strategies import Fused, MemberScores
+
+FuseFn = Callable[[Sequence[MemberScores]], Awaitable[Fused]]
+ReviewFn = Callable[[list[int], Fused, Sequence[MemberScores]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    quorum: int = 0
+    """Members that must agree; 0 means a strict majority."""
+    max_rounds: int = 2
+    concede_below: float = 0.9
+    """Only members less confident than this in a dissenting answer are asked again."""
+    arbiter: str = ""
+
+
+@dataclass
+class Case:
+    """One fused batch and everything a policy may use to settle its conflicted rows."""
+
+    capability: str
+    members: list[MemberScores]
+    inputs: dict[str, np.ndarray]
+    scores_outputs: dict[str, str]
+    fuse: FuseFn
+    thresholds: ConflictThresholds
+    settings: Settings
+    ctx: CallContext
+    client: MemberClient | None = None
+    review: ReviewFn | None = None
+
+
+@dataclass
+class Outcome:
+    fused: Fused
+    members: list[MemberScores]
+    report: ConflictReport
+    status: list[str]
+    rules: list[str]
+    rounds: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.rounds:
+            self.rounds = [0] * len(self.status)
+
+
+class ConflictPolicy(Protocol):
+    name: str
+
+    async def resolve(self, case: Case, fused: Fused) -> Outcome: ...
+
+
+def first_pass(case: Case, fused: Fused) -> Outcome:
+    """Rows as the strategy left them: agreed, or conflicted and unsettled."""
+    report = detect(case.members, fused, case.thresholds)
+    status = ["conflicted" if c else "agreed" for c in report.conflicted]
+    rules = [
+        f"{rule}; conflicted: {why}" if c else rule
+        for rule, c, why in zip(fused.rules, report.conflicted, report.reasons, strict=True)
+    ]
+    return Outcome(fused, list(case.members), report, status, rules)
+
+
+def rows_of(inputs: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.ndarray]:
+    return {name: np.ascontiguousarray(a[rows]) for name, a in inputs.items()}

@@ -1,0 +1,87 @@
+"""What the fuser keeps beyond one request: each task's member scores, until feedback comes
+(a key-value bucket with a TTL), and the cases escalated to people (a JetStream stream, so
+none is lost while no reviewer is connected)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from chorus.codec import from_tensor
+from chorus.errors import InvalidArgument, NotFound
+from chorus.pb import wire_pb2
+from fuser.weights import kv_key
+
+TASKS_BUCKET = "chorus_fused_tasks"
+TASKS_TTL_S = 24 * 3600
+REVIEW_STREAM = "CHORUS_REVIEW"
+REVIEW_SUBJECTS = "chorus.review.>"
+
+
+def review_subject(capability: str) -> str:
+    return "chorus.review." + re.sub(r"[\s.*>]", "_", capability)
+
+
+class TaskRecords:
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._kv: KeyValue | None = None
+
+    async def start(self) -> None:
+        self._kv = await self.js.create_key_value(bucket=TASKS_BUCKET, ttl=TASKS_TTL_S)
+
+    async def keep(self, call: wire_pb2.FuseCall, weights: dict[str, float]) -> None:
+        """The members' scores of a fused task, without its inputs, for later feedback."""
+        assert self._kv is not None
+        record = wire_pb2.FuseCall(
+            capability=call.capability, task_id=call.task_id, labels=call.labels
+        )
+        for m in call.members:
+            record.members.add(
+                model=m.model, version=m.version, probabilities=m.probabilities,
+                weight=weights.get(m.model, m.weight),
+            )  # fmt: skip
+        await self._kv.put(kv_key(call.task_id), record.SerializeToString())
+
+    async def losses(self, task_id: str, truth: list[int]) -> tuple[str, dict[str, float]]:
+        """(capability, each member's mean 1 - p(true class)) for a kept task."""
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(kv_key(task_id))
+        except KeyNotFoundError:
+            raise NotFound(
+                f"task_id: no fused task {task_id!r} is kept (unknown, or older than "
+                f"{TASKS_TTL_S // 3600} h)"
+            ) from None
+        record = wire_pb2.FuseCall.FromString(entry.value or b"")
+        losses: dict[str, float] = {}
+        for m in record.members:
+            probs = from_tensor(m.probabilities)
+            if len(truth) != probs.shape[0]:
+                raise InvalidArgument(
+                    f"labels: task {task_id} had {probs.shape[0]} rows, got {len(truth)} labels"
+                )
+            if any(not 0 <= t < probs.shape[1] for t in truth):
+                raise InvalidArgument(f"labels: expected class indices in [0, {probs.shape[1]})")
+            p_true = probs[np.arange(len(truth)), truth]
+            losses[m.model] = float(np.mean(1.0 - p_true))
+        return record.capability, losses
+
+
+class ReviewQueue:
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def start(self) -> None:
+        await self.js.add_stream(StreamConfig(name=REVIEW_STREAM, subjects=[REVIEW_SUBJECTS]))
+
+    async def publish(self, case: wire_pb2.ReviewCase) -> None:
+        headers = {"Nats-Msg-Id": f"review-{case.task_id}"} if case.task_id else None
+        await self.js.publish(
+            review_subject(case.capability), case.SerializeToString(), headers=headers
+        )

@@ -1,0 +1,100 @@
+"""Adaptive member weights: Hedge updates from feedback, kept in a JetStream key-value bucket.
+
+Hedge (multiplicative weights): after feedback, each member's weight is multiplied by
+exp(-eta * loss), where loss is the member's mean (1 - probability it gave the true class)
+over the task's rows; weights are then rescaled to average 1 and floored at `floor` so a
+member that improves can earn its way back. Every fuser replica watches the bucket, so an
+update by one is seen by all, and a restarted fuser starts from what was learned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+BUCKET = "chorus_weights"
+ETA = 0.5
+FLOOR = 0.02
+
+
+def hedge(
+    weights: dict[str, float], losses: dict[str, float], eta: float = ETA, floor: float = FLOOR
+) -> dict[str, float]:
+    if not losses:
+        return dict(weights)
+    new = {m: weights.get(m, 1.0) * math.exp(-eta * loss) for m, loss in losses.items()}
+    for m, w in weights.items():
+        new.setdefault(m, w)
+    mean = sum(new.values()) / len(new)
+    return {m: max(floor, w / mean) for m, w in sorted(new.items())}
+
+
+def kv_key(name: str) -> str:
+    """Any capability or task id as a valid KV key (reversible, readable for plain names)."""
+    return re.sub(r"[^-/_a-zA-Z0-9]", lambda m: f"={ord(m.group()):02x}", name)
+
+
+class WeightStore:
+    def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
+        self.js = js
+        self.bucket = bucket
+        self._kv: KeyValue | None = None
+        self._cache: dict[str, dict[str, float]] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._kv = await self.js.create_key_value(bucket=self.bucket, history=5)
+        watcher = await self._kv.watchall()
+        self._watch = asyncio.create_task(self._follow(watcher), name="weights-watch")
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None or entry.value is None:
+                continue
+            with contextlib.suppress(ValueError):
+                self._cache[entry.key] = {k: float(v) for k, v in json.loads(entry.value).items()}
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    def get(self, capability: str) -> dict[str, float]:
+        return dict(self._cache.get(kv_key(capability), {}))
+
+    async def learn(self, capability: str, losses: dict[str, float]) -> dict[str, float]:
+        """Apply one Hedge step atomically (compare-and-set; concurrent replicas retry)."""
+        assert self._kv is not None
+        key = kv_key(capability)
+        for _ in range(20):
+            try:
+                entry = await self._kv.get(key)
+                current = json.loads(entry.value or b"{}")
+                revision: int | None = entry.revision
+            except KeyNotFoundError:
+                current, revision = {}, None
+            new = hedge(current, losses)
+            value = json.dumps(new).encode()
+            try:
+                if revision is None:
+                    await self._kv.create(key, value)
+                else:
+                    await self._kv.update(key, value, last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            except Exception as exc:
+                if revision is None and "wrong last sequence" in str(exc).lower():
+                    continue
+                raise
+            self._cache[key] = new
+            return new
+        raise RuntimeError(f"weights for {capability!r}: too many concurrent updates")
