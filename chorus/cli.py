@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--router", default="127.0.0.1:50051")
     ls.set_defaults(func=_models_ls)
 
+    fusion = sub.add_parser("fusion", help="fusion on held-out data").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    report = fusion.add_parser("report", help="accuracy of every strategy and conflict policy")
+    report.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    report.set_defaults(func=_fusion_report)
+
     serve = sub.add_parser("serve", help="run one service in the foreground").add_subparsers(
         required=True, metavar="SERVICE"
     )
@@ -109,6 +116,12 @@ def _models_build(args: argparse.Namespace) -> int:
     if not written:
         print(f"all demo models already in {args.repository} (use --force to rebuild)")
     return 0
+
+
+def _fusion_report(args: argparse.Namespace) -> int:
+    from chorus.report import main as report
+
+    return report(args.repository)
 
 
 def _models_ls(args: argparse.Namespace) -> int:

@@ -142,8 +142,16 @@ def detect(
         )
         return ConflictReport(conflicted, reasons, t, spread=spread)
 
-    mar = margin(fused.probabilities)
-    ent = entropy(fused.probabilities)
+    # Margin and entropy are read from the members' weighted mean distribution, not from the
+    # strategy's output, whose scale differs by strategy (vote shares, Borda points).
+    weights = np.array([m.weight for m in members], dtype=np.float64)
+    if weights.sum() <= 0:
+        weights = np.ones_like(weights)
+    consensus = np.tensordot(
+        weights / weights.sum(), np.stack([m.probabilities for m in members]), axes=1
+    )
+    mar = margin(consensus)
+    ent = entropy(consensus)
     vm = vote_margin(members)
     low_margin = mar < t.min_margin
     high_entropy = ent > t.max_entropy
