@@ -27,6 +27,7 @@ class Child:
     proc: subprocess.Popen[bytes]
     ready: dict[str, Any] = field(default_factory=dict)
     log: Path | None = None
+    args: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = [f"{self.name:<8}"]
@@ -116,7 +117,7 @@ class Mesh:
                 stderr=err,
                 env=env,
             )
-        child = Child(name, proc, log=log)
+        child = Child(name, proc, log=log, args=args)
         self.children.append(child)
         _wait_ready(child, timeout_s)
         return child
@@ -161,6 +162,16 @@ class Mesh:
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
+
+    def restart(self, name: str, *, kill: bool = False) -> Child:
+        """Stop one service (SIGTERM, or SIGKILL with `kill`) and start it again as it was."""
+        old = self.child(name)
+        old.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        old.proc.wait(timeout=15)
+        if old.proc.stdout is not None:
+            old.proc.stdout.close()
+        self.children.remove(old)
+        return self.spawn(name, old.args)
 
     def stop(self) -> None:
         for child in reversed(self.children):

@@ -100,14 +100,14 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
 
         strategies = []
         for name in [*sorted(s for s in STRATEGIES if s not in REGRESSION), STACKING]:
-            reply, out = await fuse(call(name, POLICY_RUNS[0][1]), ctx, tools)
+            _, out = await fuse(call(name, POLICY_RUNS[0][1]), ctx, tools)
             labels = out.fused.labels
             strategies.append(
                 Row(name, float(np.mean(labels == y)), 1.0, float(np.mean(out.report.conflicted)))
             )
         policies = []
         for title, conflict in POLICY_RUNS:
-            reply, out = await fuse(call("soft_vote", conflict), ctx, tools)
+            _, out = await fuse(call("soft_vote", conflict), ctx, tools)
             status = np.array(out.status)
             decided = ~np.isin(status, ["unresolved", "needs_review"])
             acc = float(np.mean(out.fused.labels[decided] == y[decided])) if decided.any() else 0.0

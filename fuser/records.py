@@ -49,7 +49,7 @@ class TaskRecords:
         await self._kv.put(kv_key(call.task_id), record.SerializeToString())
 
     async def losses(self, task_id: str, truth: list[int]) -> tuple[str, dict[str, float]]:
-        """(capability, each member's mean 1 - p(true class)) for a kept task."""
+        """(capability, each member's share of wrong rows) for a kept task."""
         assert self._kv is not None
         try:
             entry = await self._kv.get(kv_key(task_id))
@@ -68,8 +68,7 @@ class TaskRecords:
                 )
             if any(not 0 <= t < probs.shape[1] for t in truth):
                 raise InvalidArgument(f"labels: expected class indices in [0, {probs.shape[1]})")
-            p_true = probs[np.arange(len(truth)), truth]
-            losses[m.model] = float(np.mean(1.0 - p_true))
+            losses[m.model] = float(np.mean(np.argmax(probs, axis=1) != np.asarray(truth)))
         return record.capability, losses
 
 

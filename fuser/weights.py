@@ -1,9 +1,11 @@
 """Adaptive member weights: Hedge updates from feedback, kept in a JetStream key-value bucket.
 
 Hedge (multiplicative weights): after feedback, each member's weight is multiplied by
-exp(-eta * loss), where loss is the member's mean (1 - probability it gave the true class)
-over the task's rows; weights are then rescaled to average 1 and floored at `floor` so a
-member that improves can earn its way back. Every fuser replica watches the bucket, so an
+exp(-eta * loss), where loss is the share of the task's rows the member got wrong (its top
+class was not the true one); weights are then rescaled to average 1 and floored at `floor` so
+a member that improves can earn its way back. The 0/1 loss, not 1 - p(true), keeps two
+equally accurate members equal when one of them is merely less confident: a probability loss
+would let Hedge pour all trust into the boldest member over a few hundred tasks. Every fuser replica watches the bucket, so an
 update by one is seen by all, and a restarted fuser starts from what was learned.
 """
 
@@ -20,7 +22,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 BUCKET = "chorus_weights"
-ETA = 0.5
+ETA = 0.1
 FLOOR = 0.02
 
 
