@@ -127,8 +127,13 @@ REGRESSION = {"weighted_mean", "median"}
 def render(members: list[Row], strategies: list[Row], policies: list[Row]) -> str:
     lines = ["| member | held-out accuracy |", "|---|---|"]
     lines += [f"| {r.name} ({r.note}) | {r.accuracy:.4f} |" for r in members]
-    lines += ["", "| fusion strategy | accuracy | rows flagged conflicted |", "|---|---|---|"]
-    lines += [f"| {r.name} | {r.accuracy:.4f} | {r.conflicted:.1%} |" for r in strategies]
+    lines += ["", "| fusion strategy | accuracy |", "|---|---|"]
+    lines += [f"| {r.name} | {r.accuracy:.4f} |" for r in strategies]
+    lines += [
+        "",
+        f"Rows flagged conflicted (members split, or their consensus unsure): "
+        f"{policies[0].conflicted:.1%}.",
+    ]
     lines += [
         "",
         "| conflict policy (soft vote) | accuracy on answered rows | answered | row outcomes |",
