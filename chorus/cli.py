@@ -15,7 +15,8 @@ from typing import Any
 
 DEFAULT_REPOSITORY = Path("models")
 DEFAULT_DATA_DIR = Path(".chorus")
-DEMO_MODELS = ["logreg", "forest", "mlp"]
+DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "caption"]
+"""Three members, the arbiter, the stacking meta-model and the caption model."""
 CAPABILITY = "classify/digits"
 
 

@@ -24,7 +24,9 @@ from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, from_en
 from tests import k8s_refs
 
 OVERLAYS = ("cpu", "gpu", "cpu-hpa")
-MODELS = ("logreg", "forest", "mlp")
+MODELS = ("logreg", "forest", "mlp", "knn", "stack", "caption")
+SCALED = ("logreg", "forest", "mlp")
+"""Members autoscale; the arbiter, stacker and caption model run one replica each."""
 NAMESPACE = "chorus"
 IMAGE = "ghcr.io/chorus-mesh/chorus:0.1.0"
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
@@ -525,7 +527,7 @@ def test_keda_scales_each_model_and_the_router(
     deployments = _of(objs, "Deployment")
     scaled = _of(objs, "ScaledObject")
     targets = sorted(so["spec"]["scaleTargetRef"]["name"] for so in scaled.values())
-    assert targets == sorted(["chorus-router", *(f"chorus-model-{m}" for m in MODELS)])
+    assert targets == sorted(["chorus-router", *(f"chorus-model-{m}" for m in SCALED)])
     for so in scaled.values():
         rule = prometheus_scaling(so)
         assert rule.target in deployments
@@ -550,7 +552,7 @@ def test_hpa_scales_each_model_and_the_router_on_adapter_metrics(
     deployments = _of(objs, "Deployment")
     hpas = _of(objs, "HorizontalPodAutoscaler")
     targets = sorted(h["spec"]["scaleTargetRef"]["name"] for h in hpas.values())
-    assert targets == sorted(["chorus-router", *(f"chorus-model-{m}" for m in MODELS)])
+    assert targets == sorted(["chorus-router", *(f"chorus-model-{m}" for m in SCALED)])
     assert all(h["spec"]["scaleTargetRef"]["name"] in deployments for h in hpas.values())
     exposed = k8s_refs.adapter_exposed_names()
     wanted = k8s_refs.hpa_metric_names()
