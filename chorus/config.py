@@ -33,6 +33,10 @@ class ModelServiceConfig:
     workers: int = 1
     max_message_bytes: int = 4 * MiB
     default_budget_s: float = 10.0
+    queue_limit: int = 256
+    """Requests that may wait per priority class before RESOURCE_EXHAUSTED."""
+    aging_s: float = 2.0
+    """A request's class improves by one per this many seconds waited (no starvation)."""
     delay_ms: float = 0.0
     """Fault injection: added to every inference (a slow replica)."""
     noise: float = 0.0

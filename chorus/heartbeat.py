@@ -6,7 +6,7 @@ Control-plane traffic, so JSON keeps it readable with `nats sub chorus.hb.*`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from chorus.spec import TensorSpec
 
@@ -27,6 +27,12 @@ class Heartbeat:
     in_flight: int = 0
     interval_s: float = 1.0
     members: tuple[str, ...] = ()
+    queue: dict[str, int] = field(default_factory=dict)
+    """Requests waiting, by priority class name."""
+    ewma_ms: float = 0.0
+    """Smoothed time one request holds an inference slot."""
+    capacity: int = 1
+    """Inference slots: requests served at once."""
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -51,4 +57,7 @@ class Heartbeat:
             in_flight=int(d.get("in_flight", 0)),
             interval_s=float(d.get("interval_s", 1.0)),
             members=tuple(d.get("members", ())),
+            queue={str(k): int(v) for k, v in d.get("queue", {}).items()},
+            ewma_ms=float(d.get("ewma_ms", 0.0)),
+            capacity=int(d.get("capacity", 1)),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from typing import Self
@@ -10,8 +11,10 @@ from typing import Self
 import grpc
 
 from chorus.config import ModelServiceConfig
+from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
+from chorus.scheduler import PriorityScheduler
 from chorus.service import ServiceBase
 from services import repository
 from services.gpu_metrics import nvml_collector
@@ -50,7 +53,17 @@ class ModelService(ServiceBase):
             delay_s=cfg.delay_ms / 1000,
             noise=cfg.noise,
         )
+        self.scheduler = PriorityScheduler(
+            f"model {cfg.model}",
+            cfg.workers,
+            dict.fromkeys(Priority, cfg.queue_limit),
+            aging_s=cfg.aging_s,
+        )
         metrics = ModelMetrics(cfg.model, version.manifest.version, self.model.provider)
+        for p in Priority:
+            metrics.queue.labels(cfg.model, p.name.lower()).set_function(
+                functools.partial(self.scheduler.depth, p)
+            )
         if self.model.device == "cuda":
             gpu = nvml_collector(cfg.model)
             if gpu is not None:
@@ -59,7 +72,7 @@ class ModelService(ServiceBase):
 
         self._server = make_server(cfg.max_message_bytes)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.model, metrics), self._server
+            KServeServicer(self.model, metrics, self.scheduler, cfg.default_budget_s), self._server
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port)
@@ -73,6 +86,7 @@ class ModelService(ServiceBase):
             replica=self.replica,
             heartbeat_s=cfg.heartbeat_s,
             default_budget_s=cfg.default_budget_s,
+            scheduler=self.scheduler,
         )
         await self._worker.start()
         await self._ready(health, [KSERVE_SERVICE])

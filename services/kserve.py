@@ -10,9 +10,11 @@ import numpy as np
 
 import chorus
 from chorus.codec import datatype_of, from_bytes, numpy_dtype, to_bytes
+from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
+from chorus.scheduler import PriorityScheduler
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel
 
@@ -32,8 +34,17 @@ _TYPED_FIELD = {
 
 
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, model: OnnxModel, metrics: ModelMetrics) -> None:
+    def __init__(
+        self,
+        model: OnnxModel,
+        metrics: ModelMetrics,
+        scheduler: PriorityScheduler,
+        default_budget_s: float,
+    ) -> None:
+        """KServe callers queue with the mesh's own requests, at normal priority."""
         self.model = model
+        self.scheduler = scheduler
+        self.default_budget_s = default_budget_s
         self.manifest = model.manifest
         self.metrics = metrics
 
@@ -97,7 +108,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             self.metrics.in_flight.labels(self.manifest.name).inc()
             try:
-                prediction = await self.model.infer(inputs)
+                budget = context.time_remaining() or self.default_budget_s
+                ctx = CallContext.start(request.id or "kserve", Priority.NORMAL, budget)
+                prediction = await self.scheduler.run(ctx, lambda: self.model.infer(inputs))
             finally:
                 self.metrics.in_flight.labels(self.manifest.name).dec()
         except ChorusError as err:

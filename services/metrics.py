@@ -30,6 +30,12 @@ class ModelMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
+        self.queue = Gauge(
+            "chorus_model_queue_depth",
+            "Requests waiting for an inference slot, by priority",
+            ["model", "priority"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "chorus_model_in_flight", "Requests being served", ["model"], registry=self.registry
         )

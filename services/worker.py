@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 
 import nats.micro
+import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -22,13 +24,14 @@ from opentelemetry.trace import SpanKind
 import chorus
 from chorus import subjects, tracing
 from chorus.codec import from_tensor, to_tensor
-from chorus.context import INPUT_SHA256, CallContext
+from chorus.context import INPUT_SHA256, CallContext, Priority
 from chorus.errors import ChorusError, DataLoss, InvalidArgument
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
+from chorus.scheduler import PriorityScheduler
 from services.augment import infer_augmented
 from services.metrics import ModelMetrics
-from services.runtime import OnnxModel
+from services.runtime import OnnxModel, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class NatsWorker:
         replica: str,
         heartbeat_s: float,
         default_budget_s: float,
+        scheduler: PriorityScheduler,
     ) -> None:
         self.nc = nc
         self.model = model
@@ -56,6 +60,8 @@ class NatsWorker:
         self._beat_task: asyncio.Task[None] | None = None
         self._requests: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        self.scheduler = scheduler
+        self.ewma_ms = 0.0
 
     async def start(self) -> None:
         if self._service is not None:
@@ -115,6 +121,9 @@ class NatsWorker:
             in_flight=self._in_flight,
             interval_s=self.heartbeat_s,
             members=self.manifest.members,
+            queue={p.name.lower(): self.scheduler.depth(p) for p in Priority},
+            ewma_ms=self.ewma_ms,
+            capacity=self.scheduler.slots,
         )
 
     async def _beat(self) -> None:
@@ -127,6 +136,16 @@ class NatsWorker:
                 await self._beat()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    async def _timed(self, inputs: dict[str, np.ndarray], augment: bool) -> Prediction:
+        start = time.perf_counter()
+        try:
+            if augment:
+                return await infer_augmented(self.model, inputs)
+            return await self.model.infer(inputs)
+        finally:
+            ms = (time.perf_counter() - start) * 1000
+            self.ewma_ms = ms if self.ewma_ms == 0 else 0.8 * self.ewma_ms + 0.2 * ms
 
     async def _on_discover(self, msg: Msg) -> None:
         await self._beat()
@@ -166,10 +185,7 @@ class NatsWorker:
             except Exception:
                 raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
             inputs = {t.name: from_tensor(t) for t in call.inputs}
-            if call.augment:
-                prediction = await infer_augmented(self.model, inputs)
-            else:
-                prediction = await self.model.infer(inputs)
+            prediction = await self.scheduler.run(ctx, lambda: self._timed(inputs, call.augment))
             reply = wire_pb2.InferReply(
                 model=self.manifest.name,
                 version=self.manifest.version,
