@@ -64,6 +64,20 @@ class RouterConfig:
     default_conflict_policy: str = "none"
     max_message_bytes: int = 4 * MiB
     max_rows: int = 1024
+    max_concurrent_tasks: int = 64
+    """Tasks dispatched at once; the rest wait in the priority queues."""
+    queue_limit: int = 1024
+    """Tasks that may wait per priority class before RESOURCE_EXHAUSTED."""
+    aging_s: float = 2.0
+    replica_choice: str = "power_of_two"
+    """power_of_two (load-aware) or queue_group (NATS picks at random)."""
+    max_attempts: int = 3
+    attempt_timeout_s: float = 2.0
+    hedge: bool = True
+    min_members: int = 1
+    """Members that must answer for a task to get an answer (the rest are named missing)."""
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.default_budget_s <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Self
@@ -12,12 +13,17 @@ from nats.aio.subscription import Subscription
 
 from chorus import subjects
 from chorus.config import RouterConfig
+from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.registry import Registry
+from chorus.scheduler import PriorityScheduler
 from chorus.service import ServiceBase
+from router import choice
+from router.dispatch import Dispatcher, DispatchPolicy
 from router.metrics import RouterMetrics
+from router.replicas import ReplicaBook
 from router.servicer import TaskServicer
 from router.task import TaskRunner
 
@@ -47,10 +53,34 @@ class RouterService(ServiceBase):
         await nc.publish(subjects.DISCOVER, b"")
         await nc.flush()
 
+        dispatcher = Dispatcher(
+            nc,
+            ReplicaBook(failures_to_open=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s),
+            choice.get(cfg.replica_choice),
+            DispatchPolicy(
+                max_attempts=cfg.max_attempts,
+                attempt_timeout_s=cfg.attempt_timeout_s,
+                hedge=cfg.hedge,
+            ),
+            self.metrics,
+        )
+        scheduler = PriorityScheduler(
+            "router",
+            cfg.max_concurrent_tasks,
+            dict.fromkeys(Priority, cfg.queue_limit),
+            aging_s=cfg.aging_s,
+        )
+        for p in Priority:
+            self.metrics.queue.labels(p.name.lower()).set_function(
+                functools.partial(scheduler.depth, p)
+            )
         runner = TaskRunner(
             nc,
             self.registry,
             self.metrics,
+            dispatcher,
+            scheduler,
+            min_members=cfg.min_members,
             default_budget_s=cfg.default_budget_s,
             default_policy=cfg.default_policy,
             max_rows=cfg.max_rows,

@@ -1,4 +1,5 @@
-"""The router's NATS side: ask every member at once, then ask the fuser.
+"""The router's NATS side: ask every member at once (each on a replica it chooses, with
+retries, hedging and circuit breakers), then ask the fuser.
 
 Member tensors pass through as received (protobuf bytes fields), so the hot path decodes
 nothing it does not need.
@@ -7,8 +8,11 @@ nothing it does not need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -20,10 +24,16 @@ from opentelemetry.trace import SpanKind
 from chorus import subjects, tracing
 from chorus.context import INPUT_SHA256, CallContext
 from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
+from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
+from router.choice import Candidate, ReplicaChooser
+from router.metrics import RouterMetrics
+from router.replicas import ReplicaBook
 
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 ERROR_HEADER = "Nats-Service-Error"
+RETRYABLE = (Unavailable, DeadlineExceeded)
+"""Worth another replica: it is gone or slow. Bad input or a corrupt reply is not."""
 
 
 @dataclass
@@ -31,6 +41,17 @@ class FanOut:
     replies: dict[str, wire_pb2.InferReply] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     errors: dict[str, ChorusError] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    max_attempts: int = 3
+    attempt_timeout_s: float = 2.0
+    """One attempt's limit (the task's deadline, if nearer, wins): a hung replica costs this."""
+    hedge: bool = True
+    hedge_min_ms: float = 2.0
+    """A second request goes to another replica once the first has run past the model's p95
+    round trip (and at least this long)."""
 
 
 def error_of(msg: Msg) -> ChorusError | None:
@@ -49,8 +70,10 @@ async def _request(
     ctx: CallContext,
     who: str,
     extra_headers: dict[str, str] | None = None,
+    timeout_s: float | None = None,
 ) -> Msg:
-    timeout = ctx.check(f"{who} was asked")
+    left = ctx.check(f"{who} was asked")
+    timeout = min(left, timeout_s) if timeout_s else left
     with tracing.span(f"request {who}", kind=SpanKind.CLIENT, subject=subject):
         headers = tracing.inject({**ctx.to_headers(), **(extra_headers or {})})
         try:
@@ -58,49 +81,179 @@ async def _request(
         except NoRespondersError:
             raise Unavailable(f"{who}: no replica is subscribed to {subject}") from None
         except NatsTimeout:
-            raise DeadlineExceeded(
-                f"{who}: no answer within the task's {timeout * 1000:.0f} ms"
-            ) from None
+            raise DeadlineExceeded(f"{who}: no answer within {timeout * 1000:.0f} ms") from None
     err = error_of(msg)
     if err is not None:
         raise type(err)(f"{who}: {err.message}")
     return msg
 
 
-async def fan_out(nc: Client, payloads: dict[str, bytes], ctx: CallContext) -> FanOut:
-    """Send each model its InferCall concurrently; gather what arrives within the deadline.
+class Dispatcher:
+    def __init__(
+        self,
+        nc: Client,
+        book: ReplicaBook,
+        chooser: ReplicaChooser,
+        policy: DispatchPolicy,
+        metrics: RouterMetrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.nc = nc
+        self.book = book
+        self.chooser = chooser
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng or random.Random()
 
-    Every body goes out with its SHA-256; a member checks it on arrival and echoes the digest
-    it computed, so corruption on either leg is caught.
-    """
-    digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
+    async def fan_out(
+        self, members: dict[str, list[Heartbeat]], payloads: dict[str, bytes], ctx: CallContext
+    ) -> FanOut:
+        """Each model gets its InferCall concurrently; gather what arrives within the deadline.
 
-    async def one(model: str) -> tuple[str, wire_pb2.InferReply, float]:
-        start = time.perf_counter()
-        body = payloads[model]
-        digest = digests[id(body)]
-        msg = await _request(
-            nc, subjects.infer(model), body, ctx, f"model {model}", {INPUT_SHA256: digest}
+        Every body goes out with its SHA-256; a member checks it on arrival and echoes the
+        digest it computed, so corruption on either leg is caught.
+        """
+        digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
+        models = list(payloads)
+        results = await asyncio.gather(
+            *(
+                self.call(m, members.get(m, []), payloads[m], digests[id(payloads[m])], ctx)
+                for m in models
+            ),
+            return_exceptions=True,
         )
-        reply = wire_pb2.InferReply()
-        reply.ParseFromString(msg.data)
-        if reply.input_sha256 and reply.input_sha256 != digest:
-            raise DataLoss(f"model {model}: answered an input other than the one sent")
-        return model, reply, (time.perf_counter() - start) * 1000
+        out = FanOut()
+        for model, result in zip(models, results, strict=True):
+            if isinstance(result, ChorusError):
+                out.errors[model] = result
+            elif isinstance(result, BaseException):
+                out.errors[model] = ChorusError(f"model {model}: {result!r}")
+            else:
+                reply, ms = result
+                out.replies[model] = reply
+                out.latency_ms[model] = ms
+        return out
 
-    models = list(payloads)
-    results = await asyncio.gather(*(one(m) for m in models), return_exceptions=True)
-    out = FanOut()
-    for model, result in zip(models, results, strict=True):
-        if isinstance(result, ChorusError):
-            out.errors[model] = result
-        elif isinstance(result, BaseException):
-            out.errors[model] = ChorusError(f"model {model}: {result!r}")
+    async def call(
+        self, model: str, replicas: list[Heartbeat], body: bytes, digest: str, ctx: CallContext
+    ) -> tuple[wire_pb2.InferReply, float]:
+        """One member's answer: retried on another replica when one is gone or too slow."""
+        tried: set[str] = set()
+        last: ChorusError = Unavailable(f"model {model}: no replica to ask")
+        start = time.perf_counter()
+        for attempt in range(self.policy.max_attempts):
+            if attempt:
+                self.metrics.retries.labels(model).inc()
+            first = self._pick(model, replicas, tried)
+            try:
+                reply = await self._maybe_hedged(model, replicas, first, tried, body, digest, ctx)
+            except RETRYABLE as err:
+                last = err
+                if ctx.remaining_s() <= 0:
+                    break
+                continue
+            ms = (time.perf_counter() - start) * 1000
+            self.book.record_latency(model, ms)
+            return reply, ms
+        if isinstance(last, DeadlineExceeded) or ctx.remaining_s() <= 0:
+            raise DeadlineExceeded(f"{last.message} (after {len(tried) or 1} attempt(s))")
+        raise last
+
+    def _pick(self, model: str, replicas: list[Heartbeat], tried: set[str]) -> Candidate | None:
+        candidates = self.book.candidates(replicas, self.clock(), tried)
+        chosen = self.chooser.choose(candidates, self.rng)
+        if chosen is not None:
+            self.book.state(chosen.replica).breaker.allow(self.clock())
+        return chosen
+
+    async def _maybe_hedged(
+        self,
+        model: str,
+        replicas: list[Heartbeat],
+        first: Candidate | None,
+        tried: set[str],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+    ) -> wire_pb2.InferReply:
+        p95 = self.book.p95_ms(model)
+        primary = asyncio.ensure_future(self._once(model, first, tried, body, digest, ctx))
+        if not self.policy.hedge or p95 is None or first is None:
+            return await primary
+        delay = max(p95, self.policy.hedge_min_ms) / 1000
+        done, _ = await asyncio.wait({primary}, timeout=delay)
+        if done:
+            return primary.result()
+        backup_to = self._pick(model, replicas, tried | {first.replica})
+        if backup_to is None:
+            return await primary
+        self.metrics.hedges.labels(model).inc()
+        backup = asyncio.ensure_future(self._once(model, backup_to, tried, body, digest, ctx))
+        pending = {primary, backup}
+        error: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    error = task.exception()
+        finally:
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ChorusError):
+                    await task
+        assert error is not None
+        raise error
+
+    async def _once(
+        self,
+        model: str,
+        to: Candidate | None,
+        tried: set[str],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+    ) -> wire_pb2.InferReply:
+        if to is None:
+            subject = subjects.infer(model)
         else:
-            _, reply, ms = result
-            out.replies[model] = reply
-            out.latency_ms[model] = ms
-    return out
+            subject = subjects.infer_replica(model, to.replica)
+            tried.add(to.replica)
+        state = self.book.state(to.replica) if to is not None else None
+        if state is not None:
+            state.outstanding += 1
+        start = time.perf_counter()
+        try:
+            msg = await _request(
+                self.nc, subject, body, ctx, f"model {model}", {INPUT_SHA256: digest},
+                timeout_s=self.policy.attempt_timeout_s,
+            )  # fmt: skip
+            reply = wire_pb2.InferReply.FromString(msg.data)
+            if reply.input_sha256 and reply.input_sha256 != digest:
+                raise DataLoss(f"model {model}: answered an input other than the one sent")
+        except RETRYABLE:
+            if state is not None:
+                state.breaker.failure(self.clock())
+                self._breaker_metric(model, to)
+            raise
+        finally:
+            if state is not None:
+                state.outstanding -= 1
+        if state is not None:
+            state.observe((time.perf_counter() - start) * 1000)
+            state.breaker.success()
+            self._breaker_metric(model, to)
+        self.metrics.chosen.labels(model, to.replica if to else "queue-group").inc()
+        return reply
+
+    def _breaker_metric(self, model: str, to: Candidate | None) -> None:
+        if to is not None:
+            state = self.book.state(to.replica).breaker.state
+            self.metrics.circuit.labels(model, to.replica).set(state.value)
 
 
 async def fuse(nc: Client, call: wire_pb2.FuseCall, ctx: CallContext) -> wire_pb2.FuseReply:

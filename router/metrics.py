@@ -23,6 +23,12 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.queue = Gauge(
+            "chorus_router_queue_depth",
+            "Tasks waiting for a dispatch slot, by priority",
+            ["priority"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "chorus_router_in_flight",
             "Tasks being worked on, by priority",
@@ -40,6 +46,30 @@ class RouterMetrics:
             "chorus_router_member_errors",
             "Member requests that failed, by model and gRPC status",
             ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "chorus_router_retries",
+            "Member requests sent again to another replica",
+            ["model"],
+            registry=self.registry,
+        )
+        self.hedges = Counter(
+            "chorus_router_hedges",
+            "Second requests sent because the first ran past the model's p95",
+            ["model"],
+            registry=self.registry,
+        )
+        self.chosen = Counter(
+            "chorus_router_replica_requests",
+            "Member requests answered, by the replica that answered",
+            ["model", "replica"],
+            registry=self.registry,
+        )
+        self.circuit = Gauge(
+            "chorus_router_circuit_state",
+            "Circuit breaker per replica: 0 closed, 1 open, 2 half-open",
+            ["model", "replica"],
             registry=self.registry,
         )
         self.replicas = Gauge(

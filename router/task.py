@@ -16,8 +16,10 @@ from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFou
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, tensor_pb2, wire_pb2
 from chorus.registry import Registry
+from chorus.scheduler import PriorityScheduler
 from chorus.spec import check_tensor
 from router import dispatch
+from router.dispatch import Dispatcher
 from router.metrics import RouterMetrics
 
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
@@ -30,13 +32,19 @@ class TaskRunner:
         nc: Client,
         registry: Registry,
         metrics: RouterMetrics,
+        dispatcher: Dispatcher,
+        scheduler: PriorityScheduler,
         *,
         default_budget_s: float,
         default_policy: str,
         max_rows: int,
         default_conflict_policy: str = "none",
+        min_members: int = 1,
     ) -> None:
         self.nc = nc
+        self.dispatcher = dispatcher
+        self.scheduler = scheduler
+        self.min_members = min_members
         self.registry = registry
         self.metrics = metrics
         self.default_budget_s = default_budget_s
@@ -94,13 +102,24 @@ class TaskRunner:
         ctx = CallContext.start(task_id, priority, budget)
 
         payloads = self._payloads(req, first)
-        fan = await dispatch.fan_out(self.nc, payloads, ctx)
+        return await self.scheduler.run(ctx, lambda: self._run(req, ctx, members, first, payloads))
+
+    async def _run(
+        self,
+        req: task_pb2.SubmitRequest,
+        ctx: CallContext,
+        members: dict[str, list[Heartbeat]],
+        first: dict[str, Heartbeat],
+        payloads: dict[str, bytes],
+    ) -> task_pb2.SubmitResponse:
+        task_id = ctx.task_id
+        fan = await self.dispatcher.fan_out(members, payloads, ctx)
         for model, ms in fan.latency_ms.items():
             self.metrics.member_latency.labels(model).observe(ms / 1000)
         for model, err in fan.errors.items():
             self.metrics.member_errors.labels(model, err.code_name.lower()).inc()
-        if not fan.replies:
-            raise _no_members(req.capability, fan.errors)
+        if len(fan.replies) < self.min_members:
+            raise _no_members(req.capability, fan.errors, len(fan.replies), self.min_members)
 
         call = wire_pb2.FuseCall(
             policy=req.fusion_policy or self.default_policy,
@@ -220,12 +239,15 @@ def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:
     raise Unavailable(f"model {reply.model}: reply has no {name!r} output")
 
 
-def _no_members(capability: str, errors: dict[str, ChorusError]) -> ChorusError:
-    """One error for a task none of whose members answered: the most actionable one."""
+def _no_members(
+    capability: str, errors: dict[str, ChorusError], answered: int = 0, needed: int = 1
+) -> ChorusError:
+    """One error for a task too few of whose members answered: the most actionable one."""
     invalid = [e for e in errors.values() if isinstance(e, InvalidArgument)]
     if invalid:
         return invalid[0]
     detail = "; ".join(e.message for e in errors.values())
+    short = f"capability {capability!r}: {answered} member(s) answered, {needed} needed"
     if all(isinstance(e, DeadlineExceeded) for e in errors.values()):
-        return DeadlineExceeded(f"capability {capability!r}: no member answered in time: {detail}")
-    return Unavailable(f"capability {capability!r}: no member answered: {detail}")
+        return DeadlineExceeded(f"{short}; out of time: {detail}")
+    return Unavailable(f"{short}: {detail}")
