@@ -78,6 +78,15 @@ class RouterConfig:
     """Members that must answer for a task to get an answer (the rest are named missing)."""
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
+    pipelines_dir: Path = Path("pipelines")
+    """YAML pipeline specs, loaded at start; a missing folder means no pipelines."""
+    async_workers: int = 4
+    """Durable tasks taken from each priority's JetStream stream at once."""
+    ack_wait_s: float = 30.0
+    """A durable task not finished this long after delivery is delivered again."""
+    result_ttl_s: float = 3600.0
+    dedupe_window_s: float = 600.0
+    """SubmitAsync calls with the same idempotency key within this window run once."""
 
     def __post_init__(self) -> None:
         if self.default_budget_s <= 0:

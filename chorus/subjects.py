@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "chorus"
 FUSE = f"{PREFIX}.fuse"
 FUSER_QUEUE = "fuser"
@@ -22,3 +24,13 @@ def infer_replica(model: str, replica: str) -> str:
 
 def heartbeat(model: str) -> str:
     return f"{PREFIX}.hb.{model}"
+
+
+def kv_key(name: str) -> str:
+    """Any capability or task id as a valid JetStream KV key (readable for plain names)."""
+    return re.sub(r"[^-/_a-zA-Z0-9]", lambda m: f"={ord(m.group()):02x}", name)
+
+
+def tasks(priority_name: str) -> str:
+    """Durable async tasks of one priority class (a JetStream work-queue stream each)."""
+    return f"{PREFIX}.tasks.{priority_name}"

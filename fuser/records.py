@@ -15,7 +15,7 @@ from nats.js.kv import KeyValue
 from chorus.codec import from_tensor
 from chorus.errors import InvalidArgument, NotFound
 from chorus.pb import wire_pb2
-from fuser.weights import kv_key
+from chorus.subjects import kv_key
 
 TASKS_BUCKET = "chorus_fused_tasks"
 TASKS_TTL_S = 24 * 3600

@@ -5,8 +5,9 @@ exp(-eta * loss), where loss is the share of the task's rows the member got wron
 class was not the true one); weights are then rescaled to average 1 and floored at `floor` so
 a member that improves can earn its way back. The 0/1 loss, not 1 - p(true), keeps two
 equally accurate members equal when one of them is merely less confident: a probability loss
-would let Hedge pour all trust into the boldest member over a few hundred tasks. Every fuser replica watches the bucket, so an
-update by one is seen by all, and a restarted fuser starts from what was learned.
+would let Hedge pour all trust into the boldest member over a few hundred tasks. Every fuser
+replica watches the bucket, so an update by one is seen by all, and a restarted fuser starts
+from what was learned.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import asyncio
 import contextlib
 import json
 import math
-import re
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from chorus.subjects import kv_key
 
 BUCKET = "chorus_weights"
 ETA = 0.1
@@ -36,11 +38,6 @@ def hedge(
         new.setdefault(m, w)
     mean = sum(new.values()) / len(new)
     return {m: max(floor, w / mean) for m, w in sorted(new.items())}
-
-
-def kv_key(name: str) -> str:
-    """Any capability or task id as a valid KV key (reversible, readable for plain names)."""
-    return re.sub(r"[^-/_a-zA-Z0-9]", lambda m: f"={ord(m.group()):02x}", name)
 
 
 class WeightStore:

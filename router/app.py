@@ -23,6 +23,7 @@ from chorus.service import ServiceBase
 from router import choice
 from router.dispatch import Dispatcher, DispatchPolicy
 from router.metrics import RouterMetrics
+from router.pipeline import load_pipelines
 from router.replicas import ReplicaBook
 from router.servicer import TaskServicer
 from router.task import TaskRunner
@@ -81,6 +82,7 @@ class RouterService(ServiceBase):
             dispatcher,
             scheduler,
             min_members=cfg.min_members,
+            pipelines=load_pipelines(cfg.pipelines_dir) if cfg.pipelines_dir.is_dir() else {},
             default_budget_s=cfg.default_budget_s,
             default_policy=cfg.default_policy,
             max_rows=cfg.max_rows,

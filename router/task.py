@@ -1,16 +1,19 @@
-"""One synchronous task: check the input, fan out to the capability's models, fuse, answer."""
+"""Tasks: check the input, fan out to the capability's models, fuse, answer; or run a
+pipeline of such stages; or a cascade that asks more members only where it must."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
 from chorus import tracing
-from chorus.codec import from_tensor
+from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from chorus.heartbeat import Heartbeat
@@ -19,11 +22,25 @@ from chorus.registry import Registry
 from chorus.scheduler import PriorityScheduler
 from chorus.spec import check_tensor
 from router import dispatch
-from router.dispatch import Dispatcher
+from router.cascade import CascadeConfig, run_cascade
+from router.dispatch import Dispatcher, FanOut
 from router.metrics import RouterMetrics
+from router.pipeline import Pipeline, Stage, run_pipeline
 
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
 """Conflict policies that look at the task's inputs again, so the fuser must receive them."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who answers one stage: each member model's live replicas, and a heartbeat for its specs."""
+
+    capability: str
+    replicas: dict[str, list[Heartbeat]]
+
+    @property
+    def first(self) -> dict[str, Heartbeat]:
+        return {m: r[0] for m, r in self.replicas.items()}
 
 
 class TaskRunner:
@@ -40,17 +57,19 @@ class TaskRunner:
         max_rows: int,
         default_conflict_policy: str = "none",
         min_members: int = 1,
+        pipelines: dict[str, Pipeline] | None = None,
     ) -> None:
         self.nc = nc
-        self.dispatcher = dispatcher
-        self.scheduler = scheduler
-        self.min_members = min_members
         self.registry = registry
         self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.scheduler = scheduler
         self.default_budget_s = default_budget_s
         self.default_policy = default_policy
         self.max_rows = max_rows
         self.default_conflict_policy = default_conflict_policy
+        self.min_members = min_members
+        self.pipelines = pipelines or {}
 
     async def submit(
         self,
@@ -61,77 +80,170 @@ class TaskRunner:
         """`metadata` is the caller's gRPC metadata; a `traceparent` there continues its trace."""
         start = time.perf_counter()
         priority = Priority.from_wire(req.priority)
+        label = (req.pipeline and f"pipeline:{req.pipeline}") or req.capability
         outcome = "ok"
         in_flight = self.metrics.in_flight.labels(priority.name.lower())
         in_flight.inc()
         try:
-            with tracing.span(
-                "chorus.task", metadata, kind=SpanKind.SERVER, capability=req.capability
-            ):
+            with tracing.span("chorus.task", metadata, kind=SpanKind.SERVER, capability=label):
                 return await self._submit(req, priority, grpc_remaining_s)
         except ChorusError as err:
             outcome = err.code_name.lower()
             raise
         finally:
             in_flight.dec()
-            self.metrics.tasks.labels(req.capability, priority.name.lower(), outcome).inc()
+            self.metrics.tasks.labels(label, priority.name.lower(), outcome).inc()
             if outcome == "ok":
-                self.metrics.latency.labels(req.capability).observe(time.perf_counter() - start)
+                self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    def validate(self, req: task_pb2.SubmitRequest) -> None:
+        """Everything that can be checked before a task is accepted (for async submission)."""
+        Priority.from_wire(req.priority)
+        if req.pipeline:
+            self._pipeline(req)
+        else:
+            self._check_inputs(req.inputs, self.plan(req.capability))
 
     async def _submit(
         self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
     ) -> task_pb2.SubmitResponse:
-        if not req.capability:
-            raise InvalidArgument(
-                "capability: empty; expected a capability such as 'classify/digits'"
-            )
-        members = self.registry.models_for(req.capability, time.monotonic())
-        if not members:
-            live = self.registry.capabilities(time.monotonic()) or ["none"]
-            raise NotFound(
-                f"capability {req.capability!r}: no live model offers it "
-                f"(live capabilities: {', '.join(live)})"
-            )
-        first = {m: replicas[0] for m, replicas in members.items()}
-        self._check_inputs(req, list(first.values()))
+        if req.pipeline:
+            pipeline = self._pipeline(req)
+            ctx = self._context(req, priority, grpc_remaining_s)
+            return await self.scheduler.run(ctx, lambda: self._run_pipeline(req, pipeline, ctx))
+        plan = self.plan(req.capability)
+        self._check_inputs(req.inputs, plan)
+        payloads = self._payloads(req.inputs, plan.first) if not req.cascade.threshold else {}
+        ctx = self._context(req, priority, grpc_remaining_s)
 
+        async def run() -> task_pb2.SubmitResponse:
+            stage = await self._stage(
+                plan, req.inputs, req.fusion_policy, req.conflict, req.cascade, ctx, payloads
+            )
+            return task_pb2.SubmitResponse(
+                task_id=ctx.task_id,
+                capability=req.capability,
+                outputs=stage.outputs,
+                labels=stage.labels,
+                members=stage.result.members,
+                explanation=stage.result.explanation,
+                cascade_depth=stage.depth,
+            )
+
+        return await self.scheduler.run(ctx, run)
+
+    def _context(
+        self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
+    ) -> CallContext:
         budget = req.deadline_ms / 1000 if req.deadline_ms else self.default_budget_s
         if grpc_remaining_s is not None:
             budget = min(budget, grpc_remaining_s)
-        task_id = req.task_id or uuid.uuid4().hex
-        ctx = CallContext.start(task_id, priority, budget)
+        return CallContext.start(req.task_id or uuid.uuid4().hex, priority, budget)
 
-        payloads = self._payloads(req, first)
-        return await self.scheduler.run(ctx, lambda: self._run(req, ctx, members, first, payloads))
+    def plan(self, capability: str) -> Plan:
+        if not capability:
+            raise InvalidArgument(
+                "capability: empty; expected a capability such as 'classify/digits'"
+            )
+        replicas = self.registry.models_for(capability, time.monotonic())
+        if not replicas:
+            live = self.registry.capabilities(time.monotonic()) or ["none"]
+            raise NotFound(
+                f"capability {capability!r}: no live model offers it "
+                f"(live capabilities: {', '.join(live)})"
+            )
+        return Plan(capability, replicas)
 
-    async def _run(
-        self,
-        req: task_pb2.SubmitRequest,
-        ctx: CallContext,
-        members: dict[str, list[Heartbeat]],
-        first: dict[str, Heartbeat],
-        payloads: dict[str, bytes],
+    def _pipeline(self, req: task_pb2.SubmitRequest) -> Pipeline:
+        pipeline = self.pipelines.get(req.pipeline)
+        if pipeline is None:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            raise NotFound(f"pipeline: unknown pipeline {req.pipeline!r} (known: {known})")
+        names = sorted(t.name for t in req.inputs)
+        if names != sorted(pipeline.inputs):
+            raise InvalidArgument(
+                f"inputs: pipeline {pipeline.name!r} takes {sorted(pipeline.inputs)}, got {names}"
+            )
+        return pipeline
+
+    async def _run_pipeline(
+        self, req: task_pb2.SubmitRequest, pipeline: Pipeline, ctx: CallContext
     ) -> task_pb2.SubmitResponse:
-        task_id = ctx.task_id
-        fan = await self.dispatcher.fan_out(members, payloads, ctx)
+        results: dict[str, task_pb2.StageResult] = {}
+
+        async def run_stage(stage: Stage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            tensors = [to_tensor(n, a) for n, a in inputs.items()]
+            plan = self.plan(stage.capability)
+            self._check_inputs(tensors, plan)
+            conflict = task_pb2.ConflictPolicy(**(stage.conflict or {}))
+            start = time.perf_counter()
+            done = await self._stage(
+                plan, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {}
+            )
+            done.result.name = stage.name
+            done.result.latency_ms = (time.perf_counter() - start) * 1000
+            results[stage.name] = done.result
+            return {t.name: from_tensor(t) for t in done.outputs}
+
+        arrays = {t.name: from_tensor(t) for t in req.inputs}
+        ran = await run_pipeline(pipeline, arrays, run_stage)
+        return task_pb2.SubmitResponse(
+            task_id=ctx.task_id,
+            capability=f"pipeline:{pipeline.name}",
+            outputs=[to_tensor(n, np.asarray(a)) for n, a in ran.outputs.items()],
+            stages=[results[name] for name in ran.order],
+            explanation=task_pb2.Explanation(policy=f"pipeline {pipeline.name}"),
+        )
+
+    async def _stage(
+        self,
+        plan: Plan,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        cascade: task_pb2.Cascade,
+        ctx: CallContext,
+        payloads: dict[str, bytes],
+    ) -> StageDone:
+        if cascade.threshold:
+            return await self._cascade(plan, inputs, fusion_policy, conflict, cascade, ctx)
+        payloads = payloads or self._payloads(inputs, plan.first)
+        fan = await self._fan_out(plan, payloads, ctx)
+        fused = await self._fuse(plan, fan, inputs, fusion_policy, conflict, ctx)
+        return self._done(plan, fan, fused, task_pb2.StageResult(capability=plan.capability))
+
+    async def _fan_out(self, plan: Plan, payloads: dict[str, bytes], ctx: CallContext) -> FanOut:
+        fan = await self.dispatcher.fan_out(plan.replicas, payloads, ctx)
         for model, ms in fan.latency_ms.items():
             self.metrics.member_latency.labels(model).observe(ms / 1000)
         for model, err in fan.errors.items():
             self.metrics.member_errors.labels(model, err.code_name.lower()).inc()
-        if len(fan.replies) < self.min_members:
-            raise _no_members(req.capability, fan.errors, len(fan.replies), self.min_members)
+        needed = min(self.min_members, len(payloads))
+        if len(fan.replies) < needed:
+            raise _no_members(plan.capability, fan.errors, len(fan.replies), needed)
+        return fan
 
+    async def _fuse(
+        self,
+        plan: Plan,
+        fan: FanOut,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        ctx: CallContext,
+    ) -> wire_pb2.FuseReply:
+        first = plan.first
         call = wire_pb2.FuseCall(
-            policy=req.fusion_policy or self.default_policy,
+            policy=fusion_policy or self.default_policy,
             labels=next(iter(first.values())).labels,
-            capability=req.capability,
-            task_id=task_id,
-            conflict=req.conflict,
+            capability=plan.capability,
+            task_id=ctx.task_id,
+            conflict=conflict,
         )
         if not call.conflict.name:
             call.conflict.name = self.default_conflict_policy
         if call.conflict.name in NEEDS_INPUTS:
-            call.inputs.extend(req.inputs)
+            call.inputs.extend(inputs)
         for model, reply in fan.replies.items():
             hb = first[model]
             call.members.add(
@@ -140,38 +252,87 @@ class TaskRunner:
                 probabilities=_output(reply, hb.scores_output),
                 scores_output=hb.scores_output,
             )
-        fused = await dispatch.fuse(self.nc, call, ctx)
+        return await dispatch.fuse(self.nc, call, ctx)
 
+    def _done(
+        self, plan: Plan, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
+    ) -> StageDone:
         labels = np.array([r.label for r in fused.rows], dtype=np.int64)
-        response = task_pb2.SubmitResponse(
-            task_id=task_id,
-            capability=req.capability,
-            labels=call.labels,
-            explanation=task_pb2.Explanation(
+        result.outputs.add(name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes())
+        result.outputs.append(fused.probabilities)
+        result.explanation.CopyFrom(
+            task_pb2.Explanation(
                 policy=fused.policy,
                 members=list(fan.replies),
                 missing={m: e.message for m, e in fan.errors.items()},
                 rows=fused.rows,
                 weights=fused.weights,
                 conflict_policy=fused.conflict_policy,
-            ),
+            )
         )
-        response.outputs.add(
-            name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes()
-        )
-        response.outputs.append(fused.probabilities)
         for model, reply in fan.replies.items():
-            response.members.add(
+            result.members.add(
                 model=model,
                 version=reply.version,
                 replica=reply.replica,
                 outputs=reply.outputs,
                 latency_ms=fan.latency_ms[model],
             )
-        return response
+        return StageDone(result, next(iter(plan.first.values())).labels)
+
+    async def _cascade(
+        self,
+        plan: Plan,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        cascade: task_pb2.Cascade,
+        ctx: CallContext,
+    ) -> StageDone:
+        """Cheapest members first: cost is each model's measured service time (heartbeats)."""
+        arrays = {t.name: from_tensor(t) for t in inputs}
+        rows = next(iter(arrays.values())).shape[0]
+        costs = {m: r[0].ewma_ms for m, r in plan.replicas.items()}
+        last: dict[int, task_pb2.RowDecision] = {}
+        probs: dict[int, bytes] = {}
+        classes = len(next(iter(plan.first.values())).labels)
+
+        async def ask(members: list[str], open_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            sub = Plan(plan.capability, {m: plan.replicas[m] for m in members})
+            tensors = [to_tensor(n, np.ascontiguousarray(a[open_rows])) for n, a in arrays.items()]
+            fan = await self._fan_out(sub, self._payloads(tensors, sub.first), ctx)
+            fused = await self._fuse(sub, fan, tensors, fusion_policy, conflict, ctx)
+            p = from_tensor(fused.probabilities)
+            for i, r in enumerate(open_rows):
+                last[r] = fused.rows[i]
+                probs[r] = p[i].tobytes()
+            return (
+                np.array([x.label for x in fused.rows], dtype=np.int64),
+                np.array([x.confidence for x in fused.rows], dtype=np.float64),
+            )
+
+        config = CascadeConfig(threshold=cascade.threshold, steps=tuple(cascade.steps))
+        done = await run_cascade(list(plan.replicas), costs, ask, config, rows=rows)
+        result = task_pb2.StageResult(capability=plan.capability)
+        labels = np.asarray(done.labels, dtype=np.int64)
+        result.outputs.add(name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes())
+        result.outputs.add(
+            name="probabilities", datatype="FP32", shape=[rows, classes],
+            raw=b"".join(probs[r] for r in range(rows)),
+        )  # fmt: skip
+        steps = "; ".join(f"{len(s.rows_asked)} rows to {list(s.members)}" for s in done.steps)
+        result.explanation.CopyFrom(
+            task_pb2.Explanation(
+                policy=f"cascade at {cascade.threshold:g}: {steps}",
+                members=list(done.members),
+                rows=[last[r] for r in range(rows)],
+            )
+        )
+        labels_text = next(iter(plan.first.values())).labels
+        return StageDone(result, labels_text, [int(d) for d in done.depth])
 
     def _payloads(
-        self, req: task_pb2.SubmitRequest, members: dict[str, Heartbeat]
+        self, inputs: Sequence[tensor_pb2.Tensor], members: dict[str, Heartbeat]
     ) -> dict[str, bytes]:
         """Each member's InferCall, holding only the inputs it takes (shared when equal)."""
         by_names: dict[tuple[str, ...], bytes] = {}
@@ -179,7 +340,7 @@ class TaskRunner:
         for model, hb in members.items():
             names = tuple(sorted(s.name for s in hb.inputs))
             if names not in by_names:
-                tensors = [t for t in req.inputs if t.name in names]
+                tensors = [t for t in inputs if t.name in names]
                 body = wire_pb2.InferCall(inputs=tensors).SerializeToString()
                 if len(body) > self.nc.max_payload:
                     raise InvalidArgument(
@@ -198,19 +359,20 @@ class TaskRunner:
         ctx = CallContext.start(req.task_id, Priority.NORMAL, self.default_budget_s)
         return await dispatch.feedback(self.nc, req, ctx)
 
-    def _check_inputs(self, req: task_pb2.SubmitRequest, members: list[Heartbeat]) -> None:
-        if not req.inputs:
+    def _check_inputs(self, inputs: Sequence[tensor_pb2.Tensor], plan: Plan) -> None:
+        capability = plan.capability
+        if not inputs:
             raise InvalidArgument("inputs: empty; send at least one input tensor")
-        names = [t.name for t in req.inputs]
+        names = [t.name for t in inputs]
         if len(set(names)) != len(names):
             raise InvalidArgument(f"inputs: duplicate tensor names in {names}")
-        arrays = {t.name: from_tensor(t) for t in req.inputs}
+        arrays = {t.name: from_tensor(t) for t in inputs}
         taken: set[str] = set()
-        for hb in members:
+        for hb in plan.first.values():
             expected = {s.name: s for s in hb.inputs}
             if not set(expected) <= set(arrays):
                 raise InvalidArgument(
-                    f"inputs: model {hb.model} of capability {req.capability!r} takes "
+                    f"inputs: model {hb.model} of capability {capability!r} takes "
                     f"{sorted(expected)}, got {sorted(arrays)}"
                 )
             for name, spec in expected.items():
@@ -219,7 +381,7 @@ class TaskRunner:
         unused = sorted(set(arrays) - taken)
         if unused:
             raise InvalidArgument(
-                f"inputs: {unused} taken by no model of capability {req.capability!r} "
+                f"inputs: {unused} taken by no model of capability {capability!r} "
                 f"(they take {sorted(taken)})"
             )
         rows = {a.shape[0] for a in arrays.values() if a.ndim}
@@ -230,6 +392,17 @@ class TaskRunner:
                 f"inputs: {max(rows)} rows exceed the router's max_rows of {self.max_rows}; "
                 "split the task"
             )
+
+
+@dataclass
+class StageDone:
+    result: task_pb2.StageResult
+    labels: Sequence[str]
+    depth: list[int] | None = None
+
+    @property
+    def outputs(self) -> Sequence[tensor_pb2.Tensor]:
+        return self.result.outputs
 
 
 def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:

@@ -14,13 +14,26 @@ class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIORITY_CRITICAL: _ClassVar[Priority]
     PRIORITY_NORMAL: _ClassVar[Priority]
     PRIORITY_BATCH: _ClassVar[Priority]
+
+class TaskStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_STATUS_UNSPECIFIED: _ClassVar[TaskStatus]
+    TASK_STATUS_PENDING: _ClassVar[TaskStatus]
+    TASK_STATUS_RUNNING: _ClassVar[TaskStatus]
+    TASK_STATUS_DONE: _ClassVar[TaskStatus]
+    TASK_STATUS_FAILED: _ClassVar[TaskStatus]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_CRITICAL: Priority
 PRIORITY_NORMAL: Priority
 PRIORITY_BATCH: Priority
+TASK_STATUS_UNSPECIFIED: TaskStatus
+TASK_STATUS_PENDING: TaskStatus
+TASK_STATUS_RUNNING: TaskStatus
+TASK_STATUS_DONE: TaskStatus
+TASK_STATUS_FAILED: TaskStatus
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("capability", "inputs", "priority", "deadline_ms", "fusion_policy", "task_id", "conflict")
+    __slots__ = ("capability", "inputs", "priority", "deadline_ms", "fusion_policy", "task_id", "conflict", "pipeline", "cascade")
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +41,8 @@ class SubmitRequest(_message.Message):
     FUSION_POLICY_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    CASCADE_FIELD_NUMBER: _ClassVar[int]
     capability: str
     inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     priority: Priority
@@ -35,7 +50,55 @@ class SubmitRequest(_message.Message):
     fusion_policy: str
     task_id: str
     conflict: ConflictPolicy
-    def __init__(self, capability: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., priority: _Optional[_Union[Priority, str]] = ..., deadline_ms: _Optional[int] = ..., fusion_policy: _Optional[str] = ..., task_id: _Optional[str] = ..., conflict: _Optional[_Union[ConflictPolicy, _Mapping]] = ...) -> None: ...
+    pipeline: str
+    cascade: Cascade
+    def __init__(self, capability: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., priority: _Optional[_Union[Priority, str]] = ..., deadline_ms: _Optional[int] = ..., fusion_policy: _Optional[str] = ..., task_id: _Optional[str] = ..., conflict: _Optional[_Union[ConflictPolicy, _Mapping]] = ..., pipeline: _Optional[str] = ..., cascade: _Optional[_Union[Cascade, _Mapping]] = ...) -> None: ...
+
+class Cascade(_message.Message):
+    __slots__ = ("threshold", "steps")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, threshold: _Optional[float] = ..., steps: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SubmitAsyncRequest(_message.Message):
+    __slots__ = ("task", "idempotency_key")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    task: SubmitRequest
+    idempotency_key: str
+    def __init__(self, task: _Optional[_Union[SubmitRequest, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SubmitAsyncResponse(_message.Message):
+    __slots__ = ("task_id", "duplicate")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    duplicate: bool
+    def __init__(self, task_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class GetResultRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_id", "status", "response", "error_code", "error_message", "attempts")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: TaskStatus
+    response: SubmitResponse
+    error_code: str
+    error_message: str
+    attempts: int
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., response: _Optional[_Union[SubmitResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class ConflictPolicy(_message.Message):
     __slots__ = ("name", "quorum", "max_rounds", "concede_below", "arbiter")
@@ -125,20 +188,40 @@ class Explanation(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., rows: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("task_id", "capability", "outputs", "labels", "members", "explanation")
+    __slots__ = ("task_id", "capability", "outputs", "labels", "members", "explanation", "stages", "cascade_depth")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    CASCADE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     capability: str
     outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     labels: _containers.RepeatedScalarFieldContainer[str]
     members: _containers.RepeatedCompositeFieldContainer[MemberOutput]
     explanation: Explanation
-    def __init__(self, task_id: _Optional[str] = ..., capability: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberOutput, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+    stages: _containers.RepeatedCompositeFieldContainer[StageResult]
+    cascade_depth: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_id: _Optional[str] = ..., capability: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberOutput, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageResult, _Mapping]]] = ..., cascade_depth: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StageResult(_message.Message):
+    __slots__ = ("name", "capability", "outputs", "members", "explanation", "latency_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    capability: str
+    outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    members: _containers.RepeatedCompositeFieldContainer[MemberOutput]
+    explanation: Explanation
+    latency_ms: float
+    def __init__(self, name: _Optional[str] = ..., capability: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberOutput, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("task_id", "labels")

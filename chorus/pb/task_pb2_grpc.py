@@ -49,6 +49,21 @@ class TaskServiceStub:
                 request_serializer=chorus_dot_pb_dot_task__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=chorus_dot_pb_dot_task__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.SubmitAsync = channel.unary_unary(
+                '/chorus.v1.TaskService/SubmitAsync',
+                request_serializer=chorus_dot_pb_dot_task__pb2.SubmitAsyncRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_task__pb2.SubmitAsyncResponse.FromString,
+                _registered_method=True)
+        self.GetResult = channel.unary_unary(
+                '/chorus.v1.TaskService/GetResult',
+                request_serializer=chorus_dot_pb_dot_task__pb2.GetResultRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
+                _registered_method=True)
+        self.WatchResult = channel.unary_stream(
+                '/chorus.v1.TaskService/WatchResult',
+                request_serializer=chorus_dot_pb_dot_task__pb2.GetResultRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -75,6 +90,28 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitAsync(self, request, context):
+        """Stores the task durably (JetStream) and returns its id at once; it runs when a router
+        worker takes it, survives router restarts, and is de-duplicated by idempotency key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResult(self, request, context):
+        """The current state of an async task; NOT_FOUND for an unknown or expired id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchResult(self, request, context):
+        """Every state change of an async task until it is done or failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +129,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=chorus_dot_pb_dot_task__pb2.FeedbackRequest.FromString,
                     response_serializer=chorus_dot_pb_dot_task__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'SubmitAsync': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAsync,
+                    request_deserializer=chorus_dot_pb_dot_task__pb2.SubmitAsyncRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_task__pb2.SubmitAsyncResponse.SerializeToString,
+            ),
+            'GetResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResult,
+                    request_deserializer=chorus_dot_pb_dot_task__pb2.GetResultRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_task__pb2.TaskResult.SerializeToString,
+            ),
+            'WatchResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchResult,
+                    request_deserializer=chorus_dot_pb_dot_task__pb2.GetResultRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_task__pb2.TaskResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +227,87 @@ class TaskService:
             '/chorus.v1.TaskService/Feedback',
             chorus_dot_pb_dot_task__pb2.FeedbackRequest.SerializeToString,
             chorus_dot_pb_dot_task__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAsync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chorus.v1.TaskService/SubmitAsync',
+            chorus_dot_pb_dot_task__pb2.SubmitAsyncRequest.SerializeToString,
+            chorus_dot_pb_dot_task__pb2.SubmitAsyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chorus.v1.TaskService/GetResult',
+            chorus_dot_pb_dot_task__pb2.GetResultRequest.SerializeToString,
+            chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chorus.v1.TaskService/WatchResult',
+            chorus_dot_pb_dot_task__pb2.GetResultRequest.SerializeToString,
+            chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
             options,
             channel_credentials,
             insecure,
