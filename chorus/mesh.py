@@ -28,6 +28,7 @@ class Child:
     ready: dict[str, Any] = field(default_factory=dict)
     log: Path | None = None
     args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = [f"{self.name:<8}"]
@@ -105,11 +106,17 @@ class Mesh:
     def router_target(self) -> str:
         return f"127.0.0.1:{self.router_port}"
 
-    def spawn(self, name: str, args: list[str], timeout_s: float = 60.0) -> Child:
+    def spawn(
+        self,
+        name: str,
+        args: list[str],
+        timeout_s: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> Child:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
-        env = {**os.environ, "CHORUS_NATS_URL": self.nats_url, **self.extra_env}
+        env = {**os.environ, "CHORUS_NATS_URL": self.nats_url, **self.extra_env, **(env or {})}
         with open(log, "ab") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "chorus.cli", "serve", *args],
@@ -117,7 +124,7 @@ class Mesh:
                 stderr=err,
                 env=env,
             )
-        child = Child(name, proc, log=log, args=args)
+        child = Child(name, proc, log=log, args=args, env=env)
         self.children.append(child)
         _wait_ready(child, timeout_s)
         return child
@@ -171,7 +178,7 @@ class Mesh:
         if old.proc.stdout is not None:
             old.proc.stdout.close()
         self.children.remove(old)
-        return self.spawn(name, old.args)
+        return self.spawn(name, old.args, env=old.env)
 
     def stop(self) -> None:
         for child in reversed(self.children):

@@ -22,6 +22,7 @@ from chorus.scheduler import PriorityScheduler
 from chorus.service import ServiceBase
 from router import choice
 from router.dispatch import Dispatcher, DispatchPolicy
+from router.durable import DurableTasks
 from router.metrics import RouterMetrics
 from router.pipeline import load_pipelines
 from router.replicas import ReplicaBook
@@ -43,6 +44,7 @@ class RouterService(ServiceBase):
         self.grpc_port = 0
         self._hb_sub: Subscription | None = None
         self._server: grpc.aio.Server | None = None
+        self._durable: DurableTasks | None = None
 
     async def start(self) -> Self:
         if self._server is not None:
@@ -88,9 +90,18 @@ class RouterService(ServiceBase):
             max_rows=cfg.max_rows,
             default_conflict_policy=cfg.default_conflict_policy,
         )
+        self._durable = DurableTasks(
+            nc,
+            runner,
+            workers=cfg.async_workers,
+            ack_wait_s=cfg.ack_wait_s,
+            result_ttl_s=cfg.result_ttl_s,
+            dedupe_window_s=cfg.dedupe_window_s,
+        )
+        await self._durable.start()
         self._server = make_server(cfg.max_message_bytes)
         task_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskServicer(runner, self.registry), self._server
+            TaskServicer(runner, self.registry, self._durable), self._server
         )
         health = add_health_and_reflection(self._server, [TASK_SERVICE])
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port)
@@ -109,6 +120,9 @@ class RouterService(ServiceBase):
         if self._server is not None:
             await self._server.stop(grace=2.0)
             self._server = None
+        if self._durable is not None:
+            await self._durable.stop()
+            self._durable = None
         if self._hb_sub is not None:
             await self._hb_sub.unsubscribe()
             self._hb_sub = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -11,15 +12,17 @@ from chorus import tracing
 from chorus.errors import ChorusError
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.registry import Registry
+from router.durable import DurableTasks
 from router.task import TaskRunner
 
 log = logging.getLogger(__name__)
 
 
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
-    def __init__(self, runner: TaskRunner, registry: Registry) -> None:
+    def __init__(self, runner: TaskRunner, registry: Registry, durable: DurableTasks) -> None:
         self.runner = runner
         self.registry = registry
+        self.durable = durable
 
     async def Submit(
         self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
@@ -42,6 +45,33 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         except ChorusError as err:
             await context.abort(err.code, err.message)
         raise AssertionError("unreachable")
+
+    async def SubmitAsync(
+        self, request: task_pb2.SubmitAsyncRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.SubmitAsyncResponse:
+        try:
+            return await self.durable.submit(request)
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        raise AssertionError("unreachable")
+
+    async def GetResult(
+        self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.TaskResult:
+        try:
+            return await self.durable.get(request.task_id)
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        raise AssertionError("unreachable")
+
+    async def WatchResult(
+        self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_pb2.TaskResult]:
+        try:
+            async for result in self.durable.watch(request.task_id):
+                yield result
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
 
     async def ListModels(
         self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

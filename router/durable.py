@@ -1,0 +1,192 @@
+"""Durable async tasks: accepted into JetStream before their id is returned, run by whichever
+router takes them, and never lost.
+
+Each priority class has a work-queue stream (chorus.tasks.<class>); every router pulls from
+all three through one shared durable consumer per stream, and its priority scheduler orders
+what it took with its synchronous tasks. A task is acknowledged only after its result is
+stored, so a router that dies mid-task leaves it to be delivered again after `ack_wait_s`.
+Results live in the key-value bucket `chorus_results` with a TTL. The idempotency key becomes
+the task id, so a retried SubmitAsync finds the first submission's record and JetStream's
+de-duplication window drops the repeated message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from chorus import subjects
+from chorus.context import Priority
+from chorus.errors import ChorusError, NotFound
+from chorus.pb import task_pb2
+from chorus.spawner import Spawner
+from router.task import TaskRunner
+
+log = logging.getLogger(__name__)
+RESULTS = "chorus_results"
+CONSUMER = "chorus-router"
+TERMINAL = (task_pb2.TASK_STATUS_DONE, task_pb2.TASK_STATUS_FAILED)
+
+
+def stream_name(p: Priority) -> str:
+    return f"CHORUS_TASKS_{p.name}"
+
+
+class DurableTasks:
+    def __init__(
+        self,
+        nc: Client,
+        runner: TaskRunner,
+        *,
+        workers: int,
+        ack_wait_s: float,
+        result_ttl_s: float,
+        dedupe_window_s: float,
+    ) -> None:
+        self.js: JetStreamContext = nc.jetstream()
+        self.runner = runner
+        self.workers = workers
+        self.ack_wait_s = ack_wait_s
+        self.result_ttl_s = result_ttl_s
+        self.dedupe_window_s = dedupe_window_s
+        self._kv: KeyValue | None = None
+        self._loops = Spawner()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        for p in Priority:
+            await self.js.add_stream(
+                StreamConfig(
+                    name=stream_name(p),
+                    subjects=[subjects.tasks(p.name.lower())],
+                    retention=RetentionPolicy.WORK_QUEUE,
+                    duplicate_window=self.dedupe_window_s,
+                )
+            )
+        self._kv = await self.js.create_key_value(bucket=RESULTS, ttl=self.result_ttl_s)
+        for p in Priority:
+            sub = await self.js.pull_subscribe(
+                subjects.tasks(p.name.lower()),
+                durable=CONSUMER,
+                stream=stream_name(p),
+                config=ConsumerConfig(ack_wait=self.ack_wait_s, max_deliver=-1),
+            )
+            for i in range(self.workers):
+                self._loops.spawn(self._work(sub), name=f"tasks-{p.name.lower()}-{i}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._loops.close()
+
+    async def submit(self, req: task_pb2.SubmitAsyncRequest) -> task_pb2.SubmitAsyncResponse:
+        assert self._kv is not None
+        task = task_pb2.SubmitRequest()
+        task.CopyFrom(req.task)
+        self.runner.validate(task)
+        if req.idempotency_key:
+            task.task_id = "idem-" + hashlib.sha256(req.idempotency_key.encode()).hexdigest()[:32]
+        task.task_id = task.task_id or uuid.uuid4().hex
+        pending = task_pb2.TaskResult(task_id=task.task_id, status=task_pb2.TASK_STATUS_PENDING)
+        try:
+            await self._kv.create(subjects.kv_key(task.task_id), pending.SerializeToString())
+        except KeyWrongLastSequenceError:
+            return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=True)
+        priority = Priority.from_wire(task.priority)
+        ack = await self.js.publish(
+            subjects.tasks(priority.name.lower()),
+            task.SerializeToString(),
+            headers={"Nats-Msg-Id": task.task_id},
+        )
+        return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=bool(ack.duplicate))
+
+    async def get(self, task_id: str) -> task_pb2.TaskResult:
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(subjects.kv_key(task_id))
+        except KeyNotFoundError:
+            raise NotFound(
+                f"task_id: no async task {task_id!r} (unknown, or its result expired after "
+                f"{self.result_ttl_s:.0f} s)"
+            ) from None
+        return task_pb2.TaskResult.FromString(entry.value or b"")
+
+    async def watch(self, task_id: str) -> AsyncIterator[task_pb2.TaskResult]:
+        assert self._kv is not None
+        current = await self.get(task_id)
+        yield current
+        if current.status in TERMINAL:
+            return
+        watcher = await self._kv.watch(subjects.kv_key(task_id), include_history=False)
+        try:
+            async for entry in watcher:
+                if entry is None or not entry.value:
+                    continue
+                result = task_pb2.TaskResult.FromString(entry.value)
+                if result.status == current.status and result.status != task_pb2.TASK_STATUS_DONE:
+                    continue
+                current = result
+                yield result
+                if result.status in TERMINAL:
+                    return
+        finally:
+            await watcher.stop()
+
+    async def _work(self, sub: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(1, timeout=1.0)
+            except NatsTimeout:
+                continue
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("fetching durable tasks failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._run(msg)
+
+    async def _run(self, msg: object) -> None:
+        assert self._kv is not None
+        task = task_pb2.SubmitRequest.FromString(msg.data)  # type: ignore[attr-defined]
+        attempts = msg.metadata.num_delivered  # type: ignore[attr-defined]
+        key = subjects.kv_key(task.task_id)
+        running = task_pb2.TaskResult(
+            task_id=task.task_id, status=task_pb2.TASK_STATUS_RUNNING, attempts=attempts
+        )
+        await self._kv.put(key, running.SerializeToString())
+        # Keeps the message ours while it runs longer than ack_wait.
+        keepalive = asyncio.create_task(self._in_progress(msg))
+        try:
+            response = await self.runner.submit(task, None)
+            result = task_pb2.TaskResult(
+                task_id=task.task_id, status=task_pb2.TASK_STATUS_DONE,
+                response=response, attempts=attempts,
+            )  # fmt: skip
+        except ChorusError as err:
+            result = task_pb2.TaskResult(
+                task_id=task.task_id, status=task_pb2.TASK_STATUS_FAILED,
+                error_code=err.code_name, error_message=err.message, attempts=attempts,
+            )  # fmt: skip
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        await self._kv.put(key, result.SerializeToString())
+        await msg.ack()  # type: ignore[attr-defined]
+
+    async def _in_progress(self, msg: object) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait_s / 2)
+            await msg.in_progress()  # type: ignore[attr-defined]
