@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.set_defaults(func=_models_build)
+    status = sub.add_parser("status", help="live replicas and their load, as the router sees them")
+    status.add_argument("--router", default="127.0.0.1:50051")
+    status.set_defaults(func=_status)
     ls = models.add_parser("ls", help="list the models a running router sees")
     ls.add_argument("--router", default="127.0.0.1:50051")
     ls.set_defaults(func=_models_ls)
@@ -123,6 +126,21 @@ def _fusion_report(args: argparse.Namespace) -> int:
     from chorus.report import main as report
 
     return report(args.repository)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from chorus.client import TaskClient
+
+    with TaskClient(args.router) as client:
+        models = client.list_models().models
+    print(f"{'model':<10} {'replica':<20} {'device':<6} {'in-flight':>9} {'queued':>6} "
+          f"{'ms/req':>7} {'slots':>5} {'seen':>6}")  # fmt: skip
+    for m in models:
+        for r in m.replica_info:
+            print(f"{m.name:<10} {r.replica:<20} {r.device:<6} {r.in_flight:>9} "
+                  f"{sum(r.queue.values()):>6} {r.ewma_ms:>7.2f} {r.capacity:>5} "
+                  f"{r.heartbeat_age_s:>5.1f}s")  # fmt: skip
+    return 0
 
 
 def _models_ls(args: argparse.Namespace) -> int:

@@ -35,6 +35,10 @@ class Registry:
             del self._replicas[r]
         return [s.heartbeat for s in self._replicas.values()]
 
+    def age_s(self, replica: str, now: float) -> float:
+        seen = self._replicas.get(replica)
+        return now - seen.at if seen is not None else float("inf")
+
     def models_for(self, capability: str, now: float) -> dict[str, list[Heartbeat]]:
         """Live replicas of each model that offers `capability`, by model name."""
         out: dict[str, list[Heartbeat]] = {}

@@ -63,6 +63,7 @@ class DurableTasks:
         self._kv: KeyValue | None = None
         self._loops = Spawner()
         self._stopping = asyncio.Event()
+        self._subs: list[JetStreamContext.PullSubscription] = []
 
     async def start(self) -> None:
         for p in Priority:
@@ -82,12 +83,18 @@ class DurableTasks:
                 stream=stream_name(p),
                 config=ConsumerConfig(ack_wait=self.ack_wait_s, max_deliver=-1),
             )
+            self._subs.append(sub)
             for i in range(self.workers):
                 self._loops.spawn(self._work(sub), name=f"tasks-{p.name.lower()}-{i}")
 
     async def stop(self) -> None:
         self._stopping.set()
         await self._loops.close()
+        # A pull subscription's unread buffer would hold up the connection's drain.
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
 
     async def submit(self, req: task_pb2.SubmitAsyncRequest) -> task_pb2.SubmitAsyncResponse:
         assert self._kv is not None

@@ -77,7 +77,8 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.ListModelsResponse:
         by_model: dict[str, task_pb2.ModelInfo] = {}
-        for hb in self.registry.live(time.monotonic()):
+        now = time.monotonic()
+        for hb in self.registry.live(now):
             if request.capability and request.capability not in hb.capabilities:
                 continue
             info = by_model.get(hb.model)
@@ -90,6 +91,15 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
                     outputs=[_spec(s) for s in hb.outputs],
                 )
             info.replicas.append(hb.replica)
+            info.replica_info.add(
+                replica=hb.replica,
+                device=hb.device,
+                in_flight=hb.in_flight,
+                queue=hb.queue,
+                ewma_ms=hb.ewma_ms,
+                capacity=hb.capacity,
+                heartbeat_age_s=self.registry.age_s(hb.replica, now),
+            )
             if hb.device not in info.devices:
                 info.devices.append(hb.device)
         return task_pb2.ListModelsResponse(models=[by_model[m] for m in sorted(by_model)])

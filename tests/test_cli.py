@@ -91,3 +91,16 @@ def test_models_ls_lists_live_models(mesh: Mesh) -> None:
     assert run.returncode == 0, run.stderr
     names = sorted(ln.split()[0] for ln in run.stdout.splitlines())
     assert names == ["caption", "forest", "knn", "logreg", "mlp", "stack"]
+
+
+def test_status_shows_every_replica_with_its_load(mesh: Mesh) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "status", "--router", mesh.router_target],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[:3] == ["model", "replica", "device"]
+    rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
+    assert {"logreg", "forest", "mlp"} <= set(rows)
+    assert rows["forest"][1] == mesh.child("forest").ready["replica"]
