@@ -41,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.set_defaults(func=_models_build)
+    rv = sub.add_parser("review", help="answer the rows the fuser escalated to people")
+    rv.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    rv.add_argument("--router", default="127.0.0.1:50051")
+    rv.add_argument("--reviewer", default="")
+    rv.add_argument("--capability", default="", help="only this capability's cases")
+    rv.add_argument("--answer", action="append", default=[], metavar="ROW=LABEL",
+                    help="answer the next case without asking (repeatable)")  # fmt: skip
+    rv.add_argument("--list", action="store_true", help="show waiting cases, answer none")
+    rv.add_argument("--wait", type=float, default=2.0, help="seconds to wait for a case")
+    rv.add_argument("--ack-wait", type=float, default=60.0,
+                    help="an unanswered case returns to the queue after this long")  # fmt: skip
+    rv.set_defaults(func=_review)
     status = sub.add_parser("status", help="live replicas and their load, as the router sees them")
     status.add_argument("--router", default="127.0.0.1:50051")
     status.set_defaults(func=_status)
@@ -126,6 +138,25 @@ def _fusion_report(args: argparse.Namespace) -> int:
     from chorus.report import main as report
 
     return report(args.repository)
+
+
+def _review(args: argparse.Namespace) -> int:
+    import getpass
+
+    from chorus.review import ReviewOptions, main
+
+    return main(
+        ReviewOptions(
+            nats_url=args.nats_url,
+            router=args.router,
+            reviewer=args.reviewer or getpass.getuser(),
+            capability=args.capability,
+            answers=tuple(args.answer),
+            list_only=args.list,
+            wait_s=args.wait,
+            ack_wait_s=args.ack_wait,
+        )
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

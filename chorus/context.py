@@ -17,6 +17,8 @@ PRIORITY = "Chorus-Priority"
 DEADLINE = "Chorus-Deadline-Ms"
 INPUT_SHA256 = "Chorus-Input-Sha256"
 """SHA-256 of the request body as its sender wrote it; the receiver checks it."""
+CAPABILITY = "Chorus-Capability"
+"""Which head of a multi-task model should answer ("*": every head); others ignore it."""
 
 
 class Priority(IntEnum):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from chorus.spec import TensorSpec
 
@@ -33,6 +34,8 @@ class Heartbeat:
     """Smoothed time one request holds an inference slot."""
     capacity: int = 1
     """Inference slots: requests served at once."""
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """A multi-task model's heads: capability -> {"labels": [...]}; empty for single-task."""
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -60,4 +63,5 @@ class Heartbeat:
             queue={str(k): int(v) for k, v in d.get("queue", {}).items()},
             ewma_ms=float(d.get("ewma_ms", 0.0)),
             capacity=int(d.get("capacity", 1)),
+            heads={str(k): dict(v) for k, v in d.get("heads", {}).items()},
         )

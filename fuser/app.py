@@ -172,7 +172,9 @@ class FuserService(ServiceBase):
         assert self._records is not None and self._weights is not None
         try:
             req = _parse(task_pb2.FeedbackRequest, request.data)
-            capability, losses = await self._records.losses(req.task_id, list(req.labels))
+            capability, losses = await self._records.losses(
+                req.task_id, list(req.labels), list(req.rows)
+            )
             weights = await self._weights.learn(capability, losses)
         except ChorusError as err:
             await request.respond_error(err.code_name, err.message)

@@ -48,8 +48,10 @@ class TaskRecords:
             )  # fmt: skip
         await self._kv.put(kv_key(call.task_id), record.SerializeToString())
 
-    async def losses(self, task_id: str, truth: list[int]) -> tuple[str, dict[str, float]]:
-        """(capability, each member's share of wrong rows) for a kept task."""
+    async def losses(
+        self, task_id: str, truth: list[int], rows: list[int] | None = None
+    ) -> tuple[str, dict[str, float]]:
+        """(capability, each member's share of wrong rows among `rows`) for a kept task."""
         assert self._kv is not None
         try:
             entry = await self._kv.get(kv_key(task_id))
@@ -62,6 +64,13 @@ class TaskRecords:
         losses: dict[str, float] = {}
         for m in record.members:
             probs = from_tensor(m.probabilities)
+            if rows:
+                if len(rows) != len(truth) or any(not 0 <= r < probs.shape[0] for r in rows):
+                    raise InvalidArgument(
+                        f"rows: expected {len(truth)} row indices below {probs.shape[0]}, "
+                        f"got {rows}"
+                    )
+                probs = probs[rows]
             if len(truth) != probs.shape[0]:
                 raise InvalidArgument(
                     f"labels: task {task_id} had {probs.shape[0]} rows, got {len(truth)} labels"

@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
+import numpy as np
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -28,7 +29,7 @@ from nats.js.kv import KeyValue
 
 from chorus import subjects
 from chorus.context import Priority
-from chorus.errors import ChorusError, NotFound
+from chorus.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import task_pb2
 from chorus.spawner import Spawner
 from router.task import TaskRunner
@@ -148,6 +149,38 @@ class DurableTasks:
                     return
         finally:
             await watcher.stop()
+
+    async def review(self, req: task_pb2.ReviewRequest) -> task_pb2.TaskResult:
+        """Write a person's answers into the task's result (creating it for sync tasks)."""
+        assert self._kv is not None
+        if not req.task_id:
+            raise InvalidArgument("task_id: empty; send the task id of the review case")
+        if len(req.rows) != len(req.labels) or not req.rows:
+            raise InvalidArgument(
+                f"rows/labels: expected one label per reviewed row, got {len(req.rows)} rows "
+                f"and {len(req.labels)} labels"
+            )
+        try:
+            result = await self.get(req.task_id)
+        except NotFound:
+            result = task_pb2.TaskResult(task_id=req.task_id, status=task_pb2.TASK_STATUS_DONE)
+            result.response.task_id = req.task_id
+            result.response.capability = req.capability
+            result.response.explanation.rows.extend(req.decisions)
+        rows = result.response.explanation.rows
+        who = req.reviewer or "a reviewer"
+        for r, label in zip(req.rows, req.labels, strict=True):
+            if r >= len(rows):
+                raise InvalidArgument(f"rows: task {req.task_id} has {len(rows)} rows, got {r}")
+            was = rows[r].label
+            rows[r].label, rows[r].status = label, "reviewed"
+            rows[r].rule = f"decided by a person ({who}); the mesh had said {was}"
+        for t in result.response.outputs:
+            if t.name == "label":
+                labels = np.array([row.label for row in rows], dtype=np.int64)
+                t.raw = labels.tobytes()
+        await self._kv.put(subjects.kv_key(req.task_id), result.SerializeToString())
+        return result
 
     async def _work(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():

@@ -73,6 +73,23 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         except ChorusError as err:
             await context.abort(err.code, err.message)
 
+    async def Review(
+        self, request: task_pb2.ReviewRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.TaskResult:
+        try:
+            result = await self.durable.review(request)
+            feedback = task_pb2.FeedbackRequest(
+                task_id=request.task_id, labels=request.labels, rows=request.rows
+            )
+            try:
+                await self.runner.feedback(feedback)
+            except ChorusError as err:
+                log.warning("review of %s taught no weights: %s", request.task_id, err.message)
+            return result
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        raise AssertionError("unreachable")
+
     async def ListModels(
         self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.ListModelsResponse:

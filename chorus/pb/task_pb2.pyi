@@ -224,12 +224,30 @@ class StageResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., capability: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberOutput, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("task_id", "labels")
+    __slots__ = ("task_id", "labels", "rows")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     labels: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, task_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ...) -> None: ...
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., rows: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReviewRequest(_message.Message):
+    __slots__ = ("task_id", "capability", "rows", "labels", "reviewer", "decisions")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    capability: str
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    reviewer: str
+    decisions: _containers.RepeatedCompositeFieldContainer[RowDecision]
+    def __init__(self, task_id: _Optional[str] = ..., capability: _Optional[str] = ..., rows: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[int]] = ..., reviewer: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("capability", "weights")

@@ -64,6 +64,11 @@ class TaskServiceStub:
                 request_serializer=chorus_dot_pb_dot_task__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
                 _registered_method=True)
+        self.Review = channel.unary_unary(
+                '/chorus.v1.TaskService/Review',
+                request_serializer=chorus_dot_pb_dot_task__pb2.ReviewRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -112,6 +117,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Review(self, request, context):
+        """A person's answer to escalated rows: completes the task (GetResult shows the rows as
+        decided by a person) and teaches the members' weights.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
             'WatchResult': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchResult,
                     request_deserializer=chorus_dot_pb_dot_task__pb2.GetResultRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_task__pb2.TaskResult.SerializeToString,
+            ),
+            'Review': grpc.unary_unary_rpc_method_handler(
+                    servicer.Review,
+                    request_deserializer=chorus_dot_pb_dot_task__pb2.ReviewRequest.FromString,
                     response_serializer=chorus_dot_pb_dot_task__pb2.TaskResult.SerializeToString,
             ),
     }
@@ -307,6 +325,33 @@ class TaskService:
             target,
             '/chorus.v1.TaskService/WatchResult',
             chorus_dot_pb_dot_task__pb2.GetResultRequest.SerializeToString,
+            chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Review(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chorus.v1.TaskService/Review',
+            chorus_dot_pb_dot_task__pb2.ReviewRequest.SerializeToString,
             chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
             options,
             channel_credentials,

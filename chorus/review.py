@@ -1,0 +1,150 @@
+"""`chorus review`: people answer the rows the fuser escalated.
+
+Cases wait in the JetStream stream CHORUS_REVIEW whether or not a reviewer is connected; a
+reviewer takes them through one shared durable consumer, so two reviewers never get the same
+case at once, and a case taken but not answered (the reviewer quit) comes back after
+`ack_wait_s`. An answer goes to the router's Review call, which completes the task and feeds
+the truth to the members' weights; only then is the case acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import nats
+import numpy as np
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from chorus.codec import from_tensor
+from chorus.pb import task_pb2, task_pb2_grpc, wire_pb2
+from chorus.subjects import kv_key
+
+STREAM = "CHORUS_REVIEW"
+CONSUMER = "chorus-reviewers"
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    nats_url: str
+    router: str
+    reviewer: str
+    capability: str = ""
+    answers: tuple[str, ...] = ()
+    """ROW=LABEL pairs for the next case, instead of asking on the terminal."""
+    list_only: bool = False
+    wait_s: float = 2.0
+    ack_wait_s: float = 60.0
+    max_cases: int = 0
+
+
+def describe(case: wire_pb2.ReviewCase) -> str:
+    lines = [f"task {case.task_id}  ({case.capability}), rows to review: {list(case.review_rows)}"]
+    scores = {m.model: from_tensor(m.probabilities) for m in case.members}
+    for r in case.review_rows:
+        row = case.rows[r]
+        votes = ", ".join(
+            f"{name} {case.labels[int(np.argmax(p[r]))]} ({float(np.max(p[r])):.2f})"
+            for name, p in scores.items()
+        )
+        lines.append(f"  row {r}: the mesh says {case.labels[row.label]} ({row.confidence:.2f}); "
+                     f"members: {votes}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_answers(case: wire_pb2.ReviewCase, answers: tuple[str, ...]) -> dict[int, int]:
+    out = {}
+    for a in answers:
+        row, sep, label = a.partition("=")
+        if not sep or not row.isdigit():
+            raise ValueError(f"--answer: expected ROW=LABEL, got {a!r}")
+        if label not in case.labels:
+            raise ValueError(f"--answer: {label!r} is not one of the labels {list(case.labels)}")
+        if int(row) not in case.review_rows:
+            raise ValueError(f"--answer: row {row} is not under review ({list(case.review_rows)})")
+        out[int(row)] = list(case.labels).index(label)
+    return out
+
+
+def ask_terminal(case: wire_pb2.ReviewCase) -> dict[int, int]:
+    out = {}
+    for r in case.review_rows:
+        while True:
+            given = input(f"row {r}: your answer ({'/'.join(case.labels)}, empty to skip): ")
+            if not given:
+                break
+            if given in case.labels:
+                out[int(r)] = list(case.labels).index(given)
+                break
+            print(f"  not a label: {given!r}")
+    return out
+
+
+async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[int, int]]) -> int:
+    """Work through waiting cases; returns how many were answered."""
+    nc = await nats.connect(opts.nats_url)
+    answered = 0
+    try:
+        js = nc.jetstream()
+        subject = "chorus.review." + (opts.capability or ">")
+        durable = CONSUMER + (
+            "-" + kv_key(opts.capability).replace("/", "_") if opts.capability else ""
+        )
+        sub = await js.pull_subscribe(
+            subject, durable=durable, stream=STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=opts.ack_wait_s),
+        )  # fmt: skip
+        async with grpc.aio.insecure_channel(opts.router) as ch:
+            stub = task_pb2_grpc.TaskServiceStub(ch)
+            seen: set[int] = set()
+            while not opts.max_cases or answered < opts.max_cases:
+                try:
+                    (msg,) = await sub.fetch(1, timeout=opts.wait_s)
+                except NatsTimeout:
+                    break
+                sequence = msg.metadata.sequence.stream
+                if sequence in seen:  # every waiting case has been shown once
+                    await msg.nak()
+                    break
+                seen.add(sequence)
+                case = wire_pb2.ReviewCase.FromString(msg.data)
+                print(describe(case), flush=True)
+                if opts.list_only:
+                    await msg.nak()
+                    continue
+                answers = parse_answers(case, opts.answers) if opts.answers else ask(case)
+                if not answers:
+                    await msg.nak()
+                    continue
+                rows = sorted(answers)
+                result = await stub.Review(
+                    task_pb2.ReviewRequest(
+                        task_id=case.task_id, capability=case.capability, rows=rows,
+                        labels=[answers[r] for r in rows], reviewer=opts.reviewer,
+                        decisions=case.rows,
+                    ),
+                    timeout=10,
+                )  # fmt: skip
+                await msg.ack()
+                answered += 1
+                print(f"  answered {len(rows)} row(s); task {result.task_id} updated", flush=True)
+                if opts.answers:
+                    break
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return answered
+
+
+def main(opts: ReviewOptions) -> int:
+    try:
+        done = asyncio.run(review(opts, ask_terminal))
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(f"{done} case(s) answered")
+    return 0
