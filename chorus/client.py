@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import grpc
 import numpy as np
 
 from chorus.codec import from_tensor, to_tensor
+from chorus.config import SecurityConfig, from_env
 from chorus.context import Priority
 from chorus.pb import task_pb2, task_pb2_grpc
+from chorus.security import call_metadata, channel_credentials
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,17 @@ def decode(response: task_pb2.SubmitResponse) -> TaskResult:
 
 
 class TaskClient:
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.insecure_channel(target)
-        self.stub = task_pb2_grpc.TaskServiceStub(self.channel)
+    def __init__(self, target: str, security: SecurityConfig | None = None) -> None:
+        """`security` defaults to CHORUS_SECURITY_* from the environment (TLS CA, client
+        certificate, API key file); all empty means a plaintext loopback channel."""
+        security = security or from_env(SecurityConfig, "security")
+        creds = channel_credentials(security)
+        self.channel = (
+            grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        )
+        self.metadata = call_metadata(security)
+        stub = task_pb2_grpc.TaskServiceStub(self.channel)
+        self.stub = _WithMetadata(stub, self.metadata) if self.metadata else stub
 
     def submit(
         self,
@@ -68,3 +78,20 @@ class TaskClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _WithMetadata:
+    """The stub with the caller's credentials added to every call."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            kwargs["metadata"] = (*self._metadata, *kwargs.get("metadata", ()))
+            return method(request, **kwargs)
+
+        return call

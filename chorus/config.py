@@ -109,6 +109,38 @@ class FuserConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """TLS, authentication and authorisation; everything off by default (loopback demo).
+
+    Secrets are only ever named by file path here; their contents are read when needed and
+    never logged.
+    """
+
+    tls_cert: str = ""
+    """PEM certificate every gRPC server of this process presents; set with tls_key."""
+    tls_key: str = ""
+    tls_ca: str = ""
+    """PEM CA bundle: servers verify client certificates with it (mtls), clients verify
+    servers with it."""
+    mtls: bool = False
+    """Servers require a client certificate signed by tls_ca."""
+    client_cert: str = ""
+    client_key: str = ""
+    api_keys_file: str = ""
+    """Router: JSON {"<caller>": {"key_sha256": "...", "capabilities": ["classify/digits", ...]}};
+    with it set, every call needs an `x-api-key` (or an mTLS identity listed as "mtls_cn")."""
+    api_key_file: str = ""
+    """Clients: file holding the API key to send."""
+    nats_user: str = ""
+    nats_password_file: str = ""
+    nats_token_file: str = ""
+    nats_ca: str = ""
+    """PEM CA for a NATS server that requires TLS (with nats_cert/nats_key for mutual TLS)."""
+    nats_cert: str = ""
+    nats_key: str = ""
+
+
+@dataclass(frozen=True)
 class TracingConfig:
     otlp_endpoint: str = ""
     """gRPC OTLP collector, e.g. http://otel-collector:4317; empty turns tracing off."""

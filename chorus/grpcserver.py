@@ -37,8 +37,12 @@ async def set_serving(servicer: health.aio.HealthServicer, names: list[str], ser
         await servicer.set(name, status)
 
 
-def bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    bound = server.add_insecure_port(f"{host}:{port}")
+def bind(
+    server: grpc.aio.Server, host: str, port: int, creds: grpc.ServerCredentials | None = None
+) -> int:
+    """Listen on host:port, with TLS when `creds` are given (then plaintext is refused)."""
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"could not bind gRPC on {host}:{port}")
     return bound

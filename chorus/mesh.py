@@ -153,16 +153,15 @@ class Mesh:
         ]  # fmt: skip
 
     def wait_for_models(self, count: int, timeout_s: float = 30.0) -> None:
-        import grpc
-
-        from chorus.pb import task_pb2, task_pb2_grpc
 
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.router_target) as ch:
-            stub = task_pb2_grpc.TaskServiceStub(ch)
+        from chorus.client import TaskClient
+        from chorus.config import SecurityConfig, from_env
+
+        security = from_env(SecurityConfig, "security", env={**os.environ, **self.extra_env})
+        with TaskClient(self.router_target, security) as client:
             while time.monotonic() < deadline:
-                listed = stub.ListModels(task_pb2.ListModelsRequest(), timeout=5)
-                if len(listed.models) >= count:
+                if len(client.list_models().models) >= count:
                     return
                 time.sleep(0.1)
         raise TimeoutError(f"router saw fewer than {count} models within {timeout_s}s")

@@ -37,7 +37,11 @@ class NatsServer:
         host: str = "127.0.0.1",
         port: int = 0,
         log: Path | None = None,
+        config: str = "",
     ) -> None:
+        """`config` is nats-server configuration text (authorization, tls, ...) added to the
+        flags; the server reads it from a file beside its JetStream store."""
+        self.config = config
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
@@ -62,6 +66,10 @@ class NatsServer:
             "-sd",
             str(self.store_dir),
         ]
+        if self.config:
+            conf = self.store_dir / "nats.conf"
+            conf.write_text(self.config)
+            args += ["-c", str(conf)]
         if self.log:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log, "ab") as out:
@@ -74,7 +82,7 @@ class NatsServer:
                 raise RuntimeError(f"nats-server exited with {self._proc.returncode} at start")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2) as s:
-                    if s.recv(4).startswith(b"INFO"):
+                    if s.recv(4).startswith(b"INFO"):  # plaintext INFO even with TLS
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -13,9 +13,10 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Gauge
 
 from chorus import tracing
-from chorus.config import TracingConfig, from_env
+from chorus.config import SecurityConfig, TracingConfig, from_env
 from chorus.grpcserver import set_serving
 from chorus.metrics import serve_metrics
+from chorus.security import nats_options
 
 
 class ServiceBase:
@@ -23,6 +24,7 @@ class ServiceBase:
     """Metric prefix and trace service name: router, model or fuser."""
 
     def __init__(self) -> None:
+        self.security = from_env(SecurityConfig, "security")
         self.metrics_port = 0
         self._nc: Client | None = None
         self._metrics_server: WSGIServer | None = None
@@ -71,6 +73,7 @@ class ServiceBase:
             max_reconnect_attempts=-1,
             disconnected_cb=down,
             reconnected_cb=up,
+            **nats_options(self.security),
         )
         await self._nats_state(True)
         return self._nc

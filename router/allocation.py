@@ -28,8 +28,10 @@ a larger weight buys lower latency with more (or faster, dearer) replicas. ``eps
 **tie-break**: ``1e-6 * cheapest replica cost / slowest option latency``, so the whole term is at
 most a millionth of one replica of the cheapest option. It never outweighs a real cost
 difference (cost differences smaller than that count as equal), and among plans of equal cost
-the one with the lower mean latency wins. HiGHS runs with a relative MIP gap of 1e-9 so that
-the tie-break is honoured, not lost in the default 1e-4 gap.
+the one with the lower mean latency wins. To keep the tie-break from being lost in HiGHS's
+tolerances, the objective is handed to it in units of ``1e-6 *`` the cheapest replica's cost
+(one cheapest replica = 1e6, the tie-break term <= 1, HiGHS's absolute MIP gap 1e-6) and with a
+relative MIP gap of 0 instead of the default 1e-4.
 
 Infeasibility is reported exactly. When the program has no solution, a relaxed program that
 adds a slack ``s[k] >= 0`` to each demand row (``sum_j x[k,j] + s[k] = rps[k]``) is solved to
@@ -73,7 +75,7 @@ SCALED_OBJECT_PREFIX = "chorus-model-"
 DEFAULT_TARGET_UTILISATION = 0.8
 TIE_BREAK = 1e-6
 """The latency tie-break is at most this fraction of one replica of the cheapest option."""
-MIP_REL_GAP = 1e-9
+MIP_REL_GAP = 0.0
 PRIORITY_RANK = {"critical": 3, "normal": 2, "batch": 1}
 """Higher ranks are shorted last when capacity falls short; unknown names rank as normal."""
 _TOL = 1e-6
@@ -388,14 +390,16 @@ def solve(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> Plan:
     if n == 0:
         return _plan(p, np.zeros(0), "optimal")
     total_rps = sum(d.rps for d in p.demands)
+    # In units of TIE_BREAK * the cheapest replica's cost (see the module docstring): one
+    # cheapest replica costs 1e6 and the latency tie-break at most 1, far above HiGHS's
+    # absolute MIP gap (1e-6), which scipy does not let us set.
+    scale = 1.0 / (TIE_BREAK * min((o.cost_per_replica for o in p.options), default=1.0))
     c = np.zeros(n)
     for j, o in enumerate(p.options):
-        c[j] = o.cost_per_replica
-    if p.n_x:
-        cheapest = min(o.cost_per_replica for o in p.options)
-        slowest = max((p.options[j].latency_ms for _, j in p.pairs), default=0.0)
-        eps = TIE_BREAK * cheapest / slowest if slowest > 0 else 0.0
-        weight = (inputs.latency_weight + eps) / total_rps
+        c[j] = o.cost_per_replica * scale
+    slowest = max((p.options[j].latency_ms for _, j in p.pairs), default=0.0)
+    if slowest > 0:
+        weight = (inputs.latency_weight * scale + 1.0 / slowest) / total_rps
         for i, (_, j) in enumerate(p.pairs):
             c[p.n_r + i] = weight * p.options[j].latency_ms
     a, lo, hi = p.rows(n)
@@ -576,6 +580,11 @@ def _infeasible(p: _Program, time_limit_s: float) -> ChorusError:
             caps = ", ".join(f"{dev} holds {p.capacity[dev]} replicas" for dev in devices)
             why = "served by " + "; ".join(limits) + (f"; {caps}" if caps else "")
         parts.append(f"{d.name} short by {_fmt(s)} rps of {_fmt(d.rps)} rps ({why})")
+    if not parts:  # HiGHS disagreeing with itself within tolerances; say so plainly
+        return ResourceExhausted(
+            f"allocation: HiGHS finds the demand of {_fmt(total_rps)} rps infeasible but the "
+            "relaxed program serves all of it (numerical edge); loosen a limit slightly"
+        )
     message = (
         f"allocation: demand exceeds capacity by {_fmt(total)} rps "
         f"(at most {_fmt(total_rps - total)} of {_fmt(total_rps)} rps servable at target "
@@ -829,9 +838,7 @@ def render(plan: Plan) -> str:
         "|---|---|---:|---|",
     ]
     for s in plan.splits:
-        split = ", ".join(
-            f"{x.model}@{x.device} {x.share:.0%} ({x.rps:.1f} rps)" for x in s.shares
-        )
+        split = ", ".join(f"{x.model}@{x.device} {x.share:.0%} ({x.rps:.1f} rps)" for x in s.shares)
         lines.append(f"| {s.capability} | {s.priority} | {s.rps:g} | {split or '-'} |")
     return "\n".join(lines) + "\n"
 

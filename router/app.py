@@ -19,6 +19,7 @@ from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.registry import Registry
 from chorus.scheduler import PriorityScheduler
+from chorus.security import Authorizer, server_credentials
 from chorus.service import ServiceBase
 from router import choice
 from router.dispatch import Dispatcher, DispatchPolicy
@@ -101,10 +102,15 @@ class RouterService(ServiceBase):
         await self._durable.start()
         self._server = make_server(cfg.max_message_bytes)
         task_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskServicer(runner, self.registry, self._durable), self._server
+            TaskServicer(
+                runner, self.registry, self._durable, Authorizer.from_config(self.security)
+            ),
+            self._server,
         )
         health = add_health_and_reflection(self._server, [TASK_SERVICE])
-        self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port)
+        self.grpc_port = bind(
+            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+        )
         await self._server.start()
         await self._ready(health, [TASK_SERVICE])
         log.info(

@@ -12,6 +12,7 @@ from chorus import tracing
 from chorus.errors import ChorusError
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.registry import Registry
+from chorus.security import Authorizer, peer_common_name
 from router.durable import DurableTasks
 from router.task import TaskRunner
 
@@ -19,16 +20,40 @@ log = logging.getLogger(__name__)
 
 
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
-    def __init__(self, runner: TaskRunner, registry: Registry, durable: DurableTasks) -> None:
+    def __init__(
+        self,
+        runner: TaskRunner,
+        registry: Registry,
+        durable: DurableTasks,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self.runner = runner
         self.registry = registry
         self.durable = durable
+        self.authorizer = authorizer or Authorizer({}, {})
+
+    def _authorize(
+        self, context: grpc.aio.ServicerContext, task: task_pb2.SubmitRequest | None = None
+    ) -> None:
+        """Who calls (API key or mTLS identity), and may they use what the task needs?"""
+        if not self.authorizer.enabled:
+            return
+        caller = self.authorizer.caller(_metadata(context), peer_common_name(context))
+        if task is None:
+            return
+        if task.pipeline and task.pipeline in self.runner.pipelines:
+            needed = [s.capability for s in self.runner.pipelines[task.pipeline].stages]
+        else:
+            needed = [task.capability]
+        for capability in needed:
+            self.authorizer.check(caller, capability)
 
     async def Submit(
         self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.SubmitResponse:
         try:
             metadata = _metadata(context) if tracing.enabled() else None
+            self._authorize(context, request)
             return await self.runner.submit(request, context.time_remaining(), metadata)
         except ChorusError as err:
             await context.abort(err.code, err.message)
@@ -41,6 +66,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.FeedbackResponse:
         try:
+            self._authorize(context)
             return await self.runner.feedback(request)
         except ChorusError as err:
             await context.abort(err.code, err.message)
@@ -50,6 +76,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.SubmitAsyncRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.SubmitAsyncResponse:
         try:
+            self._authorize(context, request.task)
             return await self.durable.submit(request)
         except ChorusError as err:
             await context.abort(err.code, err.message)
@@ -59,6 +86,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.TaskResult:
         try:
+            self._authorize(context)
             return await self.durable.get(request.task_id)
         except ChorusError as err:
             await context.abort(err.code, err.message)
@@ -68,6 +96,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[task_pb2.TaskResult]:
         try:
+            self._authorize(context)
             async for result in self.durable.watch(request.task_id):
                 yield result
         except ChorusError as err:
@@ -77,6 +106,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self, request: task_pb2.ReviewRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.TaskResult:
         try:
+            self._authorize(context, task_pb2.SubmitRequest(capability=request.capability))
             result = await self.durable.review(request)
             feedback = task_pb2.FeedbackRequest(
                 task_id=request.task_id, labels=request.labels, rows=request.rows
@@ -93,6 +123,10 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     async def ListModels(
         self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.ListModelsResponse:
+        try:
+            self._authorize(context)
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
         by_model: dict[str, task_pb2.ModelInfo] = {}
         now = time.monotonic()
         for hb in self.registry.live(now):
