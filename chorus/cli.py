@@ -15,8 +15,9 @@ from typing import Any
 
 DEFAULT_REPOSITORY = Path("models")
 DEFAULT_DATA_DIR = Path(".chorus")
-DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "caption"]
-"""Three members, the arbiter, the stacking meta-model and the caption model."""
+DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "gate", "caption"]
+"""Three members, the arbiter, the stacking meta-model, the gate and the caption model.
+(The multi-task model is built too, but not started: it would join classify/digits.)"""
 CAPABILITY = "classify/digits"
 
 
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.set_defaults(func=_models_build)
+    plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
+    plan.set_defaults(func=_plan)
+    _plan_arguments(plan)
     rv = sub.add_parser("review", help="answer the rows the fuser escalated to people")
     rv.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     rv.add_argument("--router", default="127.0.0.1:50051")
@@ -138,6 +142,18 @@ def _fusion_report(args: argparse.Namespace) -> int:
     from chorus.report import main as report
 
     return report(args.repository)
+
+
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    from router.allocation import add_arguments
+
+    add_arguments(p)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from router.allocation import run
+
+    return run(args)
 
 
 def _review(args: argparse.Namespace) -> int:

@@ -17,11 +17,11 @@ from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
 from chorus.datasets import LABELS, digits_split
 from chorus.pb import task_pb2, wire_pb2
-from fuser.fusion import STACKING, Stacker, Tools, fuse
+from fuser.fusion import GATED, STACKING, Stacker, Tools, fuse
 from fuser.strategies import STRATEGIES
 from services import repository
 from services.augment import infer_augmented
-from services.build import ARBITER, CAPABILITY, DEMO_MODELS, STACKER, build_demo
+from services.build import ARBITER, CAPABILITY, DEMO_MODELS, GATE, STACKER, build_demo
 from services.runtime import OnnxModel
 
 POLICY_RUNS = [
@@ -67,7 +67,7 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
     build_demo(root)
     split = digits_split()
     x, y = split.x_test, split.y_test
-    names = [*DEMO_MODELS, ARBITER, STACKER]
+    names = [*DEMO_MODELS, ARBITER, STACKER, GATE]
     models = {n: OnnxModel(repository.load(root, n)) for n in names}
     try:
         probs = {n: models[n].run({"input": x}).outputs["probabilities"] for n in DEMO_MODELS}
@@ -84,6 +84,7 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
         tools = Tools(
             client=LocalMembers(models),
             stacker=lambda c: Stacker(STACKER, tuple(DEMO_MODELS)),
+            gate=lambda c: Stacker(GATE, tuple(DEMO_MODELS)),
             arbiter=lambda c: ARBITER,
             review=review,
         )
@@ -99,7 +100,7 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
             return c
 
         strategies = []
-        for name in [*sorted(s for s in STRATEGIES if s not in REGRESSION), STACKING]:
+        for name in [*sorted(s for s in STRATEGIES if s not in REGRESSION), STACKING, GATED]:
             _, out = await fuse(call(name, POLICY_RUNS[0][1]), ctx, tools)
             labels = out.fused.labels
             strategies.append(

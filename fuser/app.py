@@ -73,6 +73,7 @@ class FuserService(ServiceBase):
             client=NatsMembers(nc),
             weights=self._weights.get,
             stacker=self._stacker,
+            gate=self._gate,
             arbiter=self._arbiter,
             review=review.publish,
             thresholds=ConflictThresholds(
@@ -119,6 +120,12 @@ class FuserService(ServiceBase):
     def _stacker(self, capability: str) -> Stacker | None:
         for hb in self.models.live(time.monotonic()):
             if f"stack:{capability}" in hb.capabilities and hb.members:
+                return Stacker(hb.model, hb.members, hb.inputs[0].name)
+        return None
+
+    def _gate(self, capability: str) -> Stacker | None:
+        for hb in self.models.live(time.monotonic()):
+            if f"gate:{capability}" in hb.capabilities and hb.members:
                 return Stacker(hb.model, hb.members, hb.inputs[0].name)
         return None
 

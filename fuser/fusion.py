@@ -22,9 +22,11 @@ from fuser.members import MemberClient
 from fuser.policies import Case, Outcome, Settings
 from fuser.strategies import Fused, MemberScores
 from fuser.strategies.base import agreement
+from fuser.strategies.gated import gate_input, gated_fuse
 
 DEFAULT_POLICY = "soft_vote"
 STACKING = "stacking"
+GATED = "gated"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Tools:
     client: MemberClient | None = None
     weights: Callable[[str], dict[str, float]] = lambda capability: {}
     stacker: Callable[[str], Stacker | None] = lambda capability: None
+    gate: Callable[[str], Stacker | None] = lambda capability: None
     arbiter: Callable[[str], str | None] = lambda capability: None
     review: Callable[[wire_pb2.ReviewCase], Awaitable[None]] | None = None
     thresholds: ConflictThresholds = field(default_factory=ConflictThresholds)
@@ -64,8 +67,14 @@ def decode_members(call: wire_pb2.FuseCall, learned: dict[str, float]) -> list[M
 
 
 def _fuse_fn(
-    name: str, capability: str, tools: Tools, ctx: CallContext
+    name: str,
+    capability: str,
+    tools: Tools,
+    ctx: CallContext,
+    inputs: dict[str, np.ndarray],
 ) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
+    if name == GATED:
+        return _gated_fn(capability, tools, ctx, inputs)
     if name != STACKING:
         strategy = strategies.get(name)
 
@@ -105,12 +114,49 @@ def _fuse_fn(
     return stacked
 
 
+def _gated_fn(
+    capability: str, tools: Tools, ctx: CallContext, inputs: dict[str, np.ndarray]
+) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
+    """Per-row member weights from the gate model (served like any model), then a weighted
+    mean; falls back to the soft vote, and says so, when a member the gate knows is missing."""
+
+    async def gated(members: Sequence[MemberScores]) -> Fused:
+        found = tools.gate(capability)
+        if found is None or tools.client is None:
+            raise FailedPrecondition(
+                f"fusion_policy: gated needs a model with capability 'gate:{capability}'; "
+                "none is running"
+            )
+        if len(inputs) != 1:
+            raise InvalidArgument("inputs: gated fusion needs the task's single input tensor")
+        by_name = {m.model: m for m in members}
+        missing = [n for n in found.members if n not in by_name]
+        if missing:
+            fallback = strategies.get(DEFAULT_POLICY).fuse(members)
+            rules = [f"gated: {missing} missing, so {r}" for r in fallback.rules]
+            return Fused(
+                fallback.probabilities, fallback.labels, fallback.confidence,
+                fallback.agreement, rules,
+            )  # fmt: skip
+        ordered = [by_name[n] for n in found.members]
+        pixels = next(iter(inputs.values()))
+        x = gate_input(pixels, [m.probabilities for m in ordered])
+        weights = await tools.client.scores(
+            found.model, {found.input_name: x}, scores_output="probabilities",
+            augment=False, ctx=ctx,
+        )  # fmt: skip
+        return gated_fuse(ordered, weights)
+
+    return gated
+
+
 async def fuse(
     call: wire_pb2.FuseCall, ctx: CallContext, tools: Tools
 ) -> tuple[wire_pb2.FuseReply, Outcome]:
     name = call.policy or DEFAULT_POLICY
     members = decode_members(call, tools.weights(call.capability))
-    fuse_fn = _fuse_fn(name, call.capability, tools, ctx)
+    inputs = {t.name: from_tensor(t) for t in call.inputs}
+    fuse_fn = _fuse_fn(name, call.capability, tools, ctx, inputs)
     if not members:
         raise InvalidArgument("members: empty; fusion needs at least one member's output")
     fused = await fuse_fn(members)
@@ -126,7 +172,6 @@ async def fuse(
         concede_below=call.conflict.concede_below or Settings.concede_below,
         arbiter=call.conflict.arbiter or tools.arbiter(call.capability) or "",
     )
-    inputs = {t.name: from_tensor(t) for t in call.inputs}
     if policy.name in ("negotiate", "arbiter") and not inputs:
         raise InvalidArgument(f"inputs: conflict policy {policy.name!r} needs the task's inputs")
 

@@ -22,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry.trace import SpanKind
 
 from chorus import subjects, tracing
-from chorus.context import INPUT_SHA256, CallContext
+from chorus.context import CAPABILITY, INPUT_SHA256, CallContext
 from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
@@ -109,7 +109,13 @@ class Dispatcher:
         self.rng = rng or random.Random()
 
     async def fan_out(
-        self, members: dict[str, list[Heartbeat]], payloads: dict[str, bytes], ctx: CallContext
+        self,
+        members: dict[str, list[Heartbeat]],
+        payloads: dict[str, bytes],
+        ctx: CallContext,
+        capability: str = "",
+        shared: dict[tuple[str, str], asyncio.Future[tuple[wire_pb2.InferReply, float]]]
+        | None = None,
     ) -> FanOut:
         """Each model gets its InferCall concurrently; gather what arrives within the deadline.
 
@@ -118,13 +124,25 @@ class Dispatcher:
         """
         digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
         models = list(payloads)
-        results = await asyncio.gather(
-            *(
-                self.call(m, members.get(m, []), payloads[m], digests[id(payloads[m])], ctx)
-                for m in models
-            ),
-            return_exceptions=True,
-        )
+
+        async def member(m: str) -> tuple[wire_pb2.InferReply, float]:
+            replicas, body = members.get(m, []), payloads[m]
+            digest = digests[id(body)]
+            if not replicas or not replicas[0].heads:
+                return await self.call(m, replicas, body, digest, ctx)
+            if shared is None:
+                return await self.call(m, replicas, body, digest, ctx, {CAPABILITY: capability})
+            # A multi-task model asked by several stages of one pipeline level about the same
+            # input answers them all from one call.
+            key = (m, digest)
+            if key not in shared:
+                shared[key] = asyncio.ensure_future(
+                    self.call(m, replicas, body, digest, ctx, {CAPABILITY: ALL_HEADS})
+                )
+            reply, ms = await asyncio.shield(shared[key])
+            return _head(reply, capability), ms
+
+        results = await asyncio.gather(*(member(m) for m in models), return_exceptions=True)
         out = FanOut()
         for model, result in zip(models, results, strict=True):
             if isinstance(result, ChorusError):
@@ -138,7 +156,13 @@ class Dispatcher:
         return out
 
     async def call(
-        self, model: str, replicas: list[Heartbeat], body: bytes, digest: str, ctx: CallContext
+        self,
+        model: str,
+        replicas: list[Heartbeat],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+        headers: dict[str, str] | None = None,
     ) -> tuple[wire_pb2.InferReply, float]:
         """One member's answer: retried on another replica when one is gone or too slow."""
         tried: set[str] = set()
@@ -149,7 +173,9 @@ class Dispatcher:
                 self.metrics.retries.labels(model).inc()
             first = self._pick(model, replicas, tried)
             try:
-                reply = await self._maybe_hedged(model, replicas, first, tried, body, digest, ctx)
+                reply = await self._maybe_hedged(
+                    model, replicas, first, tried, body, digest, ctx, headers or {}
+                )
             except RETRYABLE as err:
                 last = err
                 if ctx.remaining_s() <= 0:
@@ -178,9 +204,10 @@ class Dispatcher:
         body: bytes,
         digest: str,
         ctx: CallContext,
+        headers: dict[str, str],
     ) -> wire_pb2.InferReply:
         p95 = self.book.p95_ms(model)
-        primary = asyncio.ensure_future(self._once(model, first, tried, body, digest, ctx))
+        primary = asyncio.ensure_future(self._once(model, first, tried, body, digest, ctx, headers))
         if not self.policy.hedge or p95 is None or first is None:
             return await primary
         delay = max(p95, self.policy.hedge_min_ms) / 1000
@@ -191,7 +218,9 @@ class Dispatcher:
         if backup_to is None:
             return await primary
         self.metrics.hedges.labels(model).inc()
-        backup = asyncio.ensure_future(self._once(model, backup_to, tried, body, digest, ctx))
+        backup = asyncio.ensure_future(
+            self._once(model, backup_to, tried, body, digest, ctx, headers)
+        )
         pending = {primary, backup}
         error: BaseException | None = None
         try:
@@ -217,6 +246,7 @@ class Dispatcher:
         body: bytes,
         digest: str,
         ctx: CallContext,
+        headers: dict[str, str],
     ) -> wire_pb2.InferReply:
         if to is None:
             subject = subjects.infer(model)
@@ -229,7 +259,7 @@ class Dispatcher:
         start = time.perf_counter()
         try:
             msg = await _request(
-                self.nc, subject, body, ctx, f"model {model}", {INPUT_SHA256: digest},
+                self.nc, subject, body, ctx, f"model {model}", {INPUT_SHA256: digest, **headers},
                 timeout_s=self.policy.attempt_timeout_s,
             )  # fmt: skip
             reply = wire_pb2.InferReply.FromString(msg.data)
@@ -254,6 +284,26 @@ class Dispatcher:
         if to is not None:
             state = self.book.state(to.replica).breaker.state
             self.metrics.circuit.labels(model, to.replica).set(state.value)
+
+
+ALL_HEADS = "*"
+
+
+def _head(reply: wire_pb2.InferReply, capability: str) -> wire_pb2.InferReply:
+    """One capability's outputs out of a multi-task model's every-head reply."""
+    prefix = f"{capability}/"
+    out = wire_pb2.InferReply(
+        model=reply.model, version=reply.version, replica=reply.replica,
+        compute_ms=reply.compute_ms, input_sha256=reply.input_sha256,
+    )  # fmt: skip
+    for t in reply.outputs:
+        if t.name.startswith(prefix):
+            renamed = out.outputs.add()
+            renamed.CopyFrom(t)
+            renamed.name = t.name[len(prefix) :]
+    if not out.outputs:
+        raise Unavailable(f"model {reply.model}: no head for {capability!r} in its reply")
+    return out
 
 
 async def fuse(nc: Client, call: wire_pb2.FuseCall, ctx: CallContext) -> wire_pb2.FuseReply:

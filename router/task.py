@@ -3,6 +3,7 @@ pipeline of such stages; or a cascade that asks more members only where it must.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from router.metrics import RouterMetrics
 from router.pipeline import Pipeline, Stage, run_pipeline
 
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
+STRATEGIES_NEEDING_INPUTS = ("gated",)
+Shared = dict[tuple[str, str], "asyncio.Future[tuple[wire_pb2.InferReply, float]]"] | None
 """Conflict policies that look at the task's inputs again, so the fuser must receive them."""
 
 
@@ -170,6 +173,7 @@ class TaskRunner:
         self, req: task_pb2.SubmitRequest, pipeline: Pipeline, ctx: CallContext
     ) -> task_pb2.SubmitResponse:
         results: dict[str, task_pb2.StageResult] = {}
+        shared: Shared = {}
 
         async def run_stage(stage: Stage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             tensors = [to_tensor(n, a) for n, a in inputs.items()]
@@ -178,8 +182,9 @@ class TaskRunner:
             conflict = task_pb2.ConflictPolicy(**(stage.conflict or {}))
             start = time.perf_counter()
             done = await self._stage(
-                plan, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {}
-            )
+                plan, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {},
+                shared,
+            )  # fmt: skip
             done.result.name = stage.name
             done.result.latency_ms = (time.perf_counter() - start) * 1000
             results[stage.name] = done.result
@@ -204,16 +209,19 @@ class TaskRunner:
         cascade: task_pb2.Cascade,
         ctx: CallContext,
         payloads: dict[str, bytes],
+        shared: Shared = None,
     ) -> StageDone:
         if cascade.threshold:
             return await self._cascade(plan, inputs, fusion_policy, conflict, cascade, ctx)
         payloads = payloads or self._payloads(inputs, plan.first)
-        fan = await self._fan_out(plan, payloads, ctx)
+        fan = await self._fan_out(plan, payloads, ctx, shared)
         fused = await self._fuse(plan, fan, inputs, fusion_policy, conflict, ctx)
         return self._done(plan, fan, fused, task_pb2.StageResult(capability=plan.capability))
 
-    async def _fan_out(self, plan: Plan, payloads: dict[str, bytes], ctx: CallContext) -> FanOut:
-        fan = await self.dispatcher.fan_out(plan.replicas, payloads, ctx)
+    async def _fan_out(
+        self, plan: Plan, payloads: dict[str, bytes], ctx: CallContext, shared: Shared = None
+    ) -> FanOut:
+        fan = await self.dispatcher.fan_out(plan.replicas, payloads, ctx, plan.capability, shared)
         for model, ms in fan.latency_ms.items():
             self.metrics.member_latency.labels(model).observe(ms / 1000)
         for model, err in fan.errors.items():
@@ -235,14 +243,14 @@ class TaskRunner:
         first = plan.first
         call = wire_pb2.FuseCall(
             policy=fusion_policy or self.default_policy,
-            labels=next(iter(first.values())).labels,
+            labels=_labels(next(iter(first.values())), plan.capability),
             capability=plan.capability,
             task_id=ctx.task_id,
             conflict=conflict,
         )
         if not call.conflict.name:
             call.conflict.name = self.default_conflict_policy
-        if call.conflict.name in NEEDS_INPUTS:
+        if call.conflict.name in NEEDS_INPUTS or call.policy in STRATEGIES_NEEDING_INPUTS:
             call.inputs.extend(inputs)
         for model, reply in fan.replies.items():
             hb = first[model]
@@ -278,7 +286,7 @@ class TaskRunner:
                 outputs=reply.outputs,
                 latency_ms=fan.latency_ms[model],
             )
-        return StageDone(result, next(iter(plan.first.values())).labels)
+        return StageDone(result, _labels(next(iter(plan.first.values())), plan.capability))
 
     async def _cascade(
         self,
@@ -403,6 +411,12 @@ class StageDone:
     @property
     def outputs(self) -> Sequence[tensor_pb2.Tensor]:
         return self.result.outputs
+
+
+def _labels(hb: Heartbeat, capability: str) -> Sequence[str]:
+    """Class labels of `capability` as this model gives them (a multi-task model per head)."""
+    head = hb.heads.get(capability)
+    return tuple(head["labels"]) if head else hb.labels
 
 
 def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:

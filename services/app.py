@@ -15,6 +15,7 @@ from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
 from chorus.scheduler import PriorityScheduler
+from chorus.security import server_credentials
 from chorus.service import ServiceBase
 from services import repository
 from services.gpu_metrics import nvml_collector
@@ -75,7 +76,9 @@ class ModelService(ServiceBase):
             KServeServicer(self.model, metrics, self.scheduler, cfg.default_budget_s), self._server
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
-        self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port)
+        self.grpc_port = bind(
+            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+        )
         await self._server.start()
 
         nc = await self._connect(cfg.nats_url, self.replica)

@@ -58,6 +58,28 @@ MULTIMODAL = "classify/digits+caption"
 ARBITER = "knn"
 STACKER = "stack"
 CAPTION = CAPTION_MODEL
+MULTITASK = "multitask"
+GATE = "gate"
+
+
+def _build_multitask(root: Path, *, force: bool) -> Path | None:
+    from services.build_multitask import build_multitask_model
+
+    return build_multitask_model(root, force=force)
+
+
+def _build_gate(root: Path, *, force: bool) -> Path | None:
+    from services.build_gate import build_gate_model
+
+    return build_gate_model(root, force=force)
+
+
+_OTHER_BUILDERS: dict[str, Callable[..., Path | None]] = {
+    CAPTION: build_caption_model,
+    MULTITASK: _build_multitask,
+    GATE: _build_gate,
+}
+"""Models with builders of their own (imported lazily: the gate imports this module)."""
 
 
 def _knn() -> object:
@@ -74,16 +96,17 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
     out-of-fold probabilities on the training split, so it never sees a member's answer on
     data that member was trained on.
     """
-    wanted = names or [*DEMO_MODELS, ARBITER, STACKER, CAPTION]
+    wanted = names or [*DEMO_MODELS, ARBITER, STACKER, CAPTION, MULTITASK, GATE]
     todo = [n for n in wanted if force or n not in repository.list_models(root)]
     if not todo:
         return []
     written: list[Path] = []
-    if CAPTION in todo:
-        todo.remove(CAPTION)
-        caption = build_caption_model(root, force=True)
-        if caption is not None:
-            written.append(caption)
+    for name, build_other in _OTHER_BUILDERS.items():
+        if name in todo:
+            todo.remove(name)
+            path = build_other(root, force=True)
+            if path is not None:
+                written.append(path)
     split = digits_split()
     for name in todo:
         if name == STACKER:

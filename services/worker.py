@@ -24,11 +24,12 @@ from opentelemetry.trace import SpanKind
 import chorus
 from chorus import subjects, tracing
 from chorus.codec import from_tensor, to_tensor
-from chorus.context import INPUT_SHA256, CallContext, Priority
+from chorus.context import CAPABILITY, INPUT_SHA256, CallContext, Priority
 from chorus.errors import ChorusError, DataLoss, InvalidArgument
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 from chorus.scheduler import PriorityScheduler
+from services import heads
 from services.augment import infer_augmented
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel, Prediction
@@ -115,7 +116,7 @@ class NatsWorker:
             capabilities=self.manifest.capabilities,
             inputs=self.manifest.inputs,
             outputs=self.manifest.outputs,
-            labels=self.manifest.labels,
+            labels=heads.primary_labels(self.manifest),
             scores_output=self.manifest.scores_output,
             device=self.model.device,
             in_flight=self._in_flight,
@@ -124,6 +125,7 @@ class NatsWorker:
             queue={p.name.lower(): self.scheduler.depth(p) for p in Priority},
             ewma_ms=self.ewma_ms,
             capacity=self.scheduler.slots,
+            heads=heads.heartbeat_heads(self.manifest),
         )
 
     async def _beat(self) -> None:
@@ -185,12 +187,15 @@ class NatsWorker:
             except Exception:
                 raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
             inputs = {t.name: from_tensor(t) for t in call.inputs}
+            capability = (request.headers or {}).get(CAPABILITY)
+            heads.check_capability(self.manifest, capability)
             prediction = await self.scheduler.run(ctx, lambda: self._timed(inputs, call.augment))
+            outputs = heads.reply_outputs(self.manifest, capability, prediction.outputs)
             reply = wire_pb2.InferReply(
                 model=self.manifest.name,
                 version=self.manifest.version,
                 replica=self.replica,
-                outputs=[to_tensor(n, a) for n, a in prediction.outputs.items()],
+                outputs=[to_tensor(n, a) for n, a in outputs.items()],
                 compute_ms=prediction.compute_ms,
                 input_sha256=digest,
             )

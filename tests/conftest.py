@@ -13,10 +13,10 @@ import pytest
 from chorus.client import TaskClient
 from chorus.mesh import Mesh
 from chorus.natsserver import NatsServer
-from services.build import ARBITER, CAPTION, DEMO_MODELS, STACKER, build_demo
+from services.build import ARBITER, CAPTION, DEMO_MODELS, GATE, STACKER, build_demo
 
 DEMO = list(DEMO_MODELS)
-HELPERS = [ARBITER, STACKER]
+HELPERS = [ARBITER, STACKER, GATE]
 """Models the fuser uses (arbiter, stacking meta-model); not members of classify/digits."""
 
 

@@ -90,7 +90,7 @@ def test_models_ls_lists_live_models(mesh: Mesh) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     names = sorted(ln.split()[0] for ln in run.stdout.splitlines())
-    assert names == ["caption", "forest", "knn", "logreg", "mlp", "stack"]
+    assert names == ["caption", "forest", "gate", "knn", "logreg", "mlp", "stack"]
 
 
 def test_status_shows_every_replica_with_its_load(mesh: Mesh) -> None:

@@ -167,3 +167,13 @@ def test_feedback_for_an_unknown_task_is_not_found(client: TaskClient) -> None:
         client.stub.Feedback(task_pb2.FeedbackRequest(task_id="nope", labels=[1]), timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "no fused task 'nope'" in info.value.details()
+
+
+def test_gated_fusion_through_the_mesh(client: TaskClient) -> None:
+    split = digits_split()
+    results = submit_all(client, CAPABILITY, {"input": split.x_test}, policy="gated")
+    fused = accuracy(results, split.y_test)
+    soft = accuracy(submit_all(client, CAPABILITY, {"input": split.x_test}), split.y_test)
+    print(f"\ngated {fused:.4f}, soft vote {soft:.4f}")
+    assert fused >= soft
+    assert results[0].response.explanation.rows[0].rule.startswith("gated: weights ")
