@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -148,12 +149,44 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
     from router.allocation import add_arguments
 
     add_arguments(p)
+    p.add_argument(
+        "--live", action="store_true", help="re-plan from live heartbeats onto chorus.plan"
+    )
+    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    p.add_argument("--every", type=float, default=10.0, help="seconds between checks (--live)")
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from router.allocation import run
+    from router.allocation import load_inputs, render, run
 
-    return run(args)
+    if not args.live:
+        return run(args)
+
+    async def live() -> None:
+        import nats
+
+        from router.live_plan import LivePlanner
+
+        nc = await nats.connect(args.nats_url)
+        planner = LivePlanner(nc, load_inputs(args.inputs), every_s=args.every)
+        seen = 0
+
+        async def show() -> None:
+            nonlocal seen
+            while True:
+                await asyncio.sleep(args.every / 2)
+                for plan in planner.plans[seen:]:
+                    print(render(plan), flush=True)
+                seen = len(planner.plans)
+
+        try:
+            await asyncio.gather(planner.run(), show())
+        finally:
+            await nc.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(live())
+    return 0
 
 
 def _review(args: argparse.Namespace) -> int:

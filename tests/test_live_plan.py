@@ -1,0 +1,61 @@
+"""Live planning on a real NATS: a replica whose measured throughput halves leads to a new
+plan with more replicas, published on chorus.plan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+
+import nats
+
+from chorus import subjects
+from chorus.heartbeat import Heartbeat
+from chorus.natsserver import NatsServer
+from chorus.spec import TensorSpec
+from router.allocation import Demand, ModelOption, PlanInputs
+from router.live_plan import PLAN_SUBJECT, LivePlanner
+
+
+def beat(ewma_ms: float) -> bytes:
+    return Heartbeat(
+        model="mlp", version="1", replica="mlp-a", capabilities=("classify/digits",),
+        inputs=(TensorSpec("input", "FP32", (-1, 64)),), outputs=(), labels=(),
+        scores_output="probabilities", device="cpu", capacity=1, ewma_ms=ewma_ms,
+    ).to_json()  # fmt: skip
+
+
+async def test_throughput_halving_replans_with_more_replicas(tmp_path: Path) -> None:
+    inputs = PlanInputs(
+        options=(ModelOption("mlp", "cpu", ("classify/digits",), 100.0, 10.0, 1.0, 50),),
+        demands=(Demand("classify/digits", "normal", 400.0),),
+    )
+    with NatsServer(tmp_path / "js") as server:
+        nc = await nats.connect(server.url)
+        published: list[dict] = []  # type: ignore[type-arg]
+
+        async def on_plan(msg):  # type: ignore[no-untyped-def]
+            published.append(json.loads(msg.data))
+
+        await nc.subscribe(PLAN_SUBJECT, cb=on_plan)
+        planner = LivePlanner(nc, inputs, every_s=0.05)
+        task = asyncio.create_task(planner.run())
+        try:
+            await asyncio.sleep(0.3)  # subscribed, and the configured plan is out
+            await nc.publish(subjects.heartbeat("mlp"), beat(2.0))  # 500 rps per replica
+            await asyncio.sleep(0.3)
+            await nc.publish(subjects.heartbeat("mlp"), beat(4.0))  # halved: 250 rps
+            await asyncio.sleep(0.3)
+            await nc.publish(subjects.heartbeat("mlp"), beat(4.1))  # within 20%: no new plan
+            await asyncio.sleep(0.3)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await nc.close()
+    replicas = [p["rows"][0]["replicas"] for p in published]
+    # 400 rps at 80% utilisation: 5 x 100 rps as configured, then 1 x 500 rps as measured,
+    # then 2 x 250 rps once the measured throughput halves; the 2.5% drift after that is not
+    # worth a new plan.
+    assert replicas == [5, 1, 2], replicas
