@@ -78,6 +78,9 @@ class RouterConfig:
     """Members that must answer for a task to get an answer (the rest are named missing)."""
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
+    plan_routing: bool = False
+    """Send each task to one model drawn by the published plan's traffic split (chorus.plan),
+    for capabilities it splits, instead of to the whole ensemble."""
     pipelines_dir: Path = Path("pipelines")
     """YAML pipeline specs, loaded at start; a missing folder means no pipelines."""
     async_workers: int = 4

@@ -8,6 +8,7 @@ PREFIX = "chorus"
 FUSE = f"{PREFIX}.fuse"
 FUSER_QUEUE = "fuser"
 FEEDBACK = f"{PREFIX}.feedback"
+PLAN = f"{PREFIX}.plan"
 HEARTBEATS = f"{PREFIX}.hb.*"
 DISCOVER = f"{PREFIX}.discover"
 

@@ -26,6 +26,7 @@ from router.dispatch import Dispatcher, DispatchPolicy
 from router.durable import DurableTasks
 from router.metrics import RouterMetrics
 from router.pipeline import load_pipelines
+from router.plan_routing import PlanSplits
 from router.replicas import ReplicaBook
 from router.servicer import TaskServicer
 from router.task import TaskRunner
@@ -46,6 +47,8 @@ class RouterService(ServiceBase):
         self._hb_sub: Subscription | None = None
         self._server: grpc.aio.Server | None = None
         self._durable: DurableTasks | None = None
+        self._splits: PlanSplits | None = None
+        self._plan_sub: Subscription | None = None
 
     async def start(self) -> Self:
         if self._server is not None:
@@ -54,6 +57,9 @@ class RouterService(ServiceBase):
         self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
         nc = await self._connect(cfg.nats_url, "chorus-router")
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        if cfg.plan_routing:
+            self._splits = PlanSplits()
+            self._plan_sub = await nc.subscribe(subjects.PLAN, cb=self._on_plan)
         await nc.publish(subjects.DISCOVER, b"")
         await nc.flush()
 
@@ -85,6 +91,7 @@ class RouterService(ServiceBase):
             dispatcher,
             scheduler,
             min_members=cfg.min_members,
+            splits=self._splits,
             pipelines=load_pipelines(cfg.pipelines_dir) if cfg.pipelines_dir.is_dir() else {},
             default_budget_s=cfg.default_budget_s,
             default_policy=cfg.default_policy,
@@ -132,7 +139,17 @@ class RouterService(ServiceBase):
         if self._hb_sub is not None:
             await self._hb_sub.unsubscribe()
             self._hb_sub = None
+        if self._plan_sub is not None:
+            await self._plan_sub.unsubscribe()
+            self._plan_sub = None
         await super().stop()
+
+    async def _on_plan(self, msg: Msg) -> None:
+        assert self._splits is not None
+        try:
+            self._splits.update_json(msg.data)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring malformed plan: %s", exc)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:

@@ -24,7 +24,7 @@ from chorus.registry import Registry
 from router.allocation import Plan, PlanInputs, needs_replan, solve
 
 log = logging.getLogger(__name__)
-PLAN_SUBJECT = "chorus.plan"
+PLAN_SUBJECT = subjects.PLAN
 
 
 def with_measurements(inputs: PlanInputs, heartbeats: list[Heartbeat]) -> PlanInputs:

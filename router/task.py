@@ -27,6 +27,7 @@ from router.cascade import CascadeConfig, run_cascade
 from router.dispatch import Dispatcher, FanOut
 from router.metrics import RouterMetrics
 from router.pipeline import Pipeline, Stage, run_pipeline
+from router.plan_routing import PlanSplits
 
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
 STRATEGIES_NEEDING_INPUTS = ("gated",)
@@ -61,6 +62,7 @@ class TaskRunner:
         default_conflict_policy: str = "none",
         min_members: int = 1,
         pipelines: dict[str, Pipeline] | None = None,
+        splits: PlanSplits | None = None,
     ) -> None:
         self.nc = nc
         self.registry = registry
@@ -73,6 +75,7 @@ class TaskRunner:
         self.default_conflict_policy = default_conflict_policy
         self.min_members = min_members
         self.pipelines = pipelines or {}
+        self.splits = splits
 
     async def submit(
         self,
@@ -115,6 +118,10 @@ class TaskRunner:
             ctx = self._context(req, priority, grpc_remaining_s)
             return await self.scheduler.run(ctx, lambda: self._run_pipeline(req, pipeline, ctx))
         plan = self.plan(req.capability)
+        if self.splits is not None:
+            chosen = self.splits.pick(req.capability, priority.name.lower(), set(plan.replicas))
+            if chosen is not None:
+                plan = Plan(plan.capability, {chosen: plan.replicas[chosen]})
         self._check_inputs(req.inputs, plan)
         payloads = self._payloads(req.inputs, plan.first) if not req.cascade.threshold else {}
         ctx = self._context(req, priority, grpc_remaining_s)

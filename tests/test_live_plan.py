@@ -59,3 +59,48 @@ async def test_throughput_halving_replans_with_more_replicas(tmp_path: Path) -> 
     # then 2 x 250 rps once the measured throughput halves; the 2.5% drift after that is not
     # worth a new plan.
     assert replicas == [5, 1, 2], replicas
+
+
+def test_router_routes_by_the_published_split(model_repo: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from chorus.client import TaskClient
+    from chorus.mesh import Mesh
+    from tests.conftest import DEMO
+
+    plan = {
+        "splits": [
+            {
+                "capability": "classify/digits",
+                "priority": "normal",
+                "rps": 10,
+                "shares": [
+                    {"model": "forest", "device": "cpu", "rps": 7, "share": 0.7},
+                    {"model": "mlp", "device": "cpu", "rps": 3, "share": 0.3},
+                ],
+            }
+        ]
+    }
+    with NatsServer(tmp_path / "js") as server, Mesh(
+        model_repo, tmp_path / "mesh", models=DEMO, nats_url=server.url,
+        extra_env={"CHORUS_ROUTER_PLAN_ROUTING": "1"},
+    ) as mesh, TaskClient(mesh.router_target) as client:  # fmt: skip
+        x = {"input": np.zeros((1, 64), np.float32)}
+        before = client.submit("classify/digits", x)
+        assert sorted(before.members) == sorted(DEMO)  # no plan yet: the whole ensemble
+
+        async def publish() -> None:
+            nc = await nats.connect(server.url)
+            await nc.publish(subjects.PLAN, json.dumps(plan).encode())
+            await nc.flush()
+            await nc.close()
+
+        asyncio.run(publish())
+        counts: dict[str, int] = {}
+        for _ in range(100):
+            (model,) = client.submit("classify/digits", x).members
+            counts[model] = counts.get(model, 0) + 1
+        critical = client.submit("classify/digits", x, priority=1)  # type: ignore[arg-type]
+    assert set(counts) == {"forest", "mlp"}
+    assert 50 <= counts["forest"] <= 90
+    assert sorted(critical.members) == sorted(DEMO)  # the plan split only normal traffic
