@@ -32,6 +32,7 @@ class ModelServiceConfig:
     intra_op_threads: int = 1
     workers: int = 1
     max_message_bytes: int = 4 * MiB
+    max_concurrent_streams: int = 256
     default_budget_s: float = 10.0
     queue_limit: int = 256
     """Requests that may wait per priority class before RESOURCE_EXHAUSTED."""
@@ -63,7 +64,12 @@ class RouterConfig:
     default_policy: str = "soft_vote"
     default_conflict_policy: str = "none"
     max_message_bytes: int = 4 * MiB
+    max_concurrent_streams: int = 256
     max_rows: int = 1024
+    max_tensor_elements: int = 1 << 22
+    """Elements per input tensor (4M): bigger ones are refused before any work."""
+    max_deadline_s: float = 3600.0
+    """Longer task deadlines are refused as a mistake rather than held for days."""
     max_concurrent_tasks: int = 64
     """Tasks dispatched at once; the rest wait in the priority queues."""
     queue_limit: int = 1024

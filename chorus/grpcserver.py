@@ -7,11 +7,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 
-def make_server(max_message_bytes: int) -> grpc.aio.Server:
+def make_server(max_message_bytes: int, max_concurrent_streams: int = 256) -> grpc.aio.Server:
+    """Oversized messages are refused with RESOURCE_EXHAUSTED by gRPC itself; streams beyond
+    the limit per connection wait at the client."""
     return grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_concurrent_streams", max_concurrent_streams),
         ]
     )
 

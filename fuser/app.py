@@ -179,12 +179,18 @@ class FuserService(ServiceBase):
         assert self._records is not None and self._weights is not None
         try:
             req = _parse(task_pb2.FeedbackRequest, request.data)
+            if not req.task_id:
+                raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
             capability, losses = await self._records.losses(
                 req.task_id, list(req.labels), list(req.rows)
             )
             weights = await self._weights.learn(capability, losses)
         except ChorusError as err:
             await request.respond_error(err.code_name, err.message)
+            return
+        except Exception as exc:
+            log.exception("feedback failed")
+            await request.respond_error("INTERNAL", f"fuser: feedback failed: {exc!r}")
             return
         for model, weight in weights.items():
             self.metrics.weights.labels(capability, model).set(weight)

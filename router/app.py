@@ -92,6 +92,8 @@ class RouterService(ServiceBase):
             scheduler,
             min_members=cfg.min_members,
             splits=self._splits,
+            max_tensor_elements=cfg.max_tensor_elements,
+            max_deadline_s=cfg.max_deadline_s,
             pipelines=load_pipelines(cfg.pipelines_dir) if cfg.pipelines_dir.is_dir() else {},
             default_budget_s=cfg.default_budget_s,
             default_policy=cfg.default_policy,
@@ -107,7 +109,7 @@ class RouterService(ServiceBase):
             dedupe_window_s=cfg.dedupe_window_s,
         )
         await self._durable.start()
-        self._server = make_server(cfg.max_message_bytes)
+        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
         task_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(
                 runner, self.registry, self._durable, Authorizer.from_config(self.security)

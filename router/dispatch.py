@@ -306,11 +306,25 @@ def _head(reply: wire_pb2.InferReply, capability: str) -> wire_pb2.InferReply:
     return out
 
 
-async def fuse(nc: Client, call: wire_pb2.FuseCall, ctx: CallContext) -> wire_pb2.FuseReply:
-    msg = await _request(nc, subjects.FUSE, call.SerializeToString(), ctx, "fuser")
-    reply = wire_pb2.FuseReply()
-    reply.ParseFromString(msg.data)
-    return reply
+async def fuse(
+    nc: Client,
+    call: wire_pb2.FuseCall,
+    ctx: CallContext,
+    *,
+    attempts: int = 2,
+    attempt_timeout_s: float | None = None,
+) -> wire_pb2.FuseReply:
+    """The fuser's answer; a fuser that died or hangs is retried once (the queue group
+    hands the retry to another replica), within the task's deadline."""
+    body = call.SerializeToString()
+    for attempt in range(attempts):
+        try:
+            msg = await _request(nc, subjects.FUSE, body, ctx, "fuser", timeout_s=attempt_timeout_s)
+            return wire_pb2.FuseReply.FromString(msg.data)
+        except RETRYABLE:
+            if attempt == attempts - 1 or ctx.remaining_s() <= 0:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def feedback(

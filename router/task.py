@@ -63,6 +63,8 @@ class TaskRunner:
         min_members: int = 1,
         pipelines: dict[str, Pipeline] | None = None,
         splits: PlanSplits | None = None,
+        max_tensor_elements: int = 1 << 22,
+        max_deadline_s: float = 3600.0,
     ) -> None:
         self.nc = nc
         self.registry = registry
@@ -76,6 +78,8 @@ class TaskRunner:
         self.min_members = min_members
         self.pipelines = pipelines or {}
         self.splits = splits
+        self.max_tensor_elements = max_tensor_elements
+        self.max_deadline_s = max_deadline_s
 
     async def submit(
         self,
@@ -145,6 +149,11 @@ class TaskRunner:
     def _context(
         self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
     ) -> CallContext:
+        if req.deadline_ms > self.max_deadline_s * 1000:
+            raise InvalidArgument(
+                f"deadline_ms: {req.deadline_ms} is beyond the router's limit of "
+                f"{self.max_deadline_s * 1000:.0f} ms; use SubmitAsync for long work"
+            )
         budget = req.deadline_ms / 1000 if req.deadline_ms else self.default_budget_s
         if grpc_remaining_s is not None:
             budget = min(budget, grpc_remaining_s)
@@ -267,7 +276,9 @@ class TaskRunner:
                 probabilities=_output(reply, hb.scores_output),
                 scores_output=hb.scores_output,
             )
-        return await dispatch.fuse(self.nc, call, ctx)
+        return await dispatch.fuse(
+            self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.attempt_timeout_s
+        )
 
     def _done(
         self, plan: Plan, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
@@ -379,6 +390,13 @@ class TaskRunner:
         if not inputs:
             raise InvalidArgument("inputs: empty; send at least one input tensor")
         names = [t.name for t in inputs]
+        for t in inputs:
+            elements = int(np.prod(t.shape, dtype=np.float64)) if t.shape else 1
+            if elements > self.max_tensor_elements:
+                raise InvalidArgument(
+                    f"inputs[{t.name!r}]: shape {list(t.shape)} has {elements} elements; "
+                    f"the router takes at most {self.max_tensor_elements}"
+                )
         if len(set(names)) != len(names):
             raise InvalidArgument(f"inputs: duplicate tensor names in {names}")
         arrays = {t.name: from_tensor(t) for t in inputs}

@@ -71,7 +71,7 @@ class ModelService(ServiceBase):
                 metrics.registry.register(gpu)
         self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry)
 
-        self._server = make_server(cfg.max_message_bytes)
+        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.model, metrics, self.scheduler, cfg.default_budget_s), self._server
         )
