@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 
 import grpc
 import nats
@@ -78,7 +79,12 @@ requests = st.builds(
 )
 
 
-def _check(err: grpc.RpcError, started: float) -> None:
+STATS: Counter[tuple[str, str]] = Counter()
+"""(target, outcome) counts, printed at the end: the recorded run's evidence."""
+
+
+def _check(err: grpc.RpcError, started: float, target: str) -> None:
+    STATS[(target, err.code().name)] += 1
     assert err.code() in CLEAR, f"{err.code()}: {err.details()}"
     assert err.details() and len(err.details()) > 10
     assert time.monotonic() - started < 15, "an answer took too long"
@@ -92,8 +98,9 @@ def test_task_api_answers_bad_requests_clearly(
     started = time.monotonic()
     try:
         client.stub.Submit(req, timeout=20)
+        STATS[("task api", "OK")] += 1
     except grpc.RpcError as err:
-        _check(err, started)
+        _check(err, started, "task api")
 
 
 kserve_requests = st.builds(
@@ -120,8 +127,9 @@ def test_kserve_api_answers_bad_requests_clearly(mesh: Mesh, req: kpb.ModelInfer
     with grpc.insecure_channel(str(mesh.child("logreg").ready["grpc"])) as ch:
         try:
             kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=10)
+            STATS[("kserve", "OK")] += 1
         except grpc.RpcError as err:
-            _check(err, started)
+            _check(err, started, "kserve")
 
 
 @FUZZ
@@ -151,6 +159,7 @@ def test_nats_subjects_answer_malformed_envelopes(
         finally:
             await nc.close()
         code = (reply.headers or {}).get("Nats-Service-Error-Code")
+        STATS[("nats " + subject, code or "OK")] += 1
         assert code, f"{subject} accepted {body[:40]!r} with {headers}"
         assert reply.headers["Nats-Service-Error"]
 
@@ -158,6 +167,9 @@ def test_nats_subjects_answer_malformed_envelopes(
 
 
 def test_still_serving_after_the_fuzz(client: TaskClient) -> None:
+    print(f"\nfuzzed requests: {sum(STATS.values())}")
+    for (target, outcome), n in sorted(STATS.items()):
+        print(f"  {target:<24} {outcome:<20} {n}")
     assert client.submit(
         "classify/digits", {"input": np.zeros((1, 64), np.float32)}
     ).labels.shape == (1,)

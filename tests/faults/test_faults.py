@@ -1,0 +1,182 @@
+"""Fault injection on real processes. Each scenario counts the tasks it sent (accepted), those
+answered (completed), those refused with a clear gRPC error (failed) and those never answered
+(lost), prints the counts, and holds them to the goals: no lost task, and at least 99.9% sync
+success with failover when one of several replicas dies.
+
+    pytest -m faults -s          # this suite alone, with its counts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from chorus.client import TaskClient
+from chorus.mesh import Mesh
+from chorus.natsserver import NatsServer
+from chorus.pb import task_pb2
+from tests.test_router import drive, request
+
+pytestmark = pytest.mark.faults
+FAST_FAILOVER = {"CHORUS_ROUTER_ATTEMPT_TIMEOUT_S": "0.5"}
+
+
+def report(name: str, results: list) -> Counter[str]:  # type: ignore[type-arg]
+    counts: Counter[str] = Counter(accepted=len(results))
+    for _, r in results:
+        if r is None:
+            counts["lost"] += 1
+        elif isinstance(r, grpc.RpcError):
+            counts["failed"] += 1
+            counts[f"failed {r.code().name}"] += 1
+            assert r.details(), "an error without a message"
+        else:
+            counts["completed"] += 1
+    print(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return counts
+
+
+@pytest.fixture
+def mesh_factory(model_repo: Path, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    stack: list[tuple[NatsServer, Mesh]] = []
+
+    def make(models: list[str], env: dict[str, str] | None = None, **kw) -> tuple[NatsServer, Mesh]:  # type: ignore[no-untyped-def]
+        n = len(stack)
+        server = NatsServer(tmp_path / f"js{n}").start()
+        mesh = Mesh(model_repo, tmp_path / f"mesh{n}", models=models, nats_url=server.url,
+                    extra_env={**FAST_FAILOVER, **(env or {})}, **kw).start()  # fmt: skip
+        stack.append((server, mesh))
+        return server, mesh
+
+    yield make
+    for server, mesh in reversed(stack):
+        mesh.stop()
+        server.stop()
+
+
+def _second_replica(mesh: Mesh, model: str, *flags: str) -> None:
+    mesh.spawn(f"{model}-b", [*mesh.model_command(model), *flags])
+    deadline = time.monotonic() + 20
+    with TaskClient(mesh.router_target) as c:
+        while sum(len(m.replicas) for m in c.list_models().models) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+async def test_sigkill_a_replica_under_load(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    _, mesh = mesh_factory(["forest"])
+    _second_replica(mesh, "forest")
+    victim = mesh.child("forest-b")
+
+    async def kill() -> None:
+        await asyncio.sleep(0.5)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+
+    reqs = [request(i, deadline_ms=3000) for i in range(400)]
+    results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), kill())
+    counts = report("replica SIGKILL", results)
+    assert counts["lost"] == 0
+    assert counts["completed"] / counts["accepted"] >= 0.999
+
+
+async def test_a_hung_replica_is_routed_around(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    _, mesh = mesh_factory(["forest"])
+    _second_replica(mesh, "forest")
+    victim = mesh.child("forest-b")
+
+    async def hang() -> None:
+        await asyncio.sleep(0.5)
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+
+    reqs = [request(i, deadline_ms=3000) for i in range(300)]
+    try:
+        results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), hang())
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    counts = report("replica hangs (SIGSTOP)", results)
+    assert counts["lost"] == 0
+    assert counts["completed"] / counts["accepted"] >= 0.999
+    assert max(t for t, _ in results) < 3.5
+
+
+async def test_a_fuser_killed_mid_task(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    _, mesh = mesh_factory(["logreg"], fusers=2)
+    victim = mesh.child("fuser-0")
+
+    async def kill() -> None:
+        await asyncio.sleep(0.5)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+
+    reqs = [request(i, deadline_ms=3000) for i in range(300)]
+    results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), kill())
+    counts = report("fuser SIGKILL", results)
+    assert counts["lost"] == 0
+    assert counts["completed"] / counts["accepted"] >= 0.999
+
+
+async def test_network_delay_on_one_replica(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    _, mesh = mesh_factory(["forest"])
+    _second_replica(mesh, "forest", "--delay-ms", "200")
+    reqs = [request(i, deadline_ms=3000) for i in range(200)]
+    results = await drive(mesh.router_target, reqs, 4)
+    counts = report("200 ms delay on one replica", results)
+    slow = str(mesh.child("forest-b").ready["replica"])
+    on_slow = sum(m.replica == slow for _, r in results for m in r.members)  # type: ignore[union-attr]
+    print(f"  calls on the delayed replica: {on_slow} of {len(results)}")
+    assert counts["completed"] == counts["accepted"]
+    assert on_slow / len(results) < 0.1
+
+
+def test_nats_restart_loses_no_durable_task(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    server, mesh = mesh_factory(
+        ["logreg"],
+        env={"CHORUS_ROUTER_ACK_WAIT_S": "3"},
+        model_args={"logreg": ["--delay-ms", "20"]},
+    )
+    x = request(0).inputs
+    with TaskClient(mesh.router_target) as client:
+        ids = [
+            client.stub.SubmitAsync(task_pb2.SubmitAsyncRequest(task=task_pb2.SubmitRequest(
+                capability="classify/digits", inputs=x)), timeout=10).task_id
+            for _ in range(80)
+        ]  # fmt: skip
+        server.stop()  # JetStream keeps everything on disk
+        outage: Counter[str] = Counter()
+        for _ in range(5):
+            try:
+                client.submit(
+                    "classify/digits", {"input": np.zeros((1, 64), np.float32)}, timeout_s=2
+                )
+                outage["completed"] += 1
+            except grpc.RpcError as err:
+                outage[err.code().name] += 1
+                assert err.details()
+        server.start()
+        done: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while len(done) < len(ids) and time.monotonic() < deadline:
+            for i in ids:
+                if i not in done:
+                    try:
+                        r = client.stub.GetResult(task_pb2.GetResultRequest(task_id=i), timeout=5)
+                    except grpc.RpcError:
+                        continue
+                    if r.status in (task_pb2.TASK_STATUS_DONE, task_pb2.TASK_STATUS_FAILED):
+                        done[i] = r.status
+            time.sleep(0.2)
+    lost = len(ids) - len(done)
+    completed = sum(s == task_pb2.TASK_STATUS_DONE for s in done.values())
+    failed = len(done) - completed
+    print(f"\nnats-server restart: accepted {len(ids)} async, completed {completed}, "
+          f"failed {failed}, lost {lost}; sync during the outage {dict(outage)}")  # fmt: skip
+    assert lost == 0
+    assert completed == len(ids)
