@@ -84,21 +84,12 @@ def _fuse_fn(
         return plain
 
     async def stacked(members: Sequence[MemberScores]) -> Fused:
-        found = tools.stacker(capability)
-        if found is None or tools.client is None:
-            raise FailedPrecondition(
-                f"fusion_policy: stacking needs a model with capability 'stack:{capability}'; "
-                "none is running"
-            )
+        found = _served_model(STACKING, "stack", tools.stacker(capability), tools, capability)
+        fallback = _without_missing(STACKING, found, members)
+        if fallback is not None:
+            return fallback
         by_name = {m.model: m for m in members}
-        missing = [n for n in found.members if n not in by_name]
-        if missing:
-            fallback = strategies.get(DEFAULT_POLICY).fuse(members)
-            rules = [f"stacking: {missing} missing, so {r}" for r in fallback.rules]
-            return Fused(
-                fallback.probabilities, fallback.labels, fallback.confidence,
-                fallback.agreement, rules,
-            )  # fmt: skip
+        assert tools.client is not None
         x = np.hstack([by_name[n].probabilities for n in found.members]).astype(np.float32)
         probs = await tools.client.scores(
             found.model, {found.input_name: x}, scores_output="probabilities",
@@ -114,6 +105,33 @@ def _fuse_fn(
     return stacked
 
 
+def _served_model(
+    strategy: str, prefix: str, found: Stacker | None, tools: Tools, capability: str
+) -> Stacker:
+    """The model a strategy asks (stacker, gate), or why it cannot."""
+    if found is None or tools.client is None:
+        raise FailedPrecondition(
+            f"fusion_policy: {strategy} needs a model with capability "
+            f"'{prefix}:{capability}'; none is running"
+        )
+    return found
+
+
+def _without_missing(
+    strategy: str, found: Stacker, members: Sequence[MemberScores]
+) -> Fused | None:
+    """The soft vote, saying why, when a member the model was trained on did not answer."""
+    present = {m.model for m in members}
+    missing = [n for n in found.members if n not in present]
+    if not missing:
+        return None
+    fallback = strategies.get(DEFAULT_POLICY).fuse(members)
+    rules = [f"{strategy}: {missing} missing, so {r}" for r in fallback.rules]
+    return Fused(
+        fallback.probabilities, fallback.labels, fallback.confidence, fallback.agreement, rules
+    )
+
+
 def _gated_fn(
     capability: str, tools: Tools, ctx: CallContext, inputs: dict[str, np.ndarray]
 ) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
@@ -121,23 +139,14 @@ def _gated_fn(
     mean; falls back to the soft vote, and says so, when a member the gate knows is missing."""
 
     async def gated(members: Sequence[MemberScores]) -> Fused:
-        found = tools.gate(capability)
-        if found is None or tools.client is None:
-            raise FailedPrecondition(
-                f"fusion_policy: gated needs a model with capability 'gate:{capability}'; "
-                "none is running"
-            )
+        found = _served_model(GATED, "gate", tools.gate(capability), tools, capability)
         if len(inputs) != 1:
             raise InvalidArgument("inputs: gated fusion needs the task's single input tensor")
+        fallback = _without_missing(GATED, found, members)
+        if fallback is not None:
+            return fallback
+        assert tools.client is not None
         by_name = {m.model: m for m in members}
-        missing = [n for n in found.members if n not in by_name]
-        if missing:
-            fallback = strategies.get(DEFAULT_POLICY).fuse(members)
-            rules = [f"gated: {missing} missing, so {r}" for r in fallback.rules]
-            return Fused(
-                fallback.probabilities, fallback.labels, fallback.confidence,
-                fallback.agreement, rules,
-            )  # fmt: skip
         ordered = [by_name[n] for n in found.members]
         pixels = next(iter(inputs.values()))
         x = gate_input(pixels, [m.probabilities for m in ordered])
