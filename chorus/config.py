@@ -36,6 +36,10 @@ class ModelServiceConfig:
     default_budget_s: float = 10.0
     queue_limit: int = 256
     """Requests that may wait per priority class before RESOURCE_EXHAUSTED."""
+    max_batch: int = 1
+    """Rows one ONNX Runtime call may take from concurrent requests (1: no batching)."""
+    max_batch_delay_ms: float = 2.0
+    """How long the first request of a batch waits for company."""
     aging_s: float = 2.0
     """A request's class improves by one per this many seconds waited (no starvation)."""
     delay_ms: float = 0.0

@@ -4,7 +4,9 @@ router takes them, and never lost.
 Each priority class has a work-queue stream (chorus.tasks.<class>); every router pulls from
 all three through one shared durable consumer per stream, and its priority scheduler orders
 what it took with its synchronous tasks. A task is acknowledged only after its result is
-stored, so a router that dies mid-task leaves it to be delivered again after `ack_wait_s`.
+stored, so a router that dies mid-task leaves it to be delivered again after `ack_wait_s`; a
+task the mesh cannot run right now (no live model, out of time) is handed back with a growing
+delay, up to `max_attempts` deliveries, before it is marked failed.
 Results live in the key-value bucket `chorus_results` with a TTL. The idempotency key becomes
 the task id, so a retried SubmitAsync finds the first submission's record and JetStream's
 de-duplication window drops the repeated message.
@@ -29,7 +31,7 @@ from nats.js.kv import KeyValue
 
 from chorus import subjects
 from chorus.context import Priority
-from chorus.errors import ChorusError, InvalidArgument, NotFound
+from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from chorus.pb import task_pb2
 from chorus.spawner import Spawner
 from router.task import TaskRunner
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 RESULTS = "chorus_results"
 CONSUMER = "chorus-router"
 TERMINAL = (task_pb2.TASK_STATUS_DONE, task_pb2.TASK_STATUS_FAILED)
+TRANSIENT = (Unavailable, NotFound, DeadlineExceeded)
+"""Failures that say "not now" (no live model, no answer in time), retried with backoff;
+bad input fails at once."""
 
 
 def stream_name(p: Priority) -> str:
@@ -54,6 +59,7 @@ class DurableTasks:
         ack_wait_s: float,
         result_ttl_s: float,
         dedupe_window_s: float,
+        max_attempts: int = 6,
     ) -> None:
         self.js: JetStreamContext = nc.jetstream()
         self.runner = runner
@@ -61,6 +67,7 @@ class DurableTasks:
         self.ack_wait_s = ack_wait_s
         self.result_ttl_s = result_ttl_s
         self.dedupe_window_s = dedupe_window_s
+        self.max_attempts = max_attempts
         self._kv: KeyValue | None = None
         self._loops = Spawner()
         self._stopping = asyncio.Event()
@@ -215,8 +222,10 @@ class DurableTasks:
                 response=response, attempts=attempts,
             )  # fmt: skip
         except ChorusError as err:
+            retry = isinstance(err, TRANSIENT) and attempts < self.max_attempts
             result = task_pb2.TaskResult(
-                task_id=task.task_id, status=task_pb2.TASK_STATUS_FAILED,
+                task_id=task.task_id,
+                status=task_pb2.TASK_STATUS_PENDING if retry else task_pb2.TASK_STATUS_FAILED,
                 error_code=err.code_name, error_message=err.message, attempts=attempts,
             )  # fmt: skip
         finally:
@@ -224,7 +233,11 @@ class DurableTasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
         await self._kv.put(key, result.SerializeToString())
-        await msg.ack()  # type: ignore[attr-defined]
+        if result.status == task_pb2.TASK_STATUS_PENDING:
+            # The mesh could not run it now (models gone, out of time): try again later.
+            await msg.nak(delay=min(0.5 * 2**attempts, 15.0))  # type: ignore[attr-defined]
+        else:
+            await msg.ack()  # type: ignore[attr-defined]
 
     async def _in_progress(self, msg: object) -> None:
         while True:

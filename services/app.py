@@ -18,6 +18,7 @@ from chorus.scheduler import PriorityScheduler
 from chorus.security import server_credentials
 from chorus.service import ServiceBase
 from services import repository
+from services.batcher import DynamicBatcher
 from services.gpu_metrics import nvml_collector
 from services.kserve import KServeServicer
 from services.metrics import ModelMetrics
@@ -56,11 +57,17 @@ class ModelService(ServiceBase):
         )
         self.scheduler = PriorityScheduler(
             f"model {cfg.model}",
-            cfg.workers,
+            max(cfg.workers, cfg.max_batch),
             dict.fromkeys(Priority, cfg.queue_limit),
             aging_s=cfg.aging_s,
         )
         metrics = ModelMetrics(cfg.model, version.manifest.version, self.model.provider)
+        self.batcher = DynamicBatcher(
+            self.model,
+            max_batch=cfg.max_batch,
+            max_delay_s=cfg.max_batch_delay_ms / 1000,
+            on_batch=metrics.batch,
+        )
         for p in Priority:
             metrics.queue.labels(cfg.model, p.name.lower()).set_function(
                 functools.partial(self.scheduler.depth, p)
@@ -73,7 +80,8 @@ class ModelService(ServiceBase):
 
         self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.model, metrics, self.scheduler, cfg.default_budget_s), self._server
+            KServeServicer(self.model, metrics, self.scheduler, cfg.default_budget_s, self.batcher),
+            self._server,
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
         self.grpc_port = bind(
@@ -90,6 +98,7 @@ class ModelService(ServiceBase):
             heartbeat_s=cfg.heartbeat_s,
             default_budget_s=cfg.default_budget_s,
             scheduler=self.scheduler,
+            batcher=self.batcher,
         )
         await self._worker.start()
         await self._ready(health, [KSERVE_SERVICE])
@@ -113,5 +122,6 @@ class ModelService(ServiceBase):
             self._server = None
         await super().stop()
         if self.model is not None:
+            await self.batcher.close()
             self.model.close()
             self.model = None

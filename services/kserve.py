@@ -15,6 +15,7 @@ from chorus.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
 from chorus.scheduler import PriorityScheduler
+from services.batcher import DynamicBatcher
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel
 
@@ -40,10 +41,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         metrics: ModelMetrics,
         scheduler: PriorityScheduler,
         default_budget_s: float,
+        batcher: DynamicBatcher,
     ) -> None:
         """KServe callers queue with the mesh's own requests, at normal priority."""
         self.model = model
         self.scheduler = scheduler
+        self.batcher = batcher
         self.default_budget_s = default_budget_s
         self.manifest = model.manifest
         self.metrics = metrics
@@ -110,7 +113,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 budget = context.time_remaining() or self.default_budget_s
                 ctx = CallContext.start(request.id or "kserve", Priority.NORMAL, budget)
-                prediction = await self.scheduler.run(ctx, lambda: self.model.infer(inputs))
+                prediction = await self.scheduler.run(
+                    ctx, lambda: self.batcher.infer(inputs, int(Priority.NORMAL))
+                )
             finally:
                 self.metrics.in_flight.labels(self.manifest.name).dec()
         except ChorusError as err:

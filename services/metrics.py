@@ -51,5 +51,8 @@ class ModelMetrics:
     def observe(self, transport: str, outcome: str, rows: int = 0, seconds: float = 0.0) -> None:
         self.requests.labels(self.model, transport, outcome).inc()
         if outcome == "ok":
-            self.rows.labels(self.model).observe(rows)
             self.latency.labels(self.model).observe(seconds)
+
+    def batch(self, rows: int) -> None:
+        """Rows in one ONNX Runtime call (several requests' when batching)."""
+        self.rows.labels(self.model).observe(rows)

@@ -31,6 +31,7 @@ from chorus.pb import wire_pb2
 from chorus.scheduler import PriorityScheduler
 from services import heads
 from services.augment import infer_augmented
+from services.batcher import DynamicBatcher
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel, Prediction
 
@@ -48,6 +49,7 @@ class NatsWorker:
         heartbeat_s: float,
         default_budget_s: float,
         scheduler: PriorityScheduler,
+        batcher: DynamicBatcher,
     ) -> None:
         self.nc = nc
         self.model = model
@@ -62,6 +64,7 @@ class NatsWorker:
         self._requests: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self.scheduler = scheduler
+        self.batcher = batcher
         self.ewma_ms = 0.0
 
     async def start(self) -> None:
@@ -139,12 +142,14 @@ class NatsWorker:
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
-    async def _timed(self, inputs: dict[str, np.ndarray], augment: bool) -> Prediction:
+    async def _timed(
+        self, inputs: dict[str, np.ndarray], augment: bool, priority: Priority
+    ) -> Prediction:
         start = time.perf_counter()
         try:
             if augment:
                 return await infer_augmented(self.model, inputs)
-            return await self.model.infer(inputs)
+            return await self.batcher.infer(inputs, int(priority))
         finally:
             ms = (time.perf_counter() - start) * 1000
             self.ewma_ms = ms if self.ewma_ms == 0 else 0.8 * self.ewma_ms + 0.2 * ms
@@ -189,7 +194,9 @@ class NatsWorker:
             inputs = {t.name: from_tensor(t) for t in call.inputs}
             capability = (request.headers or {}).get(CAPABILITY)
             heads.check_capability(self.manifest, capability)
-            prediction = await self.scheduler.run(ctx, lambda: self._timed(inputs, call.augment))
+            prediction = await self.scheduler.run(
+                ctx, lambda: self._timed(inputs, call.augment, ctx.priority)
+            )
             outputs = heads.reply_outputs(self.manifest, capability, prediction.outputs)
             reply = wire_pb2.InferReply(
                 model=self.manifest.name,
