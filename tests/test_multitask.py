@@ -22,6 +22,7 @@ from chorus.scheduler import PriorityScheduler
 from chorus.spec import TensorSpec
 from services import repository
 from services.augment import infer_augmented
+from services.batcher import DynamicBatcher
 from services.build_multitask import (
     CAPABILITIES,
     DIGITS,
@@ -402,6 +403,7 @@ async def worker(built: repository.ModelVersion) -> AsyncIterator[NatsWorker]:
         heartbeat_s=1.0,
         default_budget_s=10.0,
         scheduler=PriorityScheduler(NAME, 1, {p: 8 for p in Priority}),
+        batcher=DynamicBatcher(model),
     )
     yield w
     model.close()
