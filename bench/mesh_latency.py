@@ -110,7 +110,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         np.argmax(np.mean(probs, axis=0), axis=1)
 
     results: dict[str, object] = {}
-    with tempfile.TemporaryDirectory() as tmp, Mesh(root, Path(tmp), models=names) as mesh:
+    env = {"CHORUS_FUSER_KEEP_TASKS": "1" if args.keep_tasks else "0"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Mesh(root, Path(tmp), models=names, extra_env=env) as mesh,
+    ):
         router = grpc.aio.insecure_channel(mesh.router_target)
         member = grpc.aio.insecure_channel(str(mesh.child(names[-1]).ready["grpc"]))
         submit = task_pb2_grpc.TaskServiceStub(router).Submit
@@ -151,6 +155,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repository", default=str(REPO / "models"))
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument(
+        "--keep-tasks",
+        action="store_true",
+        help="let the fuser keep every task for feedback (one JetStream write per task)",
+    )
     args = p.parse_args()
     try:
         import uvloop
@@ -168,6 +177,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "workload": "one digit (1x64 FP32) per request; 3 members (logreg, forest, mlp); soft vote",
+        "fuser_keeps_tasks": args.keep_tasks,
         "results": results,
         "summary": summary,
     }

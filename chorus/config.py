@@ -118,6 +118,9 @@ class FuserConfig:
     """...or the fused distribution's normalised entropy exceeds this..."""
     min_vote_margin: float = 0.34
     """...or the top voted class leads the runner-up by less than this share of members."""
+    keep_tasks: bool = True
+    """Keep each fused task's member scores (JetStream KV, 24 h) so Feedback can teach the
+    weights; one JetStream write per task after its reply."""
     metrics_port: int = 0
 
 

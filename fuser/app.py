@@ -169,7 +169,7 @@ class FuserService(ServiceBase):
             m.decisions.labels(reply.policy, reply.conflict_policy, status).inc()
         for model, weight in reply.weights.items():
             m.weights.labels(call.capability, model).set(weight)
-        if call.task_id:
+        if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
             await self._records.keep(call, dict(reply.weights))
 
     async def _on_feedback(self, request: Request) -> None:

@@ -40,6 +40,8 @@ class ReplicaBook:
         self._states: dict[str, ReplicaState] = {}
         self._latency: dict[str, deque[float]] = {}
         self._window = window
+        self._p95: dict[str, float] = {}
+        self._since: dict[str, int] = {}
 
     def state(self, replica: str) -> ReplicaState:
         st = self._states.get(replica)
@@ -66,13 +68,18 @@ class ReplicaBook:
     def record_latency(self, model: str, ms: float) -> None:
         window = self._latency.setdefault(model, deque(maxlen=self._window))
         window.append(ms)
+        self._since[model] = self._since.get(model, 0) + 1
 
     def p95_ms(self, model: str) -> float | None:
-        """The model's 95th percentile round trip, once 20 requests have been seen."""
+        """The model's 95th percentile round trip, once 20 requests have been seen; recomputed
+        every 16 new samples, not on every request."""
         window = self._latency.get(model)
         if window is None or len(window) < 20:
             return None
-        return float(np.percentile(np.fromiter(window, dtype=np.float64), 95))
+        if model not in self._p95 or self._since.get(model, 0) >= 16:
+            self._p95[model] = float(np.percentile(np.fromiter(window, dtype=np.float64), 95))
+            self._since[model] = 0
+        return self._p95[model]
 
 
 def expected_wait_ms(hb: Heartbeat, st: ReplicaState) -> float:
