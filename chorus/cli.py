@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     build = models.add_parser("build", help="train the demo models and write them as ONNX")
     build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
+    build.add_argument("--bench", action="store_true", help="also the CNN for throughput work")
     build.set_defaults(func=_models_build)
     plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
     plan.set_defaults(func=_plan)
@@ -131,6 +132,11 @@ def _models_build(args: argparse.Namespace) -> int:
     from services.build import build_demo
 
     written = build_demo(args.repository, force=args.force)
+    if args.bench:
+        from services.build_cnn import build_cnn
+
+        cnn = build_cnn(args.repository, force=args.force)
+        written += [cnn] if cnn is not None else []
     for path in written:
         manifest = json.loads((path / "manifest.json").read_text())
         print(f"built {manifest['name']} v{manifest['version']} -> {path} ", manifest["metrics"])

@@ -1,0 +1,115 @@
+"""Model service throughput against bare ONNX Runtime, side by side in one run, on the bench
+CNN (`services/build_cnn.py`):
+
+  bare     ONNX Runtime in this process, batches of --batch images, back to back
+  service  the model service over KServe v2 gRPC, --concurrency clients each sending one
+           image per request; dynamic batching (max_batch = --batch) rebuilds the batches
+
+Both use one ONNX Runtime thread, so the ratio is about what the service adds around it.
+
+    python bench/service_throughput.py [--seconds 8] [--concurrency 64] [--batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.mesh_latency import machine  # noqa: E402
+from chorus.mesh import Mesh  # noqa: E402
+from chorus.natsserver import NatsServer  # noqa: E402
+from chorus.pb import kserve_v2_pb2 as kpb  # noqa: E402
+from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc  # noqa: E402
+from services import repository  # noqa: E402
+from services.build_cnn import NAME, SHAPE, build_cnn  # noqa: E402
+
+
+def bare(path: Path, batch: int, seconds: float) -> float:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((batch, *SHAPE), dtype=np.float32)
+    session.run(None, {"input": x})
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"input": x})
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+async def service(target: str, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    image = np.random.default_rng(1).random((1, *SHAPE), dtype=np.float32)
+    req = kpb.ModelInferRequest(model_name=NAME, raw_input_contents=[image.tobytes()])
+    req.inputs.add(name="input", datatype="FP32", shape=image.shape)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as ch:
+        infer = kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer
+        for _ in range(20):
+            await infer(req, timeout=30)
+        stop = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                await infer(req, timeout=30)
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return len(latencies) / elapsed, latencies
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repository", default=str(REPO / "models"))
+    p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = p.parse_args()
+    root = Path(args.repository)
+    build_cnn(root)
+    path = repository.load(root, NAME).onnx_path
+    bare_ips = bare(path, args.batch, args.seconds)
+    env = {"CHORUS_MODEL_MAX_BATCH": str(args.batch), "CHORUS_MODEL_MAX_BATCH_DELAY_MS": "5"}
+    with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "js") as nats, Mesh(
+        root, Path(tmp) / "mesh", models=[NAME], nats_url=nats.url, extra_env=env
+    ) as mesh:  # fmt: skip
+        target = str(mesh.child(NAME).ready["grpc"])
+        svc_ips, lat = asyncio.run(service(target, args.concurrency, args.seconds))
+    q = np.quantile(np.array(lat) * 1000, [0.5, 0.95, 0.99])
+    record = {
+        "benchmark": "service_throughput",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "workload": f"bench CNN {SHAPE}, one image per request, batch {args.batch}",
+        "concurrency": args.concurrency,
+        "bare_images_per_s": round(bare_ips, 1),
+        "service_images_per_s": round(svc_ips, 1),
+        "ratio": round(svc_ips / bare_ips, 3),
+        "service_latency_ms": {"p50": round(q[0], 2), "p95": round(q[1], 2), "p99": round(q[2], 2)},
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path_out = out / f"service_throughput-{platform.node()}-{dt.date.today().isoformat()}.json"
+    path_out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
