@@ -25,6 +25,15 @@ class Registry:
     def observe(self, hb: Heartbeat, now: float) -> None:
         self._replicas[hb.replica] = Seen(hb, now)
 
+    def observe_json(self, data: bytes, now: float) -> Heartbeat:
+        """Record a heartbeat as it arrived on the wire; ValueError when it is not one."""
+        try:
+            hb = Heartbeat.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed heartbeat: {exc}") from None
+        self.observe(hb, now)
+        return hb
+
     def live(self, now: float) -> list[Heartbeat]:
         dead = [
             r

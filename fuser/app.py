@@ -7,6 +7,8 @@ serve any request and a restart loses nothing.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 from typing import Self, TypeVar
@@ -24,7 +26,6 @@ from chorus import subjects, tracing
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
-from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
 from chorus.registry import Registry
 from chorus.service import ServiceBase
@@ -72,8 +73,8 @@ class FuserService(ServiceBase):
         self._tools = Tools(
             client=NatsMembers(nc),
             weights=self._weights.get,
-            stacker=self._stacker,
-            gate=self._gate,
+            stacker=functools.partial(self._served, "stack"),
+            gate=functools.partial(self._served, "gate"),
             arbiter=self._arbiter,
             review=review.publish,
             thresholds=ConflictThresholds(
@@ -112,20 +113,13 @@ class FuserService(ServiceBase):
         await super().stop()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        try:
-            self.models.observe(Heartbeat.from_json(msg.data), time.monotonic())
-        except (ValueError, KeyError, TypeError):
-            return
+        with contextlib.suppress(ValueError):
+            self.models.observe_json(msg.data, time.monotonic())
 
-    def _stacker(self, capability: str) -> Stacker | None:
+    def _served(self, role: str, capability: str) -> Stacker | None:
+        """A live model that serves `role` (stack, gate) for `capability`, over its members."""
         for hb in self.models.live(time.monotonic()):
-            if f"stack:{capability}" in hb.capabilities and hb.members:
-                return Stacker(hb.model, hb.members, hb.inputs[0].name)
-        return None
-
-    def _gate(self, capability: str) -> Stacker | None:
-        for hb in self.models.live(time.monotonic()):
-            if f"gate:{capability}" in hb.capabilities and hb.members:
+            if f"{role}:{capability}" in hb.capabilities and hb.members:
                 return Stacker(hb.model, hb.members, hb.inputs[0].name)
         return None
 

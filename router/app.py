@@ -15,7 +15,6 @@ from chorus import subjects
 from chorus.config import RouterConfig
 from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
-from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.registry import Registry
 from chorus.scheduler import PriorityScheduler
@@ -154,13 +153,12 @@ class RouterService(ServiceBase):
             log.warning("ignoring malformed plan: %s", exc)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        try:
-            hb = Heartbeat.from_json(msg.data)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring malformed heartbeat on %s: %s", msg.subject, exc)
-            return
         now = time.monotonic()
-        self.registry.observe(hb, now)
+        try:
+            hb = self.registry.observe_json(msg.data, now)
+        except ValueError as exc:
+            log.warning("ignoring heartbeat on %s: %s", msg.subject, exc)
+            return
         self.metrics.heartbeats.labels(hb.model).inc()
         counts: dict[str, int] = {}
         for live in self.registry.live(now):

@@ -30,9 +30,10 @@ from router.pipeline import Pipeline, Stage, run_pipeline
 from router.plan_routing import PlanSplits
 
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
+"""Conflict policies that look at the task's inputs again, so the fuser must receive them."""
 STRATEGIES_NEEDING_INPUTS = ("gated",)
 Shared = dict[tuple[str, str], "asyncio.Future[tuple[wire_pb2.InferReply, float]]"] | None
-"""Conflict policies that look at the task's inputs again, so the fuser must receive them."""
+"""One pipeline run's calls to multi-task models, shared by the stages that ask the same."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class Plan:
     @property
     def first(self) -> dict[str, Heartbeat]:
         return {m: r[0] for m, r in self.replicas.items()}
+
+    @property
+    def labels(self) -> Sequence[str]:
+        """The capability's class labels (a multi-task model's per head)."""
+        return _labels(next(iter(self.replicas.values()))[0], self.capability)
 
 
 class TaskRunner:
@@ -259,7 +265,7 @@ class TaskRunner:
         first = plan.first
         call = wire_pb2.FuseCall(
             policy=fusion_policy or self.default_policy,
-            labels=_labels(next(iter(first.values())), plan.capability),
+            labels=plan.labels,
             capability=plan.capability,
             task_id=ctx.task_id,
             conflict=conflict,
@@ -304,7 +310,7 @@ class TaskRunner:
                 outputs=reply.outputs,
                 latency_ms=fan.latency_ms[model],
             )
-        return StageDone(result, _labels(next(iter(plan.first.values())), plan.capability))
+        return StageDone(result, plan.labels)
 
     async def _cascade(
         self,
@@ -321,7 +327,7 @@ class TaskRunner:
         costs = {m: r[0].ewma_ms for m, r in plan.replicas.items()}
         last: dict[int, task_pb2.RowDecision] = {}
         probs: dict[int, bytes] = {}
-        classes = len(next(iter(plan.first.values())).labels)
+        classes = len(plan.labels)
 
         async def ask(members: list[str], open_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
             sub = Plan(plan.capability, {m: plan.replicas[m] for m in members})
@@ -354,8 +360,7 @@ class TaskRunner:
                 rows=[last[r] for r in range(rows)],
             )
         )
-        labels_text = next(iter(plan.first.values())).labels
-        return StageDone(result, labels_text, [int(d) for d in done.depth])
+        return StageDone(result, plan.labels, [int(d) for d in done.depth])
 
     def _payloads(
         self, inputs: Sequence[tensor_pb2.Tensor], members: dict[str, Heartbeat]
