@@ -29,17 +29,24 @@ class ModelServiceConfig:
     replica: str = ""
     heartbeat_s: float = 1.0
     device: str = "auto"
-    intra_op_threads: int = 1
-    workers: int = 1
+    intra_op_threads: int = 0
+    """ONNX Runtime threads per session (0: the manifest's `runtime`, else 1)."""
+    instances: int = 0
+    """Sessions serving at once, each on its own thread (0: the manifest's, else 1)."""
     max_message_bytes: int = 4 * MiB
     max_concurrent_streams: int = 256
     default_budget_s: float = 10.0
     queue_limit: int = 256
     """Requests that may wait per priority class before RESOURCE_EXHAUSTED."""
-    max_batch: int = 1
-    """Rows one ONNX Runtime call may take from concurrent requests (1: no batching)."""
-    max_batch_delay_ms: float = 2.0
-    """How long the first request of a batch waits for company."""
+    max_batch: int = 0
+    """Rows one ONNX Runtime call may take from concurrent requests (1: no batching; 0: the
+    manifest's `runtime.max_batch`, else 1)."""
+    max_batch_delay_ms: float = 0.0
+    """How long the first request of a batch waits for company (0: the manifest's, else 2)."""
+    reload_poll_s: float = 2.0
+    """How often the repository is checked for a new version to hot-load (0: never)."""
+    keep_versions: int = 1
+    """Versions kept loaded side by side; the highest serves requests that name none."""
     aging_s: float = 2.0
     """A request's class improves by one per this many seconds waited (no starvation)."""
     delay_ms: float = 0.0
@@ -52,8 +59,13 @@ class ModelServiceConfig:
             raise ValueError("delay_ms and noise must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
-        if self.workers < 1 or self.intra_op_threads < 1:
-            raise ValueError("workers and intra_op_threads must be >= 1")
+        for name in ("instances", "intra_op_threads", "max_batch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if self.max_batch_delay_ms < 0 or self.reload_poll_s < 0:
+            raise ValueError("max_batch_delay_ms and reload_poll_s must be >= 0")
+        if self.keep_versions < 1:
+            raise ValueError(f"keep_versions: expected >= 1, got {self.keep_versions}")
         if self.heartbeat_s <= 0:
             raise ValueError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
 

@@ -83,12 +83,19 @@ class ServiceBase:
         if self._nats_up is not None:
             self._nats_up.set(1 if connected else 0)
         if self._health is not None:
-            await set_serving(self._health, self._health_names, connected)
+            await set_serving(self._health, self._health_names, connected and self._can_serve())
+
+    def _can_serve(self) -> bool:
+        """Whatever besides NATS this service needs to serve (a model service: a model)."""
+        return True
+
+    async def _refresh_health(self) -> None:
+        await self._nats_state(self._nc is not None and self._nc.is_connected)
 
     async def _ready(self, servicer: health.aio.HealthServicer, names: list[str]) -> None:
         """Report SERVING on gRPC health from now on, for as long as NATS is connected."""
         self._health, self._health_names = servicer, names
-        await set_serving(servicer, names, self._nc is not None and self._nc.is_connected)
+        await self._refresh_health()
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -17,10 +17,9 @@ from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
 from chorus.scheduler import PriorityScheduler
 from chorus.security import server_credentials
 from chorus.service import ServiceBase
-from services import repository
-from services.batcher import DynamicBatcher
 from services.gpu_metrics import nvml_collector
 from services.kserve import KServeServicer
+from services.lifecycle import ModelHost
 from services.metrics import ModelMetrics
 from services.runtime import OnnxModel
 from services.worker import NatsWorker
@@ -36,43 +35,40 @@ class ModelService(ServiceBase):
         super().__init__()
         self.config = config
         self.replica = config.replica or f"{config.model}-{uuid.uuid4().hex[:8]}"
-        self.model: OnnxModel | None = None
+        self.host: ModelHost | None = None
         self.grpc_port = 0
         self._server: grpc.aio.Server | None = None
         self._worker: NatsWorker | None = None
+        self._health_refresh: set[asyncio.Task[None]] = set()
+
+    @property
+    def model(self) -> OnnxModel | None:
+        """The session serving requests that name no version (None while none is loaded)."""
+        current = self.host.current if self.host is not None else None
+        return current.model if current is not None else None
 
     async def start(self) -> Self:
         if self._server is not None:
             return self
         cfg = self.config
-        version = repository.load(cfg.repository, cfg.model)
-        self.model = await asyncio.to_thread(
-            OnnxModel,
-            version,
-            device=cfg.device,
-            intra_op_threads=cfg.intra_op_threads,
-            workers=cfg.workers,
-            delay_s=cfg.delay_ms / 1000,
-            noise=cfg.noise,
-        )
+        metrics = ModelMetrics(cfg.model)
+        self.metrics = metrics
+        self.host = ModelHost(cfg, on_batch=metrics.batch, on_change=self._on_versions)
+        await self.host.load()
+        self.host.mark_seen()
+        first = self.host.current
+        assert first is not None
         self.scheduler = PriorityScheduler(
             f"model {cfg.model}",
-            max(cfg.workers, cfg.max_batch),
+            max(first.model.settings.instances, first.model.settings.max_batch),
             dict.fromkeys(Priority, cfg.queue_limit),
             aging_s=cfg.aging_s,
-        )
-        metrics = ModelMetrics(cfg.model, version.manifest.version, self.model.provider)
-        self.batcher = DynamicBatcher(
-            self.model,
-            max_batch=cfg.max_batch,
-            max_delay_s=cfg.max_batch_delay_ms / 1000,
-            on_batch=metrics.batch,
         )
         for p in Priority:
             metrics.queue.labels(cfg.model, p.name.lower()).set_function(
                 functools.partial(self.scheduler.depth, p)
             )
-        if self.model.device == "cuda":
+        if first.model.device == "cuda":
             gpu = nvml_collector(cfg.model)
             if gpu is not None:
                 metrics.registry.register(gpu)
@@ -80,7 +76,7 @@ class ModelService(ServiceBase):
 
         self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.model, metrics, self.scheduler, cfg.default_budget_s, self.batcher),
+            KServeServicer(self.host, metrics, self.scheduler, cfg.default_budget_s),
             self._server,
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
@@ -92,26 +88,43 @@ class ModelService(ServiceBase):
         nc = await self._connect(cfg.nats_url, self.replica)
         self._worker = NatsWorker(
             nc,
-            self.model,
+            self.host,
             metrics,
             replica=self.replica,
             heartbeat_s=cfg.heartbeat_s,
             default_budget_s=cfg.default_budget_s,
             scheduler=self.scheduler,
-            batcher=self.batcher,
         )
         await self._worker.start()
         await self._ready(health, [KSERVE_SERVICE])
+        self.host.watch()
         log.info(
-            "model %s serving: gRPC %s:%d, NATS %s, metrics :%d, provider %s",
+            "model %s v%s serving: gRPC %s:%d, NATS %s, metrics :%d, provider %s",
             cfg.model,
+            first.version,
             cfg.host,
             self.grpc_port,
             cfg.nats_url,
             self.metrics_port,
-            self.model.provider,
+            first.model.provider,
         )
         return self
+
+    def _can_serve(self) -> bool:
+        return self.host is not None and self.host.ready()
+
+    def _on_versions(self) -> None:
+        """Loaded versions changed: metrics, gRPC health and heartbeats say so at once."""
+        assert self.host is not None
+        self.metrics.loaded([(x.version, x.model.provider) for x in self.host.loaded()])
+        task = asyncio.create_task(self._announce())
+        self._health_refresh.add(task)
+        task.add_done_callback(self._health_refresh.discard)
+
+    async def _announce(self) -> None:
+        await self._refresh_health()
+        if self._worker is not None:
+            await self._worker.announce()
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -121,7 +134,6 @@ class ModelService(ServiceBase):
             await self._server.stop(grace=1.0)
             self._server = None
         await super().stop()
-        if self.model is not None:
-            await self.batcher.close()
-            self.model.close()
-            self.model = None
+        if self.host is not None:
+            await self.host.close()
+            self.host = None

@@ -5,6 +5,8 @@ Standard clients such as tritonclient call the same ONNX session the mesh uses o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 import numpy as np
 
@@ -15,9 +17,8 @@ from chorus.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
 from chorus.scheduler import PriorityScheduler
-from services.batcher import DynamicBatcher
+from services.lifecycle import READY, ModelHost
 from services.metrics import ModelMetrics
-from services.runtime import OnnxModel
 
 _TYPED_FIELD = {
     "BOOL": "bool_contents",
@@ -37,18 +38,16 @@ _TYPED_FIELD = {
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
-        model: OnnxModel,
+        host: ModelHost,
         metrics: ModelMetrics,
         scheduler: PriorityScheduler,
         default_budget_s: float,
-        batcher: DynamicBatcher,
     ) -> None:
         """KServe callers queue with the mesh's own requests, at normal priority."""
-        self.model = model
+        self.host = host
+        self.name = host.name
         self.scheduler = scheduler
-        self.batcher = batcher
         self.default_budget_s = default_budget_s
-        self.manifest = model.manifest
         self.metrics = metrics
 
     async def ServerLive(
@@ -59,72 +58,82 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self.host.ready())
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="chorus", version=chorus.__version__, extensions=[])
+        return pb.ServerMetadataResponse(
+            name="chorus", version=chorus.__version__, extensions=["model_repository"]
+        )
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        try:
-            self._check_model(request.name, request.version)
-        except NotFound as err:
-            await context.abort(err.code, err.message)
-        return pb.ModelReadyResponse(ready=True)
+        if request.name != self.name:
+            await context.abort(*self._elsewhere(request.name))
+        return pb.ModelReadyResponse(ready=self.host.ready(request.version))
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
+        if request.name != self.name:
+            await context.abort(*self._elsewhere(request.name))
         try:
-            self._check_model(request.name, request.version)
-        except NotFound as err:
+            with self.host.use(request.version) as loaded:
+                model, manifest = loaded.model, loaded.manifest
+        except ChorusError as err:
             await context.abort(err.code, err.message)
         meta = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=self.manifest.name,
-            versions=[self.manifest.version],
-            platform=self.manifest.platform,
-            inputs=[
-                meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in self.manifest.inputs
-            ],
+            name=manifest.name,
+            versions=[x.version for x in self.host.loaded()],
+            platform=manifest.platform,
+            inputs=[meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in manifest.inputs],
             outputs=[
-                meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in self.manifest.outputs
+                meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in manifest.outputs
             ],
+            parameters={
+                "execution_provider": pb.InferParameter(string_param=model.provider),
+                "instances": pb.InferParameter(int64_param=model.settings.instances),
+                "max_batch": pb.InferParameter(int64_param=model.settings.max_batch),
+            },
         )
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         try:
-            self._check_model(request.model_name, request.model_version)
-            inputs = _decode_inputs(request)
-            wanted = [o.name for o in request.outputs] or [s.name for s in self.manifest.outputs]
-            known = {s.name for s in self.manifest.outputs}
-            unknown = [n for n in wanted if n not in known]
-            if unknown:
-                raise InvalidArgument(
-                    f"outputs: {unknown} not produced by {self.manifest.name!r}; "
-                    f"it has {sorted(known)}"
-                )
-            self.metrics.in_flight.labels(self.manifest.name).inc()
-            try:
-                budget = context.time_remaining() or self.default_budget_s
-                ctx = CallContext.start(request.id or "kserve", Priority.NORMAL, budget)
-                prediction = await self.scheduler.run(
-                    ctx, lambda: self.batcher.infer(inputs, int(Priority.NORMAL))
-                )
-            finally:
-                self.metrics.in_flight.labels(self.manifest.name).dec()
+            if request.model_name != self.name:
+                raise NotFound(self._elsewhere(request.model_name)[1])
+            with self.host.use(request.model_version) as loaded:
+                manifest = loaded.manifest
+                inputs = _decode_inputs(request)
+                wanted = [o.name for o in request.outputs] or [s.name for s in manifest.outputs]
+                known = {s.name for s in manifest.outputs}
+                unknown = [n for n in wanted if n not in known]
+                if unknown:
+                    raise InvalidArgument(
+                        f"outputs: {unknown} not produced by {manifest.name!r}; "
+                        f"it has {sorted(known)}"
+                    )
+                self.metrics.in_flight.labels(self.name).inc()
+                try:
+                    budget = context.time_remaining() or self.default_budget_s
+                    ctx = CallContext.start(request.id or "kserve", Priority.NORMAL, budget)
+                    batcher = loaded.batcher
+                    prediction = await self.scheduler.run(
+                        ctx, lambda: batcher.infer(inputs, int(Priority.NORMAL))
+                    )
+                finally:
+                    self.metrics.in_flight.labels(self.name).dec()
         except ChorusError as err:
             self.metrics.observe("grpc", err.code_name.lower())
             await context.abort(err.code, err.message)
         rows = next(iter(inputs.values())).shape[0]
         self.metrics.observe("grpc", "ok", rows, prediction.compute_ms / 1000)
         response = pb.ModelInferResponse(
-            model_name=self.manifest.name, model_version=self.manifest.version, id=request.id
+            model_name=manifest.name, model_version=manifest.version, id=request.id
         )
         for name in wanted:
             array = prediction.outputs[name]
@@ -132,12 +141,60 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.raw_output_contents.append(to_bytes(array))
         return response
 
-    def _check_model(self, name: str, version: str) -> None:
-        if name != self.manifest.name or (version and version != self.manifest.version):
-            raise NotFound(
-                f"model {name!r} version {version or '(any)'} is not served here; "
-                f"this service serves {self.manifest.name!r} version {self.manifest.version}"
-            )
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[
+                index(name=self.name, version=v.version, state=v.state, reason=v.reason)
+                for v in self.host.index()
+                if not request.ready or v.state == READY
+            ]
+        )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        try:
+            if request.model_name != self.name:
+                raise NotFound(self._elsewhere(request.model_name)[1])
+            await self.host.load(_version_param(request.parameters) or None)
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        try:
+            if request.model_name != self.name:
+                raise NotFound(self._elsewhere(request.model_name)[1])
+            await self.host.unload(_version_param(request.parameters))
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _elsewhere(self, name: str) -> tuple[grpc.StatusCode, str]:
+        return (
+            grpc.StatusCode.NOT_FOUND,
+            f"model_name: model {name!r} is not served here; this service serves {self.name!r}",
+        )
+
+
+def _version_param(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> str:
+    # tritonclient always sends unload_dependents; a model service has no dependents.
+    unknown = sorted(set(parameters) - {"version", "unload_dependents"})
+    if unknown:
+        raise InvalidArgument(
+            f"parameters: {unknown} not supported; this service takes 'version' (a string)"
+        )
+    if "version" not in parameters:
+        return ""
+    param = parameters["version"]
+    if param.WhichOneof("parameter_choice") != "string_param" or not param.string_param:
+        raise InvalidArgument("parameters['version']: expected a non-empty string_param")
+    return str(param.string_param)
 
 
 def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:

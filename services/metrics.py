@@ -8,7 +8,7 @@ from chorus.metrics import LATENCY_BUCKETS_S
 
 
 class ModelMetrics:
-    def __init__(self, model: str, version: str, provider: str) -> None:
+    def __init__(self, model: str) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "chorus_model_requests",
@@ -39,14 +39,19 @@ class ModelMetrics:
         self.in_flight = Gauge(
             "chorus_model_in_flight", "Requests being served", ["model"], registry=self.registry
         )
-        info = Gauge(
+        self.info = Gauge(
             "chorus_model_info",
-            "Loaded model version and the execution provider it runs on",
+            "Loaded model versions and the execution provider each runs on",
             ["model", "version", "provider"],
             registry=self.registry,
         )
-        info.labels(model, version, provider).set(1)
         self.model = model
+
+    def loaded(self, versions: list[tuple[str, str]]) -> None:
+        """The (version, provider) pairs loaded now; unloaded ones leave the gauge."""
+        self.info.clear()
+        for version, provider in versions:
+            self.info.labels(self.model, version, provider).set(1)
 
     def observe(self, transport: str, outcome: str, rows: int = 0, seconds: float = 0.0) -> None:
         self.requests.labels(self.model, transport, outcome).inc()

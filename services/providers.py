@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
+TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -37,12 +38,27 @@ def cuda_usable() -> bool:
     return True
 
 
-def choose(device: str) -> list[str]:
-    """Providers in order of preference for `device` ('auto', 'cpu' or 'cuda')."""
+@cache
+def tensorrt_usable() -> bool:
+    """TensorRT's provider is listed by every onnxruntime-gpu wheel; its library is not."""
+    if TENSORRT not in ort.get_available_providers() or not cuda_usable():
+        return False
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def choose(device: str, *, tensorrt: bool = False) -> list[str]:
+    """Providers in order of preference for `device` ('auto', 'cpu' or 'cuda'); TensorRT
+    first when the model asks for it and it really loads."""
     if device == "cpu":
         return [CPU]
     if device == "cuda" and not cuda_usable():
         raise RuntimeError("device=cuda was asked for, but CUDA is not usable on this host")
     if device == "cuda" or cuda_usable():
-        return [CUDA, CPU]
+        return ([TENSORRT] if tensorrt and tensorrt_usable() else []) + [CUDA, CPU]
     return [CPU]

@@ -21,6 +21,58 @@ from chorus.spec import TensorSpec
 MANIFEST = "manifest.json"
 HeadKind = Literal["softmax", "binary"]
 HEAD_KINDS: tuple[HeadKind, ...] = ("softmax", "binary")
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_MODES = ("sequential", "parallel")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How this model wants to be run, shipped with it because the best settings are the
+    model's (a CNN wants batches, a tree ensemble does not). A zero means "the service's
+    setting decides"; a service setting given explicitly wins over the manifest.
+    """
+
+    graph_optimization: str = "all"
+    execution_mode: str = "sequential"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    instances: int = 0
+    """ONNX Runtime sessions serving this model at once, each on its own thread."""
+    max_batch: int = 0
+    max_batch_delay_ms: float = 0.0
+    warmup: bool = True
+    """Run every instance once at load (first-run costs and CUDA kernels before traffic)."""
+    tensorrt: bool = False
+    """Prefer TensorrtExecutionProvider where it really loads (engine builds take minutes)."""
+    io_binding: bool = True
+    """On CUDA, bind inputs and outputs so ONNX Runtime copies each once."""
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization not in OPTIMIZATION_LEVELS:
+            raise ValueError(
+                f"runtime.graph_optimization: expected one of {OPTIMIZATION_LEVELS}, "
+                f"got {self.graph_optimization!r}"
+            )
+        if self.execution_mode not in EXECUTION_MODES:
+            raise ValueError(
+                f"runtime.execution_mode: expected one of {EXECUTION_MODES}, "
+                f"got {self.execution_mode!r}"
+            )
+        for name in ("intra_op_threads", "inter_op_threads", "instances", "max_batch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runtime.{name}: expected >= 0, got {getattr(self, name)}")
+        if self.max_batch_delay_ms < 0:
+            raise ValueError(
+                f"runtime.max_batch_delay_ms: expected >= 0, got {self.max_batch_delay_ms}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RuntimeOptions:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"runtime: unknown option(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -77,11 +129,14 @@ class Manifest:
     members: tuple[str, ...] = ()
     heads: dict[str, Head] = field(default_factory=dict)
     """Capability -> its head, for a multi-task model; empty for a single-task one."""
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
     def to_json(self) -> str:
         d = asdict(self)
         if not self.heads:
             del d["heads"]  # single-task manifests stay as they were
+        if self.runtime == RuntimeOptions():
+            del d["runtime"]
         return json.dumps(d, indent=2) + "\n"
 
     @classmethod
@@ -101,6 +156,7 @@ class Manifest:
             augment=d.get("augment", ""),
             members=tuple(d.get("members", ())),
             heads={str(k): Head.from_dict(v) for k, v in d.get("heads", {}).items()},
+            runtime=RuntimeOptions.from_dict(d.get("runtime", {})),
         )
 
 
@@ -114,8 +170,18 @@ class ModelVersion:
         return self.path / self.manifest.file
 
 
-def _version_key(p: Path) -> tuple[int, str]:
-    return (int(p.name), "") if p.name.isdigit() else (-1, p.name)
+def version_key(version: str) -> tuple[int, str]:
+    """Numbered versions in numeric order, above any named ones."""
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
+def versions(root: Path, model: str) -> list[str]:
+    """The versions of `model` on disk with a manifest, lowest first (numbers numerically)."""
+    model_dir = root / model
+    if not model_dir.is_dir():
+        return []
+    found = [p.name for p in model_dir.iterdir() if (p / MANIFEST).is_file()]
+    return sorted(found, key=version_key)
 
 
 def load(root: Path, model: str, version: str | None = None) -> ModelVersion:
@@ -124,14 +190,12 @@ def load(root: Path, model: str, version: str | None = None) -> ModelVersion:
     if not model_dir.is_dir():
         known = ", ".join(list_models(root)) or "none"
         raise NotFound(f"model {model!r} is not in repository {root} (it has: {known})")
-    versions = sorted(
-        (p for p in model_dir.iterdir() if (p / MANIFEST).is_file()), key=_version_key
-    )
+    names = versions(root, model)
     if version is not None:
-        versions = [p for p in versions if p.name == version]
-    if not versions:
+        names = [v for v in names if v == version]
+    if not names:
         raise NotFound(f"model {model!r} has no version {version or '(any)'} in {model_dir}")
-    path = versions[-1]
+    path = model_dir / names[-1]
     manifest = Manifest.from_dict(json.loads((path / MANIFEST).read_text()))
     return ModelVersion(manifest, path)
 
@@ -146,5 +210,8 @@ def write(root: Path, manifest: Manifest, onnx_bytes: bytes) -> ModelVersion:
     path = root / manifest.name / manifest.version
     path.mkdir(parents=True, exist_ok=True)
     (path / manifest.file).write_bytes(onnx_bytes)
-    (path / MANIFEST).write_text(manifest.to_json())
+    # The manifest lands last and whole: a watching service sees a version only when complete.
+    staged = path / f".{MANIFEST}.tmp"
+    staged.write_text(manifest.to_json())
+    staged.replace(path / MANIFEST)
     return ModelVersion(manifest, path)

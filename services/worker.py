@@ -31,9 +31,9 @@ from chorus.pb import wire_pb2
 from chorus.scheduler import PriorityScheduler
 from services import heads
 from services.augment import infer_augmented
-from services.batcher import DynamicBatcher
+from services.lifecycle import Loaded, ModelHost
 from services.metrics import ModelMetrics
-from services.runtime import OnnxModel, Prediction
+from services.runtime import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +42,17 @@ class NatsWorker:
     def __init__(
         self,
         nc: Client,
-        model: OnnxModel,
+        host: ModelHost,
         metrics: ModelMetrics,
         *,
         replica: str,
         heartbeat_s: float,
         default_budget_s: float,
         scheduler: PriorityScheduler,
-        batcher: DynamicBatcher,
     ) -> None:
         self.nc = nc
-        self.model = model
-        self.manifest = model.manifest
+        self.host = host
+        self.name = host.name
         self.metrics = metrics
         self.replica = replica
         self.heartbeat_s = heartbeat_s
@@ -64,22 +63,24 @@ class NatsWorker:
         self._requests: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self.scheduler = scheduler
-        self.batcher = batcher
         self.ewma_ms = 0.0
 
     async def start(self) -> None:
         if self._service is not None:
             return
-        name = self.manifest.name
+        name = self.name
+        current = self.host.current
+        assert current is not None, "start the worker once a version is loaded"
+        manifest = current.manifest
         self._service = await nats.micro.add_service(
             self.nc,
             name=f"chorus-model-{name}",
             version=chorus.__version__,
-            description=self.manifest.description or name,
+            description=manifest.description or name,
             metadata={
                 "model": name,
-                "model_version": self.manifest.version,
-                "capabilities": ",".join(self.manifest.capabilities),
+                "model_version": manifest.version,
+                "capabilities": ",".join(manifest.capabilities),
                 "replica": self.replica,
             },
         )
@@ -93,7 +94,7 @@ class NatsWorker:
             handler=self._on_infer,
         )
         self._discover = await self.nc.subscribe(subjects.DISCOVER, cb=self._on_discover)
-        await self._beat()
+        await self.announce()
         self._beat_task = asyncio.create_task(self._beat_forever(), name=f"heartbeat-{name}")
 
     async def stop(self) -> None:
@@ -111,51 +112,60 @@ class NatsWorker:
         if self._requests:
             await asyncio.gather(*self._requests, return_exceptions=True)
 
-    def heartbeat(self) -> Heartbeat:
+    def heartbeat(self) -> Heartbeat | None:
+        """What the router should know; None while no version is loaded, so the registry
+        lets this replica expire instead of routing to it."""
+        current = self.host.current
+        if current is None:
+            return None
+        manifest = current.manifest
         return Heartbeat(
-            model=self.manifest.name,
-            version=self.manifest.version,
+            model=manifest.name,
+            version=manifest.version,
             replica=self.replica,
-            capabilities=self.manifest.capabilities,
-            inputs=self.manifest.inputs,
-            outputs=self.manifest.outputs,
-            labels=heads.primary_labels(self.manifest),
-            scores_output=self.manifest.scores_output,
-            device=self.model.device,
+            capabilities=manifest.capabilities,
+            inputs=manifest.inputs,
+            outputs=manifest.outputs,
+            labels=heads.primary_labels(manifest),
+            scores_output=manifest.scores_output,
+            device=current.model.device,
             in_flight=self._in_flight,
             interval_s=self.heartbeat_s,
-            members=self.manifest.members,
+            members=manifest.members,
             queue={p.name.lower(): self.scheduler.depth(p) for p in Priority},
             ewma_ms=self.ewma_ms,
             capacity=self.scheduler.slots,
-            heads=heads.heartbeat_heads(self.manifest),
+            heads=heads.heartbeat_heads(manifest),
         )
 
-    async def _beat(self) -> None:
-        await self.nc.publish(subjects.heartbeat(self.manifest.name), self.heartbeat().to_json())
+    async def announce(self) -> None:
+        """Heartbeat now (at start, on discovery, and when the loaded versions change)."""
+        beat = self.heartbeat()
+        if beat is not None:
+            await self.nc.publish(subjects.heartbeat(self.name), beat.to_json())
 
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                await self._beat()
+                await self.announce()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     async def _timed(
-        self, inputs: dict[str, np.ndarray], augment: bool, priority: Priority
+        self, loaded: Loaded, inputs: dict[str, np.ndarray], augment: bool, priority: Priority
     ) -> Prediction:
         start = time.perf_counter()
         try:
             if augment:
-                return await infer_augmented(self.model, inputs)
-            return await self.batcher.infer(inputs, int(priority))
+                return await infer_augmented(loaded.model, inputs)
+            return await loaded.batcher.infer(inputs, int(priority))
         finally:
             ms = (time.perf_counter() - start) * 1000
             self.ewma_ms = ms if self.ewma_ms == 0 else 0.8 * self.ewma_ms + 0.2 * ms
 
     async def _on_discover(self, msg: Msg) -> None:
-        await self._beat()
+        await self.announce()
 
     async def _on_infer(self, request: Request) -> None:
         # nats-py runs one subscription's callbacks one after another; serve concurrently.
@@ -165,25 +175,25 @@ class NatsWorker:
 
     async def _serve(self, request: Request) -> None:
         with tracing.span(
-            f"infer {self.manifest.name}",
+            f"infer {self.name}",
             request.headers,
             kind=SpanKind.SERVER,
-            model=self.manifest.name,
+            model=self.name,
             replica=self.replica,
         ):
             await self._serve_traced(request)
 
     async def _serve_traced(self, request: Request) -> None:
         self._in_flight += 1
-        self.metrics.in_flight.labels(self.manifest.name).inc()
+        self.metrics.in_flight.labels(self.name).inc()
         try:
             ctx = CallContext.from_headers(request.headers, default_budget_s=self.default_budget_s)
-            ctx.check(f"model {self.manifest.name} ({self.replica}) started it")
+            ctx.check(f"model {self.name} ({self.replica}) started it")
             digest = hashlib.sha256(request.data).hexdigest()
             sent = (request.headers or {}).get(INPUT_SHA256)
             if sent is not None and sent != digest:
                 raise DataLoss(
-                    f"model {self.manifest.name}: input altered in transit: header "
+                    f"model {self.name}: input altered in transit: header "
                     f"{INPUT_SHA256} is {sent[:16]}..., the body hashes to {digest[:16]}..."
                 )
             call = wire_pb2.InferCall()
@@ -193,14 +203,16 @@ class NatsWorker:
                 raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
             inputs = {t.name: from_tensor(t) for t in call.inputs}
             capability = (request.headers or {}).get(CAPABILITY)
-            heads.check_capability(self.manifest, capability)
-            prediction = await self.scheduler.run(
-                ctx, lambda: self._timed(inputs, call.augment, ctx.priority)
-            )
-            outputs = heads.reply_outputs(self.manifest, capability, prediction.outputs)
+            with self.host.use() as loaded:
+                manifest = loaded.manifest
+                heads.check_capability(manifest, capability)
+                prediction = await self.scheduler.run(
+                    ctx, lambda: self._timed(loaded, inputs, call.augment, ctx.priority)
+                )
+            outputs = heads.reply_outputs(manifest, capability, prediction.outputs)
             reply = wire_pb2.InferReply(
-                model=self.manifest.name,
-                version=self.manifest.version,
+                model=manifest.name,
+                version=manifest.version,
                 replica=self.replica,
                 outputs=[to_tensor(n, a) for n, a in outputs.items()],
                 compute_ms=prediction.compute_ms,
@@ -215,7 +227,7 @@ class NatsWorker:
         except Exception as exc:
             log.exception("inference failed")
             self.metrics.observe("nats", "internal")
-            await request.respond_error("INTERNAL", f"model {self.manifest.name}: {exc!r}")
+            await request.respond_error("INTERNAL", f"model {self.name}: {exc!r}")
         finally:
             self._in_flight -= 1
-            self.metrics.in_flight.labels(self.manifest.name).dec()
+            self.metrics.in_flight.labels(self.name).dec()

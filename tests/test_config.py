@@ -16,12 +16,12 @@ def test_section_env_beats_global_env_and_flags_beat_both() -> None:
         "CHORUS_NATS_URL": "nats://global:1",
         "CHORUS_MODEL_NATS_URL": "nats://model:2",
         "CHORUS_MODEL_REPOSITORY": "/srv/models",
-        "CHORUS_MODEL_WORKERS": "2",
+        "CHORUS_MODEL_INSTANCES": "2",
     }
-    cfg = from_env(ModelServiceConfig, "model", env=env, model="mlp", workers=None)
+    cfg = from_env(ModelServiceConfig, "model", env=env, model="mlp", instances=None)
     assert cfg.nats_url == "nats://model:2"
     assert cfg.repository == Path("/srv/models")
-    assert cfg.workers == 2
+    assert cfg.instances == 2
     assert cfg.model == "mlp"
     assert from_env(RouterConfig, "router", env=env).nats_url == "nats://global:1"
 

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from chorus.codec import from_tensor, to_tensor
+from chorus.config import ModelServiceConfig
 from chorus.context import CAPABILITY, INPUT_SHA256, PRIORITY, Priority
 from chorus.datasets import LABELS, digits_split
 from chorus.errors import FailedPrecondition, InvalidArgument
@@ -22,7 +23,6 @@ from chorus.scheduler import PriorityScheduler
 from chorus.spec import TensorSpec
 from services import repository
 from services.augment import infer_augmented
-from services.batcher import DynamicBatcher
 from services.build_multitask import (
     CAPABILITIES,
     DIGITS,
@@ -43,6 +43,7 @@ from services.heads import (
     primary_labels,
     reply_outputs,
 )
+from services.lifecycle import ModelHost
 from services.metrics import ModelMetrics
 from services.repository import Head, Manifest
 from services.runtime import OnnxModel
@@ -394,19 +395,20 @@ class FakeRequest:
 
 @pytest.fixture
 async def worker(built: repository.ModelVersion) -> AsyncIterator[NatsWorker]:
-    model = OnnxModel(built, device="cpu")
+    config = ModelServiceConfig(model=NAME, repository=built.path.parents[1], device="cpu")
+    host = ModelHost(config)
+    await host.load()
     w = NatsWorker(
         None,  # type: ignore[arg-type]
-        model,
-        ModelMetrics(NAME, "1", model.provider),
+        host,
+        ModelMetrics(NAME),
         replica="multitask-1",
         heartbeat_s=1.0,
         default_budget_s=10.0,
         scheduler=PriorityScheduler(NAME, 1, {p: 8 for p in Priority}),
-        batcher=DynamicBatcher(model),
     )
     yield w
-    model.close()
+    await host.close()
 
 
 async def _ask(worker: NatsWorker, x: np.ndarray, capability: str | None) -> FakeRequest:

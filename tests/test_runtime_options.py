@@ -1,0 +1,96 @@
+"""The manifest's runtime options reach ONNX Runtime, and the service's settings win."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chorus.config import ModelServiceConfig
+from services import providers, repository
+from services.repository import Manifest, RuntimeOptions
+from services.runtime import OnnxModel, RunSettings
+
+gpu = pytest.mark.skipif(not providers.cuda_usable(), reason="no usable CUDA GPU on this machine")
+
+
+def test_runtime_options_round_trip_through_the_manifest(model_repo: Path) -> None:
+    manifest = repository.load(model_repo, "mlp").manifest
+    assert "runtime" not in json.loads(manifest.to_json())  # defaults stay out of the file
+    tuned = dataclasses.replace(
+        manifest, runtime=RuntimeOptions(graph_optimization="basic", instances=2, max_batch=32)
+    )
+    back = Manifest.from_dict(json.loads(tuned.to_json()))
+    assert back.runtime == tuned.runtime
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"graph_optimization": "max"}, r"runtime.graph_optimization: expected one of"),
+        ({"execution_mode": "eager"}, r"runtime.execution_mode: expected one of"),
+        ({"instances": -1}, r"runtime.instances: expected >= 0, got -1"),
+        ({"threads": 4}, r"runtime: unknown option\(s\) \['threads'\]"),
+    ],
+)
+def test_bad_runtime_options_name_the_field(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RuntimeOptions.from_dict(options)
+
+
+def test_service_settings_beat_the_manifest_which_beats_defaults() -> None:
+    manifest = RuntimeOptions(instances=3, max_batch=16, max_batch_delay_ms=4.0)
+    plain = RunSettings.resolve(manifest, ModelServiceConfig())
+    assert (plain.instances, plain.max_batch, plain.max_batch_delay_ms) == (3, 16, 4.0)
+    assert plain.intra_op_threads == 1
+    given = RunSettings.resolve(manifest, ModelServiceConfig(instances=1, max_batch=64))
+    assert (given.instances, given.max_batch, given.max_batch_delay_ms) == (1, 64, 4.0)
+    assert RunSettings.resolve(RuntimeOptions(), ModelServiceConfig()) == RunSettings()
+
+
+async def test_several_instances_answer_as_one(model_repo: Path) -> None:
+    version = repository.load(model_repo, "mlp")
+    x = np.random.default_rng(1).random((8, 64), dtype=np.float32) * 16
+    one = OnnxModel(version, device="cpu")
+    two = OnnxModel(
+        version, device="cpu", settings=RunSettings(instances=2, graph_optimization="disable")
+    )
+    try:
+        assert len(two.sessions) == 2
+        want = one.run({"input": x}).outputs["probabilities"]
+        got = await asyncio.gather(*(two.infer({"input": x[i : i + 1]}) for i in range(8)))
+        rows = np.concatenate([p.outputs["probabilities"] for p in got])
+        np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6)
+    finally:
+        one.close()
+        two.close()
+
+
+@pytest.mark.gpu
+@gpu
+def test_io_binding_on_cuda_matches_cpu(model_repo: Path) -> None:
+    version = repository.load(model_repo, "mlp")
+    x = np.random.default_rng(2).random((32, 64), dtype=np.float32) * 16
+    bound = OnnxModel(version, device="cuda", settings=RunSettings(io_binding=True))
+    cpu = OnnxModel(version, device="cpu")
+    try:
+        assert bound.provider == providers.CUDA
+        np.testing.assert_allclose(
+            bound.run({"input": x}).outputs["probabilities"],
+            cpu.run({"input": x}).outputs["probabilities"],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    finally:
+        bound.close()
+        cpu.close()
+
+
+def test_tensorrt_is_chosen_only_where_it_loads() -> None:
+    chosen = providers.choose("auto", tensorrt=True)
+    assert (providers.TENSORRT in chosen) == providers.tensorrt_usable()
+    assert providers.choose("cpu", tensorrt=True) == [providers.CPU]
