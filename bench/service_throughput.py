@@ -29,7 +29,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.mesh_latency import machine  # noqa: E402
+from chorus.bench.stats import machine  # noqa: E402
 from chorus.mesh import Mesh  # noqa: E402
 from chorus.natsserver import NatsServer  # noqa: E402
 from chorus.pb import kserve_v2_pb2 as kpb  # noqa: E402

@@ -106,6 +106,22 @@ def _parser() -> argparse.ArgumentParser:
     _mesh_args(demo)
     _submit_args(demo)
     demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser(
+        "bench", help="one digit per request through bare ORT, a service, the mesh (and Ray)"
+    )
+    bench.add_argument("--requests", type=int, default=2000, help="per path and concurrency")
+    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    bench.add_argument("--paths", nargs="+", choices=["bare", "service", "mesh", "ray"],
+                       help="default: bare service mesh, and ray with --ray-python")  # fmt: skip
+    bench.add_argument("--ray-python", type=Path,
+                       help="a python with ray[serve], onnxruntime, numpy and aiohttp")  # fmt: skip
+    bench.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    bench.add_argument("--out", type=Path, default=Path("bench/results"))
+    bench.add_argument("--keep-tasks", action="store_true",
+                       help="the fuser keeps every task (a JetStream write each)")  # fmt: skip
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(func=_bench)
     return p
 
 
@@ -383,6 +399,37 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         mesh.stop()
         print("mesh stopped")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from chorus.bench import plot
+    from chorus.bench.run import Options, run
+
+    paths = args.paths or ["bare", "service", "mesh", *(["ray"] if args.ray_python else [])]
+    if "ray" in paths and args.ray_python is None:
+        print("chorus bench: the ray path needs --ray-python", file=sys.stderr)
+        return 2
+    if args.requests < 1 or min(args.concurrency) < 1:
+        print("chorus bench: --requests and --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    outcome = run(
+        Options(
+            requests=args.requests,
+            concurrency=tuple(dict.fromkeys(args.concurrency)),
+            paths=tuple(paths),
+            ray_python=args.ray_python,
+            repository=args.repository,
+            out=args.out,
+            progress=not args.no_progress,
+            keep_tasks=args.keep_tasks,
+        )
+    )
+    print(f"results  {outcome.json_path}")
+    if outcome.plot_path is not None:
+        print(f"plot     {outcome.plot_path}")
+    else:
+        print(f"no plot: matplotlib is not installed ({plot.INSTALL_HINT})")
+    return 0
 
 
 if __name__ == "__main__":

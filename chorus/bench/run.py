@@ -1,0 +1,193 @@
+"""One `chorus bench` run: every path at every concurrency, then the record and the plot."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import platform
+import tempfile
+import threading
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from chorus.bench import plot
+from chorus.bench.paths import (
+    WARM_UP,
+    WORKLOAD,
+    BarePath,
+    BenchPath,
+    Phase,
+    RayPath,
+    Workload,
+    load_workload,
+    mesh_path,
+    running_mesh,
+    service_path,
+)
+from chorus.bench.stats import latency_stats, machine
+from chorus.bench.usage import Gpus, Sampler
+
+PATHS = ("bare", "service", "mesh", "ray")
+"""Also the order they run in: the mesh is up only while service and mesh are measured."""
+NAME = "bench"
+
+
+@dataclass(frozen=True)
+class Options:
+    requests: int = 2000
+    concurrency: tuple[int, ...] = (1, 16)
+    paths: tuple[str, ...] = ("bare", "service", "mesh")
+    ray_python: Path | None = None
+    repository: Path = Path("models")
+    out: Path = Path("bench/results")
+    progress: bool = True
+    keep_tasks: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: dict[str, Any]
+    json_path: Path
+    plot_path: Path | None
+    """None when matplotlib is not installed."""
+
+
+def _paths(options: Options, workload: Workload) -> Generator[BenchPath]:
+    """Each path set up just before it is measured and torn down right after it."""
+    wanted = [p for p in PATHS if p in options.paths]
+    if "bare" in wanted:
+        yield BarePath(workload)
+    if "service" in wanted or "mesh" in wanted:
+        with running_mesh(workload, full="mesh" in wanted, keep_tasks=options.keep_tasks) as m:
+            for name, make in (("service", service_path), ("mesh", mesh_path)):
+                if name in wanted:
+                    grpc_path = make(m, workload)
+                    try:
+                        yield grpc_path
+                    finally:
+                        grpc_path.close()
+    if "ray" in wanted:
+        assert options.ray_python is not None
+        with tempfile.TemporaryDirectory(prefix="chorus-ray-") as scratch:
+            ray = RayPath(options.ray_python, workload, Path(scratch))
+            try:
+                yield ray
+            finally:
+                ray.close()
+
+
+@contextlib.contextmanager
+def _progress(bar: tqdm[Any], phase: Phase) -> Iterator[None]:
+    """Poll the phase from a thread: a callback per request would slow the fastest path."""
+    shown = 0
+    stop = threading.Event()
+
+    def poll() -> None:
+        nonlocal shown
+        while not stop.wait(0.1):
+            done = phase.done
+            bar.update(done - shown)
+            shown = done
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    if not bar.disable:
+        watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+        bar.update(phase.done - shown)
+
+
+def _summary(results: dict[str, dict[str, Any]], concurrency: tuple[int, ...]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    bare, mesh = results.get("bare@1"), results.get("mesh@1")
+    if bare and mesh:
+        summary["mesh_added_p50_ms_at_conc_1"] = round(mesh["p50_ms"] - bare["p50_ms"], 3)
+    ratio = {
+        f"conc {c}": round(
+            results[f"mesh@{c}"]["throughput_rps"] / results[f"ray@{c}"]["throughput_rps"], 2
+        )
+        for c in concurrency
+        if f"mesh@{c}" in results and f"ray@{c}" in results
+    }
+    if ratio:
+        summary["mesh_over_ray_throughput"] = ratio
+    return summary
+
+
+def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
+    """`say` gets a line per built model and per phase; the default keeps the bar intact."""
+    if "ray" in options.paths and options.ray_python is None:
+        raise ValueError("the ray path needs --ray-python")
+    workload, built = load_workload(options.repository)
+    for path in built:
+        say(f"built demo model {path}")
+    record: dict[str, Any] = {
+        "benchmark": NAME,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "workload": WORKLOAD,
+        "settings": {
+            "requests": options.requests,
+            "warm_up": min(WARM_UP, options.requests),
+            "concurrency": list(options.concurrency),
+            "paths": [p for p in PATHS if p in options.paths],
+            "service_model": workload.members[-1],
+            "fuser_keeps_tasks": options.keep_tasks,
+        },
+        "results": {},
+    }
+    results: dict[str, dict[str, Any]] = record["results"]
+    total = len(record["settings"]["paths"]) * len(options.concurrency) * options.requests
+    gpus = Gpus.open()
+    try:
+        with (
+            tqdm(total=total, unit="req", disable=not options.progress, smoothing=0) as bar,
+            contextlib.closing(_paths(options, workload)) as paths,
+        ):
+            for subject in paths:
+                if isinstance(subject, RayPath):
+                    record["settings"]["ray"] = subject.info.get("ray")
+                    say(f"ray serve {subject.info.get('ray', '?')} up")
+                for c in options.concurrency:
+                    key = f"{subject.name}@{c}"
+                    bar.set_description(key)
+                    subject.warm(min(WARM_UP, options.requests))
+                    phase = Phase()
+                    with (
+                        _progress(bar, phase),
+                        Sampler(subject.clients(), subject.services(), gpus) as use,
+                    ):
+                        subject.drive(c, options.requests, phase)
+                    results[key] = {
+                        **latency_stats(phase.latencies_s, phase.elapsed_s),
+                        **use.result,
+                    }
+                    r = results[key]
+                    say(
+                        f"{key:<11} {r['throughput_rps']:>9.1f} req/s  p50 {r['p50_ms']:.3f}  "
+                        f"p95 {r['p95_ms']:.3f}  p99 {r['p99_ms']:.3f} ms  "
+                        f"cpu {r['cpu']['machine_percent']:.0f}%"
+                    )
+    finally:
+        if gpus is not None:
+            gpus.close()
+    record["summary"] = _summary(results, options.concurrency)
+
+    options.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{NAME}-{platform.node()}-{dt.date.today().isoformat()}"
+    json_path = options.out / f"{stem}.json"
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    plot_path: Path | None = None
+    if plot.available():
+        plot_path = options.out / f"{stem}.png"
+        plot.draw(record, plot_path)
+    return Outcome(record, json_path, plot_path)

@@ -1,0 +1,97 @@
+"""`chorus bench` as a person runs it: a real mesh, a JSON record and a plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import psutil
+
+from chorus.bench.usage import Gpus, Sampler
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NO_MATPLOTLIB = (
+    "import sys; sys.modules['matplotlib'] = None; from chorus.cli import main; "
+    "raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def _bench(model_repo: Path, out: Path, *args: str, python: list[str] | None = None) -> str:
+    cmd = [*(python or [sys.executable, "-m", "chorus.cli"]), "bench", "--requests", "30",
+           "--concurrency", "1", "2", "--repository", str(model_repo), "--out", str(out),
+           "--no-progress", *args]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_bench_records_every_path_and_concurrency_and_plots(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    _bench(model_repo, tmp_path, "--paths", "bare", "service", "mesh")
+    (record_path,) = tmp_path.glob("bench-*.json")
+    record = json.loads(record_path.read_text())
+    assert record["machine"]["cores"] >= 1 and record["machine"]["host"]
+    assert set(record["results"]) == {
+        f"{p}@{c}" for p in ("bare", "service", "mesh") for c in (1, 2)
+    }
+    for key, r in record["results"].items():
+        assert r["requests"] == 30, key
+        assert r["throughput_rps"] > 0, key
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], key
+        assert 0 <= r["cpu"]["machine_percent"] <= 100, key
+        assert r["cpu"]["client_s"] is not None, key
+        assert "gpu" in r, key
+    for key in ("service@1", "mesh@2"):
+        assert record["results"][key]["cpu"]["services_s"] is not None, key
+    assert set(record["results"]["mesh@1"]["cpu"]["per_service_s"]) >= {"router", "fuser", "mlp"}
+    assert record["results"]["bare@1"]["cpu"]["services_s"] is None
+    assert "mesh_added_p50_ms_at_conc_1" in record["summary"]
+    plot = record_path.with_suffix(".png")
+    assert plot.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_bench_without_matplotlib_still_records_and_says_how_to_plot(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    out = _bench(
+        model_repo, tmp_path, "--paths", "bare", python=[sys.executable, "-c", NO_MATPLOTLIB]
+    )
+    assert len(list(tmp_path.glob("bench-*.json"))) == 1
+    assert not list(tmp_path.glob("*.png"))
+    assert "pip install 'chorus-mesh[bench]'" in out
+
+
+def test_bench_ray_path_needs_a_ray_python(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "bench", "--paths", "ray", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "--ray-python" in run.stderr
+
+
+class _OneGpu:
+    """Readings as NVML would give them for one device: a real GPU is rarely at hand."""
+
+    def __init__(self) -> None:
+        self.readings = iter([(10, 100.0), (90, 300.0)])
+
+    def sample(self) -> list[tuple[int, float]]:
+        return [next(self.readings, (50, 200.0))]
+
+
+def test_sampler_charges_cpu_to_the_processes_and_polls_the_gpu() -> None:
+    me = psutil.Process()
+    with Sampler([me], [("self", me)], cast(Gpus, _OneGpu()), every_s=0.01) as use:
+        deadline = me.cpu_times().user + 0.05
+        while me.cpu_times().user < deadline:
+            pass
+    cpu: dict[str, Any] = use.result["cpu"]
+    assert cpu["client_s"] >= 0.05 and cpu["services_s"] == cpu["per_service_s"]["self"]
+    gpu: dict[str, Any] = use.result["gpu"]
+    assert gpu["devices"] == 1 and gpu["samples"] >= 2
+    assert gpu["util_percent_max"] == 90 and gpu["memory_used_mib_max"] == 300.0
