@@ -17,7 +17,7 @@ from chorus.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
 from chorus.scheduler import PriorityScheduler
-from services.lifecycle import READY, ModelHost
+from services.lifecycle import READY, Loaded, ModelHost
 from services.metrics import ModelMetrics
 
 _TYPED_FIELD = {
@@ -32,6 +32,12 @@ _TYPED_FIELD = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+}
+
+
+_TRITON_TYPE = {
+    name.removeprefix("TYPE_").replace("STRING", "BYTES"): value
+    for name, value in pb.DataType.items()
 }
 
 
@@ -99,6 +105,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                 "max_batch": pb.InferParameter(int64_param=model.settings.max_batch),
             },
         )
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        if request.name != self.name:
+            await context.abort(*self._elsewhere(request.name))
+        try:
+            with self.host.use(request.version) as loaded:
+                config = _triton_config(loaded)
+        except ChorusError as err:
+            await context.abort(err.code, err.message)
+        return pb.ModelConfigResponse(config=config)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
@@ -180,6 +198,37 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             grpc.StatusCode.NOT_FOUND,
             f"model_name: model {name!r} is not served here; this service serves {self.name!r}",
         )
+
+
+def _triton_config(loaded: Loaded) -> pb.ModelConfig:
+    """The config Triton would report: with batching on, dims lose the row dimension."""
+    manifest, settings = loaded.manifest, loaded.model.settings
+    batched = settings.max_batch > 1 and all(
+        s.shape and s.shape[0] == -1 for s in (*manifest.inputs, *manifest.outputs)
+    )
+
+    def dims(shape: tuple[int, ...]) -> list[int]:
+        return list(shape[1:] if batched else shape)
+
+    config = pb.ModelConfig(
+        name=manifest.name,
+        platform=manifest.platform,
+        backend="onnxruntime",
+        max_batch_size=settings.max_batch if batched else 0,
+        input=[
+            pb.ModelInput(name=s.name, data_type=_TRITON_TYPE[s.datatype], dims=dims(s.shape))
+            for s in manifest.inputs
+        ],
+        output=[
+            pb.ModelOutput(name=s.name, data_type=_TRITON_TYPE[s.datatype], dims=dims(s.shape))
+            for s in manifest.outputs
+        ],
+    )
+    if batched:
+        config.dynamic_batching.max_queue_delay_microseconds = int(
+            settings.max_batch_delay_ms * 1000
+        )
+    return config
 
 
 def _version_param(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as tc
+from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
@@ -38,6 +39,11 @@ def test_tritonclient_model_infer_matches_onnx_runtime(forest: str, model_repo: 
         assert meta.platform == "onnxruntime_onnx"
         assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
             ("input", "FP32", [-1, 64])
+        ]
+        config = client.get_model_config("forest").config  # Triton's, as perf_analyzer reads it
+        assert (config.name, config.max_batch_size, config.backend) == ("forest", 0, "onnxruntime")
+        assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+            ("input", model_config_pb2.TYPE_FP32, [-1, 64])
         ]
 
         inp = tc.InferInput("input", list(x.shape), "FP32")
