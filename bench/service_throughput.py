@@ -3,7 +3,9 @@ CNN (`services/build_cnn.py`):
 
   bare     ONNX Runtime in this process, batches of --batch images, back to back
   service  the model service over KServe v2 gRPC, --concurrency clients each sending one
-           image per request; dynamic batching (max_batch = --batch) rebuilds the batches
+           image per request; dynamic batching (max_batch = --batch) rebuilds the batches.
+           Load comes from Python (grpc.aio, in this process) and, where it runs, from
+           Triton's perf_analyzer (C++), which costs the shared cores far less
 
 Both use one ONNX Runtime thread, so the ratio is about what the service adds around it.
 
@@ -29,6 +31,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chorus import perfanalyzer  # noqa: E402
 from chorus.bench.stats import machine  # noqa: E402
 from chorus.mesh import Mesh  # noqa: E402
 from chorus.natsserver import NatsServer  # noqa: E402
@@ -74,6 +77,32 @@ async def service(target: str, concurrency: int, seconds: float) -> tuple[float,
     return len(latencies) / elapsed, latencies
 
 
+def perf_analyzer(target: str, concurrency: int, seconds: float) -> dict[str, object] | None:
+    """The same load from perf_analyzer, or None where its libraries are missing."""
+    reason = perfanalyzer.unavailable_reason()
+    if reason is not None:
+        print(f"perf_analyzer skipped: {reason}", file=sys.stderr)
+        return None
+    result = perfanalyzer.run(
+        NAME,
+        target,
+        concurrency=concurrency,
+        batch_size=1,
+        measurement_ms=int(seconds * 1000 / 2),
+        max_trials=6,
+        stability_percent=20.0,
+    )
+    return {
+        "images_per_s": round(result.throughput_infer_per_s, 1),
+        "latency_ms": {
+            "p50": round(result.p50_us / 1000, 2),
+            "p95": round(result.p95_us / 1000, 2),
+            "p99": round(result.p99_us / 1000, 2),
+        },
+        "command": " ".join(result.command[1:]),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0)
@@ -86,12 +115,13 @@ def main() -> None:
     build_cnn(root)
     path = repository.load(root, NAME).onnx_path
     bare_ips = bare(path, args.batch, args.seconds)
-    env = {"CHORUS_MODEL_MAX_BATCH": str(args.batch), "CHORUS_MODEL_MAX_BATCH_DELAY_MS": "5"}
+    env = {"CHORUS_MODEL_MAX_BATCH": str(args.batch)}  # the manifest's delay, 5 ms
     with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "js") as nats, Mesh(
         root, Path(tmp) / "mesh", models=[NAME], nats_url=nats.url, extra_env=env
     ) as mesh:  # fmt: skip
         target = str(mesh.child(NAME).ready["grpc"])
         svc_ips, lat = asyncio.run(service(target, args.concurrency, args.seconds))
+        external = perf_analyzer(target, args.concurrency, args.seconds)
     q = np.quantile(np.array(lat) * 1000, [0.5, 0.95, 0.99])
     record = {
         "benchmark": "service_throughput",
@@ -103,7 +133,10 @@ def main() -> None:
         "service_images_per_s": round(svc_ips, 1),
         "ratio": round(svc_ips / bare_ips, 3),
         "service_latency_ms": {"p50": round(q[0], 2), "p95": round(q[1], 2), "p99": round(q[2], 2)},
+        "perf_analyzer": external,
     }
+    if external is not None:
+        record["perf_analyzer_ratio"] = round(external["images_per_s"] / bare_ips, 3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path_out = out / f"service_throughput-{platform.node()}-{dt.date.today().isoformat()}.json"
