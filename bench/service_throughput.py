@@ -5,7 +5,8 @@ CNN (`services/build_cnn.py`):
   service  the model service over KServe v2 gRPC, --concurrency clients each sending one
            image per request; dynamic batching (max_batch = --batch) rebuilds the batches.
            Load comes from Python (grpc.aio, in this process) and, where it runs, from
-           Triton's perf_analyzer (C++), which costs the shared cores far less
+           Triton's perf_analyzer (C++), with one call per request and with one
+           ModelStreamInfer stream per client
 
 Both use one ONNX Runtime thread, so the ratio is about what the service adds around it.
 
@@ -77,8 +78,11 @@ async def service(target: str, concurrency: int, seconds: float) -> tuple[float,
     return len(latencies) / elapsed, latencies
 
 
-def perf_analyzer(target: str, concurrency: int, seconds: float) -> dict[str, object] | None:
-    """The same load from perf_analyzer, or None where its libraries are missing."""
+def perf_analyzer(
+    target: str, concurrency: int, seconds: float, streaming: bool
+) -> dict[str, object] | None:
+    """The same load from perf_analyzer (one call per request, or with `streaming` one
+    ModelStreamInfer stream per client), or None where its libraries are missing."""
     reason = perfanalyzer.unavailable_reason()
     if reason is not None:
         print(f"perf_analyzer skipped: {reason}", file=sys.stderr)
@@ -91,6 +95,7 @@ def perf_analyzer(target: str, concurrency: int, seconds: float) -> dict[str, ob
         measurement_ms=int(seconds * 1000 / 2),
         max_trials=6,
         stability_percent=20.0,
+        extra_args=["--streaming"] if streaming else [],
     )
     return {
         "images_per_s": round(result.throughput_infer_per_s, 1),
@@ -121,7 +126,10 @@ def main() -> None:
     ) as mesh:  # fmt: skip
         target = str(mesh.child(NAME).ready["grpc"])
         svc_ips, lat = asyncio.run(service(target, args.concurrency, args.seconds))
-        external = perf_analyzer(target, args.concurrency, args.seconds)
+        external = {
+            kind: perf_analyzer(target, args.concurrency, args.seconds, kind == "stream")
+            for kind in ("unary", "stream")
+        }
     q = np.quantile(np.array(lat) * 1000, [0.5, 0.95, 0.99])
     record = {
         "benchmark": "service_throughput",
@@ -134,9 +142,12 @@ def main() -> None:
         "ratio": round(svc_ips / bare_ips, 3),
         "service_latency_ms": {"p50": round(q[0], 2), "p95": round(q[1], 2), "p99": round(q[2], 2)},
         "perf_analyzer": external,
+        "perf_analyzer_ratio": {
+            kind: round(float(r["images_per_s"]) / bare_ips, 3)  # type: ignore[arg-type]
+            for kind, r in external.items()
+            if r is not None
+        },
     }
-    if external is not None:
-        record["perf_analyzer_ratio"] = round(external["images_per_s"] / bare_ips, 3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path_out = out / f"service_throughput-{platform.node()}-{dt.date.today().isoformat()}.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -16,6 +17,8 @@ from typing import Any
 
 DEFAULT_REPOSITORY = Path("models")
 DEFAULT_DATA_DIR = Path(".chorus")
+GC_FIRST_GENERATION = 20_000
+"""Allocations between young-generation collections in a serving process (CPython: 700)."""
 DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "gate", "caption"]
 """Three members, the arbiter, the stacking meta-model, the gate and the caption model.
 (The multi-task model is built too, but not started: it would join classify/digits.)"""
@@ -264,6 +267,7 @@ def _run_service(service: Any, ready: dict[str, Any]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with service:
+            _settle_garbage_collector()
             print(
                 json.dumps({k: v(service) if callable(v) else v for k, v in ready.items()}),
                 flush=True,
@@ -272,6 +276,15 @@ def _run_service(service: Any, ready: dict[str, Any]) -> int:
 
     _event_loop_runner()(run())
     return 0
+
+
+def _settle_garbage_collector() -> None:
+    """A serving process allocates many short-lived objects per request; with start-up's
+    objects frozen out of the collector and a larger first generation, collections are rarer
+    and cheaper (measured: about 2% more throughput on a model service, bench/README.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_FIRST_GENERATION, 20, 20)
 
 
 def _event_loop_runner() -> Any:

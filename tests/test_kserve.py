@@ -6,6 +6,7 @@ uses tritonclient's stubs only; importing both into one process is refused by pr
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
 
 import grpc
@@ -99,3 +100,40 @@ def test_health_service_reports_serving(forest: str) -> None:
     with grpc.insecure_channel(forest) as ch:
         reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_stream_infer_answers_each_request_by_id_and_survives_a_bad_one(forest: str) -> None:
+    x = digits_split().x_test[:6]
+    unary = tc.InferenceServerClient(url=forest)
+    stream = tc.InferenceServerClient(url=forest)
+    answers: queue.Queue[tuple[object, object]] = queue.Queue()
+    try:
+        want = {}
+        for i in range(6):
+            given = tc.InferInput("input", [1, 64], "FP32")
+            given.set_data_from_numpy(x[i : i + 1])
+            want[str(i)] = unary.infer("forest", [given]).as_numpy("probabilities")
+        stream.start_stream(callback=lambda result, error: answers.put((result, error)))
+        for i in range(6):
+            if i == 3:
+                bad = tc.InferInput("input", [1, 63], "FP32")
+                bad.set_data_from_numpy(np.zeros((1, 63), np.float32))
+                stream.async_stream_infer("forest", [bad], request_id="bad")
+            given = tc.InferInput("input", [1, 64], "FP32")
+            given.set_data_from_numpy(x[i : i + 1])
+            stream.async_stream_infer("forest", [given], request_id=str(i))
+        got, errors = {}, []
+        for _ in range(7):
+            result, error = answers.get(timeout=10)
+            if error is not None:
+                errors.append(str(error))
+            else:
+                got[result.get_response().id] = result.as_numpy("probabilities")  # type: ignore[attr-defined]
+        stream.stop_stream()
+    finally:
+        unary.close()
+        stream.close()
+    assert sorted(got) == sorted(want)
+    for key, probabilities in want.items():
+        np.testing.assert_array_equal(got[key], probabilities)
+    assert len(errors) == 1 and "expected shape [-1, 64]" in errors[0], errors

@@ -69,6 +69,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
                 response_deserializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryIndex',
                 request_serializer=chorus_dot_pb_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
@@ -131,6 +136,12 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RepositoryIndex(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -186,6 +197,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelConfig,
                     request_deserializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelConfigRequest.FromString,
                     response_serializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelInferRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_kserve__v2__pb2.ModelStreamInferResponse.SerializeToString,
             ),
             'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryIndex,
@@ -392,6 +408,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelConfig',
             chorus_dot_pb_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
             chorus_dot_pb_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            chorus_dot_pb_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
+            chorus_dot_pb_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
