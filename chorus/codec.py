@@ -11,6 +11,7 @@ numpy str ('<U') or bytes ('S') arrays, and decode to a read-only object array o
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 
@@ -97,7 +98,7 @@ def from_bytes(
     dims = tuple(int(d) for d in shape)
     if any(d < 0 for d in dims):
         raise InvalidArgument(f"{field}.shape: dimensions must be >= 0, got {list(dims)}")
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    count = math.prod(dims)
     if dtype is BYTES_DTYPE:
         return _decode_strings(raw, dims, count, field)
     expected = count * dtype.itemsize

@@ -4,6 +4,7 @@ pipeline of such stages; or a cascade that asks more members only where it must.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -396,7 +397,7 @@ class TaskRunner:
             raise InvalidArgument("inputs: empty; send at least one input tensor")
         names = [t.name for t in inputs]
         for t in inputs:
-            elements = int(np.prod(t.shape, dtype=np.float64)) if t.shape else 1
+            elements = math.prod(int(d) for d in t.shape)
             if elements > self.max_tensor_elements:
                 raise InvalidArgument(
                     f"inputs[{t.name!r}]: shape {list(t.shape)} has {elements} elements; "
