@@ -119,8 +119,8 @@ class ModelHost:
         return [self._states.get(v, VersionState(v, UNAVAILABLE, "not loaded")) for v in names]
 
     async def load(self, version: str | None = None) -> str:
-        """Load (or reload) a version, the highest on disk when none is named; the versions
-        beyond `keep_versions` are taken out of service once it is ready."""
+        """Load (or reload) a version, the highest on disk when none is named; once it is
+        ready, the other versions beyond `keep_versions` are taken out of service."""
         async with self._lock:
             mv = repository.load(self.config.repository, self.name, version)
             v = mv.manifest.version
@@ -153,7 +153,10 @@ class ModelHost:
             self._states[v] = VersionState(v, READY)
             if replaced is not None:
                 self._retire(replaced)
-            for old in sorted(self._loaded, key=version_key)[: -self.config.keep_versions]:
+            # The version just loaded stays (a rollback to an older one sticks); of the others,
+            # the highest keep_versions - 1 stay beside it.
+            others = sorted((x for x in self._loaded if x != v), key=version_key, reverse=True)
+            for old in others[self.config.keep_versions - 1 :]:
                 self._retire(self._loaded.pop(old))
                 self._states[old] = VersionState(old, UNAVAILABLE, f"replaced by version {v}")
             log.info("model %s: version %s ready (%s)", self.name, v, model.provider)

@@ -104,6 +104,7 @@ class OnnxModel:
             for i in range(len(self.sessions))
         ]
         self._busy = [0] * len(self.sessions)
+        self._closed = False
         if self.settings.warmup:
             self.warm_up()
         log.info(
@@ -196,6 +197,11 @@ class OnnxModel:
             return x
         return (x + self._rng.normal(0.0, self.noise, x.shape)).astype(x.dtype)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
+        self._closed = True
         for pool in self._pools:
             pool.shutdown(wait=True, cancel_futures=True)
