@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     ls = models.add_parser("ls", help="list the models a running router sees")
     ls.add_argument("--router", default="127.0.0.1:50051")
     ls.set_defaults(func=_models_ls)
+    for action, what in (
+        ("index", "the versions one model service has, and their state"),
+        ("load", "load (or reload) a version on one model service; the highest without --version"),
+        ("unload", "unload a version (all without --version) on one model service"),
+    ):
+        control = models.add_parser(action, help=what)
+        control.add_argument("--service", required=True, metavar="HOST:PORT",
+                             help="the model service's KServe gRPC address")  # fmt: skip
+        if action != "index":
+            control.add_argument("--model", required=True)
+            control.add_argument("--version", default="")
+        control.set_defaults(func=_models_control, action=action)
 
     fusion = sub.add_parser("fusion", help="fusion on held-out data").add_subparsers(
         required=True, metavar="ACTION"
@@ -255,6 +267,25 @@ def _models_ls(args: argparse.Namespace) -> int:
         for m in client.list_models().models:
             does, devices = ",".join(m.capabilities), ",".join(m.devices)
             print(f"{m.name} v{m.version}  {does}  replicas={len(m.replicas)} {devices}")
+    return 0
+
+
+def _models_control(args: argparse.Namespace) -> int:
+    import grpc
+
+    from chorus import model_control
+
+    try:
+        if args.action == "index":
+            for model, version, state, reason in model_control.index(args.service):
+                print(f"{model} v{version}  {state}" + (f"  ({reason})" if reason else ""))
+        elif args.action == "load":
+            model_control.load(args.service, args.model, args.version)
+        else:
+            model_control.unload(args.service, args.model, args.version)
+    except grpc.RpcError as err:
+        print(f"chorus models {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
     return 0
 
 

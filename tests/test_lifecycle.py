@@ -200,3 +200,24 @@ def test_model_metadata_names_the_provider_in_use(mesh: Mesh) -> None:
     assert params["execution_provider"] in ("CPUExecutionProvider", "CUDAExecutionProvider")
     assert params["instances"] == 1
     assert params["max_batch"] == 1
+
+
+def test_the_cli_lists_loads_and_unloads_versions(mesh: Mesh) -> None:
+    target = str(mesh.child("logreg").ready["grpc"])
+
+    def chorus(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chorus.cli", "models", *args, "--service", target],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert chorus("index").stdout.strip() == "logreg v1  READY"
+    assert chorus("unload", "--model", "logreg").returncode == 0
+    assert chorus("index").stdout.strip() == "logreg v1  UNAVAILABLE  (unloaded)"
+    wrong = chorus("load", "--model", "logreg", "--version", "7")
+    assert wrong.returncode == 1
+    assert "NOT_FOUND" in wrong.stderr and "no version 7" in wrong.stderr
+    assert chorus("load", "--model", "logreg", "--version", "1").returncode == 0
+    assert chorus("index").stdout.strip() == "logreg v1  READY"
