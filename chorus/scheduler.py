@@ -112,7 +112,23 @@ class PriorityScheduler:
         finally:
             self._depth[ctx.priority] -= 1
 
+    def resize(self, slots: int) -> None:
+        """Run `slots` jobs at once from now on (a model service that loaded a version with
+        more or fewer instances); waiters take new slots at once, running jobs finish."""
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self.slots = slots
+        while self.running < self.slots and self._waiting:
+            w = heapq.heappop(self._waiting)
+            if w.granted.cancelled():
+                continue
+            self.running += 1
+            w.granted.set_result(None)
+
     def _release(self) -> None:
+        if self.running > self.slots:  # shrunk: this slot goes away
+            self.running -= 1
+            return
         while self._waiting:
             w = heapq.heappop(self._waiting)
             if w.granted.cancelled():

@@ -40,6 +40,7 @@ class ModelService(ServiceBase):
         self._server: grpc.aio.Server | None = None
         self._worker: NatsWorker | None = None
         self._health_refresh: set[asyncio.Task[None]] = set()
+        self._scheduler: PriorityScheduler | None = None
 
     @property
     def model(self) -> OnnxModel | None:
@@ -58,9 +59,9 @@ class ModelService(ServiceBase):
         self.host.mark_seen()
         first = self.host.current
         assert first is not None
-        self.scheduler = PriorityScheduler(
+        self.scheduler = self._scheduler = PriorityScheduler(
             f"model {cfg.model}",
-            max(first.model.settings.instances, first.model.settings.max_batch),
+            _slots(first.model),
             dict.fromkeys(Priority, cfg.queue_limit),
             aging_s=cfg.aging_s,
         )
@@ -117,6 +118,9 @@ class ModelService(ServiceBase):
         """Loaded versions changed: metrics, gRPC health and heartbeats say so at once."""
         assert self.host is not None
         self.metrics.loaded([(x.version, x.model.provider) for x in self.host.loaded()])
+        current = self.host.current
+        if current is not None and self._scheduler is not None:
+            self._scheduler.resize(_slots(current.model))
         task = asyncio.create_task(self._announce())
         self._health_refresh.add(task)
         task.add_done_callback(self._health_refresh.discard)
@@ -137,3 +141,8 @@ class ModelService(ServiceBase):
         if self.host is not None:
             await self.host.close()
             self.host = None
+
+
+def _slots(model: OnnxModel) -> int:
+    """Requests in service at once: enough to fill every instance, or one batch."""
+    return max(model.settings.instances, model.settings.max_batch)

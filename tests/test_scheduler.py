@@ -119,3 +119,34 @@ async def test_a_job_whose_deadline_passes_in_the_queue_is_dropped_not_run() -> 
 
 async def _noop() -> None:
     await asyncio.sleep(0)
+
+
+async def test_resizing_up_lets_waiters_in_and_down_lets_running_jobs_finish() -> None:
+    s = PriorityScheduler("model m", 1, dict.fromkeys(Priority, 8))
+    release = await _occupy(s)
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(name: str) -> None:
+        started.append(name)
+        await gate.wait()
+
+    waiters = [
+        asyncio.create_task(s.run(ctx(Priority.NORMAL, n), lambda n=n: job(n))) for n in "ab"
+    ]
+    await asyncio.sleep(0.01)
+    assert started == [] and s.depth(Priority.NORMAL) == 2
+    s.resize(3)
+    await asyncio.sleep(0.01)
+    assert started == ["a", "b"] and s.running == 3
+
+    s.resize(1)
+    late = asyncio.create_task(s.run(ctx(Priority.NORMAL, "c"), lambda: job("c")))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(*waiters)
+    release.set()
+    await late
+    assert started == ["a", "b", "c"] and s.running == 0
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        s.resize(0)
