@@ -418,8 +418,10 @@ def test_config_is_what_the_services_read(
         )
         assert _port(mc, "grpc") == model.grpc_port
         assert _port(mc, "metrics") == model.metrics_port
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert mc[probe]["grpc"]["port"] == model.grpc_port
+        # Liveness must not follow readiness: an unloaded model is not a dead process.
+        assert mc["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
         (init,) = spec["initContainers"]
         assert init["args"] == ["models", "build", "--repository", str(model.repository)]
         mounts = {
