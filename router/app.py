@@ -70,6 +70,7 @@ class RouterService(ServiceBase):
                 max_attempts=cfg.max_attempts,
                 attempt_timeout_s=cfg.attempt_timeout_s,
                 hedge=cfg.hedge,
+                coalesce_rows=cfg.coalesce_rows,
             ),
             self.metrics,
         )

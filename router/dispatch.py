@@ -27,6 +27,7 @@ from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
 from router.choice import Candidate, ReplicaChooser
+from router.coalesce import Coalescer
 from router.metrics import RouterMetrics
 from router.replicas import ReplicaBook
 
@@ -52,6 +53,8 @@ class DispatchPolicy:
     hedge_min_ms: float = 2.0
     """A second request goes to another replica once the first has run past the model's p95
     round trip (and at least this long)."""
+    coalesce_rows: int = 0
+    """Rows one joined call may carry when tasks wait for a model (0: every task alone)."""
 
 
 def error_of(msg: Msg) -> ChorusError | None:
@@ -107,6 +110,16 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
+        self.coalescer = Coalescer(
+            self._send,
+            max_rows=policy.coalesce_rows,
+            observe=lambda model, tasks: metrics.call_tasks.labels(model).observe(tasks),
+        )
+
+    async def _send(
+        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
+    ) -> tuple[wire_pb2.InferReply, float]:
+        return await self.call(model, replicas, body, hashlib.sha256(body).hexdigest(), ctx)
 
     async def fan_out(
         self,
@@ -129,7 +142,7 @@ class Dispatcher:
             replicas, body = members.get(m, []), payloads[m]
             digest = digests[id(body)]
             if not replicas or not replicas[0].heads:
-                return await self.call(m, replicas, body, digest, ctx)
+                return await self.coalescer.call(m, replicas, body, ctx)
             if shared is None:
                 return await self.call(m, replicas, body, digest, ctx, {CAPABILITY: capability})
             # A multi-task model asked by several stages of one pipeline level about the same

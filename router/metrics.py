@@ -42,6 +42,13 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.call_tasks = Histogram(
+            "chorus_router_member_call_tasks",
+            "Tasks one NATS call to a member carried (several when calls are joined under load)",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.member_errors = Counter(
             "chorus_router_member_errors",
             "Member requests that failed, by model and gRPC status",

@@ -1,0 +1,212 @@
+"""Concurrent tasks' calls to one model share NATS requests.
+
+While as many calls to a model are out as its replicas have inference slots, the next tasks'
+calls for it (of one priority) wait, and when one returns, the waiting ones of one input shape
+go as one InferCall: their rows joined (tensors are raw
+bytes, so joining is concatenation), the reply split back by rows. A lone call goes at once,
+so nothing waits on a timer; under load, messages, parses and event-loop turns are paid per
+batch instead of per task, in the router, nats-server and the members alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from chorus.context import CallContext
+from chorus.errors import DataLoss
+from chorus.heartbeat import Heartbeat
+from chorus.pb import tensor_pb2, wire_pb2
+
+Send = Callable[
+    [str, list[Heartbeat], bytes, CallContext], Awaitable[tuple[wire_pb2.InferReply, float]]
+]
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
+Observe = Callable[[str, int], None]
+Key = tuple[str, int]
+
+
+@dataclass
+class _Waiting:
+    call: wire_pb2.InferCall
+    signature: Signature
+    rows: int
+    ctx: CallContext
+    done: asyncio.Future[tuple[wire_pb2.InferReply, float]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class _Lane:
+    out: int = 0
+    waiting: list[_Waiting] = field(default_factory=list)
+
+
+class Coalescer:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        max_rows: int = 256,
+        max_bytes: int = 512 * 1024,
+        observe: Observe | None = None,
+    ) -> None:
+        """`send(model, replicas, body, ctx)` makes one call (with retries and hedging);
+        `max_rows` and `max_bytes` bound one joined call (0 rows: never join); `observe`
+        hears how many tasks each call carried."""
+        self.send = send
+        self.observe = observe or (lambda model, tasks: None)
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._lanes: dict[Key, _Lane] = {}
+
+    async def call(
+        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
+    ) -> tuple[wire_pb2.InferReply, float]:
+        if self.max_rows <= 0:
+            return await self.send(model, replicas, body, ctx)
+        key = (model, int(ctx.priority))
+        lane = self._lanes.setdefault(key, _Lane())
+        if lane.out < sum(max(1, hb.capacity) for hb in replicas) or not replicas:
+            lane.out += 1
+            self.observe(model, 1)
+            try:
+                return await self.send(model, replicas, body, ctx)
+            finally:
+                lane.out -= 1
+                self._next(key, model, replicas)
+        call = wire_pb2.InferCall.FromString(body)
+        signature = _signature(call)
+        rows = _rows(call)
+        if signature is None or call.augment or rows > self.max_rows:
+            self.observe(model, 1)
+            return await self.send(model, replicas, body, ctx)
+        waiting = _Waiting(call, signature, rows, ctx)
+        lane.waiting.append(waiting)
+        return await waiting.done
+
+    def _next(self, key: Key, model: str, replicas: list[Heartbeat]) -> None:
+        """Send the oldest waiting call, joined with the waiting ones shaped like it."""
+        lane = self._lanes[key]
+        if not lane.waiting:
+            if lane.out == 0:
+                del self._lanes[key]
+            return
+        signature = lane.waiting[0].signature
+        batch: list[_Waiting] = []
+        rest: list[_Waiting] = []
+        rows = size = 0
+        for w in lane.waiting:
+            w_size = sum(len(t.raw) for t in w.call.inputs)
+            fits = rows + w.rows <= self.max_rows and size + w_size <= self.max_bytes
+            if w.signature == signature and (not batch or fits):
+                batch.append(w)
+                rows += w.rows
+                size += w_size
+            else:
+                rest.append(w)
+        lane.waiting = rest
+        lane.out += 1
+        task = asyncio.ensure_future(self._send_joined(model, replicas, batch))
+        task.add_done_callback(lambda _: self._finish(key, model, replicas))
+
+    def _finish(self, key: Key, model: str, replicas: list[Heartbeat]) -> None:
+        self._lanes[key].out -= 1
+        self._next(key, model, replicas)
+
+    async def _send_joined(
+        self, model: str, replicas: list[Heartbeat], batch: list[_Waiting]
+    ) -> None:
+        live = [w for w in batch if not w.done.done()]
+        if not live:
+            return
+        # The earliest deadline bounds the joined call: nobody waits past their own.
+        ctx = min((w.ctx for w in live), key=lambda c: c.deadline_ms)
+        self.observe(model, len(live))
+        try:
+            if len(live) == 1:
+                answer = await self.send(model, replicas, live[0].call.SerializeToString(), ctx)
+                _settle(live[0], answer)
+                return
+            joined = _join([w.call for w in live])
+            reply, ms = await self.send(model, replicas, joined.SerializeToString(), ctx)
+            for w, part in zip(live, _split(reply, [w.rows for w in live]), strict=True):
+                _settle(w, (part, ms))
+        except Exception as exc:
+            for w in live:
+                if not w.done.done():
+                    w.done.set_exception(exc)
+        except BaseException:
+            for w in live:
+                w.done.cancel()
+            raise
+
+
+def _settle(w: _Waiting, answer: tuple[wire_pb2.InferReply, float]) -> None:
+    if not w.done.done():
+        w.done.set_result(answer)
+
+
+def _signature(call: wire_pb2.InferCall) -> Signature | None:
+    """What calls must share to be joined: input names, types and all but the row dimension."""
+    out = []
+    for t in call.inputs:
+        if not t.shape or not t.raw or t.datatype == "BYTES":
+            return None  # scalars and strings are sent on their own
+        out.append((t.name, t.datatype, tuple(t.shape[1:])))
+    return tuple(out) if out else None
+
+
+def _rows(call: wire_pb2.InferCall) -> int:
+    return int(call.inputs[0].shape[0]) if call.inputs and call.inputs[0].shape else 0
+
+
+def _join(calls: list[wire_pb2.InferCall]) -> wire_pb2.InferCall:
+    joined = wire_pb2.InferCall()
+    for i, first in enumerate(calls[0].inputs):
+        parts = [c.inputs[i] for c in calls]
+        joined.inputs.append(
+            tensor_pb2.Tensor(
+                name=first.name,
+                datatype=first.datatype,
+                shape=[sum(int(p.shape[0]) for p in parts), *first.shape[1:]],
+                raw=b"".join(p.raw for p in parts),
+            )
+        )
+    return joined
+
+
+def _split(reply: wire_pb2.InferReply, rows: list[int]) -> list[wire_pb2.InferReply]:
+    """The joined reply, cut back into one reply per call by rows."""
+    total = sum(rows)
+    parts = [
+        wire_pb2.InferReply(
+            model=reply.model,
+            version=reply.version,
+            replica=reply.replica,
+            compute_ms=reply.compute_ms,
+            input_sha256=reply.input_sha256,
+        )
+        for _ in rows
+    ]
+    for t in reply.outputs:
+        if not t.shape or int(t.shape[0]) != total or len(t.raw) % max(total, 1):
+            raise DataLoss(
+                f"model {reply.model}: output {t.name!r} has shape {list(t.shape)}, "
+                f"not the {total} rows it was sent"
+            )
+        row_bytes = len(t.raw) // total
+        start = 0
+        for part, n in zip(parts, rows, strict=True):
+            part.outputs.append(
+                tensor_pb2.Tensor(
+                    name=t.name,
+                    datatype=t.datatype,
+                    shape=[n, *t.shape[1:]],
+                    raw=t.raw[start * row_bytes : (start + n) * row_bytes],
+                )
+            )
+            start += n
+    return parts
