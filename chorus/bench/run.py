@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import platform
 import tempfile
 import threading
@@ -142,6 +143,12 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
             "paths": [p for p in PATHS if p in options.paths],
             "service_model": workload.members[-1],
             "fuser_keeps_tasks": options.keep_tasks,
+            # What the services read besides defaults (values are settings or file paths).
+            "environment": {
+                k: v
+                for k, v in sorted(os.environ.items())
+                if k.startswith("CHORUS_") and not any(w in k for w in ("KEY", "PASSWORD", "TOKEN"))
+            },
         },
         "results": {},
     }
