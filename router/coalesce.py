@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from chorus.context import CallContext
-from chorus.errors import DataLoss
+from chorus.errors import DataLoss, DeadlineExceeded
 from chorus.heartbeat import Heartbeat
 from chorus.pb import tensor_pb2, wire_pb2
 
@@ -85,7 +85,16 @@ class Coalescer:
             return await self.send(model, replicas, body, ctx)
         waiting = _Waiting(call, signature, rows, ctx)
         lane.waiting.append(waiting)
-        return await waiting.done
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(waiting.done), timeout=max(0.0, ctx.remaining_s())
+            )
+        except TimeoutError:
+            waiting.done.cancel()  # not sent yet: it never will be
+            raise DeadlineExceeded(
+                f"model {model}: task {ctx.task_id}'s deadline passed while its call waited "
+                "to be joined with others"
+            ) from None
 
     def _next(self, key: Key, model: str, replicas: list[Heartbeat]) -> None:
         """Send the oldest waiting call, joined with the waiting ones shaped like it."""
@@ -122,8 +131,8 @@ class Coalescer:
         live = [w for w in batch if not w.done.done()]
         if not live:
             return
-        # The earliest deadline bounds the joined call: nobody waits past their own.
-        ctx = min((w.ctx for w in live), key=lambda c: c.deadline_ms)
+        # The latest deadline bounds the joined call; each task stops waiting at its own.
+        ctx = max((w.ctx for w in live), key=lambda c: c.deadline_ms)
         self.observe(model, len(live))
         try:
             if len(live) == 1:

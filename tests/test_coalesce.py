@@ -18,7 +18,7 @@ from chorus.client import TaskClient, TaskResult
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
 from chorus.datasets import digits_split
-from chorus.errors import DataLoss, Unavailable
+from chorus.errors import DataLoss, DeadlineExceeded, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.mesh import Mesh
 from chorus.pb import wire_pb2
@@ -161,3 +161,22 @@ def test_concurrent_tasks_on_the_mesh_get_their_own_answers(joining_mesh: Mesh) 
     client.close()
     assert tasks >= 3 * len(x)
     assert calls < tasks, "under load some calls should have carried several tasks"
+
+
+async def test_a_task_whose_deadline_passes_while_joined_fails_alone() -> None:
+    send = Doubler(delay_s=0.05)
+    coalescer = Coalescer(send)
+    long = CallContext.start("long", Priority.NORMAL, 10.0)
+    short = CallContext.start("short", Priority.NORMAL, 0.02)
+    one = _body(np.ones((1, 3), np.float32))
+    results = await asyncio.gather(
+        coalescer.call("m", [REPLICA], one, long),
+        coalescer.call("m", [REPLICA], one, short),
+        coalescer.call("m", [REPLICA], one, long),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], DeadlineExceeded)
+    assert "task short's deadline passed while its call waited" in str(results[1])
+    for r in (results[0], results[2]):
+        assert not isinstance(r, BaseException)
+        assert from_tensor(r[0].outputs[0]).tolist() == [[2.0] * 3]
