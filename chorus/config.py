@@ -96,10 +96,9 @@ class RouterConfig:
     max_attempts: int = 3
     attempt_timeout_s: float = 2.0
     hedge: bool = True
-    coalesce_rows: int = 0
+    coalesce_rows: int = 256
     """Under load, concurrent tasks' calls to one model go as one call of up to this many
-    rows (0: every task alone). Off by default: joined calls hide queueing from a member's
-    in-flight gauge, which the KEDA trigger scales on."""
+    rows (0: every task alone); members count a joined call's tasks in their in-flight."""
     min_members: int = 1
     """Members that must answer for a task to get an answer (the rest are named missing)."""
     breaker_failures: int = 3

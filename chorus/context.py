@@ -19,6 +19,10 @@ INPUT_SHA256 = "Chorus-Input-Sha256"
 """SHA-256 of the request body as its sender wrote it; the receiver checks it."""
 CAPABILITY = "Chorus-Capability"
 """Which head of a multi-task model should answer ("*": every head); others ignore it."""
+TASKS = "Chorus-Tasks"
+"""How many tasks' rows a joined member call carries (absent: one), so members count load in
+tasks, as autoscaling expects, whether or not the router joined calls."""
+MAX_TASKS_PER_CALL = 4096
 
 
 class Priority(IntEnum):

@@ -20,7 +20,8 @@ from chorus.heartbeat import Heartbeat
 from chorus.pb import tensor_pb2, wire_pb2
 
 Send = Callable[
-    [str, list[Heartbeat], bytes, CallContext], Awaitable[tuple[wire_pb2.InferReply, float]]
+    [str, list[Heartbeat], bytes, CallContext, int],
+    Awaitable[tuple[wire_pb2.InferReply, float]],
 ]
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 Observe = Callable[[str, int], None]
@@ -53,7 +54,8 @@ class Coalescer:
         max_bytes: int = 512 * 1024,
         observe: Observe | None = None,
     ) -> None:
-        """`send(model, replicas, body, ctx)` makes one call (with retries and hedging);
+        """`send(model, replicas, body, ctx, tasks)` makes one call carrying `tasks` tasks'
+        rows (with retries and hedging);
         `max_rows` and `max_bytes` bound one joined call (0 rows: never join); `observe`
         hears how many tasks each call carried."""
         self.send = send
@@ -66,14 +68,14 @@ class Coalescer:
         self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
     ) -> tuple[wire_pb2.InferReply, float]:
         if self.max_rows <= 0:
-            return await self.send(model, replicas, body, ctx)
+            return await self.send(model, replicas, body, ctx, 1)
         key = (model, int(ctx.priority))
         lane = self._lanes.setdefault(key, _Lane())
         if lane.out < sum(max(1, hb.capacity) for hb in replicas) or not replicas:
             lane.out += 1
             self.observe(model, 1)
             try:
-                return await self.send(model, replicas, body, ctx)
+                return await self.send(model, replicas, body, ctx, 1)
             finally:
                 lane.out -= 1
                 self._next(key, model, replicas)
@@ -82,7 +84,7 @@ class Coalescer:
         rows = _rows(call)
         if signature is None or call.augment or rows > self.max_rows:
             self.observe(model, 1)
-            return await self.send(model, replicas, body, ctx)
+            return await self.send(model, replicas, body, ctx, 1)
         waiting = _Waiting(call, signature, rows, ctx)
         lane.waiting.append(waiting)
         try:
@@ -136,11 +138,12 @@ class Coalescer:
         self.observe(model, len(live))
         try:
             if len(live) == 1:
-                answer = await self.send(model, replicas, live[0].call.SerializeToString(), ctx)
+                body = live[0].call.SerializeToString()
+                answer = await self.send(model, replicas, body, ctx, 1)
                 _settle(live[0], answer)
                 return
             joined = _join([w.call for w in live])
-            reply, ms = await self.send(model, replicas, joined.SerializeToString(), ctx)
+            reply, ms = await self.send(model, replicas, joined.SerializeToString(), ctx, len(live))
             for w, part in zip(live, _split(reply, [w.rows for w in live]), strict=True):
                 _settle(w, (part, ms))
         except Exception as exc:

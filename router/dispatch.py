@@ -22,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry.trace import SpanKind
 
 from chorus import subjects, tracing
-from chorus.context import CAPABILITY, INPUT_SHA256, CallContext
+from chorus.context import CAPABILITY, INPUT_SHA256, TASKS, CallContext
 from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
@@ -53,7 +53,7 @@ class DispatchPolicy:
     hedge_min_ms: float = 2.0
     """A second request goes to another replica once the first has run past the model's p95
     round trip (and at least this long)."""
-    coalesce_rows: int = 0
+    coalesce_rows: int = 256
     """Rows one joined call may carry when tasks wait for a model (0: every task alone)."""
 
 
@@ -117,9 +117,12 @@ class Dispatcher:
         )
 
     async def _send(
-        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
+        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext, tasks: int
     ) -> tuple[wire_pb2.InferReply, float]:
-        return await self.call(model, replicas, body, hashlib.sha256(body).hexdigest(), ctx)
+        digest = hashlib.sha256(body).hexdigest()
+        return await self.call(
+            model, replicas, body, digest, ctx, {TASKS: str(tasks)} if tasks > 1 else None
+        )
 
     async def fan_out(
         self,

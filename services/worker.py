@@ -24,7 +24,14 @@ from opentelemetry.trace import SpanKind
 import chorus
 from chorus import subjects, tracing
 from chorus.codec import from_tensor, to_tensor
-from chorus.context import CAPABILITY, INPUT_SHA256, CallContext, Priority
+from chorus.context import (
+    CAPABILITY,
+    INPUT_SHA256,
+    MAX_TASKS_PER_CALL,
+    TASKS,
+    CallContext,
+    Priority,
+)
 from chorus.errors import ChorusError, DataLoss, InvalidArgument
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
@@ -184,9 +191,15 @@ class NatsWorker:
             await self._serve_traced(request)
 
     async def _serve_traced(self, request: Request) -> None:
-        self._in_flight += 1
-        self.metrics.in_flight.labels(self.name).inc()
+        tasks = _tasks(request.headers)
+        self._in_flight += tasks
+        self.metrics.in_flight.labels(self.name).inc(tasks)
         try:
+            if tasks < 1:
+                raise InvalidArgument(
+                    f"header {TASKS}: expected a whole number from 1 to {MAX_TASKS_PER_CALL}, "
+                    f"got {(request.headers or {}).get(TASKS)!r}"
+                )
             ctx = CallContext.from_headers(request.headers, default_budget_s=self.default_budget_s)
             ctx.check(f"model {self.name} ({self.replica}) started it")
             digest = hashlib.sha256(request.data).hexdigest()
@@ -229,5 +242,17 @@ class NatsWorker:
             self.metrics.observe("nats", "internal")
             await request.respond_error("INTERNAL", f"model {self.name}: {exc!r}")
         finally:
-            self._in_flight -= 1
-            self.metrics.in_flight.labels(self.name).dec()
+            self._in_flight -= tasks
+            self.metrics.in_flight.labels(self.name).dec(tasks)
+
+
+def _tasks(headers: dict[str, str] | None) -> int:
+    """Tasks a call carries (a joined call several); 0 when the header is not a valid count."""
+    given = (headers or {}).get(TASKS)
+    if given is None:
+        return 1
+    try:
+        n = int(given)
+    except ValueError:
+        return 0
+    return n if 1 <= n <= MAX_TASKS_PER_CALL else 0

@@ -138,6 +138,16 @@ async def test_model_service_rejects_bad_nats_calls_and_keeps_serving(mesh: Mesh
         assert reply.headers["Nats-Service-Error-Code"] == "DEADLINE_EXCEEDED"
         assert "t-old" in reply.headers["Nats-Service-Error"]
 
+        for count in ("0", "lots", "99999"):
+            reply = await nc.request(
+                subjects.infer("mlp"), good.SerializeToString(), timeout=5,
+                headers={"Chorus-Tasks": count},
+            )  # fmt: skip
+            assert reply.headers["Nats-Service-Error-Code"] == "INVALID_ARGUMENT"
+            assert "header Chorus-Tasks: expected a whole number from 1 to 4096" in (
+                reply.headers["Nats-Service-Error"]
+            )
+
         reply = await nc.request(subjects.infer("mlp"), good.SerializeToString(), timeout=5)
         assert not (reply.headers or {}).get("Nats-Service-Error-Code")
         ok = wire_pb2.InferReply.FromString(reply.data)

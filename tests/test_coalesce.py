@@ -43,13 +43,15 @@ class Doubler:
 
     def __init__(self, delay_s: float = 0.01, fail: bool = False) -> None:
         self.calls: list[int] = []
+        self.tasks: list[int] = []
         self.delay_s = delay_s
         self.fail = fail
 
     async def __call__(
-        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
+        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext, tasks: int
     ) -> tuple[wire_pb2.InferReply, float]:
         x = from_tensor(wire_pb2.InferCall.FromString(body).inputs[0])
+        self.tasks.append(tasks)
         self.calls.append(x.shape[0])
         await asyncio.sleep(self.delay_s)
         if self.fail:
@@ -64,6 +66,7 @@ async def test_waiting_calls_are_joined_and_answers_split_back_by_rows() -> None
     xs = [np.full((n, 3), i, dtype=np.float32) for i, n in enumerate([1, 2, 1, 3, 1])]
     answers = await asyncio.gather(*(coalescer.call("m", [REPLICA], _body(x), ctx) for x in xs))
     assert send.calls == [1, 7]  # the first alone, the four that waited together
+    assert send.tasks == [1, 4]
     for x, (reply, _) in zip(xs, answers, strict=True):
         np.testing.assert_array_equal(from_tensor(reply.outputs[0]), x * 2)
 
@@ -104,7 +107,7 @@ async def test_only_like_calls_join_and_a_failure_reaches_every_joined_task() ->
 
 async def test_a_reply_with_the_wrong_rows_is_data_loss() -> None:
     async def short(
-        model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
+        model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext, tasks: int
     ) -> tuple[wire_pb2.InferReply, float]:
         await asyncio.sleep(0.01)
         return wire_pb2.InferReply(model=model, outputs=[to_tensor("y", np.ones((1, 3)))]), 1.0
