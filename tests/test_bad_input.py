@@ -144,8 +144,9 @@ async def test_model_service_rejects_bad_nats_calls_and_keeps_serving(mesh: Mesh
                 headers={"Chorus-Tasks": count},
             )  # fmt: skip
             assert reply.headers["Nats-Service-Error-Code"] == "INVALID_ARGUMENT"
-            assert "header Chorus-Tasks: expected a whole number from 1 to 4096" in (
-                reply.headers["Nats-Service-Error"]
+            assert (
+                "header Chorus-Tasks: expected a whole number from 1 to 4096"
+                in (reply.headers["Nats-Service-Error"])
             )
 
         reply = await nc.request(subjects.infer("mlp"), good.SerializeToString(), timeout=5)
