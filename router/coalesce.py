@@ -55,14 +55,14 @@ class Coalescer:
         observe: Observe | None = None,
     ) -> None:
         """`send(model, replicas, body, ctx, tasks)` makes one call carrying `tasks` tasks'
-        rows (with retries and hedging);
-        `max_rows` and `max_bytes` bound one joined call (0 rows: never join); `observe`
-        hears how many tasks each call carried."""
+        rows (with retries and hedging); `max_rows` and `max_bytes` bound one joined call
+        (0 rows: never join); `observe` hears how many tasks each call carried."""
         self.send = send
         self.observe = observe or (lambda model, tasks: None)
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self._lanes: dict[Key, _Lane] = {}
+        self._joined: set[asyncio.Task[None]] = set()
 
     async def call(
         self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
@@ -101,6 +101,7 @@ class Coalescer:
     def _next(self, key: Key, model: str, replicas: list[Heartbeat]) -> None:
         """Send the oldest waiting call, joined with the waiting ones shaped like it."""
         lane = self._lanes[key]
+        lane.waiting = [w for w in lane.waiting if not w.done.done()]  # drop the given-up
         if not lane.waiting:
             if lane.out == 0:
                 del self._lanes[key]
@@ -121,6 +122,8 @@ class Coalescer:
         lane.waiting = rest
         lane.out += 1
         task = asyncio.ensure_future(self._send_joined(model, replicas, batch))
+        self._joined.add(task)
+        task.add_done_callback(self._joined.discard)
         task.add_done_callback(lambda _: self._finish(key, model, replicas))
 
     def _finish(self, key: Key, model: str, replicas: list[Heartbeat]) -> None:
