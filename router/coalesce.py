@@ -53,12 +53,15 @@ class Coalescer:
         max_rows: int = 256,
         max_bytes: int = 512 * 1024,
         observe: Observe | None = None,
+        waiting: Observe | None = None,
     ) -> None:
         """`send(model, replicas, body, ctx, tasks)` makes one call carrying `tasks` tasks'
         rows (with retries and hedging); `max_rows` and `max_bytes` bound one joined call
-        (0 rows: never join); `observe` hears how many tasks each call carried."""
+        (0 rows: never join); `observe` hears how many tasks each call carried, `waiting`
+        each change in the tasks waiting for a model."""
         self.send = send
         self.observe = observe or (lambda model, tasks: None)
+        self.waiting = waiting or (lambda model, change: None)
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self._lanes: dict[Key, _Lane] = {}
@@ -87,6 +90,7 @@ class Coalescer:
             return await self.send(model, replicas, body, ctx, 1)
         waiting = _Waiting(call, signature, rows, ctx)
         lane.waiting.append(waiting)
+        self.waiting(model, 1)
         try:
             return await asyncio.wait_for(
                 asyncio.shield(waiting.done), timeout=max(0.0, ctx.remaining_s())
@@ -101,7 +105,10 @@ class Coalescer:
     def _next(self, key: Key, model: str, replicas: list[Heartbeat]) -> None:
         """Send the oldest waiting call, joined with the waiting ones shaped like it."""
         lane = self._lanes[key]
-        lane.waiting = [w for w in lane.waiting if not w.done.done()]  # drop the given-up
+        still = [w for w in lane.waiting if not w.done.done()]  # drop the given-up
+        if len(still) < len(lane.waiting):
+            self.waiting(model, len(still) - len(lane.waiting))
+        lane.waiting = still
         if not lane.waiting:
             if lane.out == 0:
                 del self._lanes[key]
@@ -120,6 +127,7 @@ class Coalescer:
             else:
                 rest.append(w)
         lane.waiting = rest
+        self.waiting(model, -len(batch))
         lane.out += 1
         task = asyncio.ensure_future(self._send_joined(model, replicas, batch))
         self._joined.add(task)

@@ -114,6 +114,7 @@ class Dispatcher:
             self._send,
             max_rows=policy.coalesce_rows,
             observe=lambda model, tasks: metrics.call_tasks.labels(model).observe(tasks),
+            waiting=lambda model, change: metrics.member_waiting.labels(model).inc(change),
         )
 
     async def _send(

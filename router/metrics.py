@@ -49,6 +49,12 @@ class RouterMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+        self.member_waiting = Gauge(
+            "chorus_router_member_waiting",
+            "Tasks waiting in the router for a model's next joined call",
+            ["model"],
+            registry=self.registry,
+        )
         self.member_errors = Counter(
             "chorus_router_member_errors",
             "Member requests that failed, by model and gRPC status",

@@ -61,12 +61,14 @@ class Doubler:
 
 async def test_waiting_calls_are_joined_and_answers_split_back_by_rows() -> None:
     send = Doubler()
-    coalescer = Coalescer(send)
+    waiting: list[int] = []
+    coalescer = Coalescer(send, waiting=lambda model, change: waiting.append(change))
     ctx = CallContext.start("t", Priority.NORMAL, 10.0)
     xs = [np.full((n, 3), i, dtype=np.float32) for i, n in enumerate([1, 2, 1, 3, 1])]
     answers = await asyncio.gather(*(coalescer.call("m", [REPLICA], _body(x), ctx) for x in xs))
     assert send.calls == [1, 7]  # the first alone, the four that waited together
     assert send.tasks == [1, 4]
+    assert waiting == [1, 1, 1, 1, -4]
     for x, (reply, _) in zip(xs, answers, strict=True):
         np.testing.assert_array_equal(from_tensor(reply.outputs[0]), x * 2)
 
@@ -164,6 +166,7 @@ def test_concurrent_tasks_on_the_mesh_get_their_own_answers(joining_mesh: Mesh) 
     client.close()
     assert tasks >= 3 * len(x)
     assert calls < tasks, "under load some calls should have carried several tasks"
+    assert total(after, "chorus_router_member_waiting") == 0  # all answered, none left waiting
 
 
 async def test_a_task_whose_deadline_passes_while_joined_fails_alone() -> None:
