@@ -11,6 +11,7 @@ batch instead of per task, in the router, nats-server and the members alike.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from chorus.heartbeat import Heartbeat
 from chorus.pb import tensor_pb2, wire_pb2
 
 Send = Callable[
-    [str, list[Heartbeat], bytes, CallContext, int],
+    [str, list[Heartbeat], bytes, str, CallContext, int],
     Awaitable[tuple[wire_pb2.InferReply, float]],
 ]
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -31,6 +32,8 @@ Key = tuple[str, int]
 @dataclass
 class _Waiting:
     call: wire_pb2.InferCall
+    body: bytes
+    digest: str
     signature: Signature
     rows: int
     ctx: CallContext
@@ -55,8 +58,8 @@ class Coalescer:
         observe: Observe | None = None,
         waiting: Observe | None = None,
     ) -> None:
-        """`send(model, replicas, body, ctx, tasks)` makes one call carrying `tasks` tasks'
-        rows (with retries and hedging); `max_rows` and `max_bytes` bound one joined call
+        """`send(model, replicas, body, digest, ctx, tasks)` makes one call carrying `tasks`
+        tasks' rows (with retries and hedging); `max_rows` and `max_bytes` bound one joined call
         (0 rows: never join); `observe` hears how many tasks each call carried, `waiting`
         each change in the tasks waiting for a model."""
         self.send = send
@@ -68,17 +71,18 @@ class Coalescer:
         self._joined: set[asyncio.Task[None]] = set()
 
     async def call(
-        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext
+        self, model: str, replicas: list[Heartbeat], body: bytes, digest: str, ctx: CallContext
     ) -> tuple[wire_pb2.InferReply, float]:
+        """`digest` is the SHA-256 of `body`, computed once by the caller."""
         if self.max_rows <= 0:
-            return await self.send(model, replicas, body, ctx, 1)
+            return await self.send(model, replicas, body, digest, ctx, 1)
         key = (model, int(ctx.priority))
         lane = self._lanes.setdefault(key, _Lane())
         if lane.out < sum(max(1, hb.capacity) for hb in replicas) or not replicas:
             lane.out += 1
             self.observe(model, 1)
             try:
-                return await self.send(model, replicas, body, ctx, 1)
+                return await self.send(model, replicas, body, digest, ctx, 1)
             finally:
                 lane.out -= 1
                 self._next(key, model, replicas)
@@ -87,8 +91,8 @@ class Coalescer:
         rows = _rows(call)
         if signature is None or call.augment or rows > self.max_rows:
             self.observe(model, 1)
-            return await self.send(model, replicas, body, ctx, 1)
-        waiting = _Waiting(call, signature, rows, ctx)
+            return await self.send(model, replicas, body, digest, ctx, 1)
+        waiting = _Waiting(call, body, digest, signature, rows, ctx)
         lane.waiting.append(waiting)
         self.waiting(model, 1)
         try:
@@ -149,12 +153,12 @@ class Coalescer:
         self.observe(model, len(live))
         try:
             if len(live) == 1:
-                body = live[0].call.SerializeToString()
-                answer = await self.send(model, replicas, body, ctx, 1)
-                _settle(live[0], answer)
+                one = live[0]
+                _settle(one, await self.send(model, replicas, one.body, one.digest, ctx, 1))
                 return
-            joined = _join([w.call for w in live])
-            reply, ms = await self.send(model, replicas, joined.SerializeToString(), ctx, len(live))
+            body = _join([w.call for w in live]).SerializeToString()
+            digest = hashlib.sha256(body).hexdigest()
+            reply, ms = await self.send(model, replicas, body, digest, ctx, len(live))
             for w, part in zip(live, _split(reply, [w.rows for w in live]), strict=True):
                 _settle(w, (part, ms))
         except Exception as exc:

@@ -118,9 +118,14 @@ class Dispatcher:
         )
 
     async def _send(
-        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext, tasks: int
+        self,
+        model: str,
+        replicas: list[Heartbeat],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+        tasks: int,
     ) -> tuple[wire_pb2.InferReply, float]:
-        digest = hashlib.sha256(body).hexdigest()
         return await self.call(
             model, replicas, body, digest, ctx, {TASKS: str(tasks)} if tasks > 1 else None
         )
@@ -146,7 +151,7 @@ class Dispatcher:
             replicas, body = members.get(m, []), payloads[m]
             digest = digests[id(body)]
             if not replicas or not replicas[0].heads:
-                return await self.coalescer.call(m, replicas, body, ctx)
+                return await self.coalescer.call(m, replicas, body, digest, ctx)
             if shared is None:
                 return await self.call(m, replicas, body, digest, ctx, {CAPABILITY: capability})
             # A multi-task model asked by several stages of one pipeline level about the same

@@ -7,7 +7,8 @@ doubles its input); the mesh test checks real answers under load against one-by-
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def _body(x: np.ndarray) -> bytes:
     return wire_pb2.InferCall(inputs=[to_tensor("x", x)]).SerializeToString()
 
 
+def _ask(
+    coalescer: Coalescer, body: bytes, ctx: CallContext
+) -> Awaitable[tuple[wire_pb2.InferReply, float]]:
+    return coalescer.call("m", [REPLICA], body, hashlib.sha256(body).hexdigest(), ctx)
+
+
 class Doubler:
     """A member that answers y = 2x after `delay_s`, recording the rows of each call."""
 
@@ -48,8 +55,15 @@ class Doubler:
         self.fail = fail
 
     async def __call__(
-        self, model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext, tasks: int
+        self,
+        model: str,
+        replicas: list[Heartbeat],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+        tasks: int,
     ) -> tuple[wire_pb2.InferReply, float]:
+        assert digest == hashlib.sha256(body).hexdigest()
         x = from_tensor(wire_pb2.InferCall.FromString(body).inputs[0])
         self.tasks.append(tasks)
         self.calls.append(x.shape[0])
@@ -65,7 +79,7 @@ async def test_waiting_calls_are_joined_and_answers_split_back_by_rows() -> None
     coalescer = Coalescer(send, waiting=lambda model, change: waiting.append(change))
     ctx = CallContext.start("t", Priority.NORMAL, 10.0)
     xs = [np.full((n, 3), i, dtype=np.float32) for i, n in enumerate([1, 2, 1, 3, 1])]
-    answers = await asyncio.gather(*(coalescer.call("m", [REPLICA], _body(x), ctx) for x in xs))
+    answers = await asyncio.gather(*(_ask(coalescer, _body(x), ctx) for x in xs))
     assert send.calls == [1, 7]  # the first alone, the four that waited together
     assert send.tasks == [1, 4]
     assert waiting == [1, 1, 1, 1, -4]
@@ -76,13 +90,13 @@ async def test_waiting_calls_are_joined_and_answers_split_back_by_rows() -> None
 async def test_a_lone_call_goes_at_once_and_zero_rows_turns_joining_off() -> None:
     for coalescer in (Coalescer(Doubler()), Coalescer(Doubler(), max_rows=0)):
         ctx = CallContext.start("t", Priority.NORMAL, 10.0)
-        reply, _ = await coalescer.call("m", [REPLICA], _body(np.ones((2, 3), np.float32)), ctx)
+        reply, _ = await _ask(coalescer, _body(np.ones((2, 3), np.float32)), ctx)
         assert from_tensor(reply.outputs[0]).tolist() == [[2.0] * 3] * 2
     off = Doubler()
     ctx = CallContext.start("t", Priority.NORMAL, 10.0)
     await asyncio.gather(
         *(
-            Coalescer(off, max_rows=0).call("m", [REPLICA], _body(np.ones((1, 3), np.float32)), ctx)
+            _ask(Coalescer(off, max_rows=0), _body(np.ones((1, 3), np.float32)), ctx)
             for _ in range(4)
         )
     )
@@ -95,11 +109,11 @@ async def test_only_like_calls_join_and_a_failure_reaches_every_joined_task() ->
     normal = CallContext.start("t", Priority.NORMAL, 10.0)
     batch = CallContext.start("t", Priority.BATCH, 10.0)
     calls = [
-        coalescer.call("m", [REPLICA], _body(np.ones((1, 3), np.float32)), normal),
-        coalescer.call("m", [REPLICA], _body(np.ones((2, 3), np.float32)), normal),
-        coalescer.call("m", [REPLICA], _body(np.ones((2, 3), np.float32)), normal),
-        coalescer.call("m", [REPLICA], _body(np.ones((1, 5), np.float32)), normal),
-        coalescer.call("m", [REPLICA], _body(np.ones((1, 3), np.float32)), batch),
+        _ask(coalescer, _body(np.ones((1, 3), np.float32)), normal),
+        _ask(coalescer, _body(np.ones((2, 3), np.float32)), normal),
+        _ask(coalescer, _body(np.ones((2, 3), np.float32)), normal),
+        _ask(coalescer, _body(np.ones((1, 5), np.float32)), normal),
+        _ask(coalescer, _body(np.ones((1, 3), np.float32)), batch),
     ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, Unavailable) for r in results)
@@ -109,7 +123,12 @@ async def test_only_like_calls_join_and_a_failure_reaches_every_joined_task() ->
 
 async def test_a_reply_with_the_wrong_rows_is_data_loss() -> None:
     async def short(
-        model: str, replicas: list[Heartbeat], body: bytes, ctx: CallContext, tasks: int
+        model: str,
+        replicas: list[Heartbeat],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+        tasks: int,
     ) -> tuple[wire_pb2.InferReply, float]:
         await asyncio.sleep(0.01)
         return wire_pb2.InferReply(model=model, outputs=[to_tensor("y", np.ones((1, 3)))]), 1.0
@@ -117,10 +136,7 @@ async def test_a_reply_with_the_wrong_rows_is_data_loss() -> None:
     coalescer = Coalescer(short)
     ctx = CallContext.start("t", Priority.NORMAL, 10.0)
     results = await asyncio.gather(
-        *(
-            coalescer.call("m", [REPLICA], _body(np.ones((1, 3), np.float32)), ctx)
-            for _ in range(3)
-        ),
+        *(_ask(coalescer, _body(np.ones((1, 3), np.float32)), ctx) for _ in range(3)),
         return_exceptions=True,
     )
     assert not isinstance(results[0], BaseException)
@@ -176,9 +192,9 @@ async def test_a_task_whose_deadline_passes_while_joined_fails_alone() -> None:
     short = CallContext.start("short", Priority.NORMAL, 0.02)
     one = _body(np.ones((1, 3), np.float32))
     results = await asyncio.gather(
-        coalescer.call("m", [REPLICA], one, long),
-        coalescer.call("m", [REPLICA], one, short),
-        coalescer.call("m", [REPLICA], one, long),
+        _ask(coalescer, one, long),
+        _ask(coalescer, one, short),
+        _ask(coalescer, one, long),
         return_exceptions=True,
     )
     assert isinstance(results[1], DeadlineExceeded)
