@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import grpc
 import numpy as np
 
 from chorus.codec import from_tensor, to_tensor
 from chorus.config import SecurityConfig, from_env
 from chorus.context import Priority
 from chorus.pb import task_pb2, task_pb2_grpc
-from chorus.security import call_metadata, channel_credentials
+from chorus.security import call_metadata, channel
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,7 @@ class TaskClient:
         """`security` defaults to CHORUS_SECURITY_* from the environment (TLS CA, client
         certificate, API key file); all empty means a plaintext loopback channel."""
         security = security or from_env(SecurityConfig, "security")
-        creds = channel_credentials(security)
-        self.channel = (
-            grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
-        )
+        self.channel = channel(target, security)
         self.metadata = call_metadata(security)
         stub = task_pb2_grpc.TaskServiceStub(self.channel)
         self.stub = _WithMetadata(stub, self.metadata) if self.metadata else stub

@@ -3,17 +3,25 @@ unload one, over the same KServe gRPC port tritonclient uses."""
 
 from __future__ import annotations
 
-import grpc
+from collections.abc import Callable
+from typing import Any
 
 from chorus.config import SecurityConfig, from_env
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
-from chorus.security import call_metadata, channel_credentials
+from chorus.security import call_metadata, channel
 
 
-def _channel(target: str, security: SecurityConfig) -> grpc.Channel:
-    creds = channel_credentials(security)
-    return grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+def _call(
+    target: str,
+    method: Callable[[pb_grpc.GRPCInferenceServiceStub], Callable[..., Any]],
+    request: Any,
+    timeout_s: float,
+) -> Any:
+    security = from_env(SecurityConfig, "security")
+    with channel(target, security) as ch:
+        rpc = method(pb_grpc.GRPCInferenceServiceStub(ch))
+        return rpc(request, timeout=timeout_s, metadata=call_metadata(security))
 
 
 def _version(version: str) -> dict[str, pb.ModelRepositoryParameter]:
@@ -22,29 +30,15 @@ def _version(version: str) -> dict[str, pb.ModelRepositoryParameter]:
 
 def index(target: str, timeout_s: float = 10.0) -> list[tuple[str, str, str, str]]:
     """(model, version, state, reason) for every version the service knows of."""
-    security = from_env(SecurityConfig, "security")
-    with _channel(target, security) as channel:
-        reply = pb_grpc.GRPCInferenceServiceStub(channel).RepositoryIndex(
-            pb.RepositoryIndexRequest(), timeout=timeout_s, metadata=call_metadata(security)
-        )
+    reply = _call(target, lambda s: s.RepositoryIndex, pb.RepositoryIndexRequest(), timeout_s)
     return [(m.name, m.version, m.state, m.reason) for m in reply.models]
 
 
 def load(target: str, model: str, version: str = "", timeout_s: float = 120.0) -> None:
-    security = from_env(SecurityConfig, "security")
-    with _channel(target, security) as channel:
-        pb_grpc.GRPCInferenceServiceStub(channel).RepositoryModelLoad(
-            pb.RepositoryModelLoadRequest(model_name=model, parameters=_version(version)),
-            timeout=timeout_s,
-            metadata=call_metadata(security),
-        )
+    request = pb.RepositoryModelLoadRequest(model_name=model, parameters=_version(version))
+    _call(target, lambda s: s.RepositoryModelLoad, request, timeout_s)
 
 
 def unload(target: str, model: str, version: str = "", timeout_s: float = 30.0) -> None:
-    security = from_env(SecurityConfig, "security")
-    with _channel(target, security) as channel:
-        pb_grpc.GRPCInferenceServiceStub(channel).RepositoryModelUnload(
-            pb.RepositoryModelUnloadRequest(model_name=model, parameters=_version(version)),
-            timeout=timeout_s,
-            metadata=call_metadata(security),
-        )
+    request = pb.RepositoryModelUnloadRequest(model_name=model, parameters=_version(version))
+    _call(target, lambda s: s.RepositoryModelUnload, request, timeout_s)

@@ -60,6 +60,12 @@ def channel_credentials(cfg: SecurityConfig) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(_read(cfg.tls_ca), key, cert)
 
 
+def channel(target: str, cfg: SecurityConfig) -> grpc.Channel:
+    """A client channel to `target`: TLS (and a client certificate) when configured."""
+    creds = channel_credentials(cfg)
+    return grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+
+
 def call_metadata(cfg: SecurityConfig) -> tuple[tuple[str, str], ...]:
     if not cfg.api_key_file:
         return ()
