@@ -17,16 +17,38 @@ from chorus.security import call_metadata, channel
 
 @dataclass(frozen=True)
 class TaskResult:
-    labels: np.ndarray
-    probabilities: np.ndarray
+    """The fused outputs by name: "label" and "probabilities" for a classification,
+    "value" for a regression; each member's own outputs as it produced them."""
+
+    outputs: dict[str, np.ndarray]
     members: dict[str, dict[str, np.ndarray]]
     response: task_pb2.SubmitResponse
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._output("label")
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self._output("probabilities")
+
+    @property
+    def value(self) -> np.ndarray:
+        return self._output("value")
+
+    def _output(self, name: str) -> np.ndarray:
+        try:
+            return self.outputs[name]
+        except KeyError:
+            raise KeyError(
+                f"the task's answer has no {name!r} output (it has {sorted(self.outputs)})"
+            ) from None
 
 
 def decode(response: task_pb2.SubmitResponse) -> TaskResult:
     outputs = {t.name: from_tensor(t) for t in response.outputs}
     members = {m.model: {t.name: from_tensor(t) for t in m.outputs} for m in response.members}
-    return TaskResult(outputs["label"], outputs["probabilities"], members, response)
+    return TaskResult(outputs, members, response)
 
 
 class TaskClient:
