@@ -17,6 +17,8 @@ from typing import Any
 
 DEFAULT_REPOSITORY = Path("models")
 DEFAULT_DATA_DIR = Path(".chorus")
+DEMO_REPOSITORY = DEFAULT_DATA_DIR / "demo-models"
+"""Where `chorus demo` and `chorus up --demo` build the demo: never a user's repository."""
 GC_FIRST_GENERATION = 20_000
 """Allocations between young-generation collections in a serving process (CPython: 700)."""
 DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "gate", "caption"]
@@ -47,6 +49,32 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.add_argument("--bench", action="store_true", help="also the CNN for throughput work")
     build.set_defaults(func=_models_build)
+    add = models.add_parser(
+        "add", help="add an ONNX file to a repository; the graph gives inputs and outputs"
+    )
+    add.add_argument("onnx_file", type=Path, metavar="MODEL.onnx")
+    add.add_argument("--name", required=True, help="the model's name (its folder)")
+    add.add_argument("--capability", required=True, action="append", dest="capabilities",
+                     help="what it answers, e.g. classify/cancer or regress/diabetes "
+                          "(repeatable)")  # fmt: skip
+    labels = add.add_mutually_exclusive_group()
+    labels.add_argument("--labels", default="", help="class names in column order: a,b,c")
+    labels.add_argument("--labels-file", type=Path, help="class names, one per line")
+    add.add_argument("--kind", default="probabilities",
+                     choices=["probabilities", "logits", "binary", "regression"],
+                     help="what the scores are (default probabilities)")  # fmt: skip
+    add.add_argument("--version", default="", help="default: the next number")
+    add.add_argument("--scores-output", default="",
+                     help="the output holding the scores, when the graph has several")  # fmt: skip
+    add.add_argument("--temperature", type=float, help="logits are divided by it (--kind logits)")
+    add.add_argument("--replicas", type=int, default=1, help="processes `chorus up` starts")
+    add.add_argument("--description", default="")
+    add.add_argument("--force", action="store_true", help="replace an existing version")
+    add.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    add.set_defaults(func=_models_add)
+    chk = models.add_parser("check", help="validate every manifest of a repository")
+    chk.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    chk.set_defaults(func=_models_check)
     plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
     plan.set_defaults(func=_plan)
     _plan_arguments(plan)
@@ -108,8 +136,15 @@ def _parser() -> argparse.ArgumentParser:
     _common(sf)
     sf.set_defaults(func=_serve_fuser)
 
-    up = sub.add_parser("up", help="start nats-server and the whole demo mesh; Ctrl-C stops it")
+    up = sub.add_parser(
+        "up", help="start nats-server, every model of a repository, the fuser and the router"
+    )
     _mesh_args(up)
+    up.add_argument("--demo", action="store_true",
+                    help=f"build the demo models (into {DEMO_REPOSITORY} unless --repository) "
+                         "and serve them")  # fmt: skip
+    up.add_argument("--replicas", type=int, default=0,
+                    help="processes per model (default: each manifest's replicas)")  # fmt: skip
     up.set_defaults(func=_up)
 
     submit = sub.add_parser("submit", help="send held-out digits to the router, print accuracy")
@@ -131,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="default: bare service mesh, and ray with --ray-python")  # fmt: skip
     bench.add_argument("--ray-python", type=Path,
                        help="a python with ray[serve], onnxruntime, numpy and aiohttp")  # fmt: skip
-    bench.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    bench.add_argument("--repository", type=Path, default=DEMO_REPOSITORY)
     bench.add_argument("--out", type=Path, default=Path("bench/results"))
     bench.add_argument("--keep-tasks", action="store_true",
                        help="the fuser keeps every task (a JetStream write each)")  # fmt: skip
@@ -146,7 +181,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _mesh_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--repository", type=Path,
+                   help=f"the model repository (default {DEFAULT_REPOSITORY}; "
+                        f"{DEMO_REPOSITORY} for the demo)")  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--router-port", type=int, default=50051)
     p.add_argument("--nats-port", type=int, default=4222)
@@ -173,6 +210,57 @@ def _models_build(args: argparse.Namespace) -> int:
         print(f"built {manifest['name']} v{manifest['version']} -> {path} ", manifest["metrics"])
     if not written:
         print(f"all demo models already in {args.repository} (use --force to rebuild)")
+    return 0
+
+
+def _models_add(args: argparse.Namespace) -> int:
+    from services.add_model import AddError, AddRequest, add
+
+    labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    if args.labels_file is not None:
+        labels = tuple(x.strip() for x in args.labels_file.read_text().splitlines() if x.strip())
+    try:
+        mv = add(
+            AddRequest(
+                onnx_file=args.onnx_file,
+                repository=args.repository,
+                name=args.name,
+                capabilities=tuple(args.capabilities),
+                labels=labels,
+                output_kind=args.kind,
+                version=args.version,
+                scores_output=args.scores_output,
+                temperature=args.temperature,
+                replicas=args.replicas,
+                description=args.description,
+                force=args.force,
+            )
+        )
+    except AddError as err:
+        print(f"chorus models add: {err}", file=sys.stderr)
+        return 2
+    m = mv.manifest
+    print(f"added {m.name} v{m.version} -> {mv.path}")
+    for spec in m.inputs:
+        print(f"  input  {spec.name} {spec.datatype} {list(spec.shape)}")
+    print(f"  scores {m.scores_output} ({m.output_kind}) labels {list(m.labels)}")
+    return 0
+
+
+def _models_check(args: argparse.Namespace) -> int:
+    from services import repository
+
+    try:
+        found = repository.check(args.repository)
+    except repository.ManifestError as err:
+        print(f"chorus models check: {err}", file=sys.stderr)
+        return 2
+    for mv in found:
+        m = mv.manifest
+        print(f"ok  {m.name} v{m.version}  {','.join(m.capabilities)}  {m.output_kind}")
+    if not found:
+        print(f"no models in {args.repository}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -387,16 +475,39 @@ def _serve_fuser(args: argparse.Namespace) -> int:
     )
 
 
+def _serving_plan(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, int]]:
+    """The repository, the models to start and each one's processes: the demo's when asked
+    for (built first), else every model the repository holds, as their manifests say."""
+    from services import repository
+
+    demo = getattr(args, "demo", False) or args.func is _demo
+    root = args.repository or (DEMO_REPOSITORY if demo else DEFAULT_REPOSITORY)
+    if demo:
+        from services.build import build_demo
+
+        for path in build_demo(root):
+            print(f"built demo model {path}")
+        found = [repository.load(root, name) for name in DEMO_MODELS]
+    else:
+        found = repository.check(root)
+        if not found:
+            raise repository.ManifestError(
+                f"{root}: no models here; add one with `chorus models add MODEL.onnx --name N "
+                "--capability C --repository DIR`, or run the demo with `chorus up --demo`"
+            )
+    replicas = {mv.manifest.name: args.replicas or mv.manifest.replicas for mv in found}
+    return root, [mv.manifest.name for mv in found], replicas
+
+
 def _start_mesh(args: argparse.Namespace) -> Any:
     from chorus.mesh import Mesh
-    from services.build import build_demo
 
-    for path in build_demo(args.repository):
-        print(f"built demo model {path}")
+    root, models, replicas = _serving_plan(args)
     mesh = Mesh(
-        args.repository,
+        root,
         args.data_dir,
-        models=DEMO_MODELS,
+        models=models,
+        replicas=replicas,
         nats_port=args.nats_port,
         router_port=args.router_port,
     )
@@ -409,7 +520,16 @@ def _start_mesh(args: argparse.Namespace) -> Any:
 
 
 def _up(args: argparse.Namespace) -> int:
-    mesh = _start_mesh(args)
+    from services.repository import ManifestError
+
+    if args.replicas < 0:
+        print("chorus up: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        mesh = _start_mesh(args)
+    except ManifestError as err:
+        print(f"chorus up: {err}", file=sys.stderr)
+        return 2
     print(f"mesh up; try: chorus submit --router {mesh.router_target}   (Ctrl-C stops)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
@@ -437,6 +557,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.data_dir == DEFAULT_DATA_DIR:
         args.data_dir = Path(tempfile.mkdtemp(prefix="chorus-demo-"))
+    args.replicas = 0
     mesh = _start_mesh(args)
     try:
         return run_submit(mesh.router_target, args.limit, args.batch, args.policy, args.show)

@@ -83,8 +83,10 @@ class Mesh:
         fusers: int = 1,
         extra_env: dict[str, str] | None = None,
         model_args: dict[str, list[str]] | None = None,
+        replicas: dict[str, int] | None = None,
     ) -> None:
-        """`model_args` adds flags to one model's `chorus serve model`, e.g. a fault flag."""
+        """`model_args` adds flags to one model's `chorus serve model`, e.g. a fault flag;
+        `replicas` starts that many processes of a model (one by default)."""
         self.repository = repository
         self.data_dir = data_dir
         self.models = models
@@ -92,6 +94,7 @@ class Mesh:
         self.fusers = fusers
         self.extra_env = extra_env or {}
         self.model_args = model_args or {}
+        self.replicas = replicas or {}
         self.nats = (
             None
             if nats_url
@@ -138,7 +141,9 @@ class Mesh:
             for i in range(self.fusers):
                 self.spawn(f"fuser-{i}" if self.fusers > 1 else "fuser", ["fuser", *nats])
             for m in self.models:
-                self.spawn(m, self.model_command(m))
+                count = self.replicas.get(m, 1)
+                for i in range(count):
+                    self.spawn(m if count == 1 else f"{m}-{i}", self.model_command(m))
             self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
             self.wait_for_models(len(self.models))
         except BaseException:

@@ -11,153 +11,21 @@ probabilities (see services/heads.py).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from chorus.errors import NotFound
-from chorus.spec import TensorSpec
-
-MANIFEST = "manifest.json"
-HeadKind = Literal["softmax", "binary"]
-HEAD_KINDS: tuple[HeadKind, ...] = ("softmax", "binary")
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-EXECUTION_MODES = ("sequential", "parallel")
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """How this model wants to be run, shipped with it because the best settings are the
-    model's (a CNN wants batches, a tree ensemble does not). A zero means "the service's
-    setting decides"; a service setting given explicitly wins over the manifest.
-    """
-
-    graph_optimization: str = "all"
-    execution_mode: str = "sequential"
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
-    instances: int = 0
-    """ONNX Runtime sessions serving this model at once, each on its own thread."""
-    max_batch: int = 0
-    max_batch_delay_ms: float = 0.0
-    warmup: bool = True
-    """Run every instance once at load (first-run costs and CUDA kernels before traffic)."""
-    tensorrt: bool = False
-    """Prefer TensorrtExecutionProvider where it really loads (engine builds take minutes)."""
-    io_binding: bool = True
-    """On CUDA, bind inputs and outputs so ONNX Runtime copies each once."""
-
-    def __post_init__(self) -> None:
-        if self.graph_optimization not in OPTIMIZATION_LEVELS:
-            raise ValueError(
-                f"runtime.graph_optimization: expected one of {OPTIMIZATION_LEVELS}, "
-                f"got {self.graph_optimization!r}"
-            )
-        if self.execution_mode not in EXECUTION_MODES:
-            raise ValueError(
-                f"runtime.execution_mode: expected one of {EXECUTION_MODES}, "
-                f"got {self.execution_mode!r}"
-            )
-        for name in ("intra_op_threads", "inter_op_threads", "instances", "max_batch"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"runtime.{name}: expected >= 0, got {getattr(self, name)}")
-        if self.max_batch_delay_ms < 0:
-            raise ValueError(
-                f"runtime.max_batch_delay_ms: expected >= 0, got {self.max_batch_delay_ms}"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RuntimeOptions:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"runtime: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class Head:
-    """One capability's share of a multi-task model's scores output.
-
-    "softmax": the selected columns, renormalised to sum to 1, one label per column.
-    "binary": one column holding p, expanded to [1 - p, p] over two labels.
-    """
-
-    columns: tuple[int, ...]
-    labels: tuple[str, ...]
-    kind: HeadKind = "softmax"
-
-    def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise ValueError(f"head kind: expected one of {HEAD_KINDS}, got {self.kind!r}")
-        if not self.columns or any(c < 0 for c in self.columns):
-            raise ValueError(f"head columns: expected column indices >= 0, got {self.columns}")
-        if self.kind == "binary" and (len(self.columns) != 1 or len(self.labels) != 2):
-            raise ValueError(
-                f"binary head: expected 1 column and 2 labels, got {len(self.columns)} "
-                f"column(s) and {len(self.labels)} label(s)"
-            )
-        if self.kind == "softmax" and len(self.columns) != len(self.labels):
-            raise ValueError(
-                f"softmax head: expected one label per column, got {len(self.columns)} "
-                f"column(s) and {len(self.labels)} label(s)"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Head:
-        return cls(
-            columns=tuple(int(c) for c in d["columns"]),
-            labels=tuple(str(label) for label in d["labels"]),
-            kind=d.get("kind", "softmax"),
-        )
-
-
-@dataclass(frozen=True)
-class Manifest:
-    name: str
-    version: str
-    capabilities: tuple[str, ...]
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    labels: tuple[str, ...]
-    scores_output: str
-    file: str = "model.onnx"
-    platform: str = "onnxruntime_onnx"
-    description: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    augment: str = ""
-    members: tuple[str, ...] = ()
-    heads: dict[str, Head] = field(default_factory=dict)
-    """Capability -> its head, for a multi-task model; empty for a single-task one."""
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        if not self.heads:
-            del d["heads"]  # single-task manifests stay as they were
-        if self.runtime == RuntimeOptions():
-            del d["runtime"]
-        return json.dumps(d, indent=2) + "\n"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        return cls(
-            name=d["name"],
-            version=str(d["version"]),
-            capabilities=tuple(d["capabilities"]),
-            inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
-            outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
-            labels=tuple(d["labels"]),
-            scores_output=d["scores_output"],
-            file=d.get("file", "model.onnx"),
-            platform=d.get("platform", "onnxruntime_onnx"),
-            description=d.get("description", ""),
-            metrics={k: float(v) for k, v in d.get("metrics", {}).items()},
-            augment=d.get("augment", ""),
-            members=tuple(d.get("members", ())),
-            heads={str(k): Head.from_dict(v) for k, v in d.get("heads", {}).items()},
-            runtime=RuntimeOptions.from_dict(d.get("runtime", {})),
-        )
+from services import graph
+from services.manifest import (
+    HEAD_KINDS,
+    MANIFEST,
+    Head,
+    HeadKind,
+    Manifest,
+    ManifestError,
+    RuntimeOptions,
+    parse,
+)
 
 
 @dataclass(frozen=True)
@@ -195,9 +63,45 @@ def load(root: Path, model: str, version: str | None = None) -> ModelVersion:
         names = [v for v in names if v == version]
     if not names:
         raise NotFound(f"model {model!r} has no version {version or '(any)'} in {model_dir}")
-    path = model_dir / names[-1]
-    manifest = Manifest.from_dict(json.loads((path / MANIFEST).read_text()))
-    return ModelVersion(manifest, path)
+    return read_version(model_dir / names[-1])
+
+
+def read_version(path: Path) -> ModelVersion:
+    """One version folder's manifest, checked and completed from its ONNX graph;
+    ManifestError naming the file and the key when it cannot be served."""
+    source = path / MANIFEST
+    try:
+        raw = json.loads(source.read_text())
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{source}: not valid JSON ({exc})") from None
+    onnx_file = path / str(raw.get("file", "model.onnx") if isinstance(raw, dict) else "")
+    if not onnx_file.is_file():
+        raise ManifestError(f"{source}: file: {onnx_file.name!r} is not in {path}")
+    try:
+        specs = graph.read(onnx_file)
+    except graph.GraphError as exc:
+        raise ManifestError(f"{source}: file: {exc}") from None
+    return ModelVersion(parse(raw, source=source, folder=path, graph_specs=specs), path)
+
+
+def check(root: Path) -> list[ModelVersion]:
+    """Every model's highest version in `root`, each checked, and checked together: the
+    members of one capability must mean the same by their scores (one output_kind)."""
+    found = [load(root, name) for name in list_models(root)]
+    kinds: dict[str, tuple[str, ModelVersion]] = {}
+    for mv in found:
+        m = mv.manifest
+        for cap in m.capabilities:
+            kind = "regression" if m.regression else "classification"
+            seen = kinds.setdefault(cap, (kind, mv))
+            if seen[0] != kind:
+                other = seen[1]
+                raise ManifestError(
+                    f"{mv.path / MANIFEST}: output_kind: {m.output_kind!r} makes {m.name!r} a "
+                    f"{kind} model, but {other.manifest.name!r} ({other.path / MANIFEST}) "
+                    f"answers {cap!r} as {seen[0]}; one capability takes one kind"
+                )
+    return found
 
 
 def list_models(root: Path) -> list[str]:
@@ -215,3 +119,21 @@ def write(root: Path, manifest: Manifest, onnx_bytes: bytes) -> ModelVersion:
     staged.write_text(manifest.to_json())
     staged.replace(path / MANIFEST)
     return ModelVersion(manifest, path)
+
+
+__all__ = [
+    "HEAD_KINDS",
+    "MANIFEST",
+    "Head",
+    "HeadKind",
+    "Manifest",
+    "ManifestError",
+    "ModelVersion",
+    "RuntimeOptions",
+    "check",
+    "list_models",
+    "load",
+    "read_version",
+    "versions",
+    "write",
+]

@@ -48,6 +48,7 @@ from services.metrics import ModelMetrics
 from services.repository import Head, Manifest
 from services.runtime import OnnxModel
 from services.worker import NatsWorker
+from tests.onnx_graphs import declaring
 
 # ---------------------------------------------------------------- fixtures and helpers
 
@@ -315,7 +316,7 @@ def test_head_rejects_inconsistent_definitions(
 def test_manifest_with_heads_round_trips(tmp_path: Path) -> None:
     m = _manifest(HEADS, metrics={"accuracy/flag": 0.9})
     assert Manifest.from_dict(json.loads(m.to_json())) == m
-    repository.write(tmp_path, m, b"onnx")
+    repository.write(tmp_path, m, declaring(m.inputs, m.outputs))
     assert repository.load(tmp_path, "m").manifest == m
 
 
@@ -338,6 +339,8 @@ def test_old_manifest_on_disk_still_loads(tmp_path: Path) -> None:
     }
     (tmp_path / "old" / "3").mkdir(parents=True)
     (tmp_path / "old" / "3" / "manifest.json").write_text(json.dumps(old))
+    specs = tuple(TensorSpec.from_dict(t) for t in (*old["inputs"], *old["outputs"]))  # type: ignore[attr-defined]
+    (tmp_path / "old" / "3" / "model.onnx").write_bytes(declaring(specs[:1], specs[1:]))
     m = repository.load(tmp_path, "old").manifest
     assert m.heads == {} and m.labels == LABELS
     assert apply_head(m, "classify/digits", {"probabilities": SCORES}) == {"probabilities": SCORES}

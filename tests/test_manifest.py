@@ -1,0 +1,163 @@
+"""The manifest schema: completed from the ONNX graph, every bad manifest refused in one line
+naming the file and the key; `chorus models add` writes manifests nobody types."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from chorus.spec import TensorSpec
+from services import repository
+from services.add_model import AddError, AddRequest, add
+from services.manifest import KEYS, ManifestError, schema_table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _linear(path: Path, *, softmax: bool = True, classes: int = 3, features: int = 4) -> Path:
+    """x FP32 [N, features] -> scores FP32 [N, classes] (softmax or raw), label INT64 [N]."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"])]
+    nodes.append(helper.make_node("Softmax", ["z"], ["scores"], axis=1) if softmax
+                 else helper.make_node("Identity", ["z"], ["scores"]))  # fmt: skip
+    nodes.append(helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0))
+    g = helper.make_graph(
+        nodes, "linear",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N"])],
+        [w],
+    )  # fmt: skip
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _version(root: Path, raw: dict[str, Any], name: str = "m") -> Path:
+    folder = root / name / "1"
+    folder.mkdir(parents=True)
+    _linear(folder / "model.onnx")
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    return folder
+
+
+GOOD = {"capabilities": ["classify/x"], "labels": ["a", "b", "c"]}
+
+
+def test_inputs_and_outputs_come_from_the_graph(tmp_path: Path) -> None:
+    _version(tmp_path, GOOD)
+    m = repository.load(tmp_path, "m").manifest
+    assert m.name == "m" and m.version == "1" and m.scores_output == "scores"
+    assert m.inputs == (TensorSpec("x", "FP32", (-1, 4)),)
+    assert {s.name: s.shape for s in m.outputs} == {"scores": (-1, 3), "label": (-1,)}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "says"),
+    [
+        ({"labels": ["a", "b", "c"]}, "capabilities", "missing"),
+        ({"capabilities": ["classify/x"]}, "labels", "missing"),
+        ({**GOOD, "capabilities": "classify/x"}, "capabilities", "expected list of strings"),
+        ({**GOOD, "replicas": "two"}, "replicas", 'got "two"'),
+        ({**GOOD, "temprature": 2}, "temprature", "did you mean 'temperature'"),
+        ({**GOOD, "name": "other"}, "name", "differs from its folder 'm'"),
+        ({**GOOD, "output_kind": "odds"}, "output_kind", "expected string"),
+        ({**GOOD, "output_kind": "regression"}, "output_kind", "classification capability"),
+        ({**GOOD, "labels": ["a", "b"]}, "labels", "2 labels for the 3 columns"),
+        ({**GOOD, "scores_output": "label"}, "scores_output", "INT64"),
+        ({**GOOD, "inputs": [{"name": "x", "datatype": "INT64", "shape": [-1, 4]}]},
+         "inputs", "manifest says datatype INT64, the graph says FP32"),
+        ({**GOOD, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4, 1]}]},
+         "inputs", "rank 3"),
+        ({**GOOD, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]},
+         "inputs", "manifest says shape [-1, 64], the graph says [-1, 4]"),
+        ({**GOOD, "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 4]}]},
+         "inputs", "'pixels' is not in the graph"),
+        ({**GOOD, "temperature": 2.0}, "temperature", "only applies to output_kind 'logits'"),
+    ],
+)  # fmt: skip
+def test_bad_manifests_are_refused_naming_file_and_key(
+    tmp_path: Path, raw: dict[str, Any], key: str, says: str
+) -> None:
+    folder = _version(tmp_path, raw)
+    with pytest.raises(ManifestError) as err:
+        repository.load(tmp_path, "m")
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'manifest.json'}: {key}: "), message
+    assert says in message and "\n" not in message
+
+
+def test_a_capability_takes_one_kind(tmp_path: Path) -> None:
+    _version(tmp_path, GOOD, "a")
+    folder = _version(tmp_path, {**GOOD, "output_kind": "regression",
+                                 "capabilities": ["x"]}, "b")  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps({"capabilities": ["classify/x"],
+                                                      "output_kind": "regression"}))  # fmt: skip
+    with pytest.raises(ManifestError, match=r"b/1/manifest.json: output_kind: .*classification"):
+        repository.check(tmp_path)
+
+
+def test_add_reads_the_graph_and_checks_the_kind(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    raw = _linear(tmp_path / "raw.onnx", softmax=False)
+    with pytest.raises(AddError, match="pass --kind logits"):
+        add(AddRequest(raw, repo, "raw", ("classify/x",), ("a", "b", "c")))
+    mv = add(AddRequest(raw, repo, "raw", ("classify/x",), ("a", "b", "c"), "logits",
+                        temperature=2.0))  # fmt: skip
+    again = repository.load(repo, "raw").manifest
+    assert again == mv.manifest and again.output_kind == "logits" and again.temperature == 2.0
+    assert again.inputs == (TensorSpec("x", "FP32", (-1, 4)),)
+    with pytest.raises(AddError, match="already in"):
+        add(AddRequest(raw, repo, "raw", ("classify/x",), ("a", "b", "c"), "logits", "1"))
+    assert add(AddRequest(raw, repo, "raw", ("classify/x",), ("a", "b", "c"),
+                          "logits")).manifest.version == "2"  # fmt: skip
+
+
+def test_add_asks_which_output_when_two_could_be_the_scores(tmp_path: Path) -> None:
+    path = _linear(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    model.graph.node.append(helper.make_node("Identity", ["z"], ["logits"]))
+    model.graph.output.append(
+        helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3])
+    )
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(AddError, match=r"\['scores', 'logits'\] could each be the scores"):
+        add(AddRequest(path, tmp_path / "repo", "m", ("classify/x",)))
+    mv = add(AddRequest(path, tmp_path / "repo", "m", ("classify/x",), scores_output="logits",
+                        output_kind="logits"))  # fmt: skip
+    assert mv.manifest.scores_output == "logits" and mv.manifest.labels == ("0", "1", "2")
+
+
+def test_models_add_command_line(tmp_path: Path) -> None:
+    path = _linear(tmp_path / "m.onnx")
+    run = [sys.executable, "-m", "chorus.cli", "models", "add", str(path), "--name", "m",
+           "--capability", "classify/x", "--repository", str(tmp_path / "repo")]  # fmt: skip
+    bad = subprocess.run([*run, "--labels", "a,b"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--labels: 2 given for the 3 columns of 'scores'" in bad.stderr
+    ok = subprocess.run([*run, "--labels", "a,b,c"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "models", "check", "--repository",
+         str(tmp_path / "repo")], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 0 and "ok  m v1  classify/x  probabilities" in check.stdout
+
+
+def test_readme_documents_every_key() -> None:
+    """The README's schema table is the one `KEYS` makes."""
+    text = README.read_text()
+    assert schema_table() in text
+    documented = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
+    assert [k.name for k in KEYS] == [k for k in documented if k in {k.name for k in KEYS}]
