@@ -133,6 +133,11 @@ class FuserConfig:
     """...or the fused distribution's normalised entropy exceeds this..."""
     min_vote_margin: float = 0.34
     """...or the top voted class leads the runner-up by less than this share of members."""
+    max_relative_spread: float = 0.1
+    """A regression row is conflicted when its members' spread exceeds this share of the
+    fused value's magnitude..."""
+    max_spread: float = 1.0
+    """...and this absolute spread (so values near zero do not all conflict)."""
     keep_tasks: bool = True
     """Keep each fused task's member scores (JetStream KV, 24 h) so Feedback can teach the
     weights; one JetStream write per task after its reply."""

@@ -36,6 +36,13 @@ class Heartbeat:
     """Inference slots: requests served at once."""
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     """A multi-task model's heads: capability -> {"labels": [...]}; empty for single-task."""
+    output_kind: str = "probabilities"
+    """What the scores output holds (the manifest's output_kind): the fuser reads it so."""
+    temperature: float = 1.0
+
+    @property
+    def regression(self) -> bool:
+        return self.output_kind == "regression"
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -64,4 +71,6 @@ class Heartbeat:
             ewma_ms=float(d.get("ewma_ms", 0.0)),
             capacity=int(d.get("capacity", 1)),
             heads={str(k): dict(v) for k, v in d.get("heads", {}).items()},
+            output_kind=str(d.get("output_kind", "probabilities")),
+            temperature=float(d.get("temperature", 1.0)),
         )

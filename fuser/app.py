@@ -81,6 +81,8 @@ class FuserService(ServiceBase):
                 min_margin=cfg.min_margin,
                 max_entropy=cfg.max_entropy,
                 min_vote_margin=cfg.min_vote_margin,
+                max_spread=cfg.max_spread,
+                max_relative_spread=cfg.max_relative_spread,
             ),
         )
         self._service = await nats.micro.add_service(
@@ -176,7 +178,7 @@ class FuserService(ServiceBase):
             if not req.task_id:
                 raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
             capability, losses = await self._records.losses(
-                req.task_id, list(req.labels), list(req.rows)
+                req.task_id, list(req.labels), list(req.rows), list(req.values)
             )
             weights = await self._weights.learn(capability, losses)
         except ChorusError as err:

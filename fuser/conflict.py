@@ -22,7 +22,11 @@ three members (vote margin 1/3) counts as a conflict.
 
 Regression, per row: spread, the weighted std of the members' values around their weighted
 mean averaged over the outputs (the one every regression strategy reports, see
-`fuser.strategies.weighted_mean`). A regression row is conflicted when spread > max_spread.
+`fuser.strategies.weighted_mean`). A regression row is conflicted when its spread exceeds
+max(max_spread, max_relative_spread * |fused value|): the bar follows the target's scale, so
+a spread of 15 is a conflict on a value of 20 and agreement on a value of 2,000, while
+max_spread keeps values near zero from making every row a conflict. The same bar says which
+members back a regression answer (quorum).
 Measures that do not apply to the kind of task are None in the report.
 """
 
@@ -47,15 +51,17 @@ class ConflictThresholds:
     max_entropy: float = 0.5
     min_vote_margin: float = 0.34
     max_spread: float = 1.0
+    max_relative_spread: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("min_margin", "max_entropy", "min_vote_margin"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
-        value = self.max_spread
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0.0):
-            raise ValueError(f"max_spread: expected a finite number >= 0, got {value!r}")
+        for name in ("max_spread", "max_relative_spread"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,10 +141,11 @@ def detect(
     t = thresholds
     if regression:
         spread = weighted_spread(members)
-        conflicted = spread > t.max_spread
+        limit = spread_limit(t, fused.probabilities)
+        conflicted = spread > limit
         reasons = tuple(
-            f"spread {s:.3f} > {t.max_spread:.3f}" if c else ""
-            for s, c in zip(spread, conflicted, strict=True)
+            f"spread {s:.3f} > {lim:.3f}" if c else ""
+            for s, lim, c in zip(spread, limit, conflicted, strict=True)
         )
         return ConflictReport(conflicted, reasons, t, spread=spread)
 
@@ -170,3 +177,9 @@ def detect(
     )
     conflicted = low_margin | high_entropy | low_vote_margin
     return ConflictReport(conflicted, reasons, t, margin=mar, entropy=ent, vote_margin=vm)
+
+
+def spread_limit(thresholds: ConflictThresholds, fused_values: np.ndarray) -> np.ndarray:
+    """Per row, the spread above which a regression row is conflicted (module docstring)."""
+    scale = np.abs(np.asarray(fused_values, dtype=np.float64)).mean(axis=1)
+    return np.maximum(thresholds.max_spread, thresholds.max_relative_spread * scale)

@@ -16,7 +16,7 @@ from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext
 from chorus.errors import FailedPrecondition, InvalidArgument
 from chorus.pb import task_pb2, wire_pb2
-from fuser import policies, strategies
+from fuser import kinds, policies, strategies
 from fuser.conflict import ConflictThresholds
 from fuser.members import MemberClient
 from fuser.policies import Case, Outcome, Settings
@@ -25,8 +25,10 @@ from fuser.strategies.base import agreement
 from fuser.strategies.gated import gate_input, gated_fuse
 
 DEFAULT_POLICY = "soft_vote"
+REGRESSION_POLICY = "weighted_mean"
 STACKING = "stacking"
 GATED = "gated"
+REGRESSION_NAMES = frozenset(s.name for s in strategies.REGRESSION)
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,40 @@ def decode_members(call: wire_pb2.FuseCall, learned: dict[str, float]) -> list[M
         if m.model in seen:
             raise InvalidArgument(f"members: model {m.model!r} appears twice")
         seen.add(m.model)
-        probs = from_tensor(m.probabilities, field=f"members[{m.model!r}].probabilities")
-        if probs.ndim != 2:
-            raise InvalidArgument(
-                f"members[{m.model!r}].probabilities: expected [rows, classes], "
-                f"got shape {list(probs.shape)}"
-            )
+        where = f"members[{m.model!r}].probabilities"
+        temperature = m.temperature or 1.0
+        probs = kinds.as_scores(
+            from_tensor(m.probabilities, field=where), m.output_kind, temperature, field=where
+        )
         weight = m.weight if m.weight > 0 else learned.get(m.model, 1.0)
-        members.append(MemberScores(m.model, probs, weight, m.version, m.priority))
+        members.append(
+            MemberScores(
+                m.model,
+                probs,
+                weight,
+                m.version,
+                m.priority,
+                m.output_kind or kinds.PROBABILITIES,
+                temperature,
+            )
+        )
     return members
+
+
+def _strategy_name(call: wire_pb2.FuseCall, regression: bool) -> str:
+    """The policy asked for, or the kind's default; a strategy of the other kind is refused."""
+    name = call.policy or (REGRESSION_POLICY if regression else DEFAULT_POLICY)
+    if regression and name not in REGRESSION_NAMES:
+        raise InvalidArgument(
+            f"fusion_policy: {name!r} fuses classifiers, but capability {call.capability!r} is "
+            f"a regression; use one of {sorted(REGRESSION_NAMES)}"
+        )
+    if not regression and name in REGRESSION_NAMES:
+        raise InvalidArgument(
+            f"fusion_policy: {name!r} fuses regression values, but capability "
+            f"{call.capability!r} is a classification; use e.g. {DEFAULT_POLICY!r}"
+        )
+    return name
 
 
 def _fuse_fn(
@@ -162,14 +189,16 @@ def _gated_fn(
 async def fuse(
     call: wire_pb2.FuseCall, ctx: CallContext, tools: Tools
 ) -> tuple[wire_pb2.FuseReply, Outcome]:
-    name = call.policy or DEFAULT_POLICY
     members = decode_members(call, tools.weights(call.capability))
-    inputs = {t.name: from_tensor(t) for t in call.inputs}
-    fuse_fn = _fuse_fn(name, call.capability, tools, ctx, inputs)
     if not members:
         raise InvalidArgument("members: empty; fusion needs at least one member's output")
+    kind = kinds.task_kind([m.model for m in members], [m.output_kind for m in members])
+    regression = kind == kinds.REGRESSION
+    name = _strategy_name(call, regression)
+    inputs = {t.name: from_tensor(t) for t in call.inputs}
+    fuse_fn = _fuse_fn(name, call.capability, tools, ctx, inputs)
     fused = await fuse_fn(members)
-    if call.labels and len(call.labels) != fused.probabilities.shape[1]:
+    if not regression and call.labels and len(call.labels) != fused.probabilities.shape[1]:
         raise InvalidArgument(
             f"labels: {len(call.labels)} given for {fused.probabilities.shape[1]} "
             "probability columns"
@@ -199,12 +228,15 @@ async def fuse(
         ctx=ctx,
         client=tools.client,
         review=review if tools.review is not None else None,
+        regression=regression,
     )
     outcome = await policy.resolve(case, fused)
     return _reply(name, policy.name, outcome), outcome
 
 
 def _rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
+    if outcome.report.spread is not None:
+        return _regression_rows(outcome)
     fused, report = outcome.fused, outcome.report
     votes = [m.votes for m in outcome.members]
     margin = report.margin if report.margin is not None else np.zeros(len(fused.labels))
@@ -222,6 +254,28 @@ def _rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
             entropy=float(entropy[r]),
         )
         for r in range(len(fused.labels))
+    ]
+
+
+def _regression_rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
+    fused, spread = outcome.fused, outcome.report.spread
+    assert spread is not None
+    values = [m.probabilities[:, 0] for m in outcome.members]
+    return [
+        task_pb2.RowDecision(
+            label=-1,
+            confidence=float(fused.confidence[r]),
+            agreement=float(fused.agreement[r]),
+            rule=outcome.rules[r],
+            status=outcome.status[r],
+            round=outcome.rounds[r],
+            value=[float(v) for v in fused.probabilities[r]],
+            spread=float(spread[r]),
+            member_values={
+                m.model: float(v[r]) for m, v in zip(outcome.members, values, strict=True)
+            },
+        )
+        for r in range(fused.probabilities.shape[0])
     ]
 
 

@@ -16,6 +16,7 @@ from chorus.codec import from_tensor
 from chorus.errors import InvalidArgument, NotFound
 from chorus.pb import wire_pb2
 from chorus.subjects import kv_key
+from fuser.kinds import REGRESSION, as_scores
 
 TASKS_BUCKET = "chorus_fused_tasks"
 TASKS_TTL_S = 24 * 3600
@@ -49,9 +50,15 @@ class TaskRecords:
         await self._kv.put(kv_key(call.task_id), record.SerializeToString())
 
     async def losses(
-        self, task_id: str, truth: list[int], rows: list[int] | None = None
+        self,
+        task_id: str,
+        truth: list[int],
+        rows: list[int] | None = None,
+        values: list[float] | None = None,
     ) -> tuple[str, dict[str, float]]:
-        """(capability, each member's share of wrong rows among `rows`) for a kept task."""
+        """(capability, each member's loss in [0, 1] on `rows`) for a kept task: its share
+        of wrong rows, or for regression (`values`) its mean absolute error over the worst
+        member's, so the least accurate member loses most whatever the target's scale."""
         assert self._kv is not None
         try:
             entry = await self._kv.get(kv_key(task_id))
@@ -61,24 +68,38 @@ class TaskRecords:
                 f"{TASKS_TTL_S // 3600} h)"
             ) from None
         record = wire_pb2.FuseCall.FromString(entry.value or b"")
-        losses: dict[str, float] = {}
+        regression = any(m.output_kind == REGRESSION for m in record.members)
+        given = values if regression else truth
+        field = "values" if regression else "labels"
+        if not given:
+            what = "the true value" if regression else "the true class"
+            raise InvalidArgument(f"{field}: empty; this task needs {what} of every row")
+        errors: dict[str, float] = {}
         for m in record.members:
-            probs = from_tensor(m.probabilities)
+            where = f"{m.model}.scores"
+            probs = as_scores(from_tensor(m.probabilities), m.output_kind, m.temperature or 1.0,
+                              field=where)  # fmt: skip
             if rows:
-                if len(rows) != len(truth) or any(not 0 <= r < probs.shape[0] for r in rows):
+                if len(rows) != len(given) or any(not 0 <= r < probs.shape[0] for r in rows):
                     raise InvalidArgument(
-                        f"rows: expected {len(truth)} row indices below {probs.shape[0]}, "
+                        f"rows: expected {len(given)} row indices below {probs.shape[0]}, "
                         f"got {rows}"
                     )
                 probs = probs[rows]
-            if len(truth) != probs.shape[0]:
+            if len(given) != probs.shape[0]:
                 raise InvalidArgument(
-                    f"labels: task {task_id} had {probs.shape[0]} rows, got {len(truth)} labels"
+                    f"{field}: task {task_id} had {probs.shape[0]} rows, got {len(given)} {field}"
                 )
+            if regression:
+                errors[m.model] = float(np.mean(np.abs(probs[:, 0] - np.asarray(given))))
+                continue
             if any(not 0 <= t < probs.shape[1] for t in truth):
                 raise InvalidArgument(f"labels: expected class indices in [0, {probs.shape[1]})")
-            losses[m.model] = float(np.mean(np.argmax(probs, axis=1) != np.asarray(truth)))
-        return record.capability, losses
+            errors[m.model] = float(np.mean(np.argmax(probs, axis=1) != np.asarray(truth)))
+        if regression:
+            worst = max(errors.values()) or 1.0
+            errors = {m: e / worst for m, e in errors.items()}
+        return record.capability, errors
 
 
 class ReviewQueue:

@@ -30,6 +30,7 @@ from router.metrics import RouterMetrics
 from router.pipeline import Pipeline, Stage, run_pipeline
 from router.plan_routing import PlanSplits
 
+REGRESSION_POLICY = "weighted_mean"
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
 """Conflict policies that look at the task's inputs again, so the fuser must receive them."""
 STRATEGIES_NEEDING_INPUTS = ("gated",)
@@ -52,6 +53,11 @@ class Plan:
     def labels(self) -> Sequence[str]:
         """The capability's class labels (a multi-task model's per head)."""
         return _labels(next(iter(self.replicas.values()))[0], self.capability)
+
+    @property
+    def regression(self) -> bool:
+        """Members answer with values, not classes (the fuser refuses a mix)."""
+        return all(hb.regression for hb in self.first.values())
 
 
 class TaskRunner:
@@ -234,6 +240,11 @@ class TaskRunner:
         payloads: dict[str, bytes],
         shared: Shared = None,
     ) -> StageDone:
+        if cascade.threshold and plan.regression:
+            raise InvalidArgument(
+                f"cascade: capability {plan.capability!r} is a regression; cascades stop on "
+                "a classifier's confidence"
+            )
         if cascade.threshold:
             return await self._cascade(plan, inputs, fusion_policy, conflict, cascade, ctx)
         payloads = payloads or self._payloads(inputs, plan.first)
@@ -265,7 +276,7 @@ class TaskRunner:
     ) -> wire_pb2.FuseReply:
         first = plan.first
         call = wire_pb2.FuseCall(
-            policy=fusion_policy or self.default_policy,
+            policy=fusion_policy or (REGRESSION_POLICY if plan.regression else self.default_policy),
             labels=plan.labels,
             capability=plan.capability,
             task_id=ctx.task_id,
@@ -282,6 +293,8 @@ class TaskRunner:
                 version=reply.version,
                 probabilities=_output(reply, hb.scores_output),
                 scores_output=hb.scores_output,
+                output_kind=hb.output_kind,
+                temperature=hb.temperature,
             )
         return await dispatch.fuse(
             self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.attempt_timeout_s
@@ -290,9 +303,14 @@ class TaskRunner:
     def _done(
         self, plan: Plan, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
     ) -> StageDone:
-        labels = np.array([r.label for r in fused.rows], dtype=np.int64)
-        result.outputs.add(name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes())
-        result.outputs.append(fused.probabilities)
+        if plan.regression:
+            result.outputs.append(_value(fused.probabilities))
+        else:
+            labels = np.array([r.label for r in fused.rows], dtype=np.int64)
+            result.outputs.add(
+                name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes()
+            )
+            result.outputs.append(fused.probabilities)
         result.explanation.CopyFrom(
             task_pb2.Explanation(
                 policy=fused.policy,
@@ -311,7 +329,7 @@ class TaskRunner:
                 outputs=reply.outputs,
                 latency_ms=fan.latency_ms[model],
             )
-        return StageDone(result, plan.labels)
+        return StageDone(result, () if plan.regression else plan.labels)
 
     async def _cascade(
         self,
@@ -386,8 +404,10 @@ class TaskRunner:
     async def feedback(self, req: task_pb2.FeedbackRequest) -> task_pb2.FeedbackResponse:
         if not req.task_id:
             raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
-        if not req.labels:
-            raise InvalidArgument("labels: empty; send the true class of every row")
+        if not req.labels and not req.values:
+            raise InvalidArgument(
+                "labels: empty; send the true class of every row (or `values` for regression)"
+            )
         ctx = CallContext.start(req.task_id, Priority.NORMAL, self.default_budget_s)
         return await dispatch.feedback(self.nc, req, ctx)
 
@@ -448,6 +468,14 @@ def _labels(hb: Heartbeat, capability: str) -> Sequence[str]:
     """Class labels of `capability` as this model gives them (a multi-task model per head)."""
     head = hb.heads.get(capability)
     return tuple(head["labels"]) if head else hb.labels
+
+
+def _value(fused: tensor_pb2.Tensor) -> tensor_pb2.Tensor:
+    """The fused regression values as "value": [rows] when one value a row, else [rows, k]."""
+    shape = list(fused.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        shape = shape[:1]
+    return tensor_pb2.Tensor(name="value", datatype=fused.datatype, shape=shape, raw=fused.raw)
 
 
 def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:

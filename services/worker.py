@@ -143,6 +143,8 @@ class NatsWorker:
             ewma_ms=self.ewma_ms,
             capacity=self.scheduler.slots,
             heads=heads.heartbeat_heads(manifest),
+            output_kind=manifest.output_kind,
+            temperature=manifest.temperature,
         )
 
     async def announce(self) -> None:

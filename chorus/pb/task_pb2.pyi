@@ -129,7 +129,7 @@ class MemberOutput(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class RowDecision(_message.Message):
-    __slots__ = ("label", "confidence", "agreement", "votes", "rule", "status", "round", "margin", "entropy")
+    __slots__ = ("label", "confidence", "agreement", "votes", "rule", "status", "round", "margin", "entropy", "value", "spread", "member_values")
     class VotesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,13 @@ class RowDecision(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class MemberValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +153,9 @@ class RowDecision(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_VALUES_FIELD_NUMBER: _ClassVar[int]
     label: int
     confidence: float
     agreement: float
@@ -155,7 +165,10 @@ class RowDecision(_message.Message):
     round: int
     margin: float
     entropy: float
-    def __init__(self, label: _Optional[int] = ..., confidence: _Optional[float] = ..., agreement: _Optional[float] = ..., votes: _Optional[_Mapping[str, int]] = ..., rule: _Optional[str] = ..., status: _Optional[str] = ..., round: _Optional[int] = ..., margin: _Optional[float] = ..., entropy: _Optional[float] = ...) -> None: ...
+    value: _containers.RepeatedScalarFieldContainer[float]
+    spread: float
+    member_values: _containers.ScalarMap[str, float]
+    def __init__(self, label: _Optional[int] = ..., confidence: _Optional[float] = ..., agreement: _Optional[float] = ..., votes: _Optional[_Mapping[str, int]] = ..., rule: _Optional[str] = ..., status: _Optional[str] = ..., round: _Optional[int] = ..., margin: _Optional[float] = ..., entropy: _Optional[float] = ..., value: _Optional[_Iterable[float]] = ..., spread: _Optional[float] = ..., member_values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ("policy", "members", "missing", "rows", "weights", "conflict_policy")
@@ -224,14 +237,16 @@ class StageResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., capability: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberOutput, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("task_id", "labels", "rows")
+    __slots__ = ("task_id", "labels", "rows", "values")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     labels: _containers.RepeatedScalarFieldContainer[int]
     rows: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, task_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., rows: _Optional[_Iterable[int]] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, task_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., rows: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ReviewRequest(_message.Message):
     __slots__ = ("task_id", "capability", "rows", "labels", "reviewer", "decisions")

@@ -33,20 +33,24 @@ class InferReply(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., input_sha256: _Optional[str] = ...) -> None: ...
 
 class MemberScores(_message.Message):
-    __slots__ = ("model", "version", "probabilities", "weight", "scores_output", "priority")
+    __slots__ = ("model", "version", "probabilities", "weight", "scores_output", "priority", "output_kind", "temperature")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     SCORES_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_KIND_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     probabilities: _tensor_pb2.Tensor
     weight: float
     scores_output: str
     priority: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., weight: _Optional[float] = ..., scores_output: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    output_kind: str
+    temperature: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., weight: _Optional[float] = ..., scores_output: _Optional[str] = ..., priority: _Optional[int] = ..., output_kind: _Optional[str] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class FuseCall(_message.Message):
     __slots__ = ("policy", "labels", "members", "capability", "task_id", "inputs", "conflict")

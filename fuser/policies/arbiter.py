@@ -1,4 +1,5 @@
-"""Arbiter: a designated model, not a member, decides the conflicted rows."""
+"""Arbiter: a designated model, not a member, decides the conflicted rows (for regression,
+its value replaces the fused one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from chorus.errors import FailedPrecondition
+from fuser.kinds import REGRESSION, as_scores
 from fuser.policies.base import Case, Outcome, first_pass, rows_of
 from fuser.strategies import Fused
 
@@ -34,6 +36,16 @@ class Arbiter:
             fused.labels.copy(),
             fused.confidence.copy(),
         )
+        if case.regression:
+            values = as_scores(scores, REGRESSION, 1.0, field=f"arbiter {arbiter}")
+            for i, r in enumerate(rows):
+                probs[r] = values[i]
+                out.status[r] = "resolved"
+                out.rules[r] = (
+                    f"arbiter: {arbiter} decided {values[i, 0]:.4g} ({out.report.reasons[r]})"
+                )
+            out.fused = replace(fused, probabilities=probs)
+            return out
         for i, r in enumerate(rows):
             labels[r] = int(np.argmax(scores[i]))
             probs[r] = scores[i]

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from chorus.context import CallContext
-from fuser.conflict import ConflictReport, ConflictThresholds, detect
+from fuser.conflict import ConflictReport, ConflictThresholds, detect, spread_limit
 from fuser.members import MemberClient
 from fuser.strategies import Fused, MemberScores
 
@@ -41,6 +41,7 @@ class Case:
     ctx: CallContext
     client: MemberClient | None = None
     review: ReviewFn | None = None
+    regression: bool = False
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ConflictPolicy(Protocol):
 
 def first_pass(case: Case, fused: Fused) -> Outcome:
     """Rows as the strategy left them: agreed, or conflicted and unsettled."""
-    report = detect(case.members, fused, case.thresholds)
+    report = detect(case.members, fused, case.thresholds, regression=case.regression)
     status = ["conflicted" if c else "agreed" for c in report.conflicted]
     rules = [
         f"{rule}; conflicted: {why}" if c else rule
@@ -76,3 +77,15 @@ def first_pass(case: Case, fused: Fused) -> Outcome:
 
 def rows_of(inputs: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a[rows]) for name, a in inputs.items()}
+
+
+def backing(case: Case, fused: Fused) -> np.ndarray:
+    """Per row, how many members stand behind the fused answer: those voting its label, or
+    for regression those within the conflict tolerance of the fused value."""
+    if case.regression:
+        values = np.stack([m.probabilities for m in case.members])  # [members, rows, k]
+        distance = np.abs(values - fused.probabilities[None]).mean(axis=2)
+        limit = spread_limit(case.thresholds, fused.probabilities)
+        return np.asarray((distance <= limit[None]).sum(axis=0))
+    votes = np.stack([m.votes for m in case.members])
+    return np.asarray((votes == fused.labels[None, :]).sum(axis=0))

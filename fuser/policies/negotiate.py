@@ -16,6 +16,7 @@ import numpy as np
 
 from chorus.errors import FailedPrecondition
 from fuser.conflict import detect
+from fuser.kinds import as_scores
 from fuser.policies.base import Case, Outcome, first_pass, rows_of
 from fuser.strategies import Fused
 
@@ -27,6 +28,11 @@ class Negotiate:
         out = first_pass(case, fused)
         if case.client is None:
             raise FailedPrecondition("conflict.negotiate: this fuser cannot reach the members")
+        if case.regression:
+            raise FailedPrecondition(
+                f"conflict.negotiate: {case.capability!r} is a regression, and negotiation "
+                "re-asks classifiers' votes; use quorum, arbiter or escalate"
+            )
         members = list(case.members)
         conceded: dict[int, list[str]] = {}
         settled_in: dict[int, int] = {}
@@ -46,11 +52,12 @@ class Negotiate:
                 if not unsure:
                     continue
                 asked = True
-                second = await case.client.scores(
+                raw = await case.client.scores(
                     m.model, rows_of(case.inputs, unsure),
                     scores_output=case.scores_outputs.get(m.model, "probabilities"),
                     augment=True, ctx=case.ctx,
                 )  # fmt: skip
+                second = as_scores(raw, m.output_kind, m.temperature, field=m.model)
                 probs = m.probabilities.copy()
                 probs[unsure] = second
                 members[i] = replace(m, probabilities=probs)
@@ -60,7 +67,7 @@ class Negotiate:
             if not asked:
                 break
             fused = await case.fuse(members)
-            report = detect(members, fused, case.thresholds)
+            report = detect(members, fused, case.thresholds, regression=case.regression)
             for row in open_rows.tolist():
                 if not report.conflicted[row]:
                     settled_in.setdefault(row, round_no)

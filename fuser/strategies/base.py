@@ -26,6 +26,9 @@ class MemberScores:
     weight: float = 1.0
     version: str = ""
     priority: int = 0
+    output_kind: str = "probabilities"
+    """What the member's own output held, before the fuser made it comparable (fuser.kinds)."""
+    temperature: float = 1.0
 
     @property
     def votes(self) -> np.ndarray:
