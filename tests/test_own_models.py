@@ -1,0 +1,156 @@
+"""A user's own repository, end to end, as a new user would go: export models that are not the
+demo (examples/tabular/export.py), add each with `chorus models add` (no manifest typed),
+serve the repository with `chorus up --repository`, submit, and check every fused number
+against the members' own ONNX files run directly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from chorus.client import TaskClient
+from chorus.natsserver import free_port
+from services import repository
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORT = ROOT / "examples" / "tabular" / "export.py"
+CHORUS = [sys.executable, "-m", "chorus.cli"]
+ROWS = 40
+
+
+@dataclass
+class Served:
+    repo: Path
+    out: Path
+    models: list[dict[str, Any]]
+    router: str
+
+
+def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    out = tmp_path_factory.mktemp("exported")
+    repo = tmp_path_factory.mktemp("repo")
+    _run([sys.executable, str(EXPORT), str(out), "--no-lightgbm"], timeout=240)
+    models = json.loads((out / "models.json").read_text())
+    for m in models:
+        labels = ["--labels", ",".join(m["labels"])] if m.get("labels") else []
+        _run([*CHORUS, "models", "add", str(out / m["file"]), "--name", m["name"],
+              "--capability", m["capability"], "--kind", m["output_kind"],
+              "--repository", str(repo), *labels])  # fmt: skip
+    router_port = free_port()
+    cmd = [*CHORUS, "up", "--repository", str(repo), "--data-dir", str(out / "up"),
+           "--router-port", str(router_port), "--nats-port", str(free_port())]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while True:
+            line = proc.stdout.readline()
+            assert line, f"chorus up ended early: {lines}"
+            lines.append(line.rstrip())
+            if line.startswith("mesh up"):
+                break
+        yield Served(repo, out, models, f"127.0.0.1:{router_port}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _direct(served: Served, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    mv = repository.load(served.repo, name)
+    session = ort.InferenceSession(str(mv.onnx_path), providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    return dict(zip(names, values, strict=True))
+
+
+def _kinds(served: Served, capability: str) -> dict[str, str]:
+    return {m["name"]: m["output_kind"] for m in served.models if m["capability"] == capability}
+
+
+def test_only_the_users_models_are_served_and_written(served: Served) -> None:
+    added = sorted(m["name"] for m in served.models)
+    assert sorted(p.name for p in served.repo.iterdir()) == added  # no demo model trained here
+    with TaskClient(served.router) as client:
+        assert sorted(m.name for m in client.list_models().models) == added
+    kinds = set(_kinds(served, "classify/cancer").values())
+    assert {"probabilities", "logits"} <= kinds and len(_kinds(served, "regress/diabetes")) >= 3
+    two = repository.load(served.repo, "cancer_two_input").manifest
+    assert [(s.name, s.datatype) for s in two.inputs] == [("x", "FP32"), ("flags", "INT64")]
+
+
+def test_classifiers_fused_as_probabilities(served: Served) -> None:
+    x = np.load(served.out / "cancer_test_x.npy")[:ROWS]
+    flags = np.load(served.out / "cancer_test_flags.npy")[:ROWS]
+    with TaskClient(served.router) as client:
+        result = client.submit("classify/cancer", {"x": x, "flags": flags})
+    kinds = _kinds(served, "classify/cancer")
+    assert sorted(result.members) == sorted(kinds)
+    normalised = []
+    for name, kind in kinds.items():
+        direct = _direct(served, name, {"x": x, "flags": flags})
+        for output, value in direct.items():
+            np.testing.assert_array_equal(result.members[name][output], value)
+        scores = direct[repository.load(served.repo, name).manifest.scores_output]
+        if kind == "logits":
+            z = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = z / z.sum(axis=1, keepdims=True)
+        normalised.append(scores)
+    probs = result.probabilities
+    np.testing.assert_allclose(probs, np.mean(normalised, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    rows = result.response.explanation.rows
+    assert all(0.0 <= r.confidence <= 1.0 for r in rows)
+    assert list(result.labels) == list(np.argmax(probs, axis=1))
+    accuracy = np.mean(result.labels == np.load(served.out / "cancer_test_y.npy")[:ROWS])
+    assert accuracy >= 0.85 and list(result.response.labels) == ["malignant", "benign"]
+
+
+@pytest.mark.parametrize("policy", ["", "median"])
+def test_regression_is_fused_as_values_and_wide_rows_are_flagged(
+    served: Served, policy: str
+) -> None:
+    x = np.load(served.out / "diabetes_test_x.npy")[:ROWS]
+    with TaskClient(served.router) as client:
+        result = client.submit("regress/diabetes", {"x": x}, policy=policy)
+    assert "label" not in result.outputs and result.value.shape == (ROWS,)
+    values = []
+    for name in _kinds(served, "regress/diabetes"):
+        direct = _direct(served, name, {"x": x})
+        for output, value in direct.items():
+            np.testing.assert_array_equal(result.members[name][output], value)
+        values.append(next(iter(direct.values())).reshape(ROWS))
+    stacked = np.stack(values)
+    expected = np.median(stacked, axis=0) if policy else stacked.mean(axis=0)
+    np.testing.assert_allclose(result.value, expected, rtol=1e-5)
+    explanation = result.response.explanation
+    assert explanation.policy == (policy or "weighted_mean")
+    spread = stacked.std(axis=0)
+    wide = spread > np.maximum(1.0, 0.1 * np.abs(expected))
+    flagged = np.array([r.status == "conflicted" for r in explanation.rows])
+    np.testing.assert_array_equal(flagged, wide)
+    assert 0 < flagged.sum() < ROWS
+    assert all(r.label == -1 and len(r.value) == 1 for r in explanation.rows)
