@@ -75,7 +75,8 @@ def test_async_errors_are_clear(client: TaskClient) -> None:
 
 
 def test_killed_router_loses_no_accepted_task(model_repo: Path, tmp_path: Path) -> None:
-    env = {"CHORUS_ROUTER_ACK_WAIT_S": "2"}
+    # Joined calls would finish all 60 before the kill; this test is about redelivery.
+    env = {"CHORUS_ROUTER_ACK_WAIT_S": "2", "CHORUS_ROUTER_COALESCE_ROWS": "0"}
     with NatsServer(tmp_path / "js") as server, Mesh(
         model_repo, tmp_path / "mesh", models=["logreg"], nats_url=server.url, extra_env=env,
         model_args={"logreg": ["--delay-ms", "30"]},
