@@ -25,6 +25,8 @@ DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "gate", "caption"]
 """Three members, the arbiter, the stacking meta-model, the gate and the caption model.
 (The multi-task model is built too, but not started: it would join classify/digits.)"""
 CAPABILITY = "classify/digits"
+STOP_WHILE_STARTING_S = 0.5
+"""How long a service stopped before it served may take to close what it had opened."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,21 +382,50 @@ def _models_control(args: argparse.Namespace) -> int:
 def _run_service(service: Any, ready: dict[str, Any]) -> int:
     """Run until SIGTERM/SIGINT, printing one JSON line on stdout once serving."""
 
-    async def run() -> None:
+    async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with service:
+        if not await _start_unless_stopped(service, stop):
+            return 1
+        try:
             _settle_garbage_collector()
             print(
                 json.dumps({k: v(service) if callable(v) else v for k, v in ready.items()}),
                 flush=True,
             )
             await stop.wait()
+        finally:
+            await service.stop()
+        return 0
 
-    _event_loop_runner()(run())
-    return 0
+    return int(_event_loop_runner()(run()))
+
+
+async def _start_unless_stopped(service: Any, stop: asyncio.Event) -> bool:
+    """Start, unless a signal comes first: a service still waiting for NATS stops at once
+    and says what it was waiting for, instead of retrying past SIGTERM."""
+    starting = asyncio.ensure_future(service.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(service.stop(), STOP_WHILE_STARTING_S)
+    from chorus.service import describe_error
+
+    waited = getattr(service, "nats_url", "") or "NATS"
+    last = getattr(service, "nats_error", None)
+    reason = f" (last error: {describe_error(last)})" if last is not None else ""
+    print(f"chorus: stopped before serving: could not reach NATS at {waited}{reason}",
+          file=sys.stderr)  # fmt: skip
+    return False
 
 
 def _settle_garbage_collector() -> None:

@@ -3,11 +3,12 @@ an idempotent start/stop usable as an async context manager."""
 
 from __future__ import annotations
 
+import logging
+import time
 from types import TracebackType
 from typing import Self
 from wsgiref.simple_server import WSGIServer
 
-import nats
 from grpc_health.v1 import health
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Gauge
@@ -17,6 +18,11 @@ from chorus.config import SecurityConfig, TracingConfig, from_env
 from chorus.grpcserver import set_serving
 from chorus.metrics import serve_metrics
 from chorus.security import nats_options
+
+log = logging.getLogger(__name__)
+
+NATS_ERROR_LOG_INTERVAL_S = 30.0
+"""While NATS stays unreachable, one line per this many seconds, not a traceback per attempt."""
 
 
 class ServiceBase:
@@ -31,6 +37,10 @@ class ServiceBase:
         self._nats_up: Gauge | None = None
         self._health: health.aio.HealthServicer | None = None
         self._health_names: list[str] = []
+        self.nats_url = ""
+        self.nats_error: Exception | None = None
+        """The last connection error, so a process stopped while waiting for NATS can say why."""
+        self._nats_error_logged = 0.0
 
     async def start(self) -> Self:
         raise NotImplementedError
@@ -67,14 +77,26 @@ class ServiceBase:
         async def up() -> None:
             await self._nats_state(True)
 
-        self._nc = await nats.connect(
+        async def error(exc: Exception) -> None:
+            self.nats_error = exc
+            now = time.monotonic()
+            if now - self._nats_error_logged >= NATS_ERROR_LOG_INTERVAL_S:
+                self._nats_error_logged = now
+                log.warning("NATS at %s: %s (retrying)", url, describe_error(exc))
+
+        self.nats_url = url
+        # Held before connecting, so stop() can close a connection still retrying.
+        self._nc = Client()
+        await self._nc.connect(
             url,
             name=name,
             max_reconnect_attempts=-1,
             disconnected_cb=down,
             reconnected_cb=up,
+            error_cb=error,
             **nats_options(self.security),
         )
+        self.nats_error = None
         await self._nats_state(True)
         return self._nc
 
@@ -107,3 +129,9 @@ class ServiceBase:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a connection error; nats-py's own are often empty or bare class names."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
