@@ -25,6 +25,7 @@ DEMO_MODELS = ["logreg", "forest", "mlp", "knn", "stack", "gate", "caption"]
 """Three members, the arbiter, the stacking meta-model, the gate and the caption model.
 (The multi-task model is built too, but not started: it would join classify/digits.)"""
 CAPABILITY = "classify/digits"
+PRIORITIES = ("CRITICAL", "NORMAL", "BATCH")
 STOP_WHILE_STARTING_S = 0.5
 """How long a service stopped before it served may take to close what it had opened."""
 
@@ -149,9 +150,20 @@ def _parser() -> argparse.ArgumentParser:
                     help="processes per model (default: each manifest's replicas)")  # fmt: skip
     up.set_defaults(func=_up)
 
-    submit = sub.add_parser("submit", help="send held-out digits to the router, print accuracy")
+    submit = sub.add_parser(
+        "submit",
+        help="send your own rows (--input) to a capability, or the demo's held-out digits",
+    )
     _submit_args(submit)
     submit.add_argument("--router", default="127.0.0.1:50051")
+    submit.add_argument("--capability", default=CAPABILITY)
+    submit.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
+                        help="an input from a .npy array or .csv rows (a header line is "
+                             "skipped); repeat per input; all rows go as one task")  # fmt: skip
+    submit.add_argument("--json", action="store_true",
+                        help="print outputs, members' outputs and explanation as JSON")  # fmt: skip
+    submit.add_argument("--priority", choices=[p.lower() for p in PRIORITIES], default="normal")
+    submit.add_argument("--deadline-ms", type=int, default=0)
     submit.set_defaults(func=_submit)
 
     demo = sub.add_parser("demo", help="up + submit + down, in one command")
@@ -192,9 +204,11 @@ def _mesh_args(p: argparse.ArgumentParser) -> None:
 
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--limit", type=int, default=0, help="digits to send (0 = all held out)")
-    p.add_argument("--batch", type=int, default=1, help="digits per task")
-    p.add_argument("--policy", default="", help="soft_vote or majority_vote")
+    p.add_argument("--limit", type=int, default=0, help="rows to send (0 = all)")
+    p.add_argument("--batch", type=int, default=1, help="digits per task (the demo's digits)")
+    p.add_argument("--policy", default="",
+                   help="a fusion strategy (soft_vote, weighted_mean, ...); default: the "
+                        "capability's")  # fmt: skip
     p.add_argument("--show", type=int, default=10, help="answers to print")
 
 
@@ -578,6 +592,29 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    if args.input:
+        from chorus.context import Priority
+        from chorus.submit_inputs import Options, run_submit_inputs
+
+        return run_submit_inputs(
+            Options(
+                router=args.router,
+                capability=args.capability,
+                inputs=args.input,
+                policy=args.policy,
+                priority=Priority[args.priority.upper()],
+                deadline_ms=args.deadline_ms,
+                limit=args.limit,
+                show=args.show,
+                as_json=args.json,
+            )
+        )
+    if args.capability != CAPABILITY or args.json:
+        print(f"chorus submit: --input NAME=FILE is needed for {args.capability}"
+              + (" with --json" if args.json else "")
+              + f" (without it, the demo's held-out digits go to {CAPABILITY})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     from chorus.submit import run_submit
 
     return run_submit(args.router, args.limit, args.batch, args.policy, args.show)

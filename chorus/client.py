@@ -1,4 +1,5 @@
-"""A small typed client for the task API, used by the CLI, the tests and the benchmarks."""
+"""Typed clients for the task API, numpy in and out: `TaskClient` (blocking) and
+`AsyncTaskClient` (grpc.aio), used by the CLI, the tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from chorus.codec import from_tensor, to_tensor
 from chorus.config import SecurityConfig, from_env
 from chorus.context import Priority
 from chorus.pb import task_pb2, task_pb2_grpc
-from chorus.security import call_metadata, channel
+from chorus.security import aio_channel, call_metadata, channel
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,22 @@ def decode(response: task_pb2.SubmitResponse) -> TaskResult:
     return TaskResult(outputs, members, response)
 
 
+def submit_request(
+    capability: str,
+    inputs: dict[str, np.ndarray],
+    priority: Priority = Priority.NORMAL,
+    deadline_ms: int = 0,
+    policy: str = "",
+) -> task_pb2.SubmitRequest:
+    return task_pb2.SubmitRequest(
+        capability=capability,
+        inputs=[to_tensor(n, a) for n, a in inputs.items()],
+        priority=int(priority),  # type: ignore[arg-type]
+        deadline_ms=deadline_ms,
+        fusion_policy=policy,
+    )
+
+
 class TaskClient:
     def __init__(self, target: str, security: SecurityConfig | None = None) -> None:
         """`security` defaults to CHORUS_SECURITY_* from the environment (TLS CA, client
@@ -71,13 +88,7 @@ class TaskClient:
         policy: str = "",
         timeout_s: float | None = 30.0,
     ) -> TaskResult:
-        request = task_pb2.SubmitRequest(
-            capability=capability,
-            inputs=[to_tensor(n, a) for n, a in inputs.items()],
-            priority=int(priority),  # type: ignore[arg-type]
-            deadline_ms=deadline_ms,
-            fusion_policy=policy,
-        )
+        request = submit_request(capability, inputs, priority, deadline_ms, policy)
         return decode(self.stub.Submit(request, timeout=timeout_s))
 
     def list_models(self, capability: str = "") -> task_pb2.ListModelsResponse:
@@ -96,6 +107,49 @@ class TaskClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class AsyncTaskClient:
+    """`TaskClient` on grpc.aio, for callers on an event loop: many tasks in flight from one
+    channel without a thread each."""
+
+    def __init__(self, target: str, security: SecurityConfig | None = None) -> None:
+        security = security or from_env(SecurityConfig, "security")
+        self.channel = aio_channel(target, security)
+        self.metadata = call_metadata(security)
+        stub = task_pb2_grpc.TaskServiceStub(self.channel)
+        self.stub = _WithMetadata(stub, self.metadata) if self.metadata else stub
+
+    async def submit(
+        self,
+        capability: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        priority: Priority = Priority.NORMAL,
+        deadline_ms: int = 0,
+        policy: str = "",
+        timeout_s: float | None = 30.0,
+    ) -> TaskResult:
+        request = submit_request(capability, inputs, priority, deadline_ms, policy)
+        return decode(await self.stub.Submit(request, timeout=timeout_s))
+
+    async def list_models(self, capability: str = "") -> task_pb2.ListModelsResponse:
+        request = task_pb2.ListModelsRequest(capability=capability)
+        return await self.stub.ListModels(request, timeout=10)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 class _WithMetadata:

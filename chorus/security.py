@@ -66,6 +66,14 @@ def channel(target: str, cfg: SecurityConfig) -> grpc.Channel:
     return grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
 
 
+def aio_channel(target: str, cfg: SecurityConfig) -> grpc.aio.Channel:
+    """The asyncio twin of `channel`, with the same credentials."""
+    creds = channel_credentials(cfg)
+    if creds:
+        return grpc.aio.secure_channel(target, creds)
+    return grpc.aio.insecure_channel(target)
+
+
 def call_metadata(cfg: SecurityConfig) -> tuple[tuple[str, str], ...]:
     if not cfg.api_key_file:
         return ()

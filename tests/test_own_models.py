@@ -5,6 +5,7 @@ against the members' own ONNX files run directly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from chorus.client import TaskClient
+from chorus.client import AsyncTaskClient, TaskClient
 from chorus.natsserver import free_port
 from services import repository
 
@@ -154,3 +155,70 @@ def test_regression_is_fused_as_values_and_wide_rows_are_flagged(
     np.testing.assert_array_equal(flagged, wide)
     assert 0 < flagged.sum() < ROWS
     assert all(r.label == -1 and len(r.value) == 1 for r in explanation.rows)
+
+
+def _submit_cli(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CHORUS, "submit", "--router", served.router, *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_chorus_submit_sends_npy_inputs_and_prints_json(served: Served) -> None:
+    x = np.load(served.out / "cancer_test_x.npy")[:ROWS]
+    flags = np.load(served.out / "cancer_test_flags.npy")[:ROWS]
+    done = _submit_cli(served, "--capability", "classify/cancer", "--json",
+                       "--input", f"x={served.out / 'cancer_test_x.npy'}",
+                       "--input", f"flags={served.out / 'cancer_test_flags.npy'}",
+                       "--limit", str(ROWS))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    with TaskClient(served.router) as client:
+        direct = client.submit("classify/cancer", {"x": x, "flags": flags})
+    np.testing.assert_allclose(answer["outputs"]["probabilities"], direct.probabilities, rtol=1e-6)
+    assert answer["outputs"]["label"] == direct.labels.tolist()
+    assert sorted(answer["members"]) == sorted(direct.members)
+    assert answer["labels"] == ["malignant", "benign"]
+    assert len(answer["explanation"]["rows"]) == ROWS
+
+
+def test_chorus_submit_reads_csv_rows_and_prints_a_table(served: Served, tmp_path: Path) -> None:
+    x = np.load(served.out / "diabetes_test_x.npy")[:ROWS]
+    csv_file = tmp_path / "rows.csv"
+    header = ",".join(f"f{i}" for i in range(x.shape[1]))
+    np.savetxt(csv_file, x.astype(np.float64), delimiter=",", header=header, comments="")
+    base = ["--capability", "regress/diabetes", "--input", f"x={csv_file}"]
+    table = _submit_cli(served, *base, "--show", "5")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["row", "value", "spread", "status"]
+    assert lines[6] == f"... {ROWS - 5} more rows (--show N, or --json for all)"
+    assert f"{ROWS} rows;" in table.stdout and "policy weighted_mean" in table.stdout
+    answer = json.loads(_submit_cli(served, *base, "--json").stdout)
+    with TaskClient(served.router) as client:
+        direct = client.submit("regress/diabetes", {"x": x})
+    np.testing.assert_allclose(answer["outputs"]["value"], direct.value, rtol=1e-5)
+
+
+def test_chorus_submit_bad_input_is_one_line(served: Served, tmp_path: Path) -> None:
+    missing = _submit_cli(served, "--capability", "regress/diabetes",
+                          "--input", f"x={tmp_path / 'nope.npy'}")  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"chorus submit: --input x: no file at {tmp_path / 'nope.npy'}"
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 2), np.float32))  # the regressors take 10 features
+    refused = _submit_cli(served, "--capability", "regress/diabetes", "--input", f"x={wrong}")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("chorus submit: INVALID_ARGUMENT:")
+    assert "x" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+async def test_async_client_gives_the_same_answer(served: Served) -> None:
+    x = np.load(served.out / "diabetes_test_x.npy")[:ROWS]
+    async with AsyncTaskClient(served.router) as client:
+        calls = [client.submit("regress/diabetes", {"x": x}) for _ in range(4)]
+        answers = await asyncio.gather(*calls)
+        listed = await client.list_models("regress/diabetes")
+    with TaskClient(served.router) as client:
+        direct = client.submit("regress/diabetes", {"x": x})
+    for answer in answers:
+        np.testing.assert_allclose(answer.value, direct.value, rtol=1e-6)
+    assert len(listed.models) == len(_kinds(served, "regress/diabetes"))
