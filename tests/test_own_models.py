@@ -47,7 +47,7 @@ def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[s
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     out = tmp_path_factory.mktemp("exported")
     repo = tmp_path_factory.mktemp("repo")
-    _run([sys.executable, str(EXPORT), str(out), "--no-lightgbm"], timeout=240)
+    _run([sys.executable, str(EXPORT), str(out)], timeout=240)
     models = json.loads((out / "models.json").read_text())
     for m in models:
         labels = ["--labels", ",".join(m["labels"])] if m.get("labels") else []
@@ -97,6 +97,7 @@ def test_only_the_users_models_are_served_and_written(served: Served) -> None:
     assert sorted(p.name for p in served.repo.iterdir()) == added  # no demo model trained here
     with TaskClient(served.router) as client:
         assert sorted(m.name for m in client.list_models().models) == added
+    assert {"cancer_lgbm", "diabetes_lgbm"} <= set(added)  # onnxmltools, the examples extra
     kinds = set(_kinds(served, "classify/cancer").values())
     assert {"probabilities", "logits"} <= kinds and len(_kinds(served, "regress/diabetes")) >= 3
     two = repository.load(served.repo, "cancer_two_input").manifest
