@@ -223,3 +223,17 @@ async def test_async_client_gives_the_same_answer(served: Served) -> None:
     for answer in answers:
         np.testing.assert_allclose(answer.value, direct.value, rtol=1e-6)
     assert len(listed.models) == len(_kinds(served, "regress/diabetes"))
+
+
+def test_the_examples_evaluation_scores_every_member_and_strategy(served: Served) -> None:
+    done = _run([sys.executable, str(EXPORT.parent / "evaluate.py"), str(served.out),
+                 "--router", served.router])  # fmt: skip
+    cells = [line.split("|")[1:3] for line in done.stdout.splitlines() if line.startswith("| ")]
+    scored = {name.strip(): float(v.strip(" *")) for name, v in cells if v.strip(" *")[0].isdigit()}
+    for m in served.models:
+        assert m["name"] in scored
+        if m["output_kind"] != "regression":
+            assert 0.85 <= scored[m["name"]] <= 1.0
+    fused = {k: v for k, v in scored.items() if k.startswith("**fused")}
+    assert len(fused) == 6
+    assert all(40 < v < 80 for k, v in fused.items() if "mean" in k or "median" in k)
