@@ -69,12 +69,25 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--version", default="", help="default: the next number")
     add.add_argument("--scores-output", default="",
                      help="the output holding the scores, when the graph has several")  # fmt: skip
-    add.add_argument("--temperature", type=float, help="logits are divided by it (--kind logits)")
+    add.add_argument("--temperature", type=float,
+                     help="a classifier's calibration (`chorus models calibrate`)")  # fmt: skip
     add.add_argument("--replicas", type=int, default=1, help="processes `chorus up` starts")
     add.add_argument("--description", default="")
     add.add_argument("--force", action="store_true", help="replace an existing version")
     add.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     add.set_defaults(func=_models_add)
+    cal = models.add_parser(
+        "calibrate", help="fit a classifier's temperature on held-out rows, store it"
+    )
+    cal.add_argument("--model", required=True)
+    cal.add_argument("--version", default=None, help="default: the highest")
+    cal.add_argument("--input", action="append", required=True, metavar="NAME=FILE",
+                     help="held-out rows of an input (.npy or .csv); repeat per input")  # fmt: skip
+    cal.add_argument("--truth", required=True, type=Path,
+                     help="the rows' true class indices (.npy or .csv)")  # fmt: skip
+    cal.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
+    cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    cal.set_defaults(func=_models_calibrate)
     chk = models.add_parser("check", help="validate every manifest of a repository")
     chk.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     chk.set_defaults(func=_models_check)
@@ -226,6 +239,32 @@ def _models_build(args: argparse.Namespace) -> int:
         print(f"built {manifest['name']} v{manifest['version']} -> {path} ", manifest["metrics"])
     if not written:
         print(f"all demo models already in {args.repository} (use --force to rebuild)")
+    return 0
+
+
+def _models_calibrate(args: argparse.Namespace) -> int:
+    from chorus.calibrate import calibrate
+    from chorus.submit_inputs import InputError, read_input
+    from services.manifest import ManifestError
+
+    try:
+        feeds = {name: array for name, _, array in map(read_input, args.input)}
+        _, _, truth = read_input(f"truth={args.truth}")
+        done = calibrate(args.repository, args.model, feeds, truth, args.version,
+                         write=not args.dry_run)  # fmt: skip
+    except (InputError, ValueError, ManifestError, LookupError) as err:
+        print(f"chorus models calibrate: {err}", file=sys.stderr)
+        return 2
+    print(f"{done.model} v{done.version}: temperature {done.temperature:.4f} "
+          f"from {done.rows} held-out rows")  # fmt: skip
+    print(f"{'':10}{'before':>10}{'after':>10}")
+    for key in done.before:
+        print(f"{key:10}{done.before[key]:>10.4f}{done.after[key]:>10.4f}")
+    if args.dry_run:
+        print("dry run: nothing written")
+    else:
+        print(f"wrote temperature to {done.manifest}; a running model service announces it "
+              "after `chorus models load` or a restart")  # fmt: skip
     return 0
 
 

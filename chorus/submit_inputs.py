@@ -40,7 +40,7 @@ class Options:
 
 def run_submit_inputs(opts: Options) -> int:
     try:
-        given = [_parse_input(arg) for arg in opts.inputs]
+        given = [read_input(arg) for arg in opts.inputs]
     except InputError as err:
         print(f"chorus submit: {err}", file=sys.stderr)
         return 2
@@ -72,7 +72,8 @@ def run_submit_inputs(opts: Options) -> int:
     return 0
 
 
-def _parse_input(arg: str) -> tuple[str, Path, np.ndarray]:
+def read_input(arg: str) -> tuple[str, Path, np.ndarray]:
+    """NAME=FILE.npy or NAME=FILE.csv as (name, path, array); InputError saying what is wrong."""
     name, sep, file = arg.partition("=")
     if not sep or not name or not file:
         raise InputError(f"--input {arg!r}: expected NAME=FILE.npy or NAME=FILE.csv")

@@ -286,6 +286,9 @@ def _reply(strategy: str, policy: str, outcome: Outcome) -> wire_pb2.FuseReply:
         rows=_rows(outcome),
         weights={m.model: float(m.weight) for m in outcome.members},
         conflict_policy=policy,
+        temperatures={m.model: m.temperature for m in outcome.members if m.temperature != 1.0},
+        coverage=outcome.coverage,
+        calibration_rows=outcome.calibration_rows,
     )
 
 

@@ -2,7 +2,9 @@
 
 A member says what its scores output holds (its manifest's `output_kind`); the fuser turns
 every classifier's scores into probabilities, so a soft vote never averages raw logits with
-another member's probabilities, and reads a regressor's output as values [rows, k]. Members of
+another member's probabilities, and reads a regressor's output as values [rows, k]. A
+classifier's temperature (fitted by `chorus models calibrate`, chorus.calibration) divides its
+logits, or its log-probabilities, before the softmax. Members of
 one task must agree on classification or regression: mixing them has no meaning.
 """
 
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus.calibration import temper
 from chorus.errors import FailedPrecondition, InvalidArgument
 
 PROBABILITIES, LOGITS, BINARY, REGRESSION = "probabilities", "logits", "binary", "regression"
@@ -28,9 +31,9 @@ def as_scores(raw: np.ndarray, kind: str, temperature: float, *, field: str) -> 
         x = x[:, None]
     if x.ndim != 2:
         raise InvalidArgument(f"{field}: expected [rows, columns], got shape {list(x.shape)}")
+    if kind != REGRESSION and not temperature > 0:
+        raise InvalidArgument(f"{field}: temperature must be > 0, got {temperature}")
     if kind == LOGITS:
-        if temperature <= 0:
-            raise InvalidArgument(f"{field}: temperature must be > 0, got {temperature}")
         z = x / temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
@@ -38,7 +41,9 @@ def as_scores(raw: np.ndarray, kind: str, temperature: float, *, field: str) -> 
         if x.shape[1] != 1:
             raise InvalidArgument(f"{field}: a binary output is one column, got {x.shape[1]}")
         p = np.clip(x[:, 0], 0.0, 1.0)
-        return np.stack([1.0 - p, p], axis=1)
+        return temper(np.stack([1.0 - p, p], axis=1), temperature)
+    if kind == PROBABILITIES:
+        return temper(x, temperature)
     return x
 
 

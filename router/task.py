@@ -319,6 +319,9 @@ class TaskRunner:
                 rows=fused.rows,
                 weights=fused.weights,
                 conflict_policy=fused.conflict_policy,
+                temperatures=fused.temperatures,
+                coverage=fused.coverage,
+                calibration_rows=fused.calibration_rows,
             )
         )
         for model, reply in fan.replies.items():

@@ -242,7 +242,9 @@ KEYS: tuple[Key, ...] = (
     Key("scores_output", "string", "the one float output that fits",
         "the output carrying the scores (or values) the fuser merges",
         lambda v: isinstance(v, str)),
-    Key("temperature", "number > 0", "1.0", "logits are divided by it before the softmax",
+    Key("temperature", "number > 0", "1.0",
+        "calibration: logits, or log-probabilities, are divided by it before the softmax "
+        "(`chorus models calibrate` fits it); classifiers only",
         lambda v: _number(v) and v > 0),
     Key("inputs", "list of {name, datatype, shape}", "from the graph",
         "input tensors; KServe datatypes (FP32, INT64, ...), -1 for any size", _specs),
@@ -309,8 +311,8 @@ def parse(
         raise fail("labels", f"missing; a {kind} model needs its class names in column order")
     if kind == "binary" and len(labels) != 2:
         raise fail("labels", f"a binary model has 2 labels ([1-p, p]), got {len(labels)}")
-    if "temperature" in raw and kind != "logits":
-        raise fail("temperature", f"only applies to output_kind 'logits', not {kind!r}")
+    if "temperature" in raw and kind == "regression":
+        raise fail("temperature", "calibrates a classifier's scores; a regression has none")
     inputs = _tensors(raw, "inputs", graph_specs, fail)
     outputs = _tensors(raw, "outputs", graph_specs, fail)
     scores_output = raw.get("scores_output") or _only_scores(outputs, kind, fail)

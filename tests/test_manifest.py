@@ -84,7 +84,8 @@ def test_inputs_and_outputs_come_from_the_graph(tmp_path: Path) -> None:
          "inputs", "manifest says shape [-1, 64], the graph says [-1, 4]"),
         ({**GOOD, "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 4]}]},
          "inputs", "'pixels' is not in the graph"),
-        ({**GOOD, "temperature": 2.0}, "temperature", "only applies to output_kind 'logits'"),
+        ({"capabilities": ["regress/x"], "output_kind": "regression", "temperature": 2.0},
+         "temperature", "a regression has none"),
     ],
 )  # fmt: skip
 def test_bad_manifests_are_refused_naming_file_and_key(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -237,3 +238,20 @@ def test_the_examples_evaluation_scores_every_member_and_strategy(served: Served
     fused = {k: v for k, v in scored.items() if k.startswith("**fused")}
     assert len(fused) == 6
     assert all(40 < v < 80 for k, v in fused.items() if "mean" in k or "median" in k)
+
+
+def test_chorus_models_calibrate_stores_a_temperature(served: Served, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(served.repo / "cancer_lgbm", repo / "cancer_lgbm")
+    shutil.copytree(served.repo / "diabetes_ridge", repo / "diabetes_ridge")
+    x, y = served.out / "cancer_test_x.npy", served.out / "cancer_test_y.npy"
+    base = [*CHORUS, "models", "calibrate", "--repository", str(repo), "--input", f"x={x}",
+            "--truth", str(y)]  # fmt: skip
+    done = _run([*base, "--model", "cancer_lgbm"])
+    temperature = repository.load(repo, "cancer_lgbm").manifest.temperature
+    assert temperature != 1.0 and f"temperature {temperature:.4f}" in done.stdout
+    ece = next(line.split() for line in done.stdout.splitlines() if line.startswith("ece"))
+    assert float(ece[2]) < float(ece[1])  # after < before, on the rows it was fitted on
+    refused = subprocess.run([*base, "--model", "diabetes_ridge"], capture_output=True, text=True)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "output_kind: a regression has no probabilities" in refused.stderr

@@ -101,18 +101,22 @@ class TaskResult(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., response: _Optional[_Union[SubmitResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class ConflictPolicy(_message.Message):
-    __slots__ = ("name", "quorum", "max_rounds", "concede_below", "arbiter")
+    __slots__ = ("name", "quorum", "max_rounds", "concede_below", "arbiter", "coverage", "then")
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
     MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     CONCEDE_BELOW_FIELD_NUMBER: _ClassVar[int]
     ARBITER_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    THEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     quorum: int
     max_rounds: int
     concede_below: float
     arbiter: str
-    def __init__(self, name: _Optional[str] = ..., quorum: _Optional[int] = ..., max_rounds: _Optional[int] = ..., concede_below: _Optional[float] = ..., arbiter: _Optional[str] = ...) -> None: ...
+    coverage: float
+    then: str
+    def __init__(self, name: _Optional[str] = ..., quorum: _Optional[int] = ..., max_rounds: _Optional[int] = ..., concede_below: _Optional[float] = ..., arbiter: _Optional[str] = ..., coverage: _Optional[float] = ..., then: _Optional[str] = ...) -> None: ...
 
 class MemberOutput(_message.Message):
     __slots__ = ("model", "version", "replica", "outputs", "latency_ms")
@@ -129,7 +133,7 @@ class MemberOutput(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class RowDecision(_message.Message):
-    __slots__ = ("label", "confidence", "agreement", "votes", "rule", "status", "round", "margin", "entropy", "value", "spread", "member_values")
+    __slots__ = ("label", "confidence", "agreement", "votes", "rule", "status", "round", "margin", "entropy", "value", "spread", "member_values", "prediction_set", "lower", "upper")
     class VotesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +160,9 @@ class RowDecision(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SPREAD_FIELD_NUMBER: _ClassVar[int]
     MEMBER_VALUES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_SET_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
     label: int
     confidence: float
     agreement: float
@@ -168,10 +175,13 @@ class RowDecision(_message.Message):
     value: _containers.RepeatedScalarFieldContainer[float]
     spread: float
     member_values: _containers.ScalarMap[str, float]
-    def __init__(self, label: _Optional[int] = ..., confidence: _Optional[float] = ..., agreement: _Optional[float] = ..., votes: _Optional[_Mapping[str, int]] = ..., rule: _Optional[str] = ..., status: _Optional[str] = ..., round: _Optional[int] = ..., margin: _Optional[float] = ..., entropy: _Optional[float] = ..., value: _Optional[_Iterable[float]] = ..., spread: _Optional[float] = ..., member_values: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    prediction_set: _containers.RepeatedScalarFieldContainer[int]
+    lower: _containers.RepeatedScalarFieldContainer[float]
+    upper: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[int] = ..., confidence: _Optional[float] = ..., agreement: _Optional[float] = ..., votes: _Optional[_Mapping[str, int]] = ..., rule: _Optional[str] = ..., status: _Optional[str] = ..., round: _Optional[int] = ..., margin: _Optional[float] = ..., entropy: _Optional[float] = ..., value: _Optional[_Iterable[float]] = ..., spread: _Optional[float] = ..., member_values: _Optional[_Mapping[str, float]] = ..., prediction_set: _Optional[_Iterable[int]] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("policy", "members", "missing", "rows", "weights", "conflict_policy")
+    __slots__ = ("policy", "members", "missing", "rows", "weights", "conflict_policy", "temperatures", "coverage", "calibration_rows")
     class MissingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -186,19 +196,32 @@ class Explanation(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TemperaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     POLICY_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     CONFLICT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     policy: str
     members: _containers.RepeatedScalarFieldContainer[str]
     missing: _containers.ScalarMap[str, str]
     rows: _containers.RepeatedCompositeFieldContainer[RowDecision]
     weights: _containers.ScalarMap[str, float]
     conflict_policy: str
-    def __init__(self, policy: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., rows: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ...) -> None: ...
+    temperatures: _containers.ScalarMap[str, float]
+    coverage: float
+    calibration_rows: int
+    def __init__(self, policy: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., rows: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ..., temperatures: _Optional[_Mapping[str, float]] = ..., coverage: _Optional[float] = ..., calibration_rows: _Optional[int] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("task_id", "capability", "outputs", "labels", "members", "explanation", "stages", "cascade_depth")

@@ -71,8 +71,15 @@ class FuseCall(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberScores, _Mapping]]] = ..., capability: _Optional[str] = ..., task_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., conflict: _Optional[_Union[_task_pb2.ConflictPolicy, _Mapping]] = ...) -> None: ...
 
 class FuseReply(_message.Message):
-    __slots__ = ("policy", "probabilities", "rows", "weights", "conflict_policy")
+    __slots__ = ("policy", "probabilities", "rows", "weights", "conflict_policy", "temperatures", "coverage", "calibration_rows")
     class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TemperaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -84,12 +91,18 @@ class FuseReply(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     CONFLICT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     policy: str
     probabilities: _tensor_pb2.Tensor
     rows: _containers.RepeatedCompositeFieldContainer[_task_pb2.RowDecision]
     weights: _containers.ScalarMap[str, float]
     conflict_policy: str
-    def __init__(self, policy: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ...) -> None: ...
+    temperatures: _containers.ScalarMap[str, float]
+    coverage: float
+    calibration_rows: int
+    def __init__(self, policy: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ..., temperatures: _Optional[_Mapping[str, float]] = ..., coverage: _Optional[float] = ..., calibration_rows: _Optional[int] = ...) -> None: ...
 
 class ReviewCase(_message.Message):
     __slots__ = ("task_id", "capability", "labels", "inputs", "members", "rows", "review_rows")

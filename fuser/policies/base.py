@@ -52,6 +52,11 @@ class Outcome:
     status: list[str]
     rules: list[str]
     rounds: list[int] = field(default_factory=list)
+    coverage: float = 0.0
+    calibration_rows: int = 0
+    prediction_sets: list[list[int]] | None = None
+    intervals: tuple[np.ndarray, np.ndarray] | None = None
+    """Conformal answers: per row the label set, or (lower, upper) [rows, k] for regression."""
 
     def __post_init__(self) -> None:
         if not self.rounds:
