@@ -45,7 +45,8 @@ class TaskRecords:
         for m in call.members:
             record.members.add(
                 model=m.model, version=m.version, probabilities=m.probabilities,
-                weight=weights.get(m.model, m.weight),
+                weight=weights.get(m.model, m.weight), output_kind=m.output_kind,
+                temperature=m.temperature,
             )  # fmt: skip
         await self._kv.put(kv_key(call.task_id), record.SerializeToString())
 

@@ -22,6 +22,7 @@ import pytest
 
 from chorus.client import AsyncTaskClient, TaskClient
 from chorus.natsserver import free_port
+from chorus.pb import task_pb2
 from services import repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,3 +256,17 @@ def test_chorus_models_calibrate_stores_a_temperature(served: Served, tmp_path: 
     refused = subprocess.run([*base, "--model", "diabetes_ridge"], capture_output=True, text=True)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "output_kind: a regression has no probabilities" in refused.stderr
+
+
+def test_regression_feedback_moves_weights_by_each_members_error(served: Served) -> None:
+    x = np.load(served.out / "diabetes_test_x.npy")[:ROWS]
+    y = np.load(served.out / "diabetes_test_y.npy")[:ROWS]
+    with TaskClient(served.router) as client:
+        result = client.submit("regress/diabetes", {"x": x})
+        request = task_pb2.FeedbackRequest(task_id=result.response.task_id, values=y.tolist())
+        weights = dict(client.stub.Feedback(request, timeout=10).weights)
+    errors = {m: float(np.mean(np.abs(v["variable"].reshape(-1) - y)))
+              for m, v in result.members.items()}  # fmt: skip
+    assert sorted(weights) == sorted(errors)
+    worst, best = max(errors, key=errors.__getitem__), min(errors, key=errors.__getitem__)
+    assert weights[worst] == min(weights.values()) and weights[best] == max(weights.values())
