@@ -131,6 +131,20 @@ def _parser() -> argparse.ArgumentParser:
     report = fusion.add_parser("report", help="accuracy of every strategy and conflict policy")
     report.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     report.set_defaults(func=_fusion_report)
+    fcal = fusion.add_parser(
+        "calibrate", help="held-out rows and their truth as the conformal policy's calibration"
+    )
+    fcal.add_argument("--capability", required=True)
+    fcal.add_argument("--input", action="append", required=True, metavar="NAME=FILE",
+                      help="held-out rows of an input (.npy or .csv), repeatable")  # fmt: skip
+    fcal.add_argument("--truth", required=True, type=Path,
+                      help="true class indices, or true values, one per row")  # fmt: skip
+    fcal.add_argument("--policy", default="", help="fusion strategy (default: the capability's)")
+    fcal.add_argument("--coverage", type=float, default=0.9, help="for the printed summary")
+    fcal.add_argument("--extend", action="store_true", help="add to the rows already stored")
+    fcal.add_argument("--router", default="127.0.0.1:50051")
+    fcal.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    fcal.set_defaults(func=_fusion_calibrate)
 
     serve = sub.add_parser("serve", help="run one service in the foreground").add_subparsers(
         required=True, metavar="SERVICE"
@@ -240,6 +254,23 @@ def _models_build(args: argparse.Namespace) -> int:
     if not written:
         print(f"all demo models already in {args.repository} (use --force to rebuild)")
     return 0
+
+
+def _fusion_calibrate(args: argparse.Namespace) -> int:
+    from chorus.fusion_calibrate import Options, run
+
+    return run(
+        Options(
+            router=args.router,
+            nats_url=args.nats_url,
+            capability=args.capability,
+            inputs=args.input,
+            truth=args.truth,
+            policy=args.policy,
+            coverage=args.coverage,
+            extend=args.extend,
+        )
+    )
 
 
 def _models_calibrate(args: argparse.Namespace) -> int:

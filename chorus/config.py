@@ -138,6 +138,8 @@ class FuserConfig:
     fused value's magnitude..."""
     max_spread: float = 1.0
     """...and this absolute spread (so values near zero do not all conflict)."""
+    conformal_coverage: float = 0.9
+    """The conformal policy's coverage when a request does not name one."""
     keep_tasks: bool = True
     """Keep each fused task's member scores (JetStream KV, 24 h) so Feedback can teach the
     weights; one JetStream write per task after its reply."""

@@ -46,12 +46,7 @@ def run_submit_inputs(opts: Options) -> int:
         return 2
     try:
         with TaskClient(opts.router) as client:
-            specs = _input_datatypes(client, opts.capability)
-            arrays = {}
-            for name, path, array in given:
-                arrays[name] = _as_datatype(name, path, array, specs.get(name))
-                if opts.limit:
-                    arrays[name] = arrays[name][: opts.limit]
+            arrays = typed_inputs(client, opts.capability, given, opts.limit)
             result = client.submit(
                 opts.capability,
                 arrays,
@@ -105,6 +100,22 @@ def _read_csv(name: str, path: Path) -> np.ndarray:
         return np.asarray(rows, dtype=np.float64)
     except ValueError as err:
         raise InputError(f"--input {name}: {path}: {err}") from None
+
+
+def typed_inputs(
+    client: TaskClient,
+    capability: str,
+    given: list[tuple[str, Path, np.ndarray]],
+    limit: int = 0,
+) -> dict[str, np.ndarray]:
+    """The inputs by name, each in the datatype the capability's members declare."""
+    specs = _input_datatypes(client, capability)
+    arrays = {}
+    for name, path, array in given:
+        arrays[name] = _as_datatype(name, path, array, specs.get(name))
+        if limit:
+            arrays[name] = arrays[name][:limit]
+    return arrays
 
 
 def _numeric(row: list[str]) -> bool:

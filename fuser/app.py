@@ -31,6 +31,7 @@ from chorus.registry import Registry
 from chorus.service import ServiceBase
 from chorus.spawner import Spawner
 from fuser.conflict import ConflictThresholds
+from fuser.conformal import ConformalStore
 from fuser.fusion import DEFAULT_POLICY, Stacker, Tools, fuse
 from fuser.members import NatsMembers
 from fuser.metrics import FuserMetrics
@@ -54,6 +55,7 @@ class FuserService(ServiceBase):
         self._tools: Tools | None = None
         self._weights: WeightStore | None = None
         self._records: TaskRecords | None = None
+        self._conformal: ConformalStore | None = None
 
     async def start(self) -> Self:
         if self._service is not None:
@@ -66,6 +68,8 @@ class FuserService(ServiceBase):
         await self._weights.start()
         self._records = TaskRecords(js)
         await self._records.start()
+        self._conformal = ConformalStore(js)
+        await self._conformal.start()
         review = ReviewQueue(js)
         await review.start()
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
@@ -84,6 +88,8 @@ class FuserService(ServiceBase):
                 max_spread=cfg.max_spread,
                 max_relative_spread=cfg.max_relative_spread,
             ),
+            conformal=self._conformal.get,
+            coverage=cfg.conformal_coverage,
         )
         self._service = await nats.micro.add_service(
             nc,
@@ -112,6 +118,9 @@ class FuserService(ServiceBase):
         if self._weights is not None:
             await self._weights.stop()
             self._weights = None
+        if self._conformal is not None:
+            await self._conformal.stop()
+            self._conformal = None
         await super().stop()
 
     async def _on_heartbeat(self, msg: Msg) -> None:

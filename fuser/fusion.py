@@ -18,6 +18,7 @@ from chorus.errors import FailedPrecondition, InvalidArgument
 from chorus.pb import task_pb2, wire_pb2
 from fuser import kinds, policies, strategies
 from fuser.conflict import ConflictThresholds
+from fuser.conformal import DEFAULT_COVERAGE
 from fuser.members import MemberClient
 from fuser.policies import Case, Outcome, Settings
 from fuser.strategies import Fused, MemberScores
@@ -47,6 +48,8 @@ class Tools:
     arbiter: Callable[[str], str | None] = lambda capability: None
     review: Callable[[wire_pb2.ReviewCase], Awaitable[None]] | None = None
     thresholds: ConflictThresholds = field(default_factory=ConflictThresholds)
+    conformal: Callable[[str, str], np.ndarray | None] = lambda capability, strategy: None
+    coverage: float = DEFAULT_COVERAGE
 
 
 def decode_members(call: wire_pb2.FuseCall, learned: dict[str, float]) -> list[MemberScores]:
@@ -209,8 +212,11 @@ async def fuse(
         max_rounds=call.conflict.max_rounds or Settings.max_rounds,
         concede_below=call.conflict.concede_below or Settings.concede_below,
         arbiter=call.conflict.arbiter or tools.arbiter(call.capability) or "",
+        coverage=call.conflict.coverage or tools.coverage,
+        then=call.conflict.then,
     )
-    if policy.name in ("negotiate", "arbiter") and not inputs:
+    asks_arbiter = policy.name == "conformal" and call.conflict.then == "arbiter"
+    if (policy.name in ("negotiate", "arbiter") or asks_arbiter) and not inputs:
         raise InvalidArgument(f"inputs: conflict policy {policy.name!r} needs the task's inputs")
 
     async def review(rows: list[int], fused: Fused, members: Sequence[MemberScores]) -> None:
@@ -229,6 +235,8 @@ async def fuse(
         client=tools.client,
         review=review if tools.review is not None else None,
         regression=regression,
+        strategy=name,
+        calibration=tools.conformal(call.capability, name) if policy.name == "conformal" else None,
     )
     outcome = await policy.resolve(case, fused)
     return _reply(name, policy.name, outcome), outcome
@@ -252,6 +260,7 @@ def _rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
             round=outcome.rounds[r],
             margin=float(margin[r]),
             entropy=float(entropy[r]),
+            prediction_set=outcome.prediction_sets[r] if outcome.prediction_sets else None,
         )
         for r in range(len(fused.labels))
     ]
@@ -274,6 +283,8 @@ def _regression_rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
             member_values={
                 m.model: float(v[r]) for m, v in zip(outcome.members, values, strict=True)
             },
+            lower=outcome.intervals[0][r].tolist() if outcome.intervals else None,
+            upper=outcome.intervals[1][r].tolist() if outcome.intervals else None,
         )
         for r in range(fused.probabilities.shape[0])
     ]

@@ -12,16 +12,14 @@ from what was learned.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from chorus.subjects import kv_key
+from fuser.watched import WatchedBucket
 
 BUCKET = "chorus_weights"
 ETA = 0.1
@@ -40,43 +38,24 @@ def hedge(
     return {m: max(floor, w / mean) for m, w in sorted(new.items())}
 
 
-class WeightStore:
+def _decode(value: bytes) -> dict[str, float]:
+    return {k: float(v) for k, v in json.loads(value).items()}
+
+
+class WeightStore(WatchedBucket[dict[str, float]]):
     def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        self.js = js
-        self.bucket = bucket
-        self._kv: KeyValue | None = None
-        self._cache: dict[str, dict[str, float]] = {}
-        self._watch: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._kv = await self.js.create_key_value(bucket=self.bucket, history=5)
-        watcher = await self._kv.watchall()
-        self._watch = asyncio.create_task(self._follow(watcher), name="weights-watch")
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        async for entry in watcher:
-            if entry is None or entry.value is None:
-                continue
-            with contextlib.suppress(ValueError):
-                self._cache[entry.key] = {k: float(v) for k, v in json.loads(entry.value).items()}
-
-    async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        super().__init__(js, bucket, _decode, history=5)
 
     def get(self, capability: str) -> dict[str, float]:
-        return dict(self._cache.get(kv_key(capability), {}))
+        return dict(self.cached(kv_key(capability)) or {})
 
     async def learn(self, capability: str, losses: dict[str, float]) -> dict[str, float]:
         """Apply one Hedge step atomically (compare-and-set; concurrent replicas retry)."""
-        assert self._kv is not None
+        kv = self.kv
         key = kv_key(capability)
         for _ in range(20):
             try:
-                entry = await self._kv.get(key)
+                entry = await kv.get(key)
                 current = json.loads(entry.value or b"{}")
                 revision: int | None = entry.revision
             except KeyNotFoundError:
@@ -85,15 +64,15 @@ class WeightStore:
             value = json.dumps(new).encode()
             try:
                 if revision is None:
-                    await self._kv.create(key, value)
+                    await kv.create(key, value)
                 else:
-                    await self._kv.update(key, value, last=revision)
+                    await kv.update(key, value, last=revision)
             except KeyWrongLastSequenceError:
                 continue
             except Exception as exc:
                 if revision is None and "wrong last sequence" in str(exc).lower():
                     continue
                 raise
-            self._cache[key] = new
+            self.remember(key, new)
             return new
         raise RuntimeError(f"weights for {capability!r}: too many concurrent updates")

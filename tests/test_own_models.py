@@ -11,16 +11,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from chorus.client import AsyncTaskClient, TaskClient
+from chorus.client import AsyncTaskClient, TaskClient, submit_request
 from chorus.natsserver import free_port
 from chorus.pb import task_pb2
 from services import repository
@@ -37,6 +39,7 @@ class Served:
     out: Path
     models: list[dict[str, Any]]
     router: str
+    nats_url: str
 
 
 def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -56,9 +59,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         _run([*CHORUS, "models", "add", str(out / m["file"]), "--name", m["name"],
               "--capability", m["capability"], "--kind", m["output_kind"],
               "--repository", str(repo), *labels])  # fmt: skip
-    router_port = free_port()
+    router_port, nats_port = free_port(), free_port()
     cmd = [*CHORUS, "up", "--repository", str(repo), "--data-dir", str(out / "up"),
-           "--router-port", str(router_port), "--nats-port", str(free_port())]  # fmt: skip
+           "--router-port", str(router_port), "--nats-port", str(nats_port)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
@@ -69,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             lines.append(line.rstrip())
             if line.startswith("mesh up"):
                 break
-        yield Served(repo, out, models, f"127.0.0.1:{router_port}")
+        yield Served(repo, out, models, f"127.0.0.1:{router_port}", f"nats://127.0.0.1:{nats_port}")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -270,3 +273,50 @@ def test_regression_feedback_moves_weights_by_each_members_error(served: Served)
     assert sorted(weights) == sorted(errors)
     worst, best = max(errors, key=errors.__getitem__), min(errors, key=errors.__getitem__)
     assert weights[worst] == min(weights.values()) and weights[best] == max(weights.values())
+
+
+@pytest.mark.parametrize("capability", ["classify/cancer", "regress/diabetes"])
+def test_conformal_answers_after_chorus_fusion_calibrate(
+    served: Served, capability: str, tmp_path: Path
+) -> None:
+    prefix = capability.split("/")[1]
+    x = np.load(served.out / f"{prefix}_test_x.npy")
+    y = np.load(served.out / f"{prefix}_test_y.npy")
+    feeds = {"x": x}
+    if prefix == "cancer":
+        feeds["flags"] = np.load(served.out / "cancer_test_flags.npy")
+    half = len(y) // 2
+    args = []
+    for name, array in feeds.items():
+        np.save(tmp_path / f"{name}.npy", array[:half])
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    np.save(tmp_path / "truth.npy", y[:half])
+    done = _run([*CHORUS, "fusion", "calibrate", "--capability", capability, *args,
+                 "--truth", str(tmp_path / "truth.npy"), "--router", served.router,
+                 "--nats-url", served.nats_url])  # fmt: skip
+    assert f"{half} calibration rows stored" in done.stdout
+    conflict = task_pb2.ConflictPolicy(name="conformal", coverage=0.9)
+    request = submit_request(capability, {k: v[half:] for k, v in feeds.items()})
+    request.conflict.CopyFrom(conflict)
+    with TaskClient(served.router) as client:
+        deadline = time.monotonic() + 10
+        while True:  # the fuser's watch on the bucket may lag the write by a moment
+            try:
+                response = client.stub.Submit(request, timeout=10)
+                break
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    explanation, truth = response.explanation, y[half:]
+    assert explanation.coverage == pytest.approx(0.9) and explanation.calibration_rows == half
+    if prefix == "cancer":
+        sets = [list(r.prediction_set) for r in explanation.rows]
+        covered = np.mean([t in s for t, s in zip(truth, sets, strict=True)])
+        flagged = [r.status == "conflicted" for r in explanation.rows]
+        assert flagged == [len(s) != 1 for s in sets]
+    else:
+        lower = np.array([r.lower[0] for r in explanation.rows])
+        upper = np.array([r.upper[0] for r in explanation.rows])
+        covered = np.mean((lower <= truth) & (truth <= upper))
+    assert covered >= 0.8  # one split of under 90 rows: the promise, give or take its noise

@@ -5,13 +5,14 @@ from __future__ import annotations
 from chorus.errors import InvalidArgument
 from fuser.policies.arbiter import Arbiter
 from fuser.policies.base import Case, ConflictPolicy, Outcome, Settings
+from fuser.policies.conformal import Conformal
 from fuser.policies.escalate import Escalate
 from fuser.policies.negotiate import Negotiate
 from fuser.policies.none import NoPolicy
 from fuser.policies.quorum import Quorum
 
 POLICIES: dict[str, ConflictPolicy] = {
-    p.name: p for p in (NoPolicy(), Quorum(), Negotiate(), Arbiter(), Escalate())
+    p.name: p for p in (NoPolicy(), Quorum(), Negotiate(), Arbiter(), Escalate(), Conformal())
 }
 
 

@@ -19,8 +19,13 @@ class Arbiter:
     async def resolve(self, case: Case, fused: Fused) -> Outcome:
         out = first_pass(case, fused)
         rows = [r for r, s in enumerate(out.status) if s == "conflicted"]
+        return await self.decide(case, out, rows)
+
+    async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
+        """The arbiter's answer for `rows` of an outcome another step flagged."""
         if not rows:
             return out
+        fused = out.fused
         arbiter = case.settings.arbiter
         if not arbiter or case.client is None:
             raise FailedPrecondition(
@@ -41,9 +46,8 @@ class Arbiter:
             for i, r in enumerate(rows):
                 probs[r] = values[i]
                 out.status[r] = "resolved"
-                out.rules[r] = (
-                    f"arbiter: {arbiter} decided {values[i, 0]:.4g} ({out.report.reasons[r]})"
-                )
+                why = out.report.reasons[r] or out.rules[r]
+                out.rules[r] = f"arbiter: {arbiter} decided {values[i, 0]:.4g} ({why})"
             out.fused = replace(fused, probabilities=probs)
             return out
         for i, r in enumerate(rows):

@@ -25,6 +25,10 @@ class Settings:
     concede_below: float = 0.9
     """Only members less confident than this in a dissenting answer are asked again."""
     arbiter: str = ""
+    coverage: float = 0.9
+    """conformal: the probability that a row's set (interval) holds the truth."""
+    then: str = ""
+    """conformal: what its conflicted rows get next ("" flags them, "arbiter", "escalate")."""
 
 
 @dataclass
@@ -42,6 +46,9 @@ class Case:
     client: MemberClient | None = None
     review: ReviewFn | None = None
     regression: bool = False
+    strategy: str = ""
+    calibration: np.ndarray | None = None
+    """conformal: the nonconformity scores of held-out rows for this capability and strategy."""
 
 
 @dataclass

@@ -18,11 +18,15 @@ class Escalate:
     async def resolve(self, case: Case, fused: Fused) -> Outcome:
         out = first_pass(case, fused)
         rows = [r for r, s in enumerate(out.status) if s == "conflicted"]
+        return await self.decide(case, out, rows)
+
+    async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
+        """Send `rows` of an outcome another step flagged to people."""
         if not rows:
             return out
         if case.review is None:
             raise FailedPrecondition("conflict.escalate: this fuser has no review stream")
-        await case.review(rows, fused, case.members)
+        await case.review(rows, out.fused, case.members)
         for r in rows:
             out.status[r] = "needs_review"
             out.rules[r] = f"escalate: sent to review on chorus.review ({out.rules[r]})"

@@ -1,0 +1,59 @@
+"""A JetStream key-value bucket mirrored in memory by a watch: reads on the fusion path never
+wait on NATS, and a write by any fuser replica reaches every replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+T = TypeVar("T")
+
+
+class WatchedBucket(Generic[T]):
+    def __init__(
+        self, js: JetStreamContext, bucket: str, decode: Callable[[bytes], T], history: int = 1
+    ) -> None:
+        self.js = js
+        self.bucket = bucket
+        self._decode = decode
+        self._history = history
+        self._kv: KeyValue | None = None
+        self._cache: dict[str, T] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def kv(self) -> KeyValue:
+        assert self._kv is not None, f"{self.bucket}: start() first"
+        return self._kv
+
+    async def start(self, watch: bool = True) -> None:
+        self._kv = await self.js.create_key_value(bucket=self.bucket, history=self._history)
+        if watch:
+            watcher = await self._kv.watchall()
+            self._watch = asyncio.create_task(self._follow(watcher), name=f"{self.bucket}-watch")
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None or entry.value is None:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self._cache[entry.key] = self._decode(entry.value)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    def cached(self, key: str) -> T | None:
+        return self._cache.get(key)
+
+    def remember(self, key: str, value: T) -> None:
+        """What this replica just wrote, before its own watch brings it back."""
+        self._cache[key] = value
