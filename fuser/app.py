@@ -35,7 +35,9 @@ from fuser.conformal import ConformalStore
 from fuser.fusion import DEFAULT_POLICY, Stacker, Tools, fuse
 from fuser.members import NatsMembers
 from fuser.metrics import FuserMetrics
+from fuser.policies import Outcome
 from fuser.records import ReviewQueue, TaskRecords
+from fuser.reliability import ReliabilityStore
 from fuser.weights import WeightStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class FuserService(ServiceBase):
         self._weights: WeightStore | None = None
         self._records: TaskRecords | None = None
         self._conformal: ConformalStore | None = None
+        self._reliability: ReliabilityStore | None = None
 
     async def start(self) -> Self:
         if self._service is not None:
@@ -70,6 +73,8 @@ class FuserService(ServiceBase):
         await self._records.start()
         self._conformal = ConformalStore(js)
         await self._conformal.start()
+        self._reliability = ReliabilityStore(js)
+        await self._reliability.start()
         review = ReviewQueue(js)
         await review.start()
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
@@ -89,6 +94,7 @@ class FuserService(ServiceBase):
                 max_relative_spread=cfg.max_relative_spread,
             ),
             conformal=self._conformal.get,
+            reliability=self._reliability.get,
             coverage=cfg.conformal_coverage,
         )
         self._service = await nats.micro.add_service(
@@ -121,6 +127,11 @@ class FuserService(ServiceBase):
         if self._conformal is not None:
             await self._conformal.stop()
             self._conformal = None
+        if self._reliability is not None:
+            with contextlib.suppress(Exception):
+                await self._reliability.flush()
+            await self._reliability.stop()
+            self._reliability = None
         await super().stop()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -174,8 +185,20 @@ class FuserService(ServiceBase):
             m.decisions.labels(reply.policy, reply.conflict_policy, status).inc()
         for model, weight in reply.weights.items():
             m.weights.labels(call.capability, model).set(weight)
+        self._observe_votes(call.capability, outcome)
         if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
             await self._records.keep(call, dict(reply.weights))
+
+    def _observe_votes(self, capability: str, outcome: Outcome) -> None:
+        """Every classification task's votes feed the label-free reliability estimate."""
+        store = self._reliability
+        if store is None or outcome.report.spread is not None or len(outcome.members) < 2:
+            return
+        votes = np.stack([m.votes for m in outcome.members], axis=1)
+        classes = outcome.members[0].probabilities.shape[1]
+        store.observe(capability, [m.model for m in outcome.members], votes, classes)
+        if store.due():
+            self._work.spawn(store.flush(), name="reliability-flush")
 
     async def _on_feedback(self, request: Request) -> None:
         self._work.spawn(self._feedback(request), name="feedback")

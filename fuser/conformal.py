@@ -16,13 +16,11 @@ JetStream key-value bucket `chorus_conformal`, which every fuser replica watches
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
 import numpy as np
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
 
 from chorus.errors import InvalidArgument
 from chorus.subjects import kv_key
@@ -77,11 +75,15 @@ def _decode(value: bytes) -> np.ndarray:
     return np.asarray(json.loads(value)["scores"], dtype=np.float64)
 
 
+def _encode(scores: np.ndarray) -> bytes:
+    return json.dumps({"scores": np.asarray(scores).tolist()}).encode()
+
+
 class ConformalStore(WatchedBucket[np.ndarray]):
     """The calibration scores by capability and strategy; writes replace or extend."""
 
     def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        super().__init__(js, bucket, _decode)
+        super().__init__(js, bucket, _decode, _encode)
 
     def get(self, capability: str, strategy: str) -> np.ndarray | None:
         return self.cached(store_key(capability, strategy))
@@ -91,13 +93,10 @@ class ConformalStore(WatchedBucket[np.ndarray]):
     ) -> int:
         """Store (or append) calibration scores; returns how many the key now holds."""
         key = store_key(capability, strategy)
-        kept = np.asarray(scores, dtype=np.float64)
-        if extend:
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await self.kv.get(key)
-                kept = np.concatenate([_decode(entry.value or b'{"scores": []}'), kept])
-        kept = kept[-MAX_SCORES:]
-        body = {"capability": capability, "strategy": strategy, "scores": kept.tolist()}
-        await self.kv.put(key, json.dumps(body).encode())
-        self.remember(key, kept)
-        return len(kept)
+        new = np.asarray(scores, dtype=np.float64)
+
+        def change(current: np.ndarray | None) -> np.ndarray:
+            both = np.concatenate([current, new]) if extend and current is not None else new
+            return both[-MAX_SCORES:]
+
+        return len(await self.update(key, change))

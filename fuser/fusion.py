@@ -21,14 +21,16 @@ from fuser.conflict import ConflictThresholds
 from fuser.conformal import DEFAULT_COVERAGE
 from fuser.members import MemberClient
 from fuser.policies import Case, Outcome, Settings
+from fuser.reliability import MIN_ROWS, Estimate
 from fuser.strategies import Fused, MemberScores
-from fuser.strategies.base import agreement
+from fuser.strategies.base import agreement, check_members
 from fuser.strategies.gated import gate_input, gated_fuse
 
 DEFAULT_POLICY = "soft_vote"
 REGRESSION_POLICY = "weighted_mean"
 STACKING = "stacking"
 GATED = "gated"
+DAWID_SKENE = "dawid_skene"
 REGRESSION_NAMES = frozenset(s.name for s in strategies.REGRESSION)
 
 
@@ -49,6 +51,7 @@ class Tools:
     review: Callable[[wire_pb2.ReviewCase], Awaitable[None]] | None = None
     thresholds: ConflictThresholds = field(default_factory=ConflictThresholds)
     conformal: Callable[[str, str], np.ndarray | None] = lambda capability, strategy: None
+    reliability: Callable[[str], Estimate | None] = lambda capability: None
     coverage: float = DEFAULT_COVERAGE
 
 
@@ -105,6 +108,8 @@ def _fuse_fn(
 ) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
     if name == GATED:
         return _gated_fn(capability, tools, ctx, inputs)
+    if name == DAWID_SKENE:
+        return _dawid_skene_fn(capability, tools)
     if name != STACKING:
         strategy = strategies.get(name)
 
@@ -187,6 +192,42 @@ def _gated_fn(
         return gated_fuse(ordered, weights)
 
     return gated
+
+
+def _dawid_skene_fn(
+    capability: str, tools: Tools
+) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
+    """Each row's posterior over the true label under the members' confusion matrices,
+    estimated from their votes alone (fuser.reliability), with each member's probabilities
+    as its evidence; the majority vote, saying so, until enough votes have been seen."""
+
+    async def dawid_skene(members: Sequence[MemberScores]) -> Fused:
+        _, classes = check_members(members)
+        found = tools.reliability(capability)
+        seen = found.counts.rows if found is not None else 0.0
+        if found is None or seen < MIN_ROWS:
+            fallback = strategies.get("majority_vote").fuse(members)
+            rules = [
+                f"dawid_skene: {seen:.0f} rows of votes seen (needs {MIN_ROWS}), so {r}"
+                for r in fallback.rules
+            ]
+            return Fused(fallback.probabilities, fallback.labels, fallback.confidence,
+                         fallback.agreement, rules)  # fmt: skip
+        counts = found.aligned([m.model for m in members], classes)
+        posterior = counts.posterior_from_scores([m.probabilities for m in members])
+        labels = np.argmax(posterior, axis=1)
+        confidence = posterior[np.arange(len(labels)), labels]
+        accuracy = ", ".join(
+            f"{m.model} {a:.2f}" for m, a in zip(members, counts.accuracy(), strict=True)
+        )
+        rules = [
+            f"dawid_skene: posterior {c:.3f} from {seen:.0f} rows of votes "
+            f"(estimated accuracy {accuracy})"
+            for c in confidence
+        ]
+        return Fused(posterior, labels, confidence, agreement(members, labels), rules)
+
+    return dawid_skene
 
 
 async def fuse(

@@ -9,18 +9,27 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+CAS_ATTEMPTS = 20
 
 T = TypeVar("T")
 
 
 class WatchedBucket(Generic[T]):
     def __init__(
-        self, js: JetStreamContext, bucket: str, decode: Callable[[bytes], T], history: int = 1
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        decode: Callable[[bytes], T],
+        encode: Callable[[T], bytes],
+        history: int = 1,
     ) -> None:
         self.js = js
         self.bucket = bucket
         self._decode = decode
+        self._encode = encode
         self._history = history
         self._kv: KeyValue | None = None
         self._cache: dict[str, T] = {}
@@ -57,3 +66,30 @@ class WatchedBucket(Generic[T]):
     def remember(self, key: str, value: T) -> None:
         """What this replica just wrote, before its own watch brings it back."""
         self._cache[key] = value
+
+    async def update(self, key: str, change: Callable[[T | None], T]) -> T:
+        """Apply `change` to the stored value atomically: compare-and-set, retried when
+        another replica wrote in between."""
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                entry = await self.kv.get(key)
+                current: T | None = self._decode(entry.value or b"")
+                revision: int | None = entry.revision
+            except KeyNotFoundError:
+                current, revision = None, None
+            new = change(current)
+            value = self._encode(new)
+            try:
+                if revision is None:
+                    await self.kv.create(key, value)
+                else:
+                    await self.kv.update(key, value, last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            except Exception as exc:
+                if revision is None and "wrong last sequence" in str(exc).lower():
+                    continue
+                raise
+            self.remember(key, new)
+            return new
+        raise RuntimeError(f"{self.bucket} {key!r}: too many concurrent updates")

@@ -16,7 +16,6 @@ import json
 import math
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from chorus.subjects import kv_key
 from fuser.watched import WatchedBucket
@@ -39,40 +38,20 @@ def hedge(
 
 
 def _decode(value: bytes) -> dict[str, float]:
-    return {k: float(v) for k, v in json.loads(value).items()}
+    return {k: float(v) for k, v in json.loads(value or b"{}").items()}
+
+
+def _encode(weights: dict[str, float]) -> bytes:
+    return json.dumps(weights).encode()
 
 
 class WeightStore(WatchedBucket[dict[str, float]]):
     def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        super().__init__(js, bucket, _decode, history=5)
+        super().__init__(js, bucket, _decode, _encode, history=5)
 
     def get(self, capability: str) -> dict[str, float]:
         return dict(self.cached(kv_key(capability)) or {})
 
     async def learn(self, capability: str, losses: dict[str, float]) -> dict[str, float]:
-        """Apply one Hedge step atomically (compare-and-set; concurrent replicas retry)."""
-        kv = self.kv
-        key = kv_key(capability)
-        for _ in range(20):
-            try:
-                entry = await kv.get(key)
-                current = json.loads(entry.value or b"{}")
-                revision: int | None = entry.revision
-            except KeyNotFoundError:
-                current, revision = {}, None
-            new = hedge(current, losses)
-            value = json.dumps(new).encode()
-            try:
-                if revision is None:
-                    await kv.create(key, value)
-                else:
-                    await kv.update(key, value, last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            except Exception as exc:
-                if revision is None and "wrong last sequence" in str(exc).lower():
-                    continue
-                raise
-            self.remember(key, new)
-            return new
-        raise RuntimeError(f"weights for {capability!r}: too many concurrent updates")
+        """Apply one Hedge step atomically (concurrent replicas retry)."""
+        return await self.update(kv_key(capability), lambda current: hedge(current or {}, losses))

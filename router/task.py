@@ -284,7 +284,12 @@ class TaskRunner:
         )
         if not call.conflict.name:
             call.conflict.name = self.default_conflict_policy
-        if call.conflict.name in NEEDS_INPUTS or call.policy in STRATEGIES_NEEDING_INPUTS:
+        follow_up = call.conflict.name == "conformal" and call.conflict.then in NEEDS_INPUTS
+        if (
+            call.conflict.name in NEEDS_INPUTS
+            or follow_up
+            or call.policy in STRATEGIES_NEEDING_INPUTS
+        ):
             call.inputs.extend(inputs)
         for model, reply in fan.replies.items():
             hb = first[model]
