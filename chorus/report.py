@@ -145,5 +145,9 @@ def render(members: list[Row], strategies: list[Row], policies: list[Row]) -> st
 
 
 def main(root: Path) -> int:
+    from chorus import trust_report
+
     print(render(*asyncio.run(evaluate(root))))
+    print()
+    print(asyncio.run(trust_report.evaluate(root)))
     return 0

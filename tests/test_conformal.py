@@ -12,23 +12,13 @@ import pytest
 from mapie.classification import SplitConformalClassifier
 from mapie.regression import SplitConformalRegressor
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.datasets import load_breast_cancer, load_diabetes
-from sklearn.ensemble import (
-    GradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import train_test_split
-from sklearn.naive_bayes import GaussianNB
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
 from chorus.datasets import LABELS, digits_split
 from chorus.errors import FailedPrecondition, InvalidArgument
 from chorus.pb import task_pb2, wire_pb2
+from chorus.trust_report import cancer_members, diabetes_members
 from fuser.conformal import intervals, label_sets, nonconformity, threshold
 from fuser.fusion import Tools, fuse
 from services import repository
@@ -100,26 +90,14 @@ def _coverage(fused: np.ndarray, truth: np.ndarray, regression: bool, seed: int 
     return float(np.mean(covered))
 
 
-def _cancer_members(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    x, y = load_breast_cancer(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
-    models = {
-        "logreg": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-        "forest": RandomForestClassifier(n_estimators=50, random_state=seed, n_jobs=1),
-        "bayes": GaussianNB(),
-    }
-    return {n: m.fit(x_tr, y_tr).predict_proba(x_te) for n, m in models.items()}, y_te
+def _cancer_members() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    data = cancer_members()
+    return data.members, data.truth
 
 
-def _diabetes_members(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    x, y = load_diabetes(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, random_state=seed)
-    models = {
-        "ridge": Ridge(alpha=0.5),
-        "forest": RandomForestRegressor(n_estimators=50, random_state=seed, n_jobs=1),
-        "gbr": GradientBoostingRegressor(random_state=seed),
-    }
-    return {n: m.fit(x_tr, y_tr).predict(x_te) for n, m in models.items()}, y_te
+def _diabetes_members() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    data = diabetes_members()
+    return data.members, data.truth
 
 
 async def test_sets_and_intervals_equal_mapies() -> None:
