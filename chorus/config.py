@@ -140,6 +140,10 @@ class FuserConfig:
     """...and this absolute spread (so values near zero do not all conflict)."""
     conformal_coverage: float = 0.9
     """The conformal policy's coverage when a request does not name one."""
+    learn_temperatures: bool = False
+    """Let Feedback move each classifier's temperature (fuser.temperatures). Off by default:
+    on the demo, one-row feedback tasks left the fused accuracy where it was, where Hedge
+    weights alone raise it (README, Fusion)."""
     keep_tasks: bool = True
     """Keep each fused task's member scores (JetStream KV, 24 h) so Feedback can teach the
     weights; one JetStream write per task after its reply."""

@@ -31,13 +31,15 @@ from chorus.registry import Registry
 from chorus.service import ServiceBase
 from chorus.spawner import Spawner
 from fuser.conflict import ConflictThresholds
-from fuser.conformal import ConformalStore
-from fuser.fusion import DEFAULT_POLICY, Stacker, Tools, fuse
+from fuser.conformal import ConformalStore, nonconformity
+from fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members, fuse
 from fuser.members import NatsMembers
 from fuser.metrics import FuserMetrics
 from fuser.policies import Outcome
-from fuser.records import ReviewQueue, TaskRecords
+from fuser.records import Feedback, ReviewQueue, TaskRecords, feedback_for, losses, member_scores
 from fuser.reliability import ReliabilityStore
+from fuser.strategies import STRATEGIES
+from fuser.temperatures import TemperatureStore
 from fuser.weights import WeightStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class FuserService(ServiceBase):
         self._records: TaskRecords | None = None
         self._conformal: ConformalStore | None = None
         self._reliability: ReliabilityStore | None = None
+        self._temperatures: TemperatureStore | None = None
 
     async def start(self) -> Self:
         if self._service is not None:
@@ -75,6 +78,8 @@ class FuserService(ServiceBase):
         await self._conformal.start()
         self._reliability = ReliabilityStore(js)
         await self._reliability.start()
+        self._temperatures = TemperatureStore(js)
+        await self._temperatures.start()
         review = ReviewQueue(js)
         await review.start()
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
@@ -95,6 +100,7 @@ class FuserService(ServiceBase):
             ),
             conformal=self._conformal.get,
             reliability=self._reliability.get,
+            temperatures=self._temperatures.get,
             coverage=cfg.conformal_coverage,
         )
         self._service = await nats.micro.add_service(
@@ -127,6 +133,9 @@ class FuserService(ServiceBase):
         if self._conformal is not None:
             await self._conformal.stop()
             self._conformal = None
+        if self._temperatures is not None:
+            await self._temperatures.stop()
+            self._temperatures = None
         if self._reliability is not None:
             with contextlib.suppress(Exception):
                 await self._reliability.flush()
@@ -187,7 +196,9 @@ class FuserService(ServiceBase):
             m.weights.labels(call.capability, model).set(weight)
         self._observe_votes(call.capability, outcome)
         if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
-            await self._records.keep(call, dict(reply.weights))
+            await self._records.keep(
+                call, dict(reply.weights), reply.policy, dict(reply.temperatures)
+            )
 
     def _observe_votes(self, capability: str, outcome: Outcome) -> None:
         """Every classification task's votes feed the label-free reliability estimate."""
@@ -209,10 +220,11 @@ class FuserService(ServiceBase):
             req = _parse(task_pb2.FeedbackRequest, request.data)
             if not req.task_id:
                 raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
-            capability, losses = await self._records.losses(
-                req.task_id, list(req.labels), list(req.rows), list(req.values)
-            )
-            weights = await self._weights.learn(capability, losses)
+            record = await self._records.get(req.task_id)
+            fb = feedback_for(record, list(req.labels), list(req.rows), list(req.values))
+            capability = record.capability
+            weights = await self._weights.learn(capability, losses(fb))
+            await self._learn_calibration(fb)
         except ChorusError as err:
             await request.respond_error(err.code_name, err.message)
             return
@@ -224,6 +236,24 @@ class FuserService(ServiceBase):
             self.metrics.weights.labels(capability, model).set(weight)
         reply = task_pb2.FeedbackResponse(capability=capability, weights=weights)
         await request.respond(reply.SerializeToString())
+
+    async def _learn_calibration(self, fb: Feedback) -> None:
+        """Truth refines what the fuser says about its confidence: each classifier's
+        temperature takes a step, and the fused answer's nonconformity on these rows joins
+        the conformal calibration of the strategy that made it."""
+        assert self._temperatures is not None and self._conformal is not None
+        record = fb.record
+        if not fb.regression and self.config.learn_temperatures:
+            raw = member_scores(fb, temperature=1.0)
+            used = {m.model: m.temperature or 1.0 for m in record.members}
+            await self._temperatures.learn(
+                record.capability, {n: (used[n], p) for n, p in raw.items()}, fb.truth
+            )
+        if record.policy in STRATEGIES:
+            members = decode_members(record, {})
+            fused = STRATEGIES[record.policy].fuse(members).probabilities[fb.rows]
+            scores = nonconformity(fused, fb.truth, fb.regression)
+            await self._conformal.put(record.capability, record.policy, scores, extend=True)
 
 
 M = TypeVar("M", wire_pb2.FuseCall, task_pb2.FeedbackRequest)

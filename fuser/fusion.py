@@ -52,11 +52,17 @@ class Tools:
     thresholds: ConflictThresholds = field(default_factory=ConflictThresholds)
     conformal: Callable[[str, str], np.ndarray | None] = lambda capability, strategy: None
     reliability: Callable[[str], Estimate | None] = lambda capability: None
+    temperatures: Callable[[str], dict[str, float]] = lambda capability: {}
     coverage: float = DEFAULT_COVERAGE
 
 
-def decode_members(call: wire_pb2.FuseCall, learned: dict[str, float]) -> list[MemberScores]:
-    """Members as sent; a weight of 0 on the wire means "use the learned weight"."""
+def decode_members(
+    call: wire_pb2.FuseCall,
+    learned: dict[str, float],
+    temperatures: dict[str, float] | None = None,
+) -> list[MemberScores]:
+    """Members as sent; a weight of 0 on the wire means "use the learned weight", and a
+    temperature learned from feedback replaces the manifest's."""
     members = []
     seen: set[str] = set()
     for m in call.members:
@@ -64,7 +70,7 @@ def decode_members(call: wire_pb2.FuseCall, learned: dict[str, float]) -> list[M
             raise InvalidArgument(f"members: model {m.model!r} appears twice")
         seen.add(m.model)
         where = f"members[{m.model!r}].probabilities"
-        temperature = m.temperature or 1.0
+        temperature = (temperatures or {}).get(m.model) or m.temperature or 1.0
         probs = kinds.as_scores(
             from_tensor(m.probabilities, field=where), m.output_kind, temperature, field=where
         )
@@ -233,7 +239,9 @@ def _dawid_skene_fn(
 async def fuse(
     call: wire_pb2.FuseCall, ctx: CallContext, tools: Tools
 ) -> tuple[wire_pb2.FuseReply, Outcome]:
-    members = decode_members(call, tools.weights(call.capability))
+    members = decode_members(
+        call, tools.weights(call.capability), tools.temperatures(call.capability)
+    )
     if not members:
         raise InvalidArgument("members: empty; fusion needs at least one member's output")
     kind = kinds.task_kind([m.model for m in members], [m.output_kind for m in members])

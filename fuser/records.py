@@ -5,6 +5,7 @@ none is lost while no reviewer is connected)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from nats.js import JetStreamContext
@@ -36,30 +37,29 @@ class TaskRecords:
     async def start(self) -> None:
         self._kv = await self.js.create_key_value(bucket=TASKS_BUCKET, ttl=TASKS_TTL_S)
 
-    async def keep(self, call: wire_pb2.FuseCall, weights: dict[str, float]) -> None:
-        """The members' scores of a fused task, without its inputs, for later feedback."""
+    async def keep(
+        self,
+        call: wire_pb2.FuseCall,
+        weights: dict[str, float],
+        strategy: str,
+        temperatures: dict[str, float],
+    ) -> None:
+        """The members' scores of a fused task (and the strategy that fused them), without
+        its inputs, for later feedback."""
         assert self._kv is not None
         record = wire_pb2.FuseCall(
-            capability=call.capability, task_id=call.task_id, labels=call.labels
+            capability=call.capability, task_id=call.task_id, labels=call.labels, policy=strategy
         )
         for m in call.members:
             record.members.add(
                 model=m.model, version=m.version, probabilities=m.probabilities,
                 weight=weights.get(m.model, m.weight), output_kind=m.output_kind,
-                temperature=m.temperature,
+                temperature=temperatures.get(m.model, m.temperature),
             )  # fmt: skip
         await self._kv.put(kv_key(call.task_id), record.SerializeToString())
 
-    async def losses(
-        self,
-        task_id: str,
-        truth: list[int],
-        rows: list[int] | None = None,
-        values: list[float] | None = None,
-    ) -> tuple[str, dict[str, float]]:
-        """(capability, each member's loss in [0, 1] on `rows`) for a kept task: its share
-        of wrong rows, or for regression (`values`) its mean absolute error over the worst
-        member's, so the least accurate member loses most whatever the target's scale."""
+    async def get(self, task_id: str) -> wire_pb2.FuseCall:
+        """A kept task's members' scores; NotFound when unknown or expired."""
         assert self._kv is not None
         try:
             entry = await self._kv.get(kv_key(task_id))
@@ -68,39 +68,70 @@ class TaskRecords:
                 f"task_id: no fused task {task_id!r} is kept (unknown, or older than "
                 f"{TASKS_TTL_S // 3600} h)"
             ) from None
-        record = wire_pb2.FuseCall.FromString(entry.value or b"")
-        regression = any(m.output_kind == REGRESSION for m in record.members)
-        given = values if regression else truth
-        field = "values" if regression else "labels"
-        if not given:
-            what = "the true value" if regression else "the true class"
-            raise InvalidArgument(f"{field}: empty; this task needs {what} of every row")
-        errors: dict[str, float] = {}
-        for m in record.members:
-            where = f"{m.model}.scores"
-            probs = as_scores(from_tensor(m.probabilities), m.output_kind, m.temperature or 1.0,
-                              field=where)  # fmt: skip
-            if rows:
-                if len(rows) != len(given) or any(not 0 <= r < probs.shape[0] for r in rows):
-                    raise InvalidArgument(
-                        f"rows: expected {len(given)} row indices below {probs.shape[0]}, "
-                        f"got {rows}"
-                    )
-                probs = probs[rows]
-            if len(given) != probs.shape[0]:
-                raise InvalidArgument(
-                    f"{field}: task {task_id} had {probs.shape[0]} rows, got {len(given)} {field}"
-                )
-            if regression:
-                errors[m.model] = float(np.mean(np.abs(probs[:, 0] - np.asarray(given))))
-                continue
-            if any(not 0 <= t < probs.shape[1] for t in truth):
-                raise InvalidArgument(f"labels: expected class indices in [0, {probs.shape[1]})")
-            errors[m.model] = float(np.mean(np.argmax(probs, axis=1) != np.asarray(truth)))
-        if regression:
-            worst = max(errors.values()) or 1.0
-            errors = {m: e / worst for m, e in errors.items()}
-        return record.capability, errors
+        return wire_pb2.FuseCall.FromString(entry.value or b"")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A kept task with its truth, checked: the rows the truth is for, and whether it is a
+    regression (values) or a classification (labels)."""
+
+    record: wire_pb2.FuseCall
+    rows: list[int]
+    truth: np.ndarray
+    regression: bool
+
+
+def feedback_for(
+    record: wire_pb2.FuseCall,
+    truth: list[int],
+    rows: list[int] | None = None,
+    values: list[float] | None = None,
+) -> Feedback:
+    regression = any(m.output_kind == REGRESSION for m in record.members)
+    given = values if regression else truth
+    field = "values" if regression else "labels"
+    if not given:
+        what = "the true value" if regression else "the true class"
+        raise InvalidArgument(f"{field}: empty; this task needs {what} of every row")
+    n = from_tensor(record.members[0].probabilities).shape[0] if record.members else 0
+    if rows:
+        if len(rows) != len(given) or any(not 0 <= r < n for r in rows):
+            raise InvalidArgument(f"rows: expected {len(given)} row indices below {n}, got {rows}")
+    elif len(given) != n:
+        raise InvalidArgument(
+            f"{field}: task {record.task_id} had {n} rows, got {len(given)} {field}"
+        )
+    return Feedback(record, list(rows or range(n)), np.asarray(given), regression)
+
+
+def member_scores(fb: Feedback, temperature: float | None = None) -> dict[str, np.ndarray]:
+    """Each member's scores on the feedback's rows, as the fuser read them (or at
+    `temperature`, e.g. 1.0 for the untempered probabilities)."""
+    out = {}
+    for m in fb.record.members:
+        t = temperature if temperature is not None else (m.temperature or 1.0)
+        probs = as_scores(from_tensor(m.probabilities), m.output_kind, t, field=f"{m.model}.scores")
+        out[m.model] = probs[fb.rows]
+    return out
+
+
+def losses(fb: Feedback) -> dict[str, float]:
+    """Each member's loss in [0, 1]: its share of wrong rows, or for regression its mean
+    absolute error over the worst member's, so the least accurate member loses most
+    whatever the target's scale."""
+    errors: dict[str, float] = {}
+    for model, probs in member_scores(fb).items():
+        if fb.regression:
+            errors[model] = float(np.mean(np.abs(probs[:, 0] - fb.truth)))
+            continue
+        if any(not 0 <= t < probs.shape[1] for t in fb.truth):
+            raise InvalidArgument(f"labels: expected class indices in [0, {probs.shape[1]})")
+        errors[model] = float(np.mean(np.argmax(probs, axis=1) != fb.truth))
+    if fb.regression:
+        worst = max(errors.values()) or 1.0
+        errors = {m: e / worst for m, e in errors.items()}
+    return errors
 
 
 class ReviewQueue:

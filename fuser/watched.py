@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -13,6 +14,16 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 CAS_ATTEMPTS = 20
+
+
+def decode_floats(value: bytes) -> dict[str, float]:
+    """A JSON object of numbers (weights, temperatures), as floats."""
+    return {k: float(v) for k, v in json.loads(value or b"{}").items()}
+
+
+def encode_floats(values: dict[str, float]) -> bytes:
+    return json.dumps(values).encode()
+
 
 T = TypeVar("T")
 

@@ -12,13 +12,12 @@ from what was learned.
 
 from __future__ import annotations
 
-import json
 import math
 
 from nats.js import JetStreamContext
 
 from chorus.subjects import kv_key
-from fuser.watched import WatchedBucket
+from fuser.watched import WatchedBucket, decode_floats, encode_floats
 
 BUCKET = "chorus_weights"
 ETA = 0.1
@@ -37,17 +36,9 @@ def hedge(
     return {m: max(floor, w / mean) for m, w in sorted(new.items())}
 
 
-def _decode(value: bytes) -> dict[str, float]:
-    return {k: float(v) for k, v in json.loads(value or b"{}").items()}
-
-
-def _encode(weights: dict[str, float]) -> bytes:
-    return json.dumps(weights).encode()
-
-
 class WeightStore(WatchedBucket[dict[str, float]]):
     def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        super().__init__(js, bucket, _decode, _encode, history=5)
+        super().__init__(js, bucket, decode_floats, encode_floats, history=5)
 
     def get(self, capability: str) -> dict[str, float]:
         return dict(self.cached(kv_key(capability)) or {})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -62,7 +63,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     router_port, nats_port = free_port(), free_port()
     cmd = [*CHORUS, "up", "--repository", str(repo), "--data-dir", str(out / "up"),
            "--router-port", str(router_port), "--nats-port", str(nats_port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "CHORUS_FUSER_LEARN_TEMPERATURES": "true"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)  # fmt: skip
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -320,3 +323,34 @@ def test_conformal_answers_after_chorus_fusion_calibrate(
         upper = np.array([r.upper[0] for r in explanation.rows])
         covered = np.mean((lower <= truth) & (truth <= upper))
     assert covered >= 0.8  # one split of under 90 rows: the promise, give or take its noise
+
+
+def test_feedback_refines_temperatures_and_extends_the_conformal_calibration(
+    served: Served,
+) -> None:
+    feeds = {"x": np.load(served.out / "cancer_test_x.npy")[:ROWS],
+             "flags": np.load(served.out / "cancer_test_flags.npy")[:ROWS]}  # fmt: skip
+    y = np.load(served.out / "cancer_test_y.npy")[:ROWS]
+    conformal = submit_request("classify/cancer", feeds)
+    conformal.conflict.CopyFrom(task_pb2.ConflictPolicy(name="conformal"))
+
+    def calibration_rows(client: TaskClient) -> int:
+        try:
+            return int(client.stub.Submit(conformal, timeout=10).explanation.calibration_rows)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            return 0
+
+    with TaskClient(served.router) as client:
+        before = calibration_rows(client)
+        result = client.submit("classify/cancer", feeds)
+        assert dict(result.response.explanation.temperatures) == {}
+        client.stub.Feedback(task_pb2.FeedbackRequest(task_id=result.response.task_id,
+                                                      labels=y.tolist()), timeout=10)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while calibration_rows(client) != before + ROWS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert calibration_rows(client) == before + ROWS
+        learned = dict(client.submit("classify/cancer", feeds).response.explanation.temperatures)
+    assert sorted(learned) == sorted(_kinds(served, "classify/cancer"))
+    assert all(t != 1.0 for t in learned.values())
