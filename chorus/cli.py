@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import signal
@@ -31,13 +32,39 @@ STOP_WHILE_STARTING_S = 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as err:
+        line = _unreachable(err)
+        if line is None:
+            raise
+        command = " ".join(itertools.takewhile(lambda t: not t.startswith("-"), argv))
+        print(f"chorus {command}: {line}", file=sys.stderr)
+        return 1
+
+
+def _unreachable(err: Exception) -> str | None:
+    """One line for a service that did not answer (a gRPC status, or NATS not reachable),
+    instead of a traceback; None for anything else, which is a bug worth its traceback."""
+    import grpc
+    import nats.errors
+
+    if isinstance(err, grpc.RpcError) and hasattr(err, "code"):
+        return f"{err.code().name}: {err.details()}"
+    from chorus.natsclient import NatsUnreachable
+
+    if isinstance(err, NatsUnreachable):
+        return f"cannot reach {err}"
+    if isinstance(err, nats.errors.NoServersError | nats.errors.TimeoutError):
+        return f"NATS: {err}"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import nats
 import numpy as np
 
 from chorus.client import TaskClient
-from chorus.config import SecurityConfig, from_env
-from chorus.security import nats_options
+from chorus.natsclient import NatsUnreachable, connect_once
 from chorus.submit_inputs import InputError, read_input, typed_inputs
 from fuser.conformal import ConformalStore, label_sets, nonconformity, threshold
 
@@ -63,8 +61,8 @@ def run(opts: Options) -> int:
     scores = nonconformity(values, truth if regression else truth.reshape(-1), regression)
     try:
         kept = asyncio.run(_store(opts, strategy, scores))
-    except (OSError, nats.errors.Error) as err:
-        print(f"chorus fusion calibrate: NATS at {opts.nats_url}: {err}", file=sys.stderr)
+    except NatsUnreachable as err:
+        print(f"chorus fusion calibrate: cannot reach {err}", file=sys.stderr)
         return 1
     q = threshold(scores, opts.coverage)
     print(f"{opts.capability} fused by {strategy}: {kept} calibration rows stored "
@@ -80,9 +78,7 @@ def run(opts: Options) -> int:
 
 
 async def _store(opts: Options, strategy: str, scores: np.ndarray) -> int:
-    security = from_env(SecurityConfig, "security")
-    nc = await nats.connect(opts.nats_url, max_reconnect_attempts=0, connect_timeout=5,
-                            allow_reconnect=False, **nats_options(security))  # fmt: skip
+    nc = await connect_once(opts.nats_url)
     try:
         store = ConformalStore(nc.jetstream())
         await store.start(watch=False)

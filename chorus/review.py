@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-import nats
 import numpy as np
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from chorus.codec import from_tensor
+from chorus.natsclient import connect_once
 from chorus.pb import task_pb2, task_pb2_grpc, wire_pb2
 from chorus.subjects import kv_key
 
@@ -86,7 +86,7 @@ def ask_terminal(case: wire_pb2.ReviewCase) -> dict[int, int]:
 
 async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[int, int]]) -> int:
     """Work through waiting cases; returns how many were answered."""
-    nc = await nats.connect(opts.nats_url)
+    nc = await connect_once(opts.nats_url)
     answered = 0
     try:
         js = nc.jetstream()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import grpc
@@ -28,7 +29,8 @@ def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> i
             try:
                 result = client.submit(CAPABILITY, {"input": x[i : i + batch]}, policy=policy)
             except grpc.RpcError as err:
-                print(f"task {i}: {err.code().name}: {err.details()}")
+                print(f"chorus submit: task {i}: {err.code().name}: {err.details()}",
+                      file=sys.stderr)  # fmt: skip
                 return 1
             fused.append(result.labels)
             for name, outs in result.members.items():
