@@ -45,6 +45,17 @@ def wait_done(
     return results
 
 
+def wait_running(client: TaskClient, ids: list[str], timeout_s: float) -> None:
+    """Returns while a task is mid-call: with 300 ms per call, a kill now interrupts it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for i in ids:
+            r = client.stub.GetResult(task_pb2.GetResultRequest(task_id=i), timeout=5)
+            if r.status == task_pb2.TASK_STATUS_RUNNING:
+                return
+    raise AssertionError("no task was seen running")
+
+
 def test_submit_async_dedupes_and_results_arrive(client: TaskClient) -> None:
     req = task_pb2.SubmitAsyncRequest(task=task(slice(0, 5)), idempotency_key="order-42")
     first = client.stub.SubmitAsync(req, timeout=10)
@@ -79,7 +90,7 @@ def test_killed_router_loses_no_accepted_task(model_repo: Path, tmp_path: Path) 
     env = {"CHORUS_ROUTER_ACK_WAIT_S": "2", "CHORUS_ROUTER_COALESCE_ROWS": "0"}
     with NatsServer(tmp_path / "js") as server, Mesh(
         model_repo, tmp_path / "mesh", models=["logreg"], nats_url=server.url, extra_env=env,
-        model_args={"logreg": ["--delay-ms", "30"]},
+        model_args={"logreg": ["--delay-ms", "300"]},
     ) as mesh, TaskClient(mesh.router_target) as client:  # fmt: skip
         ids = [
             client.stub.SubmitAsync(
@@ -87,7 +98,7 @@ def test_killed_router_loses_no_accepted_task(model_repo: Path, tmp_path: Path) 
             ).task_id
             for i in range(60)
         ]
-        time.sleep(0.15)
+        wait_running(client, ids, timeout_s=10)
         mesh.restart("router", kill=True)
         results = wait_done(client, ids, timeout_s=40)
     lost = [i for i in ids if i not in results]
