@@ -84,9 +84,13 @@ async def test_every_referenced_metric_exists_and_moves(slow_mesh: Mesh) -> None
     sampled: dict[str, float] = {}
     loader = threading.Thread(target=_load, args=(slow_mesh.router_target, 8, 2.0))
     loader.start()
-    time.sleep(1.0)
-    mid = scrape(services[SLOW])
-    sampled["chorus_model_in_flight"] = _sum(mid, "chorus_model_in_flight")
+    time.sleep(0.5)
+    # A gauge: sampled through the load, since one scrape can fall between two calls.
+    seen = [0.0]
+    while loader.is_alive():
+        seen.append(_sum(scrape(services[SLOW]), "chorus_model_in_flight"))
+        time.sleep(0.05)
+    sampled["chorus_model_in_flight"] = max(seen)
     loader.join()
     after = {s: scrape(a) for s, a in services.items()}
 
