@@ -255,6 +255,8 @@ def _mesh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--router-port", type=int, default=50051)
     p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--nats-cluster", type=int, default=1, metavar="N",
+                   help="N clustered nats-servers, JetStream R3 from 3 on")  # fmt: skip
 
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
@@ -403,9 +405,10 @@ def _plan(args: argparse.Namespace) -> int:
     async def live() -> None:
         import nats
 
+        from chorus.jetstream import servers
         from router.live_plan import LivePlanner
 
-        nc = await nats.connect(args.nats_url)
+        nc = await nats.connect(servers(args.nats_url))
         planner = LivePlanner(nc, load_inputs(args.inputs), every_s=args.every)
         seen = 0
 
@@ -450,7 +453,9 @@ def _status(args: argparse.Namespace) -> int:
     from chorus.client import TaskClient
 
     with TaskClient(args.router) as client:
-        models = client.list_models().models
+        listed = client.list_models()
+    models = listed.models
+    print(f"JetStream: {listed.jetstream_replicas} replica(s) of every stream and bucket")
     print(f"{'model':<10} {'replica':<20} {'device':<6} {'in-flight':>9} {'queued':>6} "
           f"{'ms/req':>7} {'slots':>5} {'seen':>6}")  # fmt: skip
     for m in models:
@@ -652,6 +657,7 @@ def _start_mesh(args: argparse.Namespace) -> Any:
         replicas=replicas,
         nats_port=args.nats_port,
         router_port=args.router_port,
+        nats_cluster=args.nats_cluster,
     )
     mesh.start()
     print(f"nats     {mesh.nats_url}  (JetStream in {args.data_dir / 'jetstream'})")

@@ -151,6 +151,12 @@ class FuserConfig:
 
 
 @dataclass(frozen=True)
+class JetStreamConfig:
+    replicas: int = 0
+    """Copies of every stream and bucket; 0: 3 on a cluster of three or more, else 1."""
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """TLS, authentication and authorisation; everything off by default (loopback demo).
 

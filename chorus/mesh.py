@@ -15,10 +15,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
-from chorus.natsserver import NatsServer, free_port
+from chorus.natsserver import NatsCluster, NatsServer, Running, free_port
 
 
 @dataclass
@@ -68,7 +67,7 @@ def _wait_ready(child: Child, timeout_s: float) -> None:
     raise RuntimeError(f"{child.name} did not become ready in {timeout_s}s{where}")
 
 
-class Mesh:
+class Mesh(Running):
     """nats-server (embedded unless `nats_url` is given) plus every service, as processes."""
 
     def __init__(
@@ -84,9 +83,12 @@ class Mesh:
         extra_env: dict[str, str] | None = None,
         model_args: dict[str, list[str]] | None = None,
         replicas: dict[str, int] | None = None,
+        nats_cluster: int = 1,
     ) -> None:
         """`model_args` adds flags to one model's `chorus serve model`, e.g. a fault flag;
-        `replicas` starts that many processes of a model (one by default)."""
+        `replicas` starts that many processes of a model (one by default); `nats_cluster`
+        of 3 or more runs a JetStream cluster of that many nodes instead of one server
+        (`nats_port` is then the first node's)."""
         self.repository = repository
         self.data_dir = data_dir
         self.models = models
@@ -95,13 +97,13 @@ class Mesh:
         self.extra_env = extra_env or {}
         self.model_args = model_args or {}
         self.replicas = replicas or {}
-        self.nats = (
-            None
-            if nats_url
-            else NatsServer(
+        self.nats: NatsServer | NatsCluster | None = None
+        if nats_url is None and nats_cluster > 1:
+            self.nats = NatsCluster(data_dir / "jetstream", nats_cluster, first_port=nats_port)
+        elif nats_url is None:
+            self.nats = NatsServer(
                 data_dir / "jetstream", port=nats_port, log=data_dir / "logs" / "nats.log"
             )
-        )
         self.nats_url = nats_url or self.nats.url  # type: ignore[union-attr]
         self.children: list[Child] = []
 
@@ -199,14 +201,3 @@ class Mesh:
         self.children.clear()
         if self.nats is not None:
             self.nats.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -8,6 +8,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from chorus.config import SecurityConfig, from_env
+from chorus.jetstream import servers
 from chorus.security import nats_options
 from chorus.service import describe_error
 
@@ -27,7 +28,7 @@ async def connect_once(url: str) -> Client:
     nc = Client()
     try:
         await nc.connect(
-            url,
+            servers(url),
             allow_reconnect=False,
             # nats-py drops a server from its pool only past a positive attempt count; with
             # 0 its first connect would retry forever.

@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 
 def find_binary() -> str:
@@ -27,7 +29,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class NatsServer:
+class Running:
+    """Started by `with`, stopped on leaving it, whatever happened inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class Route:
+    """One node's place in a cluster: its name, its cluster port, and every node's route."""
+
+    server_name: str
+    port: int
+    routes: tuple[str, ...]
+    name: str = "chorus"
+    monitor_port: int = 0
+    """HTTP monitoring (/jsz says who leads JetStream); 0 leaves it off."""
+
+
+class NatsServer(Running):
     """A nats-server child process; stops on exit of the `with` block."""
 
     def __init__(
@@ -38,10 +73,13 @@ class NatsServer:
         port: int = 0,
         log: Path | None = None,
         config: str = "",
+        cluster: Route | None = None,
     ) -> None:
         """`config` is nats-server configuration text (authorization, tls, ...) added to the
-        flags; the server reads it from a file beside its JetStream store."""
+        flags; the server reads it from a file beside its JetStream store. `cluster` makes it
+        one node of a JetStream cluster (see NatsCluster)."""
         self.config = config
+        self.cluster = cluster
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
@@ -52,7 +90,7 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> NatsServer:
+    def start(self, timeout_s: float = 10.0) -> Self:
         if self._proc is not None:
             return self
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +104,12 @@ class NatsServer:
             "-sd",
             str(self.store_dir),
         ]
+        if self.cluster is not None:
+            c = self.cluster
+            args += ["-n", c.server_name, "--cluster_name", c.name, "--cluster",
+                     f"nats://{self.host}:{c.port}", "--routes", ",".join(c.routes)]  # fmt: skip
+            if c.monitor_port:
+                args += ["-m", str(c.monitor_port)]
         if self.config:
             conf = self.store_dir / "nats.conf"
             conf.write_text(self.config)
@@ -89,6 +133,17 @@ class NatsServer:
         self.stop()
         raise TimeoutError(f"nats-server did not accept connections on {self.url} in {timeout_s}s")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the cluster, as when a node dies."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -100,13 +155,84 @@ class NatsServer:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> NatsServer:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+class NatsCluster(Running):
+    """`size` nats-server processes clustered over loopback routes, JetStream on each, every
+    node with its own store; ready once JetStream has a meta leader."""
+
+    def __init__(
+        self, root: Path, size: int = 3, *, host: str = "127.0.0.1", first_port: int = 0
     ) -> None:
-        self.stop()
+        ports = [free_port(host) for _ in range(size)]
+        clients = [first_port or free_port(host), *(free_port(host) for _ in range(size - 1))]
+        routes = tuple(f"nats://{host}:{p}" for p in ports)
+        self.servers = [
+            NatsServer(
+                root / f"node{i}",
+                host=host,
+                port=clients[i],
+                log=root / f"node{i}.log",
+                cluster=Route(f"node{i}", ports[i], routes, monitor_port=free_port(host)),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated, as the services take it."""
+        return ",".join(s.url for s in self.servers)
+
+    def start(self, timeout_s: float = 30.0) -> Self:
+        for server in self.servers:
+            server.start()
+        wait_for_jetstream(self.url, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def node(self, name: str) -> NatsServer:
+        return next(s for s in self.servers if s.cluster and s.cluster.server_name == name)
+
+    def meta_leader(self) -> str:
+        """The node that leads JetStream's meta group now, asked of any node that answers."""
+        import json
+        import urllib.request
+
+        for server in self.servers:
+            if server.pid is None or server.cluster is None:
+                continue
+            url = f"http://{server.host}:{server.cluster.monitor_port}/jsz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    leader = json.load(r).get("meta_cluster", {}).get("leader", "")
+            except OSError:
+                continue
+            if leader:
+                return str(leader)
+        raise RuntimeError("no node names a JetStream meta leader")
+
+
+def wait_for_jetstream(url: str, timeout_s: float = 30.0) -> None:
+    """Until JetStream answers (a cluster must first elect its meta leader)."""
+    import asyncio
+
+    import nats
+
+    async def ready() -> None:
+        deadline = time.monotonic() + timeout_s
+        nc = await nats.connect(servers=url.split(","))
+        try:
+            while True:
+                try:
+                    await nc.jetstream().account_info()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    asyncio.run(ready())

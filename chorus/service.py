@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from chorus import tracing
 from chorus.config import SecurityConfig, TracingConfig, from_env
 from chorus.grpcserver import set_serving
+from chorus.jetstream import replicas_for, servers
 from chorus.metrics import serve_metrics
 from chorus.security import nats_options
 
@@ -38,6 +39,7 @@ class ServiceBase:
         self._health: health.aio.HealthServicer | None = None
         self._health_names: list[str] = []
         self.nats_url = ""
+        self.jetstream_replicas = 1
         self.nats_error: Exception | None = None
         """The last connection error, so a process stopped while waiting for NATS can say why."""
         self._nats_error_logged = 0.0
@@ -88,7 +90,7 @@ class ServiceBase:
         # Held before connecting, so stop() can close a connection still retrying.
         self._nc = Client()
         await self._nc.connect(
-            url,
+            servers(url),
             name=name,
             max_reconnect_attempts=-1,
             disconnected_cb=down,
@@ -97,6 +99,9 @@ class ServiceBase:
             **nats_options(self.security),
         )
         self.nats_error = None
+        self.jetstream_replicas = replicas_for(self._nc)
+        log.info("NATS %s; JetStream streams and buckets keep %d replica(s)",
+                 url, self.jetstream_replicas)  # fmt: skip
         await self._nats_state(True)
         return self._nc
 

@@ -82,8 +82,8 @@ def _encode(scores: np.ndarray) -> bytes:
 class ConformalStore(WatchedBucket[np.ndarray]):
     """The calibration scores by capability and strategy; writes replace or extend."""
 
-    def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        super().__init__(js, bucket, _decode, _encode)
+    def __init__(self, js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1) -> None:
+        super().__init__(js, bucket, _decode, _encode, replicas=replicas)
 
     def get(self, capability: str, strategy: str) -> np.ndarray | None:
         return self.cached(store_key(capability, strategy))

@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from chorus.codec import from_tensor
 from chorus.errors import InvalidArgument, NotFound
+from chorus.jetstream import ensure_bucket, ensure_stream
 from chorus.pb import wire_pb2
 from chorus.subjects import kv_key
 from fuser.kinds import REGRESSION, as_scores
@@ -30,12 +31,13 @@ def review_subject(capability: str) -> str:
 
 
 class TaskRecords:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
         self.js = js
+        self.replicas = replicas
         self._kv: KeyValue | None = None
 
     async def start(self) -> None:
-        self._kv = await self.js.create_key_value(bucket=TASKS_BUCKET, ttl=TASKS_TTL_S)
+        self._kv = await ensure_bucket(self.js, TASKS_BUCKET, self.replicas, ttl=TASKS_TTL_S)
 
     async def keep(
         self,
@@ -135,11 +137,13 @@ def losses(fb: Feedback) -> dict[str, float]:
 
 
 class ReviewQueue:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
         self.js = js
+        self.replicas = replicas
 
     async def start(self) -> None:
-        await self.js.add_stream(StreamConfig(name=REVIEW_STREAM, subjects=[REVIEW_SUBJECTS]))
+        config = StreamConfig(name=REVIEW_STREAM, subjects=[REVIEW_SUBJECTS])
+        await ensure_stream(self.js, config, self.replicas)
 
     async def publish(self, case: wire_pb2.ReviewCase) -> None:
         headers = {"Nats-Msg-Id": f"review-{case.task_id}"} if case.task_id else None

@@ -170,8 +170,8 @@ class ReliabilityStore(WatchedBucket[Estimate]):
     """Per capability, the counts every replica has added, read from the watch; this
     replica's own additions wait in memory and are merged in with compare-and-set."""
 
-    def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        super().__init__(js, bucket, Estimate.from_json, Estimate.to_json)
+    def __init__(self, js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1) -> None:
+        super().__init__(js, bucket, Estimate.from_json, Estimate.to_json, replicas=replicas)
         self._pending: dict[tuple[str, tuple[str, ...]], Counts] = {}
         self._since = time.monotonic()
 

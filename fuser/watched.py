@@ -13,6 +13,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from chorus.jetstream import ensure_bucket
+
 CAS_ATTEMPTS = 20
 
 
@@ -36,12 +38,14 @@ class WatchedBucket(Generic[T]):
         decode: Callable[[bytes], T],
         encode: Callable[[T], bytes],
         history: int = 1,
+        replicas: int = 1,
     ) -> None:
         self.js = js
         self.bucket = bucket
         self._decode = decode
         self._encode = encode
         self._history = history
+        self._replicas = replicas
         self._kv: KeyValue | None = None
         self._cache: dict[str, T] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -52,7 +56,7 @@ class WatchedBucket(Generic[T]):
         return self._kv
 
     async def start(self, watch: bool = True) -> None:
-        self._kv = await self.js.create_key_value(bucket=self.bucket, history=self._history)
+        self._kv = await ensure_bucket(self.js, self.bucket, self._replicas, history=self._history)
         if watch:
             watcher = await self._kv.watchall()
             self._watch = asyncio.create_task(self._follow(watcher), name=f"{self.bucket}-watch")

@@ -37,8 +37,8 @@ def hedge(
 
 
 class WeightStore(WatchedBucket[dict[str, float]]):
-    def __init__(self, js: JetStreamContext, bucket: str = BUCKET) -> None:
-        super().__init__(js, bucket, decode_floats, encode_floats, history=5)
+    def __init__(self, js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1) -> None:
+        super().__init__(js, bucket, decode_floats, encode_floats, history=5, replicas=replicas)
 
     def get(self, capability: str) -> dict[str, float]:
         return dict(self.cached(kv_key(capability)) or {})

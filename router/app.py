@@ -107,6 +107,7 @@ class RouterService(ServiceBase):
             ack_wait_s=cfg.ack_wait_s,
             result_ttl_s=cfg.result_ttl_s,
             dedupe_window_s=cfg.dedupe_window_s,
+            replicas=self.jetstream_replicas,
         )
         await self._durable.start()
         self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)

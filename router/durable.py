@@ -18,31 +18,73 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import numpy as np
 from nats.aio.client import Client
+from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+)
 from nats.js.kv import KeyValue
 
 from chorus import subjects
 from chorus.context import Priority
 from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from chorus.jetstream import ensure_bucket, ensure_stream
 from chorus.pb import task_pb2
 from chorus.spawner import Spawner
 from router.task import TaskRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RESULTS = "chorus_results"
 CONSUMER = "chorus-router"
 TERMINAL = (task_pb2.TASK_STATUS_DONE, task_pb2.TASK_STATUS_FAILED)
 TRANSIENT = (Unavailable, NotFound, DeadlineExceeded)
 """Failures that say "not now" (no live model, no answer in time), retried with backoff;
 bad input fails at once."""
+
+
+STORE_RETRY_S = 8.0
+"""How long a durable write keeps trying while JetStream elects new leaders (a cluster
+node's loss takes a few seconds)."""
+
+
+async def _retrying(write: Callable[[], Awaitable[T]], what: str) -> T:
+    deadline = time.monotonic() + STORE_RETRY_S
+    delay = 0.05
+    while True:
+        try:
+            return await write()
+        except (NoStreamResponseError, NatsTimeout, ConnectionClosedError, APIError) as exc:
+            if isinstance(exc, KeyWrongLastSequenceError):
+                raise
+            if isinstance(exc, APIError) and not _transient(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise Unavailable(
+                    f"async tasks: JetStream did not take the task's {what} within "
+                    f"{STORE_RETRY_S:.0f} s ({type(exc).__name__}: {exc}); retry with the "
+                    "same idempotency_key"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _transient(exc: APIError) -> bool:
+    """Leader elections answer 503 (no leader, no quorum) or time out; anything else is
+    a real refusal."""
+    return exc.code in (503, 408) or exc.code is None
 
 
 def stream_name(p: Priority) -> str:
@@ -60,8 +102,10 @@ class DurableTasks:
         result_ttl_s: float,
         dedupe_window_s: float,
         max_attempts: int = 6,
+        replicas: int = 1,
     ) -> None:
         self.js: JetStreamContext = nc.jetstream()
+        self.replicas = replicas
         self.runner = runner
         self.workers = workers
         self.ack_wait_s = ack_wait_s
@@ -75,15 +119,14 @@ class DurableTasks:
 
     async def start(self) -> None:
         for p in Priority:
-            await self.js.add_stream(
-                StreamConfig(
-                    name=stream_name(p),
-                    subjects=[subjects.tasks(p.name.lower())],
-                    retention=RetentionPolicy.WORK_QUEUE,
-                    duplicate_window=self.dedupe_window_s,
-                )
+            config = StreamConfig(
+                name=stream_name(p),
+                subjects=[subjects.tasks(p.name.lower())],
+                retention=RetentionPolicy.WORK_QUEUE,
+                duplicate_window=self.dedupe_window_s,
             )
-        self._kv = await self.js.create_key_value(bucket=RESULTS, ttl=self.result_ttl_s)
+            await ensure_stream(self.js, config, self.replicas)
+        self._kv = await ensure_bucket(self.js, RESULTS, self.replicas, ttl=self.result_ttl_s)
         for p in Priority:
             sub = await self.js.pull_subscribe(
                 subjects.tasks(p.name.lower()),
@@ -105,6 +148,10 @@ class DurableTasks:
         self._subs.clear()
 
     async def submit(self, req: task_pb2.SubmitAsyncRequest) -> task_pb2.SubmitAsyncResponse:
+        """Record the task as pending, then publish it; both steps are retried through a
+        NATS node's loss, and both are idempotent (the result key is created once, the
+        publish is de-duplicated by message id), so a retry never runs a task twice and a
+        task recorded but not yet published is published by whichever attempt comes next."""
         assert self._kv is not None
         task = task_pb2.SubmitRequest()
         task.CopyFrom(req.task)
@@ -113,17 +160,28 @@ class DurableTasks:
             task.task_id = "idem-" + hashlib.sha256(req.idempotency_key.encode()).hexdigest()[:32]
         task.task_id = task.task_id or uuid.uuid4().hex
         pending = task_pb2.TaskResult(task_id=task.task_id, status=task_pb2.TASK_STATUS_PENDING)
+        key = subjects.kv_key(task.task_id)
+        kv = self._kv
         try:
-            await self._kv.create(subjects.kv_key(task.task_id), pending.SerializeToString())
+            await _retrying(lambda: kv.create(key, pending.SerializeToString()), "record")
+            duplicate = False
         except KeyWrongLastSequenceError:
-            return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=True)
+            known = await self.get(task.task_id)
+            if known.status != task_pb2.TASK_STATUS_PENDING or known.attempts > 0:
+                return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=True)
+            duplicate = True  # recorded, never delivered: perhaps never published
         priority = Priority.from_wire(task.priority)
-        ack = await self.js.publish(
-            subjects.tasks(priority.name.lower()),
-            task.SerializeToString(),
-            headers={"Nats-Msg-Id": task.task_id},
+        ack = await _retrying(
+            lambda: self.js.publish(
+                subjects.tasks(priority.name.lower()),
+                task.SerializeToString(),
+                headers={"Nats-Msg-Id": task.task_id},
+            ),
+            "publish",
         )
-        return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=bool(ack.duplicate))
+        return task_pb2.SubmitAsyncResponse(
+            task_id=task.task_id, duplicate=duplicate or bool(ack.duplicate)
+        )
 
     async def get(self, task_id: str) -> task_pb2.TaskResult:
         assert self._kv is not None
@@ -202,13 +260,20 @@ class DurableTasks:
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
-                await self._run(msg)
+                try:
+                    await self._run(msg)
+                except Exception as exc:  # not acked: delivered again after ack_wait
+                    log.warning("durable task not finished, left for redelivery: %s", exc)
 
     async def _run(self, msg: object) -> None:
         assert self._kv is not None
         task = task_pb2.SubmitRequest.FromString(msg.data)  # type: ignore[attr-defined]
         attempts = msg.metadata.num_delivered  # type: ignore[attr-defined]
         key = subjects.kv_key(task.task_id)
+        with contextlib.suppress(NotFound):
+            if (await self.get(task.task_id)).status in TERMINAL:
+                await msg.ack()  # type: ignore[attr-defined]
+                return  # published twice (a submit retried through a node's loss), already run
         running = task_pb2.TaskResult(
             task_id=task.task_id, status=task_pb2.TASK_STATUS_RUNNING, attempts=attempts
         )
@@ -232,7 +297,8 @@ class DurableTasks:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-        await self._kv.put(key, result.SerializeToString())
+        kv = self._kv
+        await _retrying(lambda: kv.put(key, result.SerializeToString()), "result")
         if result.status == task_pb2.TASK_STATUS_PENDING:
             # The mesh could not run it now (models gone, out of time): try again later.
             await msg.nak(delay=min(0.5 * 2**attempts, 15.0))  # type: ignore[attr-defined]

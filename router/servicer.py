@@ -153,7 +153,10 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             )
             if hb.device not in info.devices:
                 info.devices.append(hb.device)
-        return task_pb2.ListModelsResponse(models=[by_model[m] for m in sorted(by_model)])
+        return task_pb2.ListModelsResponse(
+            models=[by_model[m] for m in sorted(by_model)],
+            jetstream_replicas=self.durable.replicas,
+        )
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:

@@ -99,7 +99,8 @@ def test_status_shows_every_replica_with_its_load(mesh: Mesh) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    jetstream, *lines = run.stdout.splitlines()
+    assert jetstream == "JetStream: 1 replica(s) of every stream and bucket"  # one server
     assert lines[0].split()[:3] == ["model", "replica", "device"]
     rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
     assert {"logreg", "forest", "mlp"} <= set(rows)

@@ -364,7 +364,9 @@ class ReplicaInfo(_message.Message):
     def __init__(self, replica: _Optional[str] = ..., device: _Optional[str] = ..., in_flight: _Optional[int] = ..., queue: _Optional[_Mapping[str, int]] = ..., ewma_ms: _Optional[float] = ..., capacity: _Optional[int] = ..., heartbeat_age_s: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "jetstream_replicas")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    JETSTREAM_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    jetstream_replicas: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., jetstream_replicas: _Optional[int] = ...) -> None: ...
