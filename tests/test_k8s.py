@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 
 from chorus.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, from_env
+from chorus.natsserver import find_binary, free_port, wait_for_jetstream
 from tests import k8s_refs
 
 OVERLAYS = ("cpu", "gpu", "cpu-hpa")
@@ -28,6 +30,7 @@ MODELS = ("logreg", "forest", "mlp", "knn", "stack", "caption")
 SCALED = ("logreg", "forest", "mlp")
 """Members autoscale; the arbiter, stacker and caption model run one replica each."""
 NAMESPACE = "chorus"
+NATS_URLS = ",".join(f"nats://nats-{i}.nats-headless:4222" for i in range(3))
 IMAGE = "ghcr.io/chorus-mesh/chorus:0.1.0"
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 # The oldest Kubernetes these manifests are meant for (native gRPC probes are GA from 1.27,
@@ -297,7 +300,7 @@ def test_overlay_builds_with_the_expected_objects(
         "nats",
         *(f"chorus-model-{m}" for m in MODELS),
     }
-    assert set(_of(objs, "PodDisruptionBudget")) == set(deployments)
+    assert set(_of(objs, "PodDisruptionBudget")) == {*deployments, "nats"}
     assert set(_of(objs, "StatefulSet")) == {"nats"}
     assert set(_of(objs, "ServiceMonitor")) == {"chorus"}
     assert set(_model_deployments(objs)) == set(MODELS)
@@ -392,7 +395,7 @@ def test_config_is_what_the_services_read(
     router = from_env(RouterConfig, "router", env=env)
     fuser = from_env(FuserConfig, "fuser", env=env)
     assert model.host == router.host == fuser.host == "0.0.0.0"
-    assert model.nats_url == router.nats_url == fuser.nats_url == "nats://nats:4222"
+    assert model.nats_url == router.nats_url == fuser.nats_url == NATS_URLS
     assert model.repository == Path("/models")
     deployments = _of(objs, "Deployment")
 
@@ -464,7 +467,7 @@ def test_containers_are_locked_down_and_sized(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_nats_runs_jetstream_on_a_volume(
+def test_nats_is_a_three_node_jetstream_cluster_with_a_volume_per_pod(
     built: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
     objs = built[overlay]
@@ -480,6 +483,73 @@ def test_nats_runs_jetstream_on_a_volume(
         service["spec"]["selector"].items()
         <= nats["spec"]["template"]["metadata"]["labels"].items()
     )
+    # Three nodes, routed to each other, and the services know them all.
+    replicas = nats["spec"]["replicas"]
+    assert replicas == 3
+    headless = _of(objs, "Service")[nats["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True  # routes form before ready
+    pods = [f"{nats['metadata']['name']}-{i}.{headless['metadata']['name']}" for i in range(3)]
+    cluster_port = _port(c, "cluster")
+    assert args[args.index("--cluster") + 1] == f"nats://0.0.0.0:{cluster_port}"
+    assert args[args.index("--routes") + 1].split(",") == [
+        f"nats://{p}:{cluster_port}" for p in pods
+    ]
+    assert {(p["name"], p["port"]) for p in headless["spec"]["ports"]} >= {
+        ("client", _port(c, "client")),
+        ("cluster", cluster_port),
+    }
+    # The services are given every node, so they keep three replicas from the first connect.
+    env = _config(objs)
+    assert env["CHORUS_NATS_URL"].split(",") == [f"nats://{p}:{_port(c, 'client')}" for p in pods]
+    assert int(env.get("CHORUS_JETSTREAM_REPLICAS", "0")) in (0, replicas)
+    labels = nats["spec"]["template"]["metadata"]["labels"]
+    budget = _of(objs, "PodDisruptionBudget")["nats"]
+    assert budget["spec"]["maxUnavailable"] == 1  # two of three keep the Raft quorum
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (term,) = _pod_spec(nats)["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one volume per pod
+
+
+def test_the_manifests_nats_flags_form_a_jetstream_cluster(
+    built: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The StatefulSet's own arguments, run by the bundled nats-server with each pod's DNS
+    name and ports swapped for loopback ones: three nodes join and elect a meta leader."""
+    nats = _of(built["cpu"], "StatefulSet")["nats"]
+    (c,) = _pod_spec(nats)["containers"]
+    pods = [f"nats-{i}" for i in range(3)]
+    client, route, monitor = ([free_port() for _ in pods] for _ in range(3))
+    routes = {f"nats://{p}.nats-headless:{_port(c, 'cluster')}": f"nats://127.0.0.1:{route[i]}"
+              for i, p in enumerate(pods)}  # fmt: skip
+    procs = []
+    try:
+        for i, pod in enumerate(pods):
+            args = [
+                a.replace("$(POD_NAME)", pod)
+                .replace("/data", str(tmp_path / pod))
+                .replace("nats://0.0.0.0:6222", f"nats://127.0.0.1:{route[i]}")
+                for a in c["args"]
+            ]
+            args[args.index("-m") + 1] = str(monitor[i])
+            at = args.index("--routes") + 1
+            args[at] = ",".join(routes[r] for r in args[at].split(","))
+            procs.append(subprocess.Popen(
+                [find_binary(), "-a", "127.0.0.1", "-p", str(client[i]), *args],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        wait_for_jetstream(",".join(f"nats://127.0.0.1:{p}" for p in client), timeout_s=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor[0]}/jsz", timeout=5) as r:
+            meta = json.load(r)["meta_cluster"]
+        assert meta["cluster_size"] == 3 and meta["leader"] in pods
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
