@@ -5,8 +5,10 @@
 # onnxruntime-gpu runs on CPU unless the CUDA and cuDNN libraries it loads are present; for GPU
 # nodes (k8s/overlays/gpu) build with them:
 #   docker build --build-arg CHORUS_PIP_EXTRA="onnxruntime-gpu[cuda,cudnn]" -t ... .
+# BASE_IMAGE picks another Python 3.11+ Debian image (a mirror, a pinned digest).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -22,7 +24,7 @@ ARG CHORUS_PIP_EXTRA=""
 RUN pip install . ${CHORUS_PIP_EXTRA} \
  && chorus --help > /dev/null
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.source="https://github.com/chorus-mesh/chorus" \
       org.opencontainers.image.title="chorus" \
       org.opencontainers.image.description="A message-queue mesh in which many ONNX models work on one task together" \
