@@ -154,6 +154,10 @@ class FuserConfig:
 class JetStreamConfig:
     replicas: int = 0
     """Copies of every stream and bucket; 0: 3 on a cluster of three or more, else 1."""
+    ping_interval_s: int = 1
+    """How often each service pings its NATS server. Two unanswered pings mark the server
+    hung (frozen, partitioned) and the client moves to another node; nats-py's default of
+    2 min would leave a service stalled on a hung node that long."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Gauge
 
 from chorus import tracing
-from chorus.config import SecurityConfig, TracingConfig, from_env
+from chorus.config import JetStreamConfig, SecurityConfig, TracingConfig, from_env
 from chorus.grpcserver import set_serving
 from chorus.jetstream import replicas_for, servers
 from chorus.metrics import serve_metrics
@@ -87,19 +87,22 @@ class ServiceBase:
                 log.warning("NATS at %s: %s (retrying)", url, describe_error(exc))
 
         self.nats_url = url
+        jetstream = from_env(JetStreamConfig, "jetstream")
         # Held before connecting, so stop() can close a connection still retrying.
         self._nc = Client()
         await self._nc.connect(
             servers(url),
             name=name,
             max_reconnect_attempts=-1,
+            ping_interval=jetstream.ping_interval_s,
+            max_outstanding_pings=2,
             disconnected_cb=down,
             reconnected_cb=up,
             error_cb=error,
             **nats_options(self.security),
         )
         self.nats_error = None
-        self.jetstream_replicas = replicas_for(self._nc)
+        self.jetstream_replicas = replicas_for(self._nc, jetstream)
         log.info("NATS %s; JetStream streams and buckets keep %d replica(s)",
                  url, self.jetstream_replicas)  # fmt: skip
         await self._nats_state(True)

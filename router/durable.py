@@ -55,13 +55,17 @@ TRANSIENT = (Unavailable, NotFound, DeadlineExceeded)
 bad input fails at once."""
 
 
-STORE_RETRY_S = 8.0
-"""How long a durable write keeps trying while JetStream elects new leaders (a cluster
-node's loss takes a few seconds)."""
+STORE_RETRY_S = 15.0
+"""How long a durable write keeps trying while JetStream elects new leaders: after a cluster
+node's loss that took 4-8 s here (nats-server's Raft election timeout), more on a loaded
+machine. A caller's own deadline, when shorter, wins."""
 
 
-async def _retrying(write: Callable[[], Awaitable[T]], what: str) -> T:
-    deadline = time.monotonic() + STORE_RETRY_S
+async def _retrying(
+    write: Callable[[], Awaitable[T]], what: str, within_s: float | None = None
+) -> T:
+    budget = STORE_RETRY_S if within_s is None else max(0.0, min(STORE_RETRY_S, within_s))
+    deadline = time.monotonic() + budget
     delay = 0.05
     while True:
         try:
@@ -74,7 +78,7 @@ async def _retrying(write: Callable[[], Awaitable[T]], what: str) -> T:
             if time.monotonic() + delay > deadline:
                 raise Unavailable(
                     f"async tasks: JetStream did not take the task's {what} within "
-                    f"{STORE_RETRY_S:.0f} s ({type(exc).__name__}: {exc}); retry with the "
+                    f"{budget:.1f} s ({type(exc).__name__}: {exc}); retry with the "
                     "same idempotency_key"
                 ) from None
             await asyncio.sleep(delay)
@@ -147,12 +151,16 @@ class DurableTasks:
                 await sub.unsubscribe()
         self._subs.clear()
 
-    async def submit(self, req: task_pb2.SubmitAsyncRequest) -> task_pb2.SubmitAsyncResponse:
-        """Record the task as pending, then publish it; both steps are retried through a
-        NATS node's loss, and both are idempotent (the result key is created once, the
-        publish is de-duplicated by message id), so a retry never runs a task twice and a
-        task recorded but not yet published is published by whichever attempt comes next."""
+    async def submit(
+        self, req: task_pb2.SubmitAsyncRequest, within_s: float | None = None
+    ) -> task_pb2.SubmitAsyncResponse:
+        """Record the task as pending, then publish it. Both steps are retried through a
+        NATS node's loss (within `within_s`, the caller's time left, at most STORE_RETRY_S)
+        and both are idempotent (the result key is created once, the publish is
+        de-duplicated by message id), so a retry never runs a task twice and a task
+        recorded but not yet published is published by whichever attempt comes next."""
         assert self._kv is not None
+        started = time.monotonic()
         task = task_pb2.SubmitRequest()
         task.CopyFrom(req.task)
         self.runner.validate(task)
@@ -163,7 +171,7 @@ class DurableTasks:
         key = subjects.kv_key(task.task_id)
         kv = self._kv
         try:
-            await _retrying(lambda: kv.create(key, pending.SerializeToString()), "record")
+            await _retrying(lambda: kv.create(key, pending.SerializeToString()), "record", within_s)
             duplicate = False
         except KeyWrongLastSequenceError:
             known = await self.get(task.task_id)
@@ -178,6 +186,7 @@ class DurableTasks:
                 headers={"Nats-Msg-Id": task.task_id},
             ),
             "publish",
+            within_s if within_s is None else within_s - (time.monotonic() - started),
         )
         return task_pb2.SubmitAsyncResponse(
             task_id=task.task_id, duplicate=duplicate or bool(ack.duplicate)

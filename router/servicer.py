@@ -77,7 +77,8 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     ) -> task_pb2.SubmitAsyncResponse:
         try:
             self._authorize(context, request.task)
-            return await self.durable.submit(request)
+            left = context.time_remaining()  # None without a deadline
+            return await self.durable.submit(request, None if left is None else left - 0.1)
         except ChorusError as err:
             await context.abort(err.code, err.message)
         raise AssertionError("unreachable")

@@ -24,7 +24,7 @@ SOAK_TIMEOUT = pytest.mark.timeout(SOAK_S + 180)
 
 
 async def soak(
-    target: str, seconds: float, during: Awaitable[None] | None = None
+    target: str, seconds: float, during: Awaitable[None] | None = None, label: str = "soak"
 ) -> tuple[Counter[str], list[str], set[str]]:
     """(counts, async task ids accepted, those never done) after `seconds` of six sync
     clients cycling priorities and one async submitter; `during` runs alongside (a fault)."""
@@ -79,7 +79,7 @@ async def soak(
                     counts["async done"] += 1
             await asyncio.sleep(0.1)
     sync_total = sum(v for k, v in counts.items() if k.startswith("sync"))
-    print(f"\nsoak {seconds:.0f} s: {sync_total / seconds:.0f} sync tasks/s; "
+    print(f"\n{label}, {seconds:.0f} s: {sync_total / seconds:.0f} sync tasks/s; "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
           + f"; async accepted {len(async_ids)}, lost {len(pending)}")  # fmt: skip
     return counts, async_ids, pending
