@@ -230,8 +230,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--requests", type=int, default=2000, help="per path and concurrency")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    bench.add_argument("--paths", nargs="+", choices=["bare", "service", "mesh", "ray"],
-                       help="default: bare service mesh, and ray with --ray-python")  # fmt: skip
+    bench.add_argument("--paths", nargs="+",
+                       choices=["bare", "service", "mesh", "ray", "ray-single"],
+                       help="default: bare service mesh, and both Ray Serve layouts with "
+                       "--ray-python")  # fmt: skip
     bench.add_argument("--ray-python", type=Path,
                        help="a python with ray[serve], onnxruntime, numpy and aiohttp")  # fmt: skip
     bench.add_argument("--repository", type=Path, default=DEMO_REPOSITORY)
@@ -741,9 +743,10 @@ def _bench(args: argparse.Namespace) -> int:
     from chorus.bench import plot
     from chorus.bench.run import Options, run
 
-    paths = args.paths or ["bare", "service", "mesh", *(["ray"] if args.ray_python else [])]
-    if "ray" in paths and args.ray_python is None:
-        print("chorus bench: the ray path needs --ray-python", file=sys.stderr)
+    rays = ["ray", "ray-single"]
+    paths = args.paths or ["bare", "service", "mesh", *(rays if args.ray_python else [])]
+    if set(rays) & set(paths) and args.ray_python is None:
+        print("chorus bench: the ray paths need --ray-python", file=sys.stderr)
         return 2
     if args.requests < 1 or min(args.concurrency) < 1:
         print("chorus bench: --requests and --concurrency must be at least 1", file=sys.stderr)

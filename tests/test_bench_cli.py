@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import psutil
+import pytest
 
 from chorus.bench.usage import Gpus, Sampler
 
@@ -49,6 +50,11 @@ def test_bench_records_every_path_and_concurrency_and_plots(
         assert record["results"][key]["cpu"]["services_s"] is not None, key
     assert set(record["results"]["mesh@1"]["cpu"]["per_service_s"]) >= {"router", "fuser", "mlp"}
     assert record["results"]["bare@1"]["cpu"]["services_s"] is None
+    per_task = record["results"]["mesh@1"]["cpu"]["ms_per_task"]
+    assert set(per_task) >= {"router", "fuser", "mlp", "client", "services_total"}
+    cpu = record["results"]["mesh@1"]["cpu"]
+    assert per_task["router"] == round(cpu["per_service_s"]["router"] * 1000 / 30, 3)
+    assert per_task["services_total"] > per_task["router"] > 0
     assert "mesh_added_p50_ms_at_conc_1" in record["summary"]
     plot = record_path.with_suffix(".png")
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
@@ -65,9 +71,10 @@ def test_bench_without_matplotlib_still_records_and_says_how_to_plot(
     assert "pip install 'chorus-mesh[bench]'" in out
 
 
-def test_bench_ray_path_needs_a_ray_python(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["ray", "ray-single"])
+def test_bench_ray_paths_need_a_ray_python(tmp_path: Path, path: str) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "chorus.cli", "bench", "--paths", "ray", "--out", str(tmp_path)],
+        [sys.executable, "-m", "chorus.cli", "bench", "--paths", path, "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 2

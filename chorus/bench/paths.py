@@ -289,20 +289,29 @@ def running_mesh(workload: Workload, *, full: bool, keep_tasks: bool) -> Iterato
             mesh.stop()
 
 
+RAY_LAYOUTS = {"ray": "graph", "ray-single": "single"}
+"""Bench path -> ray_serve.py layout: Ray's composition graph, and its one-deployment best case."""
+
+
 class RayPath:
     """Ray Serve in its own interpreter (see ray_serve.py), steered over its stdin."""
 
-    name = "ray"
-
-    def __init__(self, python: Path, workload: Workload, scratch: Path) -> None:
+    def __init__(
+        self, python: Path, workload: Workload, scratch: Path, name: str, max_ongoing: int
+    ) -> None:
+        """`max_ongoing` is every deployment's max_ongoing_requests: set it above the
+        callers' concurrency."""
+        self.name = name
+        self.max_ongoing = max_ongoing
         inputs = scratch / "rows.npy"
         np.save(inputs, np.concatenate(workload.rows))
-        self.log = scratch / "ray.log"
+        self.log = scratch / f"{name}.log"
         models = [str(workload.onnx_path(m)) for m in workload.members]
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
                 [str(python), str(RAY_SCRIPT), "--models", *models,
-                 "--inputs", str(inputs), "--port", str(free_port())],
+                 "--inputs", str(inputs), "--port", str(free_port()),
+                 "--layout", RAY_LAYOUTS[name], "--max-ongoing", str(max_ongoing)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
             )  # fmt: skip
         self._lines: queue.Queue[str | None] = queue.Queue()

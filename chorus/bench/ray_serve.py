@@ -2,9 +2,17 @@
 
 Run by that foreign interpreter as a plain file, so it imports nothing from Chorus: Ray stays
 out of the project's dependencies, and its virtualenv needs only `ray[serve]`, `onnxruntime`,
-`numpy` and `aiohttp`. Three member deployments (the same ONNX files as the mesh, one ONNX
-Runtime thread each) are composed by an ingress deployment that averages their probabilities,
-behind Ray Serve's HTTP proxy.
+`numpy` and `aiohttp`. Two layouts of the same ONNX files (one ONNX Runtime thread per
+session) behind Ray Serve's HTTP proxy:
+
+- `graph`: as Ray's model-composition guide builds an ensemble: one deployment per member,
+  one replica each, composed through deployment handles by an ingress deployment that
+  averages their probabilities.
+- `single`: Ray's best case for this ensemble: one deployment holding all three sessions
+  and answering from one call, one replica per core.
+
+Every deployment's `max_ongoing_requests` is set above the callers' concurrency, as Ray's
+performance guide advises (its default, 5, queues 16 callers in the proxy).
 
 The bench drives it line by line on stdin so that it can sample CPU use around each phase
 exactly as it does for its own paths:
@@ -35,6 +43,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", required=True, help="the members' model.onnx files")
     p.add_argument("--inputs", required=True, help=".npy of FP32 rows, one request each")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--layout", choices=["graph", "single"], default="graph")
+    p.add_argument("--max-ongoing", type=int, default=64, help="max_ongoing_requests")
     args = p.parse_args()
 
     import aiohttp
@@ -61,14 +71,34 @@ def main() -> None:
             probs = await asyncio.gather(*(m.remote(x) for m in self.members))
             return {"label": int(np.mean(probs, axis=0).argmax())}
 
-    # Fractional CPUs: on a small machine whole CPUs for four deployments, a proxy and a
-    # controller leave replicas unscheduled.
-    deployment = serve.deployment(ray_actor_options={"num_cpus": 0.25})
-    members = [deployment(Member).bind(path) for path in args.models]
+    class WholeEnsemble:
+        def __init__(self, *paths: str) -> None:
+            self.members = [Member(path) for path in paths]
+
+        async def __call__(self, request: Request) -> dict[str, int]:
+            x = np.frombuffer(await request.body(), dtype=np.float32).reshape(1, -1)
+            # Inline: each replica has its core, and a thread hop would only add to the call.
+            return {"label": int(np.mean([m(x) for m in self.members], axis=0).argmax())}
+
+    cores = os.cpu_count() or 1
     bodies = [row.tobytes() for row in np.load(args.inputs).astype(np.float32)]
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    serve.run(deployment(Ensemble).bind(*members), route_prefix="/")
+    if args.layout == "graph":
+        # Fractional CPUs: on a small machine whole CPUs for four deployments, a proxy and a
+        # controller leave replicas unscheduled.
+        deployment = serve.deployment(
+            num_replicas=1, max_ongoing_requests=args.max_ongoing,
+            ray_actor_options={"num_cpus": 0.25},
+        )  # fmt: skip
+        members = [deployment(Member).bind(path) for path in args.models]
+        app = deployment(Ensemble).bind(*members)
+    else:
+        app = serve.deployment(
+            num_replicas=cores, max_ongoing_requests=args.max_ongoing,
+            ray_actor_options={"num_cpus": 0.5},
+        )(WholeEnsemble).bind(*args.models)  # fmt: skip
+    serve.run(app, route_prefix="/")
     url = f"http://127.0.0.1:{args.port}/"
 
     async def warm(n: int) -> None:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from chorus.bench import plot
 from chorus.bench.paths import (
+    RAY_LAYOUTS,
     WARM_UP,
     WORKLOAD,
     BarePath,
@@ -33,7 +34,7 @@ from chorus.bench.paths import (
 from chorus.bench.stats import latency_stats, machine
 from chorus.bench.usage import Gpus, Sampler
 
-PATHS = ("bare", "service", "mesh", "ray")
+PATHS = ("bare", "service", "mesh", "ray", "ray-single")
 """Also the order they run in: the mesh is up only while service and mesh are measured."""
 NAME = "bench"
 
@@ -72,10 +73,11 @@ def _paths(options: Options, workload: Workload) -> Generator[BenchPath]:
                         yield grpc_path
                     finally:
                         grpc_path.close()
-    if "ray" in wanted:
+    for name in (p for p in wanted if p in RAY_LAYOUTS):
         assert options.ray_python is not None
         with tempfile.TemporaryDirectory(prefix="chorus-ray-") as scratch:
-            ray = RayPath(options.ray_python, workload, Path(scratch))
+            ongoing = max(64, 4 * max(options.concurrency))
+            ray = RayPath(options.ray_python, workload, Path(scratch), name, ongoing)
             try:
                 yield ray
             finally:
@@ -112,22 +114,49 @@ def _summary(results: dict[str, dict[str, Any]], concurrency: tuple[int, ...]) -
     bare, mesh = results.get("bare@1"), results.get("mesh@1")
     if bare and mesh:
         summary["mesh_added_p50_ms_at_conc_1"] = round(mesh["p50_ms"] - bare["p50_ms"], 3)
-    ratio = {
+    for ray in RAY_LAYOUTS:
+        ratio = {
+            f"conc {c}": round(
+                results[f"mesh@{c}"]["throughput_rps"] / results[f"{ray}@{c}"]["throughput_rps"],
+                2,
+            )
+            for c in concurrency
+            if f"mesh@{c}" in results and f"{ray}@{c}" in results
+        }
+        if ratio:
+            summary[f"mesh_over_{ray.replace('-', '_')}_throughput"] = ratio
+    fastest = {
         f"conc {c}": round(
-            results[f"mesh@{c}"]["throughput_rps"] / results[f"ray@{c}"]["throughput_rps"], 2
+            results[f"mesh@{c}"]["throughput_rps"]
+            / max(results[f"{ray}@{c}"]["throughput_rps"] for ray in rays),
+            2,
         )
         for c in concurrency
-        if f"mesh@{c}" in results and f"ray@{c}" in results
+        if f"mesh@{c}" in results and (rays := [r for r in RAY_LAYOUTS if f"{r}@{c}" in results])
     }
-    if ratio:
-        summary["mesh_over_ray_throughput"] = ratio
+    if fastest:
+        summary["mesh_over_fastest_ray_throughput"] = fastest
     return summary
+
+
+def _cpu_ms_per_task(r: dict[str, Any]) -> dict[str, float] | None:
+    """CPU-ms per request of each serving process (and the client), so a change shows where
+    it saved."""
+    cpu, n = r["cpu"], r["requests"]
+    if not n:
+        return None
+    per = {name: s * 1000 / n for name, s in (cpu["per_service_s"] or {}).items()}
+    if cpu["client_s"] is not None:
+        per["client"] = cpu["client_s"] * 1000 / n
+    if cpu["services_s"] is not None:
+        per["services_total"] = cpu["services_s"] * 1000 / n
+    return {k: round(v, 3) for k, v in per.items()}
 
 
 def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
     """`say` gets a line per built model and per phase; the default keeps the bar intact."""
-    if "ray" in options.paths and options.ray_python is None:
-        raise ValueError("the ray path needs --ray-python")
+    if set(RAY_LAYOUTS) & set(options.paths) and options.ray_python is None:
+        raise ValueError("the ray paths need --ray-python")
     workload, built = load_workload(options.repository)
     for path in built:
         say(f"built demo model {path}")
@@ -163,7 +192,8 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
             for subject in paths:
                 if isinstance(subject, RayPath):
                     record["settings"]["ray"] = subject.info.get("ray")
-                    say(f"ray serve {subject.info.get('ray', '?')} up")
+                    record["settings"]["ray_max_ongoing_requests"] = subject.max_ongoing
+                    say(f"{subject.name}: ray serve {subject.info.get('ray', '?')} up")
                 for c in options.concurrency:
                     key = f"{subject.name}@{c}"
                     bar.set_description(key)
@@ -179,6 +209,7 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
                         **use.result,
                     }
                     r = results[key]
+                    r["cpu"]["ms_per_task"] = _cpu_ms_per_task(r)
                     say(
                         f"{key:<11} {r['throughput_rps']:>9.1f} req/s  p50 {r['p50_ms']:.3f}  "
                         f"p95 {r['p95_ms']:.3f}  p99 {r['p99_ms']:.3f} ms  "
