@@ -18,6 +18,7 @@ from chorus.scheduler import PriorityScheduler
 from chorus.security import server_credentials
 from chorus.service import ServiceBase
 from services.gpu_metrics import nvml_collector
+from services.inference import InferenceCore
 from services.kserve import KServeServicer
 from services.lifecycle import ModelHost
 from services.metrics import ModelMetrics
@@ -69,6 +70,7 @@ class ModelService(ServiceBase):
             metrics.queue.labels(cfg.model, p.name.lower()).set_function(
                 functools.partial(self.scheduler.depth, p)
             )
+        core = InferenceCore(cfg.model, metrics, self.scheduler)
         if first.model.device == "cuda":
             gpu = nvml_collector(cfg.model)
             if gpu is not None:
@@ -77,7 +79,7 @@ class ModelService(ServiceBase):
 
         self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.host, metrics, self.scheduler, cfg.default_budget_s),
+            KServeServicer(self.host, metrics, core, cfg.default_budget_s),
             self._server,
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
@@ -94,7 +96,7 @@ class ModelService(ServiceBase):
             replica=self.replica,
             heartbeat_s=cfg.heartbeat_s,
             default_budget_s=cfg.default_budget_s,
-            scheduler=self.scheduler,
+            core=core,
         )
         await self._worker.start()
         await self._ready(health, [KSERVE_SERVICE])

@@ -17,7 +17,7 @@ from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
-from chorus.scheduler import PriorityScheduler
+from services.inference import InferenceCore
 from services.lifecycle import READY, Loaded, ModelHost
 from services.metrics import ModelMetrics
 
@@ -47,13 +47,14 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self,
         host: ModelHost,
         metrics: ModelMetrics,
-        scheduler: PriorityScheduler,
+        core: InferenceCore,
         default_budget_s: float,
     ) -> None:
-        """KServe callers queue with the mesh's own requests, at normal priority."""
+        """KServe callers queue with the mesh's own requests, at normal priority, and count
+        in the load the replica's heartbeats report."""
         self.host = host
         self.name = host.name
-        self.scheduler = scheduler
+        self.core = core
         self.default_budget_s = default_budget_s
         self.metrics = metrics
 
@@ -78,19 +79,16 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         if request.name != self.name:
-            await context.abort(*self._elsewhere(request.name))
+            raise NotFound(self._elsewhere(request.name))
         return pb.ModelReadyResponse(ready=self.host.ready(request.version))
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         if request.name != self.name:
-            await context.abort(*self._elsewhere(request.name))
-        try:
-            with self.host.use(request.version) as loaded:
-                model, manifest = loaded.model, loaded.manifest
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
+            raise NotFound(self._elsewhere(request.name))
+        with self.host.use(request.version) as loaded:
+            model, manifest = loaded.model, loaded.manifest
         meta = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=manifest.name,
@@ -111,22 +109,15 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
         if request.name != self.name:
-            await context.abort(*self._elsewhere(request.name))
-        try:
-            with self.host.use(request.version) as loaded:
-                config = _triton_config(loaded)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
+            raise NotFound(self._elsewhere(request.name))
+        with self.host.use(request.version) as loaded:
+            config = _triton_config(loaded)
         return pb.ModelConfigResponse(config=config)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        try:
-            return await self._infer(request, context.time_remaining(), "grpc")
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
-            raise  # abort raises; this line is for the type checker
+        return await self._infer(request, context.time_remaining(), "grpc")
 
     async def ModelStreamInfer(
         self,
@@ -174,7 +165,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         try:
             if request.model_name != self.name:
-                raise NotFound(self._elsewhere(request.model_name)[1])
+                raise NotFound(self._elsewhere(request.model_name))
             with self.host.use(request.model_version) as loaded:
                 manifest = loaded.manifest
                 inputs = _decode_inputs(request)
@@ -186,16 +177,10 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                         f"outputs: {unknown} not produced by {manifest.name!r}; "
                         f"it has {sorted(known)}"
                     )
-                self.metrics.in_flight.labels(self.name).inc()
-                try:
+                with self.core.serving():
                     budget = time_remaining or self.default_budget_s
                     ctx = CallContext.start(request.id or "kserve", Priority.NORMAL, budget)
-                    batcher = loaded.batcher
-                    prediction = await self.scheduler.run(
-                        ctx, lambda: batcher.infer(inputs, int(Priority.NORMAL))
-                    )
-                finally:
-                    self.metrics.in_flight.labels(self.name).dec()
+                    prediction = await self.core.run(ctx, loaded, inputs)
         except ChorusError as err:
             self.metrics.observe(transport, err.code_name.lower())
             raise
@@ -225,30 +210,21 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        try:
-            if request.model_name != self.name:
-                raise NotFound(self._elsewhere(request.model_name)[1])
-            await self.host.load(_version_param(request.parameters) or None)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
+        if request.model_name != self.name:
+            raise NotFound(self._elsewhere(request.model_name))
+        await self.host.load(_version_param(request.parameters) or None)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        try:
-            if request.model_name != self.name:
-                raise NotFound(self._elsewhere(request.model_name)[1])
-            await self.host.unload(_version_param(request.parameters))
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
+        if request.model_name != self.name:
+            raise NotFound(self._elsewhere(request.model_name))
+        await self.host.unload(_version_param(request.parameters))
         return pb.RepositoryModelUnloadResponse()
 
-    def _elsewhere(self, name: str) -> tuple[grpc.StatusCode, str]:
-        return (
-            grpc.StatusCode.NOT_FOUND,
-            f"model_name: model {name!r} is not served here; this service serves {self.name!r}",
-        )
+    def _elsewhere(self, name: str) -> str:
+        return f"model_name: model {name!r} is not served here; this service serves {self.name!r}"
 
 
 def _triton_config(loaded: Loaded) -> pb.ModelConfig:

@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 
 import nats.micro
-import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -35,12 +33,10 @@ from chorus.context import (
 from chorus.errors import ChorusError, DataLoss, InvalidArgument
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
-from chorus.scheduler import PriorityScheduler
 from services import heads
-from services.augment import infer_augmented
-from services.lifecycle import Loaded, ModelHost
+from services.inference import InferenceCore
+from services.lifecycle import ModelHost
 from services.metrics import ModelMetrics
-from services.runtime import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +51,7 @@ class NatsWorker:
         replica: str,
         heartbeat_s: float,
         default_budget_s: float,
-        scheduler: PriorityScheduler,
+        core: InferenceCore,
     ) -> None:
         self.nc = nc
         self.host = host
@@ -68,9 +64,7 @@ class NatsWorker:
         self._discover: Subscription | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self._requests: set[asyncio.Task[None]] = set()
-        self._in_flight = 0
-        self.scheduler = scheduler
-        self.ewma_ms = 0.0
+        self.core = core
 
     async def start(self) -> None:
         if self._service is not None:
@@ -136,12 +130,12 @@ class NatsWorker:
             labels=heads.primary_labels(manifest),
             scores_output=manifest.scores_output,
             device=current.model.device,
-            in_flight=self._in_flight,
+            in_flight=self.core.in_flight,
             interval_s=self.heartbeat_s,
             members=manifest.members,
-            queue={p.name.lower(): self.scheduler.depth(p) for p in Priority},
-            ewma_ms=self.ewma_ms,
-            capacity=self.scheduler.slots,
+            queue={p.name.lower(): self.core.scheduler.depth(p) for p in Priority},
+            ewma_ms=self.core.ewma_ms,
+            capacity=self.core.scheduler.slots,
             heads=heads.heartbeat_heads(manifest),
             output_kind=manifest.output_kind,
             temperature=manifest.temperature,
@@ -160,18 +154,6 @@ class NatsWorker:
                 await self.announce()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-
-    async def _timed(
-        self, loaded: Loaded, inputs: dict[str, np.ndarray], augment: bool, priority: Priority
-    ) -> Prediction:
-        start = time.perf_counter()
-        try:
-            if augment:
-                return await infer_augmented(loaded.model, inputs)
-            return await loaded.batcher.infer(inputs, int(priority))
-        finally:
-            ms = (time.perf_counter() - start) * 1000
-            self.ewma_ms = ms if self.ewma_ms == 0 else 0.8 * self.ewma_ms + 0.2 * ms
 
     async def _on_discover(self, msg: Msg) -> None:
         await self.announce()
@@ -194,8 +176,10 @@ class NatsWorker:
 
     async def _serve_traced(self, request: Request) -> None:
         tasks = _tasks(request.headers)
-        self._in_flight += tasks
-        self.metrics.in_flight.labels(self.name).inc(tasks)
+        with self.core.serving(tasks):
+            await self._answer(request, tasks)
+
+    async def _answer(self, request: Request, tasks: int) -> None:
         try:
             if tasks < 1:
                 raise InvalidArgument(
@@ -221,9 +205,7 @@ class NatsWorker:
             with self.host.use() as loaded:
                 manifest = loaded.manifest
                 heads.check_capability(manifest, capability)
-                prediction = await self.scheduler.run(
-                    ctx, lambda: self._timed(loaded, inputs, call.augment, ctx.priority)
-                )
+                prediction = await self.core.run(ctx, loaded, inputs, augment=call.augment)
             outputs = heads.reply_outputs(manifest, capability, prediction.outputs)
             reply = wire_pb2.InferReply(
                 model=manifest.name,
@@ -243,9 +225,6 @@ class NatsWorker:
             log.exception("inference failed")
             self.metrics.observe("nats", "internal")
             await request.respond_error("INTERNAL", f"model {self.name}: {exc!r}")
-        finally:
-            self._in_flight -= tasks
-            self.metrics.in_flight.labels(self.name).dec(tasks)
 
 
 def _tasks(headers: dict[str, str] | None) -> int:

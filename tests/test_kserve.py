@@ -6,20 +6,26 @@ uses tritonclient's stubs only; importing both into one process is refused by pr
 
 from __future__ import annotations
 
+import asyncio
 import queue
+import threading
 from pathlib import Path
 
 import grpc
+import nats
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as tc
+from nats.aio.msg import Msg
 from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from chorus import subjects
 from chorus.datasets import digits_split
+from chorus.heartbeat import Heartbeat
 from chorus.mesh import Mesh
 from services import repository
 
@@ -137,3 +143,54 @@ def test_stream_infer_answers_each_request_by_id_and_survives_a_bad_one(forest: 
     for key, probabilities in want.items():
         np.testing.assert_array_equal(got[key], probabilities)
     assert len(errors) == 1 and "expected shape [-1, 64]" in errors[0], errors
+
+
+def test_kserve_only_load_moves_the_load_the_heartbeats_report(
+    model_repo: Path, nats_url: str, tmp_path: Path
+) -> None:
+    """KServe callers share the NATS path's inference core: the router sees their load."""
+    with Mesh(model_repo, tmp_path, models=["logreg"], nats_url=nats_url,
+              model_args={"logreg": ["--delay-ms", "300"]}) as mesh:  # fmt: skip
+        target = str(mesh.child("logreg").ready["grpc"])
+        x = digits_split().x_test[:1]
+
+        def call() -> None:
+            client = tc.InferenceServerClient(url=target)
+            try:
+                for _ in range(3):
+                    inp = tc.InferInput("input", list(x.shape), "FP32")
+                    inp.set_data_from_numpy(x)
+                    client.infer("logreg", [inp])
+            finally:
+                client.close()
+
+        callers = [threading.Thread(target=call) for _ in range(4)]
+        for t in callers:
+            t.start()
+        try:
+            beats = asyncio.run(_heartbeats_while(callers, mesh.nats_url))
+        finally:
+            for t in callers:
+                t.join()
+        replica = mesh.child("logreg").ready["replica"]
+    beats = [b for b in beats if b.replica == replica]  # not the session mesh's logreg
+    assert max(b.in_flight for b in beats) >= 2, [b.in_flight for b in beats]
+    assert max(b.queue["normal"] for b in beats) >= 1
+    assert beats[-1].ewma_ms >= 300  # the slowed calls, timed by the same core
+
+
+async def _heartbeats_while(callers: list[threading.Thread], url: str) -> list[Heartbeat]:
+    nc = await nats.connect(url)
+    seen: list[Heartbeat] = []
+
+    async def got(msg: Msg) -> None:
+        seen.append(Heartbeat.from_json(msg.data))
+
+    await nc.subscribe(subjects.heartbeat("logreg"), cb=got)
+    try:
+        while any(t.is_alive() for t in callers):
+            await nc.publish(subjects.DISCOVER, b"")  # every replica announces itself now
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+    return seen

@@ -43,6 +43,7 @@ from services.heads import (
     primary_labels,
     reply_outputs,
 )
+from services.inference import InferenceCore
 from services.lifecycle import ModelHost
 from services.metrics import ModelMetrics
 from services.repository import Head, Manifest
@@ -401,14 +402,15 @@ async def worker(built: repository.ModelVersion) -> AsyncIterator[NatsWorker]:
     config = ModelServiceConfig(model=NAME, repository=built.path.parents[1], device="cpu")
     host = ModelHost(config)
     await host.load()
+    metrics = ModelMetrics(NAME)
     w = NatsWorker(
         None,  # type: ignore[arg-type]
         host,
-        ModelMetrics(NAME),
+        metrics,
         replica="multitask-1",
         heartbeat_s=1.0,
         default_budget_s=10.0,
-        scheduler=PriorityScheduler(NAME, 1, {p: 8 for p in Priority}),
+        core=InferenceCore(NAME, metrics, PriorityScheduler(NAME, 1, {p: 8 for p in Priority})),
     )
     yield w
     await host.close()
@@ -463,7 +465,7 @@ async def test_worker_rejects_an_unknown_head_before_inference(worker: NatsWorke
     assert request.reply is None and request.error is not None
     code, message = request.error
     assert code == "INVALID_ARGUMENT" and "classify/colour" in message
-    assert worker.ewma_ms == 0.0  # nothing ran
+    assert worker.core.ewma_ms == 0.0  # nothing ran
 
 
 async def test_worker_heartbeat_carries_heads(worker: NatsWorker) -> None:
