@@ -1,21 +1,31 @@
-"""A grpc.aio server with what every Chorus gRPC endpoint carries: health and reflection."""
+"""A grpc.aio server with what every Chorus gRPC endpoint carries: health, reflection, and
+one mapping from Chorus errors to gRPC statuses."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from chorus.errors import ChorusError
+
+log = logging.getLogger(__name__)
 
 
 def make_server(max_message_bytes: int, max_concurrent_streams: int = 256) -> grpc.aio.Server:
     """Oversized messages are refused with RESOURCE_EXHAUSTED by gRPC itself; streams beyond
     the limit per connection wait at the client."""
     return grpc.aio.server(
+        interceptors=[ErrorStatus()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_concurrent_streams", max_concurrent_streams),
-        ]
+        ],
     )
 
 
@@ -49,3 +59,72 @@ def bind(
     if bound == 0:
         raise OSError(f"could not bind gRPC on {host}:{port}")
     return bound
+
+
+class ErrorStatus(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every handler may raise a ChorusError: the call ends with its status and message.
+    Anything unexpected ends it INTERNAL, naming the cause, and is logged with its trace;
+    either way the server goes on serving."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, method), **codec)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary(handler.stream_unary, method), **codec
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream, method), **codec
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _streaming(handler.stream_stream, method), **codec
+        )
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+    if isinstance(exc, ChorusError):
+        await context.abort(exc.code, exc.message)
+    log.error("%s failed", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: {exc!r}")
+
+
+def _unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behaviour(request, context)
+        except (grpc.aio.AbortError, NotImplementedError):  # the latter: generated stubs
+            raise
+        except Exception as exc:
+            await _abort(context, method, exc)
+
+    return call
+
+
+def _streaming(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            answers = behaviour(request, context)
+            if hasattr(answers, "__aiter__"):
+                async for response in answers:
+                    yield response
+            else:  # a handler that writes through context.write (health's Watch)
+                await answers
+        except (grpc.aio.AbortError, NotImplementedError):  # the latter: generated stubs
+            raise
+        except Exception as exc:
+            await _abort(context, method, exc)
+
+    return call

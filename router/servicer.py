@@ -48,86 +48,59 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         for capability in needed:
             self.authorizer.check(caller, capability)
 
+    # A ChorusError raised here becomes the call's status (chorus.grpcserver.ErrorStatus).
+
     async def Submit(
         self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.SubmitResponse:
-        try:
-            metadata = _metadata(context) if tracing.enabled() else None
-            self._authorize(context, request)
-            return await self.runner.submit(request, context.time_remaining(), metadata)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
-        except Exception as exc:
-            log.exception("task failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"router: {exc!r}")
-        raise AssertionError("unreachable")
+        metadata = _metadata(context) if tracing.enabled() else None
+        self._authorize(context, request)
+        return await self.runner.submit(request, context.time_remaining(), metadata)
 
     async def Feedback(
         self, request: task_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.FeedbackResponse:
-        try:
-            self._authorize(context)
-            return await self.runner.feedback(request)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
-        raise AssertionError("unreachable")
+        self._authorize(context)
+        return await self.runner.feedback(request)
 
     async def SubmitAsync(
         self, request: task_pb2.SubmitAsyncRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.SubmitAsyncResponse:
-        try:
-            self._authorize(context, request.task)
-            left = context.time_remaining()  # None without a deadline
-            return await self.durable.submit(request, None if left is None else left - 0.1)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
-        raise AssertionError("unreachable")
+        self._authorize(context, request.task)
+        left = context.time_remaining()  # None without a deadline
+        return await self.durable.submit(request, None if left is None else left - 0.1)
 
     async def GetResult(
         self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.TaskResult:
-        try:
-            self._authorize(context)
-            return await self.durable.get(request.task_id)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
-        raise AssertionError("unreachable")
+        self._authorize(context)
+        return await self.durable.get(request.task_id)
 
     async def WatchResult(
         self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[task_pb2.TaskResult]:
-        try:
-            self._authorize(context)
-            async for result in self.durable.watch(request.task_id):
-                yield result
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
+        self._authorize(context)
+        async for result in self.durable.watch(request.task_id):
+            yield result
 
     async def Review(
         self, request: task_pb2.ReviewRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.TaskResult:
+        self._authorize(context, task_pb2.SubmitRequest(capability=request.capability))
+        result = await self.durable.review(request)
+        feedback = task_pb2.FeedbackRequest(
+            task_id=request.task_id, labels=request.labels, rows=request.rows
+        )
         try:
-            self._authorize(context, task_pb2.SubmitRequest(capability=request.capability))
-            result = await self.durable.review(request)
-            feedback = task_pb2.FeedbackRequest(
-                task_id=request.task_id, labels=request.labels, rows=request.rows
-            )
-            try:
-                await self.runner.feedback(feedback)
-            except ChorusError as err:
-                log.warning("review of %s taught no weights: %s", request.task_id, err.message)
-            return result
+            await self.runner.feedback(feedback)
         except ChorusError as err:
-            await context.abort(err.code, err.message)
-        raise AssertionError("unreachable")
+            log.warning("review of %s taught no weights: %s", request.task_id, err.message)
+        return result
 
     async def ListModels(
         self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.ListModelsResponse:
-        try:
-            self._authorize(context)
-        except ChorusError as err:
-            await context.abort(err.code, err.message)
+        self._authorize(context)
         by_model: dict[str, task_pb2.ModelInfo] = {}
         now = time.monotonic()
         for hb in self.registry.live(now):

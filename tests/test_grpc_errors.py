@@ -1,0 +1,69 @@
+"""One mapping from Chorus errors to gRPC statuses, for every servicer on a Chorus server:
+a real grpc.aio server on loopback with handlers that fail in each way a handler can."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from chorus.errors import InvalidArgument, NotFound
+from chorus.grpcserver import make_server
+from chorus.natsserver import free_port
+from chorus.pb import task_pb2, task_pb2_grpc
+
+
+class Failing(task_pb2_grpc.TaskServiceServicer):
+    async def Submit(
+        self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.SubmitResponse:
+        raise InvalidArgument("capability: empty; expected a capability name")
+
+    async def GetResult(
+        self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.TaskResult:
+        if request.task_id == "ok":
+            return task_pb2.TaskResult(task_id="ok")
+        raise RuntimeError("a bug")
+
+    async def WatchResult(
+        self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_pb2.TaskResult]:
+        yield task_pb2.TaskResult(task_id=request.task_id)
+        raise NotFound(f"task_id: no async task {request.task_id!r}")
+
+
+async def test_errors_become_statuses_and_the_server_goes_on() -> None:
+    server = make_server(1 << 20)
+    task_pb2_grpc.add_TaskServiceServicer_to_server(Failing(), server)
+    port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = task_pb2_grpc.TaskServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Submit(task_pb2.SubmitRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == "capability: empty; expected a capability name"
+
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetResult(task_pb2.GetResultRequest(task_id="x"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+            assert "/chorus.v1.TaskService/GetResult" in info.value.details()
+            assert "a bug" in info.value.details()
+
+            got = []
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for r in stub.WatchResult(task_pb2.GetResultRequest(task_id="t"), timeout=5):
+                    got.append(r.task_id)
+            assert got == ["t"]  # what was sent before the error still arrives
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+            ok = await stub.GetResult(task_pb2.GetResultRequest(task_id="ok"), timeout=5)
+            assert ok.task_id == "ok"
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ListModels(task_pb2.ListModelsRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED  # gRPC's own, untouched
+    finally:
+        await server.stop(None)
