@@ -65,11 +65,10 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from chorus.errors import ChorusError, InvalidArgument, NotFound, ResourceExhausted
 from chorus.heartbeat import Heartbeat
 
-REPO = Path(__file__).resolve().parents[1]
-K8S = REPO / "k8s"
-DEFAULT_BASE = K8S / "overlays" / "cpu"
-"""The overlay a written plan overlay builds on (it must include the KEDA component)."""
-KEDA_OBJECTS = K8S / "components" / "keda" / "scaledobjects.yaml"
+DEFAULT_BASE = Path("k8s") / "overlays" / "cpu"
+"""The overlay a written plan overlay builds on (it must include the KEDA component), from
+where `chorus plan` runs: a Chorus checkout or a copy of its k8s/ tree; `--k8s-base` names
+another."""
 SCALED_OBJECT_PREFIX = "chorus-model-"
 
 DEFAULT_TARGET_UTILISATION = 0.8
@@ -742,12 +741,32 @@ def keda_patches(
     return patches
 
 
-def scaled_object_models(path: Path = KEDA_OBJECTS) -> set[str]:
-    """Models that have a KEDA ScaledObject in ``path`` (the component every overlay uses)."""
+def scaled_object_models(base: Path) -> set[str]:
+    """Models with a KEDA ScaledObject in what the kustomization at `base` builds: its
+    resources and components, followed as kustomize follows them (local paths only)."""
     import yaml
 
-    with path.open() as f:
-        docs = [d for d in yaml.safe_load_all(f) if d]
+    if not (Path(base) / "kustomization.yaml").is_file():
+        raise NotFound(
+            f"k8s base: no kustomization.yaml in {base}; pass --k8s-base with the overlay to "
+            "patch (k8s/overlays/cpu of Chorus's manifests)"
+        )
+    docs: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+
+    def follow(path: Path) -> None:
+        path = path.resolve()
+        if path in seen or not path.exists():
+            return
+        seen.add(path)
+        if path.is_dir():
+            k = yaml.safe_load((path / "kustomization.yaml").read_text()) or {}
+            for entry in [*k.get("resources", []), *k.get("components", [])]:
+                follow(path / entry)
+        elif path.suffix in (".yaml", ".yml"):
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict))
+
+    follow(Path(base))
     return {
         d["metadata"]["name"].removeprefix(SCALED_OBJECT_PREFIX)
         for d in docs
@@ -786,7 +805,9 @@ def write_overlay(
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    managed = set(scaled_objects) if scaled_objects is not None else scaled_object_models()
+    managed = (
+        set(scaled_objects) if scaled_objects is not None else scaled_object_models(Path(base))
+    )
     rel = Path(os.path.relpath(Path(base).resolve(), out.resolve())).as_posix()
     patched, unmanaged, files = [], [], []
     for patch in keda_patches(plan, headroom, device=device):
