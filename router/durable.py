@@ -170,14 +170,23 @@ class DurableTasks:
         pending = task_pb2.TaskResult(task_id=task.task_id, status=task_pb2.TASK_STATUS_PENDING)
         key = subjects.kv_key(task.task_id)
         kv = self._kv
+        tries = 0
+
+        async def record() -> int:
+            nonlocal tries
+            tries += 1
+            return await kv.create(key, pending.SerializeToString())
+
         try:
-            await _retrying(lambda: kv.create(key, pending.SerializeToString()), "record", within_s)
+            await _retrying(record, "record", within_s)
             duplicate = False
         except KeyWrongLastSequenceError:
-            known = await self.get(task.task_id)
+            known = await _retrying(lambda: self.get(task.task_id), "lookup", within_s)
             if known.status != task_pb2.TASK_STATUS_PENDING or known.attempts > 0:
                 return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=True)
-            duplicate = True  # recorded, never delivered: perhaps never published
+            # Recorded, never delivered: perhaps never published. Found by a retry, the record
+            # is this call's own first try, whose answer was lost.
+            duplicate = tries == 1
         priority = Priority.from_wire(task.priority)
         ack = await _retrying(
             lambda: self.js.publish(
