@@ -741,11 +741,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from chorus.bench import plot
+    from chorus.bench.paths import RAY_LAYOUTS
     from chorus.bench.run import Options, run
 
-    rays = ["ray", "ray-single"]
-    paths = args.paths or ["bare", "service", "mesh", *(rays if args.ray_python else [])]
-    if set(rays) & set(paths) and args.ray_python is None:
+    paths = args.paths or ["bare", "service", "mesh", *(RAY_LAYOUTS if args.ray_python else [])]
+    if set(RAY_LAYOUTS) & set(paths) and args.ray_python is None:
         print("chorus bench: the ray paths need --ray-python", file=sys.stderr)
         return 2
     if args.requests < 1 or min(args.concurrency) < 1:
