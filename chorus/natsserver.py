@@ -220,9 +220,11 @@ def wait_for_jetstream(url: str, timeout_s: float = 30.0) -> None:
 
     import nats
 
+    from chorus.jetstream import servers
+
     async def ready() -> None:
         deadline = time.monotonic() + timeout_s
-        nc = await nats.connect(servers=url.split(","))
+        nc = await nats.connect(servers=servers(url))
         try:
             while True:
                 try:

@@ -177,11 +177,14 @@ class DurableTasks:
             tries += 1
             return await kv.create(key, pending.SerializeToString())
 
+        def left() -> float | None:
+            return None if within_s is None else within_s - (time.monotonic() - started)
+
         try:
-            await _retrying(record, "record", within_s)
+            await _retrying(record, "record", left())
             duplicate = False
         except KeyWrongLastSequenceError:
-            known = await _retrying(lambda: self.get(task.task_id), "lookup", within_s)
+            known = await _retrying(lambda: self.get(task.task_id), "lookup", left())
             if known.status != task_pb2.TASK_STATUS_PENDING or known.attempts > 0:
                 return task_pb2.SubmitAsyncResponse(task_id=task.task_id, duplicate=True)
             # Recorded, never delivered: perhaps never published. Found by a retry, the record
@@ -195,7 +198,7 @@ class DurableTasks:
                 headers={"Nats-Msg-Id": task.task_id},
             ),
             "publish",
-            within_s if within_s is None else within_s - (time.monotonic() - started),
+            left(),
         )
         return task_pb2.SubmitAsyncResponse(
             task_id=task.task_id, duplicate=duplicate or bool(ack.duplicate)
