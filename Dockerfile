@@ -17,9 +17,6 @@ ENV PATH=/opt/chorus/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY chorus ./chorus
-COPY services ./services
-COPY router ./router
-COPY fuser ./fuser
 ARG CHORUS_PIP_EXTRA=""
 RUN pip install . ${CHORUS_PIP_EXTRA} \
  && chorus --help > /dev/null

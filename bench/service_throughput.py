@@ -32,14 +32,14 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chorus import perfanalyzer  # noqa: E402
+from chorus.bench import perfanalyzer  # noqa: E402
 from chorus.bench.stats import machine  # noqa: E402
-from chorus.mesh import Mesh  # noqa: E402
-from chorus.natsserver import NatsServer  # noqa: E402
+from chorus.demo.build_cnn import NAME, SHAPE, build_cnn  # noqa: E402
+from chorus.launch.mesh import Mesh  # noqa: E402
+from chorus.launch.natsserver import NatsServer  # noqa: E402
 from chorus.pb import kserve_v2_pb2 as kpb  # noqa: E402
 from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc  # noqa: E402
-from services import repository  # noqa: E402
-from services.build_cnn import NAME, SHAPE, build_cnn  # noqa: E402
+from chorus.services import repository  # noqa: E402
 
 
 def bare(path: Path, batch: int, seconds: float) -> float:

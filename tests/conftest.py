@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from chorus.client import TaskClient
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
-from services.build import ARBITER, CAPTION, DEMO_MODELS, GATE, STACKER, build_demo
+from chorus.demo.build import ARBITER, CAPTION, DEMO_MODELS, GATE, STACKER, build_demo
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 
 DEMO = list(DEMO_MODELS)
 HELPERS = [ARBITER, STACKER, GATE]

@@ -21,8 +21,8 @@ from scipy.optimize import linprog
 
 from chorus.errors import InvalidArgument, NotFound, ResourceExhausted
 from chorus.heartbeat import Heartbeat
-from router import allocation as al
-from router.allocation import Capacity, Demand, ModelOption, PlanInputs
+from chorus.planner import allocation as al
+from chorus.planner.allocation import Capacity, Demand, ModelOption, PlanInputs
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "k8s" / "plan-example.yaml"

@@ -12,8 +12,8 @@ import pytest
 from chorus import subjects
 from chorus.client import TaskClient
 from chorus.codec import to_tensor
-from chorus.datasets import digits_split
-from chorus.mesh import Mesh
+from chorus.demo.datasets import digits_split
+from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, wire_pb2
 
 CAPABILITY = "classify/digits"

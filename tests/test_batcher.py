@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus.datasets import digits_split
-from services import repository
-from services.batcher import DynamicBatcher
-from services.runtime import OnnxModel
+from chorus.demo.datasets import digits_split
+from chorus.services import repository
+from chorus.services.batcher import DynamicBatcher
+from chorus.services.runtime import OnnxModel
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from chorus.calibration import (
 )
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
+from chorus.fuser import kinds
+from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import wire_pb2
-from fuser import kinds
-from fuser.fusion import Tools, fuse
 
 CTX = CallContext.start("t-1", Priority.NORMAL, 5.0)
 

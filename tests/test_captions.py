@@ -8,9 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from chorus import datasets
 from chorus.codec import from_tensor, to_tensor
-from chorus.datasets import (
+from chorus.demo import datasets
+from chorus.demo.build_text import TEST_SEED, TRAIN_SEED, build_caption_model, caption_pipeline
+from chorus.demo.datasets import (
     CAPTION_TEMPLATES,
     DIGIT_WORDS,
     MISLEADING_RATE,
@@ -21,9 +22,8 @@ from chorus.datasets import (
     digits_split,
 )
 from chorus.errors import InvalidArgument
-from services import repository
-from services.build_text import TEST_SEED, TRAIN_SEED, build_caption_model, caption_pipeline
-from services.runtime import OnnxModel
+from chorus.services import repository
+from chorus.services.runtime import OnnxModel
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from chorus.errors import ChorusError, InvalidArgument
-from router.cascade import CascadeConfig, CascadeResult, CascadeStep, order_by_cost, run_cascade
+from chorus.router.cascade import (
+    CascadeConfig,
+    CascadeResult,
+    CascadeStep,
+    order_by_cost,
+    run_cascade,
+)
 
 MEMBERS = ["logreg", "forest", "mlp"]
 COSTS = {"logreg": 1.0, "forest": 2.0, "mlp": 3.0}

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from chorus.mesh import Mesh
-from chorus.natsserver import free_port
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import free_port
 
 
 def _port_open(port: int) -> bool:

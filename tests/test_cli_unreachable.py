@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus.natsserver import free_port
+from chorus.launch.natsserver import free_port
 
 DEAD = f"127.0.0.1:{free_port()}"
 DEAD_NATS = f"nats://{DEAD}"

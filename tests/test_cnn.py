@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from services import repository
-from services.batcher import DynamicBatcher
-from services.build_cnn import CLASSES, NAME, SHAPE, build_cnn
-from services.runtime import OnnxModel
+from chorus.demo.build_cnn import CLASSES, NAME, SHAPE, build_cnn
+from chorus.services import repository
+from chorus.services.batcher import DynamicBatcher
+from chorus.services.runtime import OnnxModel
 
 
 async def test_cnn_builds_runs_and_batches(tmp_path: Path) -> None:

@@ -18,13 +18,13 @@ import pytest
 from chorus.client import TaskClient, TaskResult
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
-from chorus.datasets import digits_split
+from chorus.demo.build import DEMO_MODELS
+from chorus.demo.datasets import digits_split
 from chorus.errors import DataLoss, DeadlineExceeded, Unavailable
 from chorus.heartbeat import Heartbeat
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 from chorus.pb import wire_pb2
-from router.coalesce import Coalescer
-from services.build import DEMO_MODELS
+from chorus.router.coalesce import Coalescer
 from tests.test_metrics import scrape, total
 
 DEMO = list(DEMO_MODELS)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from chorus.errors import InvalidArgument
-from fuser.conflict import ConflictThresholds, detect, entropy, margin, vote_margin
-from fuser.strategies import MemberScores
-from fuser.strategies.soft_vote import SoftVote
-from fuser.strategies.weighted_mean import WeightedMean
+from chorus.fuser.conflict import ConflictThresholds, detect, entropy, margin, vote_margin
+from chorus.fuser.strategies import MemberScores
+from chorus.fuser.strategies.soft_vote import SoftVote
+from chorus.fuser.strategies.weighted_mean import WeightedMean
 
 
 def m(name: str, *rows: list[float], weight: float = 1.0) -> MemberScores:

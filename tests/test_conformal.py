@@ -13,16 +13,16 @@ from mapie.classification import SplitConformalClassifier
 from mapie.regression import SplitConformalRegressor
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from chorus.cli.trust_report import cancer_members, diabetes_members
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
-from chorus.datasets import LABELS, digits_split
+from chorus.demo.datasets import LABELS, digits_split
 from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.fuser.conformal import intervals, label_sets, nonconformity, threshold
+from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import task_pb2, wire_pb2
-from chorus.trust_report import cancer_members, diabetes_members
-from fuser.conformal import intervals, label_sets, nonconformity, threshold
-from fuser.fusion import Tools, fuse
-from services import repository
-from services.runtime import OnnxModel
+from chorus.services import repository
+from chorus.services.runtime import OnnxModel
 
 CTX = CallContext.start("t", Priority.NORMAL, 60.0)
 SPLITS = 100

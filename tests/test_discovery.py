@@ -6,7 +6,7 @@ import json
 
 import nats
 
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 
 
 async def test_services_answer_micro_discovery(mesh: Mesh) -> None:

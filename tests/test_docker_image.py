@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient
-from chorus.natsserver import NatsServer, free_port
+from chorus.launch.natsserver import NatsServer, free_port
 from tests.conftest import _docker_engine
 
 pytestmark = [

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from chorus.client import TaskClient
-from chorus.datasets import digits_split
-from services import repository
+from chorus.demo.datasets import digits_split
+from chorus.services import repository
 from tests.conftest import DEMO
 
 CAPABILITY = "classify/digits"

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from chorus.client import TaskClient
-from chorus.datasets import digits_split
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.demo.datasets import digits_split
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
 from tests.conftest import DEMO
 

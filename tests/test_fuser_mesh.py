@@ -15,12 +15,12 @@ from nats.js.api import ConsumerConfig
 from chorus import subjects
 from chorus.client import TaskClient, decode
 from chorus.codec import to_tensor
-from chorus.datasets import digit_captions, digits_split
-from chorus.mesh import Mesh
+from chorus.demo.build_text import TEST_SEED
+from chorus.demo.datasets import digit_captions, digits_split
+from chorus.fuser.records import REVIEW_STREAM, review_subject
+from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, wire_pb2
-from fuser.records import REVIEW_STREAM, review_subject
-from services import repository
-from services.build_text import TEST_SEED
+from chorus.services import repository
 from tests.conftest import DEMO
 
 CAPABILITY = "classify/digits"

@@ -4,12 +4,12 @@ import pytest
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import InvalidArgument
+from chorus.fuser import strategies
+from chorus.fuser.fusion import Tools, fuse
+from chorus.fuser.strategies import MemberScores
+from chorus.fuser.strategies.majority_vote import MajorityVote
+from chorus.fuser.strategies.soft_vote import SoftVote
 from chorus.pb import wire_pb2
-from fuser import strategies
-from fuser.fusion import Tools, fuse
-from fuser.strategies import MemberScores
-from fuser.strategies.majority_vote import MajorityVote
-from fuser.strategies.soft_vote import SoftVote
 
 CTX = CallContext.start("t-1", Priority.NORMAL, 5.0)
 

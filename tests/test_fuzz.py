@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2 as kpb
 from tritonclient.grpc import service_pb2_grpc as kpb_grpc
 
 from chorus.client import TaskClient
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, tensor_pb2
 
 EXAMPLES = int(os.environ.get("CHORUS_FUZZ_EXAMPLES", "150"))

@@ -10,14 +10,14 @@ import onnxruntime as ort
 import pytest
 from threadpoolctl import threadpool_limits
 
-from chorus.datasets import digits_split
+from chorus.demo.build import DEMO_MODELS, build_demo
+from chorus.demo.build_gate import GATE_CAPABILITY, NAME, build_gate_model
+from chorus.demo.datasets import digits_split
 from chorus.errors import InvalidArgument
-from fuser.strategies.base import MemberScores
-from fuser.strategies.gated import gate_input, gated_fuse
-from fuser.strategies.soft_vote import SoftVote
-from services import repository
-from services.build import DEMO_MODELS, build_demo
-from services.build_gate import GATE_CAPABILITY, NAME, build_gate_model
+from chorus.fuser.strategies.base import MemberScores
+from chorus.fuser.strategies.gated import gate_input, gated_fuse
+from chorus.fuser.strategies.soft_vote import SoftVote
+from chorus.services import repository
 
 
 def _members() -> list[MemberScores]:

@@ -10,7 +10,7 @@ import pytest
 
 from chorus.errors import InvalidArgument, NotFound
 from chorus.grpcserver import make_server
-from chorus.natsserver import free_port
+from chorus.launch.natsserver import free_port
 from chorus.pb import task_pb2, task_pb2_grpc
 
 

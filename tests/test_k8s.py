@@ -20,9 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from chorus.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, from_env
-from chorus.natsserver import find_binary, free_port, wait_for_jetstream
+from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
+from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from tests import k8s_refs
 
 OVERLAYS = ("cpu", "gpu", "cpu-hpa")

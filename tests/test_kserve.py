@@ -24,10 +24,10 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from chorus import subjects
-from chorus.datasets import digits_split
+from chorus.demo.datasets import digits_split
 from chorus.heartbeat import Heartbeat
-from chorus.mesh import Mesh
-from services import repository
+from chorus.launch.mesh import Mesh
+from chorus.services import repository
 
 
 @pytest.fixture

@@ -29,9 +29,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from chorus.client import TaskClient
-from chorus.datasets import digits_split
-from chorus.mesh import Mesh
-from services import repository
+from chorus.demo.datasets import digits_split
+from chorus.launch.mesh import Mesh
+from chorus.services import repository
 
 CAPABILITY = "classify/digits"
 SERVING = health_pb2.HealthCheckResponse.SERVING

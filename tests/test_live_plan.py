@@ -12,10 +12,10 @@ import nats
 
 from chorus import subjects
 from chorus.heartbeat import Heartbeat
-from chorus.natsserver import NatsServer
+from chorus.launch.natsserver import NatsServer
+from chorus.planner.allocation import Demand, ModelOption, PlanInputs
+from chorus.planner.live import PLAN_SUBJECT, LivePlanner
 from chorus.spec import TensorSpec
-from router.allocation import Demand, ModelOption, PlanInputs
-from router.live_plan import PLAN_SUBJECT, LivePlanner
 
 
 def beat(ewma_ms: float) -> bytes:
@@ -65,7 +65,7 @@ def test_router_routes_by_the_published_split(model_repo: Path, tmp_path: Path) 
     import numpy as np
 
     from chorus.client import TaskClient
-    from chorus.mesh import Mesh
+    from chorus.launch.mesh import Mesh
     from tests.conftest import DEMO
 
     plan = {

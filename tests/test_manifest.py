@@ -15,10 +15,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from chorus.services import repository
+from chorus.services.add_model import AddError, AddRequest, add
+from chorus.services.manifest import KEYS, ManifestError, schema_table
 from chorus.spec import TensorSpec
-from services import repository
-from services.add_model import AddError, AddRequest, add
-from services.manifest import KEYS, ManifestError, schema_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from chorus.client import TaskClient
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 
 
 def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,8 +13,8 @@ import pytest
 
 from chorus.config import ModelServiceConfig
 from chorus.errors import NotFound, Unavailable
-from services import repository
-from services.lifecycle import READY, UNAVAILABLE, ModelHost
+from chorus.services import repository
+from chorus.services.lifecycle import READY, UNAVAILABLE, ModelHost
 
 
 @pytest.fixture

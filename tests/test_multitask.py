@@ -15,15 +15,7 @@ import pytest
 from chorus.codec import from_tensor, to_tensor
 from chorus.config import ModelServiceConfig
 from chorus.context import CAPABILITY, INPUT_SHA256, PRIORITY, Priority
-from chorus.datasets import LABELS, digits_split
-from chorus.errors import FailedPrecondition, InvalidArgument
-from chorus.heartbeat import Heartbeat
-from chorus.pb import wire_pb2
-from chorus.scheduler import PriorityScheduler
-from chorus.spec import TensorSpec
-from services import repository
-from services.augment import infer_augmented
-from services.build_multitask import (
+from chorus.demo.build_multitask import (
     CAPABILITIES,
     DIGITS,
     GREATER_THAN_FOUR,
@@ -34,7 +26,14 @@ from services.build_multitask import (
     head_targets,
     multitask_target,
 )
-from services.heads import (
+from chorus.demo.datasets import LABELS, digits_split
+from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.heartbeat import Heartbeat
+from chorus.pb import wire_pb2
+from chorus.scheduler import PriorityScheduler
+from chorus.services import repository
+from chorus.services.augment import infer_augmented
+from chorus.services.heads import (
     ALL,
     all_heads,
     apply_head,
@@ -43,12 +42,13 @@ from services.heads import (
     primary_labels,
     reply_outputs,
 )
-from services.inference import InferenceCore
-from services.lifecycle import ModelHost
-from services.metrics import ModelMetrics
-from services.repository import Head, Manifest
-from services.runtime import OnnxModel
-from services.worker import NatsWorker
+from chorus.services.inference import InferenceCore
+from chorus.services.lifecycle import ModelHost
+from chorus.services.metrics import ModelMetrics
+from chorus.services.repository import Head, Manifest
+from chorus.services.runtime import OnnxModel
+from chorus.services.worker import NatsWorker
+from chorus.spec import TensorSpec
 from tests.onnx_graphs import declaring
 
 # ---------------------------------------------------------------- fixtures and helpers

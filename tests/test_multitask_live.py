@@ -9,9 +9,9 @@ import numpy as np
 
 from chorus.client import TaskClient
 from chorus.codec import from_tensor, to_tensor
-from chorus.datasets import digits_split
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.demo.datasets import digits_split
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
 from tests.test_metrics import scrape, total
 

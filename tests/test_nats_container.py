@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 from tests.conftest import _docker_engine, _nats_in_container
 
 pytestmark = [

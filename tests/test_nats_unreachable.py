@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chorus.natsserver import free_port
+from chorus.launch.natsserver import free_port
 
 STOP_BUDGET_S = 1.0
 """The issue's bound; the process's own start-up (imports, model load) is not counted."""

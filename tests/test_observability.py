@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from chorus import subjects
-from chorus.autoscale import prometheus_scaling
 from chorus.client import TaskClient
 from chorus.heartbeat import Heartbeat
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
+from chorus.planner.autoscale import prometheus_scaling
 from chorus.spec import TensorSpec
 from tests.conftest import DEMO
 from tests.k8s_refs import referenced_metric_names, scaled_objects

@@ -10,8 +10,8 @@ import pytest
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import task_pb2, wire_pb2
-from fuser.fusion import Tools, fuse
 
 CTX = CallContext.start("t-1", Priority.NORMAL, 5.0)
 

@@ -24,9 +24,9 @@ import onnxruntime as ort
 import pytest
 
 from chorus.client import AsyncTaskClient, TaskClient, submit_request
-from chorus.natsserver import free_port
+from chorus.launch.natsserver import free_port
 from chorus.pb import task_pb2
-from services import repository
+from chorus.services import repository
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "examples" / "tabular" / "export.py"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chorus import perfanalyzer
-from chorus.mesh import Mesh
-from services.build import build_demo
+from chorus.bench import perfanalyzer
+from chorus.demo.build import build_demo
+from chorus.launch.mesh import Mesh
 
 MODEL = "logreg"
 SHORT_RUN: dict[str, Any] = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chorus.errors import ChorusError, InvalidArgument, NotFound, Unavailable
-from router.pipeline import (
+from chorus.router.pipeline import (
     Pipeline,
     PipelineResult,
     Stage,

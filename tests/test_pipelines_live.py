@@ -6,9 +6,9 @@ import numpy as np
 
 from chorus.client import TaskClient, decode
 from chorus.codec import from_tensor, to_tensor
-from chorus.datasets import digit_captions, digits_split
+from chorus.demo.build_text import TEST_SEED
+from chorus.demo.datasets import digit_captions, digits_split
 from chorus.pb import task_pb2
-from services.build_text import TEST_SEED
 
 
 def test_shipped_pipeline_runs_its_stages_in_parallel(client: TaskClient) -> None:

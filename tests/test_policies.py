@@ -8,10 +8,10 @@ import pytest
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.fuser.fusion import Tools, fuse
+from chorus.fuser.weights import hedge
 from chorus.pb import task_pb2, wire_pb2
 from chorus.subjects import kv_key
-from fuser.fusion import Tools, fuse
-from fuser.weights import hedge
 
 CTX = CallContext.start("t-7", Priority.CRITICAL, 5.0)
 # Row 0: all agree on 0. Row 1: a 2-1 split (a, b say 1; c says 2, unsure).

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services import providers, repository
-from services.runtime import OnnxModel
+from chorus.services import providers, repository
+from chorus.services.runtime import OnnxModel
 
 gpu = pytest.mark.skipif(not providers.cuda_usable(), reason="no usable CUDA GPU on this machine")
 
@@ -51,7 +51,7 @@ def test_cuda_session_matches_cpu(model_repo: Path) -> None:
 
 
 def test_gpu_metrics_only_where_nvml_answers() -> None:
-    from services.gpu_metrics import nvml_collector
+    from chorus.services.gpu_metrics import nvml_collector
 
     collector = nvml_collector("mlp")
     if not providers.cuda_usable():

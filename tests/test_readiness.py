@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -15,12 +15,12 @@ import pytest
 from chorus.client import TaskClient
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
-from chorus.datasets import LABELS, digits_split
+from chorus.demo.datasets import LABELS, digits_split
+from chorus.fuser.fusion import Tools, fuse
+from chorus.fuser.reliability import MIN_ROWS, ReliabilityStore, estimate
 from chorus.pb import wire_pb2
-from fuser.fusion import Tools, fuse
-from fuser.reliability import MIN_ROWS, ReliabilityStore, estimate
-from services import repository
-from services.runtime import OnnxModel
+from chorus.services import repository
+from chorus.services.runtime import OnnxModel
 
 CTX = CallContext.start("t", Priority.NORMAL, 60.0)
 DEGRADED = "forest"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from chorus.client import TaskClient, decode
 from chorus.codec import to_tensor
-from chorus.datasets import digits_split
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.demo.datasets import digits_split
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
 from tests.conftest import DEMO
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from chorus.codec import to_tensor
-from chorus.datasets import digits_split
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer, free_port
+from chorus.demo.datasets import digits_split
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer, free_port
 from chorus.pb import task_pb2, task_pb2_grpc
 from tests.conftest import DEMO
 

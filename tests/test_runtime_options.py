@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from chorus.config import ModelServiceConfig
-from services import providers, repository
-from services.repository import Manifest, RuntimeOptions
-from services.runtime import OnnxModel, RunSettings
+from chorus.services import providers, repository
+from chorus.services.repository import Manifest, RuntimeOptions
+from chorus.services.runtime import OnnxModel, RunSettings
 
 gpu = pytest.mark.skipif(not providers.cuda_usable(), reason="no usable CUDA GPU on this machine")
 

@@ -16,8 +16,8 @@ import pytest
 
 from chorus.client import TaskClient
 from chorus.config import SecurityConfig
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 from chorus.security import nats_options
 from tests.pki import Authority
 

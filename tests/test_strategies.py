@@ -9,14 +9,20 @@ import numpy as np
 import pytest
 
 from chorus.errors import InvalidArgument
-from fuser import strategies
-from fuser.strategies import CLASSIFICATION, REGRESSION, STRATEGIES, FusionStrategy, MemberScores
-from fuser.strategies.borda import Borda
-from fuser.strategies.max_confidence import MaxConfidence
-from fuser.strategies.median import Median
-from fuser.strategies.threshold import Threshold
-from fuser.strategies.weighted_mean import WeightedMean, weighted_spread
-from fuser.strategies.weighted_vote import WeightedVote
+from chorus.fuser import strategies
+from chorus.fuser.strategies import (
+    CLASSIFICATION,
+    REGRESSION,
+    STRATEGIES,
+    FusionStrategy,
+    MemberScores,
+)
+from chorus.fuser.strategies.borda import Borda
+from chorus.fuser.strategies.max_confidence import MaxConfidence
+from chorus.fuser.strategies.median import Median
+from chorus.fuser.strategies.threshold import Threshold
+from chorus.fuser.strategies.weighted_mean import WeightedMean, weighted_spread
+from chorus.fuser.strategies.weighted_vote import WeightedVote
 
 
 def m(name: str, *rows: list[float], weight: float = 1.0, priority: int = 0) -> MemberScores:
@@ -422,7 +428,7 @@ def digits_members() -> tuple[list[MemberScores], np.ndarray]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import GaussianNB
 
-    from chorus.datasets import digits_split
+    from chorus.demo.datasets import digits_split
 
     s = digits_split()
     lr = LogisticRegression(max_iter=2000).fit(s.x_train / 16, s.y_train)

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from chorus.client import TaskClient
 from chorus.codec import to_tensor
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2
 from tests.conftest import DEMO
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chorus import trust_report
+from chorus.cli import trust_report
 
 ECE_BEFORE, ECE_AFTER, ACC_BEFORE, ACC_AFTER = 0, 1, 4, 5
 

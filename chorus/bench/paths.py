@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import psutil
 
-from chorus.mesh import Mesh
-from chorus.natsserver import free_port
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import free_port
 
 CAPABILITY = "classify/digits"
 WORKLOAD = "one digit (1x64 FP32) per request; 3 members (logreg, forest, mlp); soft vote"
@@ -42,15 +42,15 @@ class Workload:
     """One 1x64 FP32 digit per request, cycled."""
 
     def onnx_path(self, member: str) -> Path:
-        from services import repository
+        from chorus.services import repository
 
         return repository.load(self.repository, member).onnx_path
 
 
 def load_workload(repository: Path) -> tuple[Workload, list[Path]]:
     """The held-out digits and the demo members, building whichever members are missing."""
-    from chorus.datasets import digits_split
-    from services.build import DEMO_MODELS, build_demo
+    from chorus.demo.build import DEMO_MODELS, build_demo
+    from chorus.demo.datasets import digits_split
 
     members = tuple(DEMO_MODELS)
     built = build_demo(repository, names=list(members))

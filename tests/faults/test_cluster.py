@@ -21,8 +21,8 @@ import pytest
 from nats.js.api import StreamConfig
 
 from chorus.jetstream import ensure_bucket, ensure_stream, servers
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsCluster
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsCluster
 from chorus.pb import task_pb2, task_pb2_grpc
 from tests.faults.test_soak import SOAK_S, SOAK_TIMEOUT, soak
 from tests.test_router import request

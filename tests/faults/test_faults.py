@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient
-from chorus.mesh import Mesh
-from chorus.natsserver import NatsServer
+from chorus.launch.mesh import Mesh
+from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
 from tests.test_router import drive, request
 

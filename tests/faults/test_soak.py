@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 import grpc
 import pytest
 
-from chorus.mesh import Mesh
+from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, task_pb2_grpc
 from tests.test_router import request
 
@@ -29,6 +29,9 @@ async def soak(
     """(counts, async task ids accepted, those never done) after `seconds` of six sync
     clients cycling priorities and one async submitter; `during` runs alongside (a fault)."""
     counts: Counter[str] = Counter()
+    seen: dict[str, str] = {}
+    """The first error of each code, with when it came, for the printed record."""
+    start = time.monotonic()
     async_ids: list[str] = []
     stop = time.monotonic() + seconds
     async with grpc.aio.insecure_channel(target) as ch:
@@ -47,6 +50,8 @@ async def soak(
                     counts["sync ok"] += 1
                 except grpc.RpcError as err:
                     counts[f"sync {err.code().name}"] += 1
+                    seen.setdefault(err.code().name, f"{time.monotonic() - start:.1f} s: "
+                                    f"{err.details()}")  # fmt: skip
                 i += 8
 
         async def async_worker() -> None:
@@ -78,10 +83,20 @@ async def soak(
                     pending.discard(task_id)
                     counts["async done"] += 1
             await asyncio.sleep(0.1)
+        lost = {}
+        for task_id in pending:
+            try:
+                r = await stub.GetResult(task_pb2.GetResultRequest(task_id=task_id), timeout=5)
+                lost[task_id] = (task_pb2.TaskStatus.Name(r.status), r.attempts, r.error_code,
+                                 r.error_message)  # fmt: skip
+            except grpc.RpcError as err:
+                lost[task_id] = (err.code().name, err.details())
     sync_total = sum(v for k, v in counts.items() if k.startswith("sync"))
     print(f"\n{label}, {seconds:.0f} s: {sync_total / seconds:.0f} sync tasks/s; "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-          + f"; async accepted {len(async_ids)}, lost {len(pending)}")  # fmt: skip
+          + f"; async accepted {len(async_ids)}, lost {len(pending)}"
+          + "".join(f"\n  first {k} at {v}" for k, v in seen.items())
+          + "".join(f"\n  lost {k}: {v}" for k, v in lost.items()))  # fmt: skip
     return counts, async_ids, pending
 
 

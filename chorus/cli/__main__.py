@@ -1,0 +1,5 @@
+import sys
+
+from chorus.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,275 @@
+"""FuserService: a stateless NATS micro service in queue group `fuser`; add replicas to scale.
+
+What it must remember lives in JetStream (learned weights, tasks awaiting feedback, review
+cases), and what it must know about models comes from their heartbeats, so any replica can
+serve any request and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from typing import Self, TypeVar
+
+import nats.micro
+import numpy as np
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.request import Request
+from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
+
+import chorus
+from chorus import subjects, tracing
+from chorus.config import FuserConfig
+from chorus.context import CallContext
+from chorus.errors import ChorusError, InvalidArgument
+from chorus.fuser.conflict import ConflictThresholds
+from chorus.fuser.conformal import ConformalStore, nonconformity
+from chorus.fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members, fuse
+from chorus.fuser.members import NatsMembers
+from chorus.fuser.metrics import FuserMetrics
+from chorus.fuser.policies import Outcome
+from chorus.fuser.records import (
+    Feedback,
+    ReviewQueue,
+    TaskRecords,
+    feedback_for,
+    losses,
+    member_scores,
+)
+from chorus.fuser.reliability import ReliabilityStore
+from chorus.fuser.strategies import STRATEGIES
+from chorus.fuser.temperatures import TemperatureStore
+from chorus.fuser.weights import WeightStore
+from chorus.pb import task_pb2, wire_pb2
+from chorus.registry import Registry
+from chorus.service import ServiceBase
+from chorus.spawner import Spawner
+
+log = logging.getLogger(__name__)
+
+
+class FuserService(ServiceBase):
+    kind = "fuser"
+
+    def __init__(self, config: FuserConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.metrics = FuserMetrics()
+        self.models = Registry()
+        self._service: Service | None = None
+        self._hb_sub: Subscription | None = None
+        self._work = Spawner()
+        self._tools: Tools | None = None
+        self._weights: WeightStore | None = None
+        self._records: TaskRecords | None = None
+        self._conformal: ConformalStore | None = None
+        self._reliability: ReliabilityStore | None = None
+        self._temperatures: TemperatureStore | None = None
+
+    async def start(self) -> Self:
+        if self._service is not None:
+            return self
+        cfg = self.config
+        self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
+        nc = await self._connect(cfg.nats_url, "chorus-fuser")
+        js = nc.jetstream()
+        self._weights = WeightStore(js, replicas=self.jetstream_replicas)
+        await self._weights.start()
+        self._records = TaskRecords(js, replicas=self.jetstream_replicas)
+        await self._records.start()
+        self._conformal = ConformalStore(js, replicas=self.jetstream_replicas)
+        await self._conformal.start()
+        self._reliability = ReliabilityStore(js, replicas=self.jetstream_replicas)
+        await self._reliability.start()
+        self._temperatures = TemperatureStore(js, replicas=self.jetstream_replicas)
+        await self._temperatures.start()
+        review = ReviewQueue(js, replicas=self.jetstream_replicas)
+        await review.start()
+        self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        await nc.publish(subjects.DISCOVER, b"")
+        self._tools = Tools(
+            client=NatsMembers(nc),
+            weights=self._weights.get,
+            stacker=functools.partial(self._served, "stack"),
+            gate=functools.partial(self._served, "gate"),
+            arbiter=self._arbiter,
+            review=review.publish,
+            thresholds=ConflictThresholds(
+                min_margin=cfg.min_margin,
+                max_entropy=cfg.max_entropy,
+                min_vote_margin=cfg.min_vote_margin,
+                max_spread=cfg.max_spread,
+                max_relative_spread=cfg.max_relative_spread,
+            ),
+            conformal=self._conformal.get,
+            reliability=self._reliability.get,
+            temperatures=self._temperatures.get,
+            coverage=cfg.conformal_coverage,
+        )
+        self._service = await nats.micro.add_service(
+            nc,
+            name="chorus-fuser",
+            version=chorus.__version__,
+            description="merges member outputs, settles conflicts, explains the decision",
+        )
+        for name, subject, handler in (
+            ("fuse", subjects.FUSE, self._on_fuse),
+            ("feedback", subjects.FEEDBACK, self._on_feedback),
+        ):
+            await self._service.add_endpoint(
+                name=name, subject=subject, queue_group=subjects.FUSER_QUEUE, handler=handler
+            )
+        log.info("fuser serving on %s (queue %s)", subjects.FUSE, subjects.FUSER_QUEUE)
+        return self
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._hb_sub is not None:
+            await self._hb_sub.unsubscribe()
+            self._hb_sub = None
+        await self._work.close()
+        if self._weights is not None:
+            await self._weights.stop()
+            self._weights = None
+        if self._conformal is not None:
+            await self._conformal.stop()
+            self._conformal = None
+        if self._temperatures is not None:
+            await self._temperatures.stop()
+            self._temperatures = None
+        if self._reliability is not None:
+            with contextlib.suppress(Exception):
+                await self._reliability.flush()
+            await self._reliability.stop()
+            self._reliability = None
+        await super().stop()
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            self.models.observe_json(msg.data, time.monotonic())
+
+    def _served(self, role: str, capability: str) -> Stacker | None:
+        """A live model that serves `role` (stack, gate) for `capability`, over its members."""
+        for hb in self.models.live(time.monotonic()):
+            if f"{role}:{capability}" in hb.capabilities and hb.members:
+                return Stacker(hb.model, hb.members, hb.inputs[0].name)
+        return None
+
+    def _arbiter(self, capability: str) -> str | None:
+        found = self.models.models_for(f"arbiter:{capability}", time.monotonic())
+        return next(iter(found), None)
+
+    async def _on_fuse(self, request: Request) -> None:
+        self._work.spawn(self._fuse(request), name="fuse")
+
+    async def _fuse(self, request: Request) -> None:
+        with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
+            await self._fuse_traced(request)
+
+    async def _fuse_traced(self, request: Request) -> None:
+        assert self._tools is not None and self._records is not None
+        start = time.perf_counter()
+        policy = DEFAULT_POLICY
+        try:
+            ctx = CallContext.from_headers(request.headers, default_budget_s=10.0)
+            call = _parse(wire_pb2.FuseCall, request.data)
+            policy = call.policy or DEFAULT_POLICY
+            reply, outcome = await fuse(call, ctx, self._tools)
+        except ChorusError as err:
+            self.metrics.requests.labels(policy, err.code_name.lower()).inc()
+            await request.respond_error(err.code_name, err.message)
+            return
+        except Exception as exc:
+            log.exception("fusion failed")
+            self.metrics.requests.labels(policy, "internal").inc()
+            await request.respond_error("INTERNAL", f"fuser: {exc!r}")
+            return
+        await request.respond(reply.SerializeToString())
+        m = self.metrics
+        m.requests.labels(reply.policy, "ok").inc()
+        m.latency.labels(reply.policy).observe(time.perf_counter() - start)
+        for a in outcome.fused.agreement:
+            m.agreement.labels(reply.policy).observe(a)
+        m.conflicts.labels(reply.policy).inc(int(np.sum(outcome.report.conflicted)))
+        for status in outcome.status:
+            m.decisions.labels(reply.policy, reply.conflict_policy, status).inc()
+        for model, weight in reply.weights.items():
+            m.weights.labels(call.capability, model).set(weight)
+        self._observe_votes(call.capability, outcome)
+        if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
+            await self._records.keep(
+                call, dict(reply.weights), reply.policy, dict(reply.temperatures)
+            )
+
+    def _observe_votes(self, capability: str, outcome: Outcome) -> None:
+        """Every classification task's votes feed the label-free reliability estimate."""
+        store = self._reliability
+        if store is None or outcome.report.spread is not None or len(outcome.members) < 2:
+            return
+        votes = np.stack([m.votes for m in outcome.members], axis=1)
+        classes = outcome.members[0].probabilities.shape[1]
+        store.observe(capability, [m.model for m in outcome.members], votes, classes)
+        if store.due():
+            self._work.spawn(store.flush(), name="reliability-flush")
+
+    async def _on_feedback(self, request: Request) -> None:
+        self._work.spawn(self._feedback(request), name="feedback")
+
+    async def _feedback(self, request: Request) -> None:
+        assert self._records is not None and self._weights is not None
+        try:
+            req = _parse(task_pb2.FeedbackRequest, request.data)
+            if not req.task_id:
+                raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
+            record = await self._records.get(req.task_id)
+            fb = feedback_for(record, list(req.labels), list(req.rows), list(req.values))
+            capability = record.capability
+            weights = await self._weights.learn(capability, losses(fb))
+            await self._learn_calibration(fb)
+        except ChorusError as err:
+            await request.respond_error(err.code_name, err.message)
+            return
+        except Exception as exc:
+            log.exception("feedback failed")
+            await request.respond_error("INTERNAL", f"fuser: feedback failed: {exc!r}")
+            return
+        for model, weight in weights.items():
+            self.metrics.weights.labels(capability, model).set(weight)
+        reply = task_pb2.FeedbackResponse(capability=capability, weights=weights)
+        await request.respond(reply.SerializeToString())
+
+    async def _learn_calibration(self, fb: Feedback) -> None:
+        """Truth refines what the fuser says about its confidence: each classifier's
+        temperature takes a step, and the fused answer's nonconformity on these rows joins
+        the conformal calibration of the strategy that made it."""
+        assert self._temperatures is not None and self._conformal is not None
+        record = fb.record
+        if not fb.regression and self.config.learn_temperatures:
+            raw = member_scores(fb, temperature=1.0)
+            used = {m.model: m.temperature or 1.0 for m in record.members}
+            await self._temperatures.learn(
+                record.capability, {n: (used[n], p) for n, p in raw.items()}, fb.truth
+            )
+        if record.policy in STRATEGIES:
+            members = decode_members(record, {})
+            fused = STRATEGIES[record.policy].fuse(members).probabilities[fb.rows]
+            scores = nonconformity(fused, fb.truth, fb.regression)
+            await self._conformal.put(record.capability, record.policy, scores, extend=True)
+
+
+M = TypeVar("M", wire_pb2.FuseCall, task_pb2.FeedbackRequest)
+
+
+def _parse(kind: type[M], data: bytes) -> M:
+    msg = kind()
+    try:
+        msg.ParseFromString(data)
+    except Exception:
+        raise InvalidArgument(f"body: not a {kind.DESCRIPTOR.full_name} message") from None
+    return msg

@@ -1,0 +1,13 @@
+"""Leave conflicts as the strategy decided them, flagged so the caller can see them."""
+
+from __future__ import annotations
+
+from chorus.fuser.policies.base import Case, Outcome, first_pass
+from chorus.fuser.strategies import Fused
+
+
+class NoPolicy:
+    name = "none"
+
+    async def resolve(self, case: Case, fused: Fused) -> Outcome:
+        return first_pass(case, fused)

@@ -1,0 +1,169 @@
+"""RouterService: the gRPC front door, the live registry and the NATS client that dispatches."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Self
+
+import grpc
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from chorus import subjects
+from chorus.config import RouterConfig
+from chorus.context import Priority
+from chorus.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.pb import task_pb2, task_pb2_grpc
+from chorus.registry import Registry
+from chorus.router import choice
+from chorus.router.dispatch import Dispatcher, DispatchPolicy
+from chorus.router.durable import DurableTasks
+from chorus.router.metrics import RouterMetrics
+from chorus.router.pipeline import load_pipelines
+from chorus.router.plan_routing import PlanSplits
+from chorus.router.replicas import ReplicaBook
+from chorus.router.servicer import TaskServicer
+from chorus.router.task import TaskRunner
+from chorus.scheduler import PriorityScheduler
+from chorus.security import Authorizer, server_credentials
+from chorus.service import ServiceBase
+
+log = logging.getLogger(__name__)
+TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+
+
+class RouterService(ServiceBase):
+    kind = "router"
+
+    def __init__(self, config: RouterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.registry = Registry()
+        self.metrics = RouterMetrics()
+        self.grpc_port = 0
+        self._hb_sub: Subscription | None = None
+        self._server: grpc.aio.Server | None = None
+        self._durable: DurableTasks | None = None
+        self._splits: PlanSplits | None = None
+        self._plan_sub: Subscription | None = None
+
+    async def start(self) -> Self:
+        if self._server is not None:
+            return self
+        cfg = self.config
+        self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
+        nc = await self._connect(cfg.nats_url, "chorus-router")
+        self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        if cfg.plan_routing:
+            self._splits = PlanSplits()
+            self._plan_sub = await nc.subscribe(subjects.PLAN, cb=self._on_plan)
+        await nc.publish(subjects.DISCOVER, b"")
+        await nc.flush()
+
+        dispatcher = Dispatcher(
+            nc,
+            ReplicaBook(failures_to_open=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s),
+            choice.get(cfg.replica_choice),
+            DispatchPolicy(
+                max_attempts=cfg.max_attempts,
+                attempt_timeout_s=cfg.attempt_timeout_s,
+                hedge=cfg.hedge,
+                coalesce_rows=cfg.coalesce_rows,
+            ),
+            self.metrics,
+        )
+        scheduler = PriorityScheduler(
+            "router",
+            cfg.max_concurrent_tasks,
+            dict.fromkeys(Priority, cfg.queue_limit),
+            aging_s=cfg.aging_s,
+        )
+        for p in Priority:
+            self.metrics.queue.labels(p.name.lower()).set_function(
+                functools.partial(scheduler.depth, p)
+            )
+        runner = TaskRunner(
+            nc,
+            self.registry,
+            self.metrics,
+            dispatcher,
+            scheduler,
+            min_members=cfg.min_members,
+            splits=self._splits,
+            max_tensor_elements=cfg.max_tensor_elements,
+            max_deadline_s=cfg.max_deadline_s,
+            pipelines=load_pipelines(cfg.pipelines_dir) if cfg.pipelines_dir.is_dir() else {},
+            default_budget_s=cfg.default_budget_s,
+            default_policy=cfg.default_policy,
+            max_rows=cfg.max_rows,
+            default_conflict_policy=cfg.default_conflict_policy,
+        )
+        self._durable = DurableTasks(
+            nc,
+            runner,
+            workers=cfg.async_workers,
+            ack_wait_s=cfg.ack_wait_s,
+            result_ttl_s=cfg.result_ttl_s,
+            dedupe_window_s=cfg.dedupe_window_s,
+            replicas=self.jetstream_replicas,
+        )
+        await self._durable.start()
+        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+        task_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskServicer(
+                runner, self.registry, self._durable, Authorizer.from_config(self.security)
+            ),
+            self._server,
+        )
+        health = add_health_and_reflection(self._server, [TASK_SERVICE])
+        self.grpc_port = bind(
+            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+        )
+        await self._server.start()
+        await self._ready(health, [TASK_SERVICE])
+        log.info(
+            "router serving: gRPC %s:%d, NATS %s, metrics :%d",
+            cfg.host,
+            self.grpc_port,
+            cfg.nats_url,
+            self.metrics_port,
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=2.0)
+            self._server = None
+        if self._durable is not None:
+            await self._durable.stop()
+            self._durable = None
+        if self._hb_sub is not None:
+            await self._hb_sub.unsubscribe()
+            self._hb_sub = None
+        if self._plan_sub is not None:
+            await self._plan_sub.unsubscribe()
+            self._plan_sub = None
+        await super().stop()
+
+    async def _on_plan(self, msg: Msg) -> None:
+        assert self._splits is not None
+        try:
+            self._splits.update_json(msg.data)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring malformed plan: %s", exc)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        now = time.monotonic()
+        try:
+            hb = self.registry.observe_json(msg.data, now)
+        except ValueError as exc:
+            log.warning("ignoring heartbeat on %s: %s", msg.subject, exc)
+            return
+        self.metrics.heartbeats.labels(hb.model).inc()
+        counts: dict[str, int] = {}
+        for live in self.registry.live(now):
+            counts[live.model] = counts.get(live.model, 0) + 1
+        for model, n in counts.items():
+            self.metrics.replicas.labels(model).set(n)

@@ -1,0 +1,145 @@
+"""chorus.v1.TaskService over grpc.aio: translates between gRPC and the task runner."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from chorus import tracing
+from chorus.errors import ChorusError
+from chorus.pb import task_pb2, task_pb2_grpc
+from chorus.registry import Registry
+from chorus.router.durable import DurableTasks
+from chorus.router.task import TaskRunner
+from chorus.security import Authorizer, peer_common_name
+
+log = logging.getLogger(__name__)
+
+
+class TaskServicer(task_pb2_grpc.TaskServiceServicer):
+    def __init__(
+        self,
+        runner: TaskRunner,
+        registry: Registry,
+        durable: DurableTasks,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        self.runner = runner
+        self.registry = registry
+        self.durable = durable
+        self.authorizer = authorizer or Authorizer({}, {})
+
+    def _authorize(
+        self, context: grpc.aio.ServicerContext, task: task_pb2.SubmitRequest | None = None
+    ) -> None:
+        """Who calls (API key or mTLS identity), and may they use what the task needs?"""
+        if not self.authorizer.enabled:
+            return
+        caller = self.authorizer.caller(_metadata(context), peer_common_name(context))
+        if task is None:
+            return
+        if task.pipeline and task.pipeline in self.runner.pipelines:
+            needed = [s.capability for s in self.runner.pipelines[task.pipeline].stages]
+        else:
+            needed = [task.capability]
+        for capability in needed:
+            self.authorizer.check(caller, capability)
+
+    # A ChorusError raised here becomes the call's status (chorus.grpcserver.ErrorStatus).
+
+    async def Submit(
+        self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.SubmitResponse:
+        metadata = _metadata(context) if tracing.enabled() else None
+        self._authorize(context, request)
+        return await self.runner.submit(request, context.time_remaining(), metadata)
+
+    async def Feedback(
+        self, request: task_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.FeedbackResponse:
+        self._authorize(context)
+        return await self.runner.feedback(request)
+
+    async def SubmitAsync(
+        self, request: task_pb2.SubmitAsyncRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.SubmitAsyncResponse:
+        self._authorize(context, request.task)
+        left = context.time_remaining()  # None without a deadline
+        return await self.durable.submit(request, None if left is None else left - 0.1)
+
+    async def GetResult(
+        self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.TaskResult:
+        self._authorize(context)
+        return await self.durable.get(request.task_id)
+
+    async def WatchResult(
+        self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_pb2.TaskResult]:
+        self._authorize(context)
+        async for result in self.durable.watch(request.task_id):
+            yield result
+
+    async def Review(
+        self, request: task_pb2.ReviewRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.TaskResult:
+        self._authorize(context, task_pb2.SubmitRequest(capability=request.capability))
+        result = await self.durable.review(request)
+        feedback = task_pb2.FeedbackRequest(
+            task_id=request.task_id, labels=request.labels, rows=request.rows
+        )
+        try:
+            await self.runner.feedback(feedback)
+        except ChorusError as err:
+            log.warning("review of %s taught no weights: %s", request.task_id, err.message)
+        return result
+
+    async def ListModels(
+        self, request: task_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.ListModelsResponse:
+        self._authorize(context)
+        by_model: dict[str, task_pb2.ModelInfo] = {}
+        now = time.monotonic()
+        for hb in self.registry.live(now):
+            if request.capability and request.capability not in hb.capabilities:
+                continue
+            info = by_model.get(hb.model)
+            if info is None:
+                info = by_model[hb.model] = task_pb2.ModelInfo(
+                    name=hb.model,
+                    version=hb.version,
+                    capabilities=hb.capabilities,
+                    inputs=[_spec(s) for s in hb.inputs],
+                    outputs=[_spec(s) for s in hb.outputs],
+                )
+            info.replicas.append(hb.replica)
+            info.replica_info.add(
+                replica=hb.replica,
+                device=hb.device,
+                in_flight=hb.in_flight,
+                queue=hb.queue,
+                ewma_ms=hb.ewma_ms,
+                capacity=hb.capacity,
+                heartbeat_age_s=self.registry.age_s(hb.replica, now),
+            )
+            if hb.device not in info.devices:
+                info.devices.append(hb.device)
+        return task_pb2.ListModelsResponse(
+            models=[by_model[m] for m in sorted(by_model)],
+            jetstream_replicas=self.durable.replicas,
+        )
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _spec(s: object) -> task_pb2.TensorSpec:
+    return task_pb2.TensorSpec(
+        name=s.name,  # type: ignore[attr-defined]
+        datatype=s.datatype,  # type: ignore[attr-defined]
+        shape=s.shape,  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,507 @@
+"""Tasks: check the input, fan out to the capability's models, fuse, answer; or run a
+pipeline of such stages; or a cascade that asks more members only where it must."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from nats.aio.client import Client
+from opentelemetry.trace import SpanKind
+
+from chorus import tracing
+from chorus.codec import from_tensor, to_tensor
+from chorus.context import CallContext, Priority
+from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from chorus.heartbeat import Heartbeat
+from chorus.pb import task_pb2, tensor_pb2, wire_pb2
+from chorus.registry import Registry
+from chorus.router import dispatch
+from chorus.router.cascade import CascadeConfig, run_cascade
+from chorus.router.dispatch import Dispatcher, FanOut
+from chorus.router.metrics import RouterMetrics
+from chorus.router.pipeline import Pipeline, Stage, run_pipeline
+from chorus.router.plan_routing import PlanSplits
+from chorus.scheduler import PriorityScheduler
+from chorus.spec import check_tensor
+
+REGRESSION_POLICY = "weighted_mean"
+NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
+"""Conflict policies that look at the task's inputs again, so the fuser must receive them."""
+STRATEGIES_NEEDING_INPUTS = ("gated",)
+Shared = dict[tuple[str, str], "asyncio.Future[tuple[wire_pb2.InferReply, float]]"] | None
+"""One pipeline run's calls to multi-task models, shared by the stages that ask the same."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who answers one stage: each member model's live replicas, and a heartbeat for its specs."""
+
+    capability: str
+    replicas: dict[str, list[Heartbeat]]
+
+    @property
+    def first(self) -> dict[str, Heartbeat]:
+        return {m: r[0] for m, r in self.replicas.items()}
+
+    @property
+    def labels(self) -> Sequence[str]:
+        """The capability's class labels (a multi-task model's per head)."""
+        return _labels(next(iter(self.replicas.values()))[0], self.capability)
+
+    @property
+    def regression(self) -> bool:
+        """Members answer with values, not classes (the fuser refuses a mix)."""
+        return all(hb.regression for hb in self.first.values())
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        nc: Client,
+        registry: Registry,
+        metrics: RouterMetrics,
+        dispatcher: Dispatcher,
+        scheduler: PriorityScheduler,
+        *,
+        default_budget_s: float,
+        default_policy: str,
+        max_rows: int,
+        default_conflict_policy: str = "none",
+        min_members: int = 1,
+        pipelines: dict[str, Pipeline] | None = None,
+        splits: PlanSplits | None = None,
+        max_tensor_elements: int = 1 << 22,
+        max_deadline_s: float = 3600.0,
+    ) -> None:
+        self.nc = nc
+        self.registry = registry
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.scheduler = scheduler
+        self.default_budget_s = default_budget_s
+        self.default_policy = default_policy
+        self.max_rows = max_rows
+        self.default_conflict_policy = default_conflict_policy
+        self.min_members = min_members
+        self.pipelines = pipelines or {}
+        self.splits = splits
+        self.max_tensor_elements = max_tensor_elements
+        self.max_deadline_s = max_deadline_s
+
+    async def submit(
+        self,
+        req: task_pb2.SubmitRequest,
+        grpc_remaining_s: float | None,
+        metadata: dict[str, str] | None = None,
+    ) -> task_pb2.SubmitResponse:
+        """`metadata` is the caller's gRPC metadata; a `traceparent` there continues its trace."""
+        start = time.perf_counter()
+        priority = Priority.from_wire(req.priority)
+        label = (req.pipeline and f"pipeline:{req.pipeline}") or req.capability
+        outcome = "ok"
+        in_flight = self.metrics.in_flight.labels(priority.name.lower())
+        in_flight.inc()
+        try:
+            with tracing.span("chorus.task", metadata, kind=SpanKind.SERVER, capability=label):
+                return await self._submit(req, priority, grpc_remaining_s)
+        except ChorusError as err:
+            outcome = err.code_name.lower()
+            raise
+        finally:
+            in_flight.dec()
+            self.metrics.tasks.labels(label, priority.name.lower(), outcome).inc()
+            if outcome == "ok":
+                self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    def validate(self, req: task_pb2.SubmitRequest) -> None:
+        """Everything that can be checked before a task is accepted (for async submission)."""
+        Priority.from_wire(req.priority)
+        if req.pipeline:
+            self._pipeline(req)
+        else:
+            self._check_inputs(req.inputs, self.plan(req.capability))
+
+    async def _submit(
+        self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
+    ) -> task_pb2.SubmitResponse:
+        if req.pipeline:
+            pipeline = self._pipeline(req)
+            ctx = self._context(req, priority, grpc_remaining_s)
+            return await self.scheduler.run(ctx, lambda: self._run_pipeline(req, pipeline, ctx))
+        plan = self.plan(req.capability)
+        if self.splits is not None:
+            chosen = self.splits.pick(req.capability, priority.name.lower(), set(plan.replicas))
+            if chosen is not None:
+                plan = Plan(plan.capability, {chosen: plan.replicas[chosen]})
+        self._check_inputs(req.inputs, plan)
+        payloads = self._payloads(req.inputs, plan.first) if not req.cascade.threshold else {}
+        ctx = self._context(req, priority, grpc_remaining_s)
+
+        async def run() -> task_pb2.SubmitResponse:
+            stage = await self._stage(
+                plan, req.inputs, req.fusion_policy, req.conflict, req.cascade, ctx, payloads
+            )
+            return task_pb2.SubmitResponse(
+                task_id=ctx.task_id,
+                capability=req.capability,
+                outputs=stage.outputs,
+                labels=stage.labels,
+                members=stage.result.members,
+                explanation=stage.result.explanation,
+                cascade_depth=stage.depth,
+            )
+
+        return await self.scheduler.run(ctx, run)
+
+    def _context(
+        self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
+    ) -> CallContext:
+        if req.deadline_ms > self.max_deadline_s * 1000:
+            raise InvalidArgument(
+                f"deadline_ms: {req.deadline_ms} is beyond the router's limit of "
+                f"{self.max_deadline_s * 1000:.0f} ms; use SubmitAsync for long work"
+            )
+        budget = req.deadline_ms / 1000 if req.deadline_ms else self.default_budget_s
+        if grpc_remaining_s is not None:
+            budget = min(budget, grpc_remaining_s)
+        return CallContext.start(req.task_id or uuid.uuid4().hex, priority, budget)
+
+    def plan(self, capability: str) -> Plan:
+        if not capability:
+            raise InvalidArgument(
+                "capability: empty; expected a capability such as 'classify/digits'"
+            )
+        replicas = self.registry.models_for(capability, time.monotonic())
+        if not replicas:
+            live = self.registry.capabilities(time.monotonic()) or ["none"]
+            raise NotFound(
+                f"capability {capability!r}: no live model offers it "
+                f"(live capabilities: {', '.join(live)})"
+            )
+        return Plan(capability, replicas)
+
+    def _pipeline(self, req: task_pb2.SubmitRequest) -> Pipeline:
+        pipeline = self.pipelines.get(req.pipeline)
+        if pipeline is None:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            raise NotFound(f"pipeline: unknown pipeline {req.pipeline!r} (known: {known})")
+        names = sorted(t.name for t in req.inputs)
+        if names != sorted(pipeline.inputs):
+            raise InvalidArgument(
+                f"inputs: pipeline {pipeline.name!r} takes {sorted(pipeline.inputs)}, got {names}"
+            )
+        return pipeline
+
+    async def _run_pipeline(
+        self, req: task_pb2.SubmitRequest, pipeline: Pipeline, ctx: CallContext
+    ) -> task_pb2.SubmitResponse:
+        results: dict[str, task_pb2.StageResult] = {}
+        shared: Shared = {}
+
+        async def run_stage(stage: Stage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            tensors = [to_tensor(n, a) for n, a in inputs.items()]
+            plan = self.plan(stage.capability)
+            self._check_inputs(tensors, plan)
+            conflict = task_pb2.ConflictPolicy(**(stage.conflict or {}))
+            start = time.perf_counter()
+            done = await self._stage(
+                plan, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {},
+                shared,
+            )  # fmt: skip
+            done.result.name = stage.name
+            done.result.latency_ms = (time.perf_counter() - start) * 1000
+            results[stage.name] = done.result
+            return {t.name: from_tensor(t) for t in done.outputs}
+
+        arrays = {t.name: from_tensor(t) for t in req.inputs}
+        ran = await run_pipeline(pipeline, arrays, run_stage)
+        return task_pb2.SubmitResponse(
+            task_id=ctx.task_id,
+            capability=f"pipeline:{pipeline.name}",
+            outputs=[to_tensor(n, np.asarray(a)) for n, a in ran.outputs.items()],
+            stages=[results[name] for name in ran.order],
+            explanation=task_pb2.Explanation(policy=f"pipeline {pipeline.name}"),
+        )
+
+    async def _stage(
+        self,
+        plan: Plan,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        cascade: task_pb2.Cascade,
+        ctx: CallContext,
+        payloads: dict[str, bytes],
+        shared: Shared = None,
+    ) -> StageDone:
+        if cascade.threshold and plan.regression:
+            raise InvalidArgument(
+                f"cascade: capability {plan.capability!r} is a regression; cascades stop on "
+                "a classifier's confidence"
+            )
+        if cascade.threshold:
+            return await self._cascade(plan, inputs, fusion_policy, conflict, cascade, ctx)
+        payloads = payloads or self._payloads(inputs, plan.first)
+        fan = await self._fan_out(plan, payloads, ctx, shared)
+        fused = await self._fuse(plan, fan, inputs, fusion_policy, conflict, ctx)
+        return self._done(plan, fan, fused, task_pb2.StageResult(capability=plan.capability))
+
+    async def _fan_out(
+        self, plan: Plan, payloads: dict[str, bytes], ctx: CallContext, shared: Shared = None
+    ) -> FanOut:
+        fan = await self.dispatcher.fan_out(plan.replicas, payloads, ctx, plan.capability, shared)
+        for model, ms in fan.latency_ms.items():
+            self.metrics.member_latency.labels(model).observe(ms / 1000)
+        for model, err in fan.errors.items():
+            self.metrics.member_errors.labels(model, err.code_name.lower()).inc()
+        needed = min(self.min_members, len(payloads))
+        if len(fan.replies) < needed:
+            raise _no_members(plan.capability, fan.errors, len(fan.replies), needed)
+        return fan
+
+    async def _fuse(
+        self,
+        plan: Plan,
+        fan: FanOut,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        ctx: CallContext,
+    ) -> wire_pb2.FuseReply:
+        first = plan.first
+        call = wire_pb2.FuseCall(
+            policy=fusion_policy or (REGRESSION_POLICY if plan.regression else self.default_policy),
+            labels=plan.labels,
+            capability=plan.capability,
+            task_id=ctx.task_id,
+            conflict=conflict,
+        )
+        if not call.conflict.name:
+            call.conflict.name = self.default_conflict_policy
+        follow_up = call.conflict.name == "conformal" and call.conflict.then in NEEDS_INPUTS
+        if (
+            call.conflict.name in NEEDS_INPUTS
+            or follow_up
+            or call.policy in STRATEGIES_NEEDING_INPUTS
+        ):
+            call.inputs.extend(inputs)
+        for model, reply in fan.replies.items():
+            hb = first[model]
+            call.members.add(
+                model=model,
+                version=reply.version,
+                probabilities=_output(reply, hb.scores_output),
+                scores_output=hb.scores_output,
+                output_kind=hb.output_kind,
+                temperature=hb.temperature,
+            )
+        return await dispatch.fuse(
+            self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.attempt_timeout_s
+        )
+
+    def _done(
+        self, plan: Plan, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
+    ) -> StageDone:
+        if plan.regression:
+            result.outputs.append(_value(fused.probabilities))
+        else:
+            labels = np.array([r.label for r in fused.rows], dtype=np.int64)
+            result.outputs.add(
+                name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes()
+            )
+            result.outputs.append(fused.probabilities)
+        result.explanation.CopyFrom(
+            task_pb2.Explanation(
+                policy=fused.policy,
+                members=list(fan.replies),
+                missing={m: e.message for m, e in fan.errors.items()},
+                rows=fused.rows,
+                weights=fused.weights,
+                conflict_policy=fused.conflict_policy,
+                temperatures=fused.temperatures,
+                coverage=fused.coverage,
+                calibration_rows=fused.calibration_rows,
+            )
+        )
+        for model, reply in fan.replies.items():
+            result.members.add(
+                model=model,
+                version=reply.version,
+                replica=reply.replica,
+                outputs=reply.outputs,
+                latency_ms=fan.latency_ms[model],
+            )
+        return StageDone(result, () if plan.regression else plan.labels)
+
+    async def _cascade(
+        self,
+        plan: Plan,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        cascade: task_pb2.Cascade,
+        ctx: CallContext,
+    ) -> StageDone:
+        """Cheapest members first: cost is each model's measured service time (heartbeats)."""
+        arrays = {t.name: from_tensor(t) for t in inputs}
+        rows = next(iter(arrays.values())).shape[0]
+        costs = {m: r[0].ewma_ms for m, r in plan.replicas.items()}
+        last: dict[int, task_pb2.RowDecision] = {}
+        probs: dict[int, bytes] = {}
+        classes = len(plan.labels)
+
+        async def ask(members: list[str], open_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            sub = Plan(plan.capability, {m: plan.replicas[m] for m in members})
+            tensors = [to_tensor(n, np.ascontiguousarray(a[open_rows])) for n, a in arrays.items()]
+            fan = await self._fan_out(sub, self._payloads(tensors, sub.first), ctx)
+            fused = await self._fuse(sub, fan, tensors, fusion_policy, conflict, ctx)
+            p = from_tensor(fused.probabilities)
+            for i, r in enumerate(open_rows):
+                last[r] = fused.rows[i]
+                probs[r] = p[i].tobytes()
+            return (
+                np.array([x.label for x in fused.rows], dtype=np.int64),
+                np.array([x.confidence for x in fused.rows], dtype=np.float64),
+            )
+
+        config = CascadeConfig(threshold=cascade.threshold, steps=tuple(cascade.steps))
+        done = await run_cascade(list(plan.replicas), costs, ask, config, rows=rows)
+        result = task_pb2.StageResult(capability=plan.capability)
+        labels = np.asarray(done.labels, dtype=np.int64)
+        result.outputs.add(name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes())
+        result.outputs.add(
+            name="probabilities", datatype="FP32", shape=[rows, classes],
+            raw=b"".join(probs[r] for r in range(rows)),
+        )  # fmt: skip
+        steps = "; ".join(f"{len(s.rows_asked)} rows to {list(s.members)}" for s in done.steps)
+        result.explanation.CopyFrom(
+            task_pb2.Explanation(
+                policy=f"cascade at {cascade.threshold:g}: {steps}",
+                members=list(done.members),
+                rows=[last[r] for r in range(rows)],
+            )
+        )
+        return StageDone(result, plan.labels, [int(d) for d in done.depth])
+
+    def _payloads(
+        self, inputs: Sequence[tensor_pb2.Tensor], members: dict[str, Heartbeat]
+    ) -> dict[str, bytes]:
+        """Each member's InferCall, holding only the inputs it takes (shared when equal)."""
+        by_names: dict[tuple[str, ...], bytes] = {}
+        payloads = {}
+        for model, hb in members.items():
+            names = tuple(sorted(s.name for s in hb.inputs))
+            if names not in by_names:
+                tensors = [t for t in inputs if t.name in names]
+                body = wire_pb2.InferCall(inputs=tensors).SerializeToString()
+                if len(body) > self.nc.max_payload:
+                    raise InvalidArgument(
+                        f"inputs: {len(body)} bytes exceed the mesh's {self.nc.max_payload}-byte "
+                        "message limit; send fewer rows per task"
+                    )
+                by_names[names] = body
+            payloads[model] = by_names[names]
+        return payloads
+
+    async def feedback(self, req: task_pb2.FeedbackRequest) -> task_pb2.FeedbackResponse:
+        if not req.task_id:
+            raise InvalidArgument("task_id: empty; send the task_id a Submit returned")
+        if not req.labels and not req.values:
+            raise InvalidArgument(
+                "labels: empty; send the true class of every row (or `values` for regression)"
+            )
+        ctx = CallContext.start(req.task_id, Priority.NORMAL, self.default_budget_s)
+        return await dispatch.feedback(self.nc, req, ctx)
+
+    def _check_inputs(self, inputs: Sequence[tensor_pb2.Tensor], plan: Plan) -> None:
+        capability = plan.capability
+        if not inputs:
+            raise InvalidArgument("inputs: empty; send at least one input tensor")
+        names = [t.name for t in inputs]
+        for t in inputs:
+            elements = math.prod(int(d) for d in t.shape)
+            if elements > self.max_tensor_elements:
+                raise InvalidArgument(
+                    f"inputs[{t.name!r}]: shape {list(t.shape)} has {elements} elements; "
+                    f"the router takes at most {self.max_tensor_elements}"
+                )
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"inputs: duplicate tensor names in {names}")
+        arrays = {t.name: from_tensor(t) for t in inputs}
+        taken: set[str] = set()
+        for hb in plan.first.values():
+            expected = {s.name: s for s in hb.inputs}
+            if not set(expected) <= set(arrays):
+                raise InvalidArgument(
+                    f"inputs: model {hb.model} of capability {capability!r} takes "
+                    f"{sorted(expected)}, got {sorted(arrays)}"
+                )
+            for name, spec in expected.items():
+                check_tensor(spec, arrays[name], field=f"inputs[{name!r}]")
+            taken |= set(expected)
+        unused = sorted(set(arrays) - taken)
+        if unused:
+            raise InvalidArgument(
+                f"inputs: {unused} taken by no model of capability {capability!r} "
+                f"(they take {sorted(taken)})"
+            )
+        rows = {a.shape[0] for a in arrays.values() if a.ndim}
+        if len(rows) > 1:
+            raise InvalidArgument(f"inputs: tensors disagree on the number of rows: {sorted(rows)}")
+        if rows and max(rows) > self.max_rows:
+            raise InvalidArgument(
+                f"inputs: {max(rows)} rows exceed the router's max_rows of {self.max_rows}; "
+                "split the task"
+            )
+
+
+@dataclass
+class StageDone:
+    result: task_pb2.StageResult
+    labels: Sequence[str]
+    depth: list[int] | None = None
+
+    @property
+    def outputs(self) -> Sequence[tensor_pb2.Tensor]:
+        return self.result.outputs
+
+
+def _labels(hb: Heartbeat, capability: str) -> Sequence[str]:
+    """Class labels of `capability` as this model gives them (a multi-task model per head)."""
+    head = hb.heads.get(capability)
+    return tuple(head["labels"]) if head else hb.labels
+
+
+def _value(fused: tensor_pb2.Tensor) -> tensor_pb2.Tensor:
+    """The fused regression values as "value": [rows] when one value a row, else [rows, k]."""
+    shape = list(fused.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        shape = shape[:1]
+    return tensor_pb2.Tensor(name="value", datatype=fused.datatype, shape=shape, raw=fused.raw)
+
+
+def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:
+    for t in reply.outputs:
+        if t.name == name:
+            return t
+    raise Unavailable(f"model {reply.model}: reply has no {name!r} output")
+
+
+def _no_members(
+    capability: str, errors: dict[str, ChorusError], answered: int = 0, needed: int = 1
+) -> ChorusError:
+    """One error for a task too few of whose members answered: the most actionable one."""
+    invalid = [e for e in errors.values() if isinstance(e, InvalidArgument)]
+    if invalid:
+        return invalid[0]
+    detail = "; ".join(e.message for e in errors.values())
+    short = f"capability {capability!r}: {answered} member(s) answered, {needed} needed"
+    if all(isinstance(e, DeadlineExceeded) for e in errors.values()):
+        return DeadlineExceeded(f"{short}; out of time: {detail}")
+    return Unavailable(f"{short}: {detail}")

@@ -1,0 +1,150 @@
+"""ModelService: one model's ONNX session, its KServe v2 gRPC server and its NATS worker."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from typing import Self
+
+import grpc
+
+from chorus.config import ModelServiceConfig
+from chorus.context import Priority
+from chorus.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
+from chorus.scheduler import PriorityScheduler
+from chorus.security import server_credentials
+from chorus.service import ServiceBase
+from chorus.services.gpu_metrics import nvml_collector
+from chorus.services.inference import InferenceCore
+from chorus.services.kserve import KServeServicer
+from chorus.services.lifecycle import ModelHost
+from chorus.services.metrics import ModelMetrics
+from chorus.services.runtime import OnnxModel
+from chorus.services.worker import NatsWorker
+
+log = logging.getLogger(__name__)
+KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class ModelService(ServiceBase):
+    kind = "model"
+
+    def __init__(self, config: ModelServiceConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.replica = config.replica or f"{config.model}-{uuid.uuid4().hex[:8]}"
+        self.host: ModelHost | None = None
+        self.grpc_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._worker: NatsWorker | None = None
+        self._health_refresh: set[asyncio.Task[None]] = set()
+        self._scheduler: PriorityScheduler | None = None
+
+    @property
+    def model(self) -> OnnxModel | None:
+        """The session serving requests that name no version (None while none is loaded)."""
+        current = self.host.current if self.host is not None else None
+        return current.model if current is not None else None
+
+    async def start(self) -> Self:
+        if self._server is not None:
+            return self
+        cfg = self.config
+        metrics = ModelMetrics(cfg.model)
+        self.metrics = metrics
+        self.host = ModelHost(cfg, on_batch=metrics.batch, on_change=self._on_versions)
+        await self.host.load()
+        self.host.mark_seen()
+        first = self.host.current
+        assert first is not None
+        self.scheduler = self._scheduler = PriorityScheduler(
+            f"model {cfg.model}",
+            _slots(first.model),
+            dict.fromkeys(Priority, cfg.queue_limit),
+            aging_s=cfg.aging_s,
+        )
+        for p in Priority:
+            metrics.queue.labels(cfg.model, p.name.lower()).set_function(
+                functools.partial(self.scheduler.depth, p)
+            )
+        core = InferenceCore(cfg.model, metrics, self.scheduler)
+        if first.model.device == "cuda":
+            gpu = nvml_collector(cfg.model)
+            if gpu is not None:
+                metrics.registry.register(gpu)
+        self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry)
+
+        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(self.host, metrics, core, cfg.default_budget_s),
+            self._server,
+        )
+        health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
+        self.grpc_port = bind(
+            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+        )
+        await self._server.start()
+
+        nc = await self._connect(cfg.nats_url, self.replica)
+        self._worker = NatsWorker(
+            nc,
+            self.host,
+            metrics,
+            replica=self.replica,
+            heartbeat_s=cfg.heartbeat_s,
+            default_budget_s=cfg.default_budget_s,
+            core=core,
+        )
+        await self._worker.start()
+        await self._ready(health, [KSERVE_SERVICE])
+        self.host.watch()
+        log.info(
+            "model %s v%s serving: gRPC %s:%d, NATS %s, metrics :%d, provider %s",
+            cfg.model,
+            first.version,
+            cfg.host,
+            self.grpc_port,
+            cfg.nats_url,
+            self.metrics_port,
+            first.model.provider,
+        )
+        return self
+
+    def _can_serve(self) -> bool:
+        return self.host is not None and self.host.ready()
+
+    def _on_versions(self) -> None:
+        """Loaded versions changed: metrics, gRPC health and heartbeats say so at once."""
+        assert self.host is not None
+        self.metrics.loaded([(x.version, x.model.provider) for x in self.host.loaded()])
+        current = self.host.current
+        if current is not None and self._scheduler is not None:
+            self._scheduler.resize(_slots(current.model))
+        task = asyncio.create_task(self._announce())
+        self._health_refresh.add(task)
+        task.add_done_callback(self._health_refresh.discard)
+
+    async def _announce(self) -> None:
+        await self._refresh_health()
+        if self._worker is not None:
+            await self._worker.announce()
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+        await super().stop()
+        if self.host is not None:
+            await self.host.close()
+            self.host = None
+
+
+def _slots(model: OnnxModel) -> int:
+    """Requests in service at once: enough to fill every instance, or one batch."""
+    return max(model.settings.instances, model.settings.max_batch)

@@ -1,0 +1,207 @@
+"""ONNX Runtime sessions for one model version and the checks that keep bad input away.
+
+Each instance is a session with a thread of its own, so the event loop never blocks and
+several requests (or batches) compute at once where cores or a GPU allow; ONNX Runtime
+releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from chorus.codec import numpy_dtype
+from chorus.config import ModelServiceConfig
+from chorus.errors import InvalidArgument
+from chorus.services import providers
+from chorus.services.repository import ModelVersion, RuntimeOptions
+from chorus.spec import check_tensor
+
+log = logging.getLogger(__name__)
+
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_EXECUTION = {
+    "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+    "parallel": ort.ExecutionMode.ORT_PARALLEL,
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    outputs: dict[str, np.ndarray]
+    compute_ms: float
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What one loaded version runs with: the service's explicit settings over the
+    manifest's `runtime` options over defaults that suit a small CPU host."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    instances: int = 1
+    max_batch: int = 1
+    max_batch_delay_ms: float = 2.0
+    graph_optimization: str = "all"
+    execution_mode: str = "sequential"
+    warmup: bool = True
+    tensorrt: bool = False
+    io_binding: bool = True
+
+    @classmethod
+    def resolve(cls, manifest: RuntimeOptions, config: ModelServiceConfig) -> RunSettings:
+        def pick(service: float, model: float, default: float) -> float:
+            return service or model or default
+
+        return cls(
+            intra_op_threads=int(pick(config.intra_op_threads, manifest.intra_op_threads, 1)),
+            inter_op_threads=manifest.inter_op_threads or 1,
+            instances=int(pick(config.instances, manifest.instances, 1)),
+            max_batch=int(pick(config.max_batch, manifest.max_batch, 1)),
+            max_batch_delay_ms=pick(config.max_batch_delay_ms, manifest.max_batch_delay_ms, 2.0),
+            graph_optimization=manifest.graph_optimization,
+            execution_mode=manifest.execution_mode,
+            warmup=manifest.warmup,
+            tensorrt=manifest.tensorrt,
+            io_binding=manifest.io_binding,
+        )
+
+
+class OnnxModel:
+    def __init__(
+        self,
+        model: ModelVersion,
+        *,
+        device: str = "auto",
+        settings: RunSettings | None = None,
+        delay_s: float = 0.0,
+        noise: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.settings = settings or RunSettings()
+        self.delay_s = delay_s
+        self.noise = noise
+        self._rng = np.random.default_rng(0)
+        self.manifest = model.manifest
+        chosen = providers.choose(device, tensorrt=self.settings.tensorrt)
+        self.sessions = [self._session(chosen) for _ in range(self.settings.instances)]
+        self.provider = self.sessions[0].get_providers()[0]
+        self._bind = self.settings.io_binding and self.provider != providers.CPU
+        self._output_names = [o.name for o in self.manifest.outputs]
+        self._pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.manifest.name}-{i}")
+            for i in range(len(self.sessions))
+        ]
+        self._busy = [0] * len(self.sessions)
+        self._closed = False
+        if self.settings.warmup:
+            self.warm_up()
+        log.info(
+            "model %s v%s loaded on %s: %d instance(s), optimisation %s",
+            self.manifest.name,
+            self.manifest.version,
+            self.provider,
+            len(self.sessions),
+            self.settings.graph_optimization,
+        )
+
+    def _session(self, chosen: list[str]) -> ort.InferenceSession:
+        s = self.settings
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = s.intra_op_threads
+        opts.inter_op_num_threads = s.inter_op_threads
+        opts.graph_optimization_level = _OPTIMIZATION[s.graph_optimization]
+        opts.execution_mode = _EXECUTION[s.execution_mode]
+        return ort.InferenceSession(str(self.model.onnx_path), sess_options=opts, providers=chosen)
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.provider == providers.CPU else "cuda"
+
+    def warm_up(self) -> None:
+        """One call per instance at one row and at the largest batch, before any traffic."""
+        if any(spec.datatype == "BYTES" for spec in self.manifest.inputs):
+            return  # text models take strings: zeros are no valid input for them
+        for rows in sorted({1, max(1, self.settings.max_batch)}):
+            inputs = {
+                spec.name: np.zeros(
+                    [rows if d < 0 else d for d in spec.shape],
+                    dtype=numpy_dtype(spec.datatype, field=f"inputs[{spec.name!r}]"),
+                )
+                for spec in self.manifest.inputs
+            }
+            for session in self.sessions:
+                self._run_on(session, inputs)
+
+    def validate(self, inputs: dict[str, np.ndarray]) -> None:
+        """Raise InvalidArgument naming the field, the expected and the received value."""
+        expected = {s.name: s for s in self.manifest.inputs}
+        missing = sorted(set(expected) - set(inputs))
+        extra = sorted(set(inputs) - set(expected))
+        if missing or extra:
+            raise InvalidArgument(
+                f"inputs: model {self.manifest.name!r} takes {sorted(expected)}, "
+                f"got {sorted(inputs)}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unexpected {extra})" if extra else "")
+            )
+        for name, array in inputs.items():
+            check_tensor(expected[name], array, field=f"inputs[{name!r}]")
+
+    def run(self, inputs: dict[str, np.ndarray], instance: int = 0) -> Prediction:
+        if self.noise:
+            inputs = {k: self._degrade(v) for k, v in inputs.items()}
+        start = time.perf_counter()
+        outputs = self._run_on(self.sessions[instance], inputs)
+        return Prediction(outputs, (time.perf_counter() - start) * 1000)
+
+    def _run_on(
+        self, session: ort.InferenceSession, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        if not self._bind:
+            values = session.run(self._output_names, inputs)
+            return dict(zip(self._output_names, values, strict=True))
+        binding = session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self._output_names:
+            binding.bind_output(name, "cuda")
+        session.run_with_iobinding(binding)
+        return dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> Prediction:
+        self.validate(inputs)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        instance = self._busy.index(min(self._busy))
+        self._busy[instance] += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pools[instance], self.run, inputs, instance)
+        finally:
+            self._busy[instance] -= 1
+
+    def _degrade(self, x: np.ndarray) -> np.ndarray:
+        if x.dtype.kind != "f":
+            return x
+        return (x + self._rng.normal(0.0, self.noise, x.shape)).astype(x.dtype)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)

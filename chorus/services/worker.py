@@ -1,0 +1,239 @@
+"""The model's NATS side: a micro service answering chorus.infer.<model>[.<replica>].
+
+Registering through nats.micro makes every replica discoverable with `$SRV.PING/INFO/STATS`;
+heartbeats on chorus.hb.<model> add what the router needs to route (specs, load, device).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+
+import nats.micro
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.request import Request
+from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
+
+import chorus
+from chorus import subjects, tracing
+from chorus.codec import from_tensor, to_tensor
+from chorus.context import (
+    CAPABILITY,
+    INPUT_SHA256,
+    MAX_TASKS_PER_CALL,
+    TASKS,
+    CallContext,
+    Priority,
+)
+from chorus.errors import ChorusError, DataLoss, InvalidArgument
+from chorus.heartbeat import Heartbeat
+from chorus.pb import wire_pb2
+from chorus.services import heads
+from chorus.services.inference import InferenceCore
+from chorus.services.lifecycle import ModelHost
+from chorus.services.metrics import ModelMetrics
+
+log = logging.getLogger(__name__)
+
+
+class NatsWorker:
+    def __init__(
+        self,
+        nc: Client,
+        host: ModelHost,
+        metrics: ModelMetrics,
+        *,
+        replica: str,
+        heartbeat_s: float,
+        default_budget_s: float,
+        core: InferenceCore,
+    ) -> None:
+        self.nc = nc
+        self.host = host
+        self.name = host.name
+        self.metrics = metrics
+        self.replica = replica
+        self.heartbeat_s = heartbeat_s
+        self.default_budget_s = default_budget_s
+        self._service: Service | None = None
+        self._discover: Subscription | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._requests: set[asyncio.Task[None]] = set()
+        self.core = core
+
+    async def start(self) -> None:
+        if self._service is not None:
+            return
+        name = self.name
+        current = self.host.current
+        assert current is not None, "start the worker once a version is loaded"
+        manifest = current.manifest
+        self._service = await nats.micro.add_service(
+            self.nc,
+            name=f"chorus-model-{name}",
+            version=chorus.__version__,
+            description=manifest.description or name,
+            metadata={
+                "model": name,
+                "model_version": manifest.version,
+                "capabilities": ",".join(manifest.capabilities),
+                "replica": self.replica,
+            },
+        )
+        await self._service.add_endpoint(
+            name="infer", subject=subjects.infer(name), queue_group=name, handler=self._on_infer
+        )
+        await self._service.add_endpoint(
+            name="infer-replica",
+            subject=subjects.infer_replica(name, self.replica),
+            queue_group=self.replica,
+            handler=self._on_infer,
+        )
+        self._discover = await self.nc.subscribe(subjects.DISCOVER, cb=self._on_discover)
+        await self.announce()
+        self._beat_task = asyncio.create_task(self._beat_forever(), name=f"heartbeat-{name}")
+
+    async def stop(self) -> None:
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat_task
+            self._beat_task = None
+        if self._discover is not None:
+            await self._discover.unsubscribe()
+            self._discover = None
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._requests:
+            await asyncio.gather(*self._requests, return_exceptions=True)
+
+    def heartbeat(self) -> Heartbeat | None:
+        """What the router should know; None while no version is loaded, so the registry
+        lets this replica expire instead of routing to it."""
+        current = self.host.current
+        if current is None:
+            return None
+        manifest = current.manifest
+        return Heartbeat(
+            model=manifest.name,
+            version=manifest.version,
+            replica=self.replica,
+            capabilities=manifest.capabilities,
+            inputs=manifest.inputs,
+            outputs=manifest.outputs,
+            labels=heads.primary_labels(manifest),
+            scores_output=manifest.scores_output,
+            device=current.model.device,
+            in_flight=self.core.in_flight,
+            interval_s=self.heartbeat_s,
+            members=manifest.members,
+            queue={p.name.lower(): self.core.scheduler.depth(p) for p in Priority},
+            ewma_ms=self.core.ewma_ms,
+            capacity=self.core.scheduler.slots,
+            heads=heads.heartbeat_heads(manifest),
+            output_kind=manifest.output_kind,
+            temperature=manifest.temperature,
+        )
+
+    async def announce(self) -> None:
+        """Heartbeat now (at start, on discovery, and when the loaded versions change)."""
+        beat = self.heartbeat()
+        if beat is not None:
+            await self.nc.publish(subjects.heartbeat(self.name), beat.to_json())
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self.announce()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _on_discover(self, msg: Msg) -> None:
+        await self.announce()
+
+    async def _on_infer(self, request: Request) -> None:
+        # nats-py runs one subscription's callbacks one after another; serve concurrently.
+        task = asyncio.create_task(self._serve(request))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _serve(self, request: Request) -> None:
+        with tracing.span(
+            f"infer {self.name}",
+            request.headers,
+            kind=SpanKind.SERVER,
+            model=self.name,
+            replica=self.replica,
+        ):
+            await self._serve_traced(request)
+
+    async def _serve_traced(self, request: Request) -> None:
+        tasks = _tasks(request.headers)
+        with self.core.serving(tasks):
+            await self._answer(request, tasks)
+
+    async def _answer(self, request: Request, tasks: int) -> None:
+        try:
+            if tasks < 1:
+                raise InvalidArgument(
+                    f"header {TASKS}: expected a whole number from 1 to {MAX_TASKS_PER_CALL}, "
+                    f"got {(request.headers or {}).get(TASKS)!r}"
+                )
+            ctx = CallContext.from_headers(request.headers, default_budget_s=self.default_budget_s)
+            ctx.check(f"model {self.name} ({self.replica}) started it")
+            digest = hashlib.sha256(request.data).hexdigest()
+            sent = (request.headers or {}).get(INPUT_SHA256)
+            if sent is not None and sent != digest:
+                raise DataLoss(
+                    f"model {self.name}: input altered in transit: header "
+                    f"{INPUT_SHA256} is {sent[:16]}..., the body hashes to {digest[:16]}..."
+                )
+            call = wire_pb2.InferCall()
+            try:
+                call.ParseFromString(request.data)
+            except Exception:
+                raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
+            inputs = {t.name: from_tensor(t) for t in call.inputs}
+            capability = (request.headers or {}).get(CAPABILITY)
+            with self.host.use() as loaded:
+                manifest = loaded.manifest
+                heads.check_capability(manifest, capability)
+                prediction = await self.core.run(ctx, loaded, inputs, augment=call.augment)
+            outputs = heads.reply_outputs(manifest, capability, prediction.outputs)
+            reply = wire_pb2.InferReply(
+                model=manifest.name,
+                version=manifest.version,
+                replica=self.replica,
+                outputs=[to_tensor(n, a) for n, a in outputs.items()],
+                compute_ms=prediction.compute_ms,
+                input_sha256=digest,
+            )
+            await request.respond(reply.SerializeToString())
+            rows = next(iter(inputs.values())).shape[0]
+            self.metrics.observe("nats", "ok", rows, prediction.compute_ms / 1000)
+        except ChorusError as err:
+            self.metrics.observe("nats", err.code_name.lower())
+            await request.respond_error(err.code_name, err.message)
+        except Exception as exc:
+            log.exception("inference failed")
+            self.metrics.observe("nats", "internal")
+            await request.respond_error("INTERNAL", f"model {self.name}: {exc!r}")
+
+
+def _tasks(headers: dict[str, str] | None) -> int:
+    """Tasks a call carries (a joined call several); 0 when the header is not a valid count."""
+    given = (headers or {}).get(TASKS)
+    if given is None:
+        return 1
+    try:
+        n = int(given)
+    except ValueError:
+        return 0
+    return n if 1 <= n <= MAX_TASKS_PER_CALL else 0
