@@ -21,9 +21,18 @@ class Registry:
     def __init__(self, expiry_beats: float = 3.0) -> None:
         self.expiry_beats = expiry_beats
         self._replicas: dict[str, Seen] = {}
+        self._offered: dict[str, float] = {}
 
     def observe(self, hb: Heartbeat, now: float) -> None:
         self._replicas[hb.replica] = Seen(hb, now)
+        for c in hb.capabilities:
+            self._offered[c] = now
+
+    def offered_s_ago(self, capability: str, now: float) -> float:
+        """Seconds since a heartbeat last offered `capability` (inf: never): a capability gone
+        a moment ago is more likely a lost connection than a removed model."""
+        at = self._offered.get(capability)
+        return now - at if at is not None else float("inf")
 
     def observe_json(self, data: bytes, now: float) -> Heartbeat:
         """Record a heartbeat as it arrived on the wire; ValueError when it is not one."""

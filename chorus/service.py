@@ -78,6 +78,7 @@ class ServiceBase:
 
         async def up() -> None:
             await self._nats_state(True)
+            await self._reconnected()
 
         async def error(exc: Exception) -> None:
             self.nats_error = exc
@@ -114,6 +115,9 @@ class ServiceBase:
             self._nats_up.set(1 if connected else 0)
         if self._health is not None:
             await set_serving(self._health, self._health_names, connected and self._can_serve())
+
+    async def _reconnected(self) -> None:
+        """Called after the NATS client reconnects (to any node of the cluster)."""
 
     def _can_serve(self) -> bool:
         """Whatever besides NATS this service needs to serve (a model service: a model)."""

@@ -154,6 +154,12 @@ class RouterService(ServiceBase):
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring malformed plan: %s", exc)
 
+    async def _reconnected(self) -> None:
+        # Every model answers with a heartbeat now, not at its next beat: the seconds the
+        # connection was stale may have aged them all out of the registry.
+        if self._nc is not None:
+            await self._nc.publish(subjects.DISCOVER, b"")
+
     async def _on_heartbeat(self, msg: Msg) -> None:
         now = time.monotonic()
         try:

@@ -289,16 +289,20 @@ class DurableTasks:
     async def _run(self, msg: object) -> None:
         assert self._kv is not None
         task = task_pb2.SubmitRequest.FromString(msg.data)  # type: ignore[attr-defined]
-        attempts = msg.metadata.num_delivered  # type: ignore[attr-defined]
         key = subjects.kv_key(task.task_id)
-        with contextlib.suppress(NotFound):
-            if (await self.get(task.task_id)).status in TERMINAL:
-                await msg.ack()  # type: ignore[attr-defined]
-                return  # published twice (a submit retried through a node's loss), already run
+        known = await self._record(key)
+        if known is not None and known[0].status in TERMINAL:
+            await msg.ack()  # type: ignore[attr-defined]
+            return  # published twice, or delivered again while another router ran it
+        # Runs started, from the record rather than the delivery count: a message delivered
+        # again because its in-progress acks were lost (a NATS node frozen) did not fail.
+        attempts = (known[0].attempts if known is not None else 0) + 1
         running = task_pb2.TaskResult(
             task_id=task.task_id, status=task_pb2.TASK_STATUS_RUNNING, attempts=attempts
         )
-        await self._kv.put(key, running.SerializeToString())
+        if not await self._write(key, running):
+            await msg.ack()  # type: ignore[attr-defined]
+            return
         # Keeps the message ours while it runs longer than ack_wait.
         keepalive = asyncio.create_task(self._in_progress(msg))
         try:
@@ -318,13 +322,47 @@ class DurableTasks:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-        kv = self._kv
-        await _retrying(lambda: kv.put(key, result.SerializeToString()), "result")
-        if result.status == task_pb2.TASK_STATUS_PENDING:
+        written = await _retrying(lambda: self._write(key, result), "result")
+        if written and result.status == task_pb2.TASK_STATUS_PENDING:
             # The mesh could not run it now (models gone, out of time): try again later.
             await msg.nak(delay=min(0.5 * 2**attempts, 15.0))  # type: ignore[attr-defined]
         else:
             await msg.ack()  # type: ignore[attr-defined]
+
+    async def _record(self, key: str) -> tuple[task_pb2.TaskResult, int] | None:
+        """The stored result and its revision; None when there is none (expired)."""
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return task_pb2.TaskResult.FromString(entry.value or b""), int(entry.revision or 0)
+
+    async def _write(self, key: str, result: task_pb2.TaskResult) -> bool:
+        """Store `result` unless the record already holds a finished one: two deliveries of
+        one task can run side by side (in-progress acks lost to a frozen node), and a late
+        failure or retry must not overwrite the other's answer. A DONE replaces a FAILED.
+        Compare-and-set on the record's revision; False when it was left as it was."""
+        assert self._kv is not None
+        value = result.SerializeToString()
+        while True:
+            known = await self._record(key)
+            if known is None:
+                with contextlib.suppress(KeyWrongLastSequenceError):
+                    await self._kv.create(key, value)
+                    return True
+                continue
+            current, revision = known
+            done = task_pb2.TASK_STATUS_DONE
+            if current.status == done or (
+                current.status == task_pb2.TASK_STATUS_FAILED and result.status != done
+            ):
+                return False
+            try:
+                await self._kv.update(key, value, last=revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue
 
     async def _in_progress(self, msg: object) -> None:
         while True:

@@ -30,6 +30,10 @@ from chorus.router.plan_routing import PlanSplits
 from chorus.scheduler import PriorityScheduler
 from chorus.spec import check_tensor
 
+RECENTLY_OFFERED_S = 10.0
+"""A capability offered this recently and silent now is UNAVAILABLE (and waited for), not
+NOT_FOUND: long enough to cover a client moving to another NATS node (about 3 s here)."""
+WAIT_POLL_S = 0.05
 REGRESSION_POLICY = "weighted_mean"
 NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
 """Conflict policies that look at the task's inputs again, so the fuser must receive them."""
@@ -134,14 +138,14 @@ class TaskRunner:
             pipeline = self._pipeline(req)
             ctx = self._context(req, priority, grpc_remaining_s)
             return await self.scheduler.run(ctx, lambda: self._run_pipeline(req, pipeline, ctx))
-        plan = self.plan(req.capability)
+        ctx = self._context(req, priority, grpc_remaining_s)
+        plan = await self.live_plan(req.capability, ctx)
         if self.splits is not None:
             chosen = self.splits.pick(req.capability, priority.name.lower(), set(plan.replicas))
             if chosen is not None:
                 plan = Plan(plan.capability, {chosen: plan.replicas[chosen]})
         self._check_inputs(req.inputs, plan)
         payloads = self._payloads(req.inputs, plan.first) if not req.cascade.threshold else {}
-        ctx = self._context(req, priority, grpc_remaining_s)
 
         async def run() -> task_pb2.SubmitResponse:
             stage = await self._stage(
@@ -173,18 +177,40 @@ class TaskRunner:
         return CallContext.start(req.task_id or uuid.uuid4().hex, priority, budget)
 
     def plan(self, capability: str) -> Plan:
+        """NOT_FOUND for a capability no model offers; UNAVAILABLE for one offered within
+        RECENTLY_OFFERED_S (its replicas' heartbeats stopped: a NATS node lost, a restart)."""
         if not capability:
             raise InvalidArgument(
                 "capability: empty; expected a capability such as 'classify/digits'"
             )
-        replicas = self.registry.models_for(capability, time.monotonic())
+        now = time.monotonic()
+        replicas = self.registry.models_for(capability, now)
         if not replicas:
-            live = self.registry.capabilities(time.monotonic()) or ["none"]
+            ago = self.registry.offered_s_ago(capability, now)
+            if ago <= RECENTLY_OFFERED_S:
+                raise Unavailable(
+                    f"capability {capability!r}: no heartbeat from its models for {ago:.1f} s "
+                    "(a NATS node lost or the models restarting); retry"
+                )
+            live = self.registry.capabilities(now) or ["none"]
             raise NotFound(
                 f"capability {capability!r}: no live model offers it "
                 f"(live capabilities: {', '.join(live)})"
             )
         return Plan(capability, replicas)
+
+    async def live_plan(self, capability: str, ctx: CallContext) -> Plan:
+        """`plan`, but a capability whose models went quiet a moment ago is waited for (up to
+        half the task's time left) instead of failed: the router's own NATS connection moving
+        to another node silences every heartbeat for a few seconds."""
+        give_up = time.monotonic() + min(ctx.remaining_s() / 2, RECENTLY_OFFERED_S)
+        while True:
+            try:
+                return self.plan(capability)
+            except Unavailable:
+                if time.monotonic() + WAIT_POLL_S > give_up:
+                    raise
+            await asyncio.sleep(WAIT_POLL_S)
 
     def _pipeline(self, req: task_pb2.SubmitRequest) -> Pipeline:
         pipeline = self.pipelines.get(req.pipeline)
@@ -206,7 +232,7 @@ class TaskRunner:
 
         async def run_stage(stage: Stage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             tensors = [to_tensor(n, a) for n, a in inputs.items()]
-            plan = self.plan(stage.capability)
+            plan = await self.live_plan(stage.capability, ctx)
             self._check_inputs(tensors, plan)
             conflict = task_pb2.ConflictPolicy(**(stage.conflict or {}))
             start = time.perf_counter()

@@ -20,41 +20,7 @@ from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer, free_port
 from chorus.pb import task_pb2, task_pb2_grpc
-from tests.conftest import DEMO
-
-CAPABILITY = "classify/digits"
-X = digits_split().x_test
-
-
-def request(i: int, **kw) -> task_pb2.SubmitRequest:  # type: ignore[no-untyped-def]
-    return task_pb2.SubmitRequest(
-        capability=CAPABILITY, inputs=[to_tensor("input", X[i % len(X) : i % len(X) + 1])], **kw
-    )
-
-
-async def drive(
-    target: str, reqs: list[task_pb2.SubmitRequest], concurrency: int, timeout: float = 10
-) -> list[tuple[float, task_pb2.SubmitResponse | grpc.RpcError]]:
-    """(seconds, response or error) per request, `concurrency` in flight at once."""
-    out: list[tuple[float, task_pb2.SubmitResponse | grpc.RpcError]] = [None] * len(reqs)  # type: ignore[list-item]
-    it = iter(enumerate(reqs))
-    async with grpc.aio.insecure_channel(target) as ch:
-        stub = task_pb2_grpc.TaskServiceStub(ch)
-
-        async def worker() -> None:
-            for i, r in it:
-                t0 = time.perf_counter()
-                try:
-                    res: task_pb2.SubmitResponse | grpc.RpcError = await stub.Submit(
-                        r, timeout=timeout
-                    )
-                except grpc.RpcError as err:
-                    res = err
-                out[i] = (time.perf_counter() - t0, res)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return out
-
+from tests.support import CAPABILITY, DEMO, drive, request
 
 @pytest.fixture(scope="module")
 def two_replicas(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:

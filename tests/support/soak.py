@@ -1,6 +1,5 @@
-"""Soak: mixed sync and async load on loopback for a bounded time, reporting throughput and
-errors. Seconds in CI; `CHORUS_SOAK_S=300 pytest -m faults -s tests/faults/test_soak.py` for
-the five-minute run."""
+"""The soak's load, shared by the soak test and the cluster's fault tests: six sync clients
+cycling priorities and an async submitter, for a bounded time."""
 
 from __future__ import annotations
 
@@ -13,11 +12,9 @@ from collections.abc import Awaitable
 import grpc
 import pytest
 
-from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, task_pb2_grpc
-from tests.test_router import request
+from tests.support import request
 
-pytestmark = pytest.mark.faults
 SOAK_S = float(os.environ.get("CHORUS_SOAK_S", "5"))
 SOAK_TIMEOUT = pytest.mark.timeout(SOAK_S + 180)
 """pytest's 120 s limit would cut a long soak short."""
@@ -98,10 +95,3 @@ async def soak(
           + "".join(f"\n  first {k} at {v}" for k, v in seen.items())
           + "".join(f"\n  lost {k}: {v}" for k, v in lost.items()))  # fmt: skip
     return counts, async_ids, pending
-
-
-@SOAK_TIMEOUT
-async def test_soak(mesh: Mesh) -> None:
-    counts, _, pending = await soak(mesh.router_target, SOAK_S)
-    assert counts["sync ok"] == sum(v for k, v in counts.items() if k.startswith("sync"))
-    assert not pending

@@ -8,24 +8,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from chorus.client import TaskClient
+from tests.support import scrape, total
 from chorus.launch.mesh import Mesh
-
-
-def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def total(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return sum(
-        v for (n, lbls), v in samples.items()
-        if n == name and all(dict(lbls).get(k) == want for k, want in labels.items())
-    )  # fmt: skip
 
 
 def test_metrics_move_with_traffic(mesh: Mesh, client: TaskClient) -> None:
