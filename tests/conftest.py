@@ -12,6 +12,7 @@ from chorus.demo.build import CAPTION, build_demo
 from chorus.launch.mesh import Mesh
 from tests.support import DEMO, HELPERS, open_nats
 
+
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real nats-server with JetStream, see `open_nats`."""

@@ -388,7 +388,7 @@ def _fusion_report(args: argparse.Namespace) -> int:
 
 
 def _plan_arguments(p: argparse.ArgumentParser) -> None:
-    from chorus.planner.allocation import add_arguments
+    from chorus.planner.cli import add_arguments
 
     add_arguments(p)
     p.add_argument(
@@ -399,7 +399,8 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from chorus.planner.allocation import load_inputs, render, run
+    from chorus.planner import load_inputs
+    from chorus.planner.cli import render, run
 
     if not args.live:
         return run(args)

@@ -13,41 +13,19 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import replace
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from chorus import subjects
 from chorus.errors import ChorusError
-from chorus.heartbeat import Heartbeat
-from chorus.planner.allocation import Plan, PlanInputs, needs_replan, solve
+from chorus.planner.model import Allocation, PlanInputs
+from chorus.planner.replan import needs_replan, with_measurements
+from chorus.planner.solve import solve
 from chorus.registry import Registry
 
 log = logging.getLogger(__name__)
 PLAN_SUBJECT = subjects.PLAN
-
-
-def with_measurements(inputs: PlanInputs, heartbeats: list[Heartbeat]) -> PlanInputs:
-    """The inputs with each (model, device) option's throughput and latency as measured."""
-    measured: dict[tuple[str, str], list[float]] = {}
-    latency: dict[tuple[str, str], list[float]] = {}
-    for hb in heartbeats:
-        if hb.ewma_ms > 0:
-            key = (hb.model, hb.device)
-            measured.setdefault(key, []).append(hb.capacity * 1000.0 / hb.ewma_ms)
-            latency.setdefault(key, []).append(hb.ewma_ms)
-    options = []
-    for o in inputs.options:
-        key = (o.model, o.device)
-        if key in measured:
-            o = replace(
-                o,
-                throughput_rps=sum(measured[key]) / len(measured[key]),
-                latency_ms=sum(latency[key]) / len(latency[key]),
-            )
-        options.append(o)
-    return replace(inputs, options=tuple(options))
 
 
 class LivePlanner:
@@ -59,14 +37,14 @@ class LivePlanner:
         self.every_s = every_s
         self.threshold = threshold
         self.registry = Registry()
-        self.plans: list[Plan] = []
+        self.plans: list[Allocation] = []
         self._last: PlanInputs | None = None
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError):
             self.registry.observe_json(msg.data, time.monotonic())
 
-    async def step(self) -> Plan | None:
+    async def step(self) -> Allocation | None:
         """Solve and publish if the measured inputs drifted; the new plan, or None."""
         current = with_measurements(self.inputs, self.registry.live(time.monotonic()))
         if self._last is not None and not needs_replan(self._last, current, self.threshold):

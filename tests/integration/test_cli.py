@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import free_port
+from tests.support.onnx_graphs import linear
 
 
 def _port_open(port: int) -> bool:
@@ -105,3 +106,19 @@ def test_status_shows_every_replica_with_its_load(mesh: Mesh) -> None:
     rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
     assert {"logreg", "forest", "mlp"} <= set(rows)
     assert rows["forest"][1] == mesh.child("forest").ready["replica"]
+
+
+def test_models_add_command_line(tmp_path: Path) -> None:
+    path = linear(tmp_path / "m.onnx")
+    run = [sys.executable, "-m", "chorus.cli", "models", "add", str(path), "--name", "m",
+           "--capability", "classify/x", "--repository", str(tmp_path / "repo")]  # fmt: skip
+    bad = subprocess.run([*run, "--labels", "a,b"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--labels: 2 given for the 3 columns of 'scores'" in bad.stderr
+    ok = subprocess.run([*run, "--labels", "a,b,c"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "models", "check", "--repository",
+         str(tmp_path / "repo")], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 0 and "ok  m v1  classify/x  probabilities" in check.stdout

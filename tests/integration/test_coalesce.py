@@ -25,7 +25,7 @@ from chorus.heartbeat import Heartbeat
 from chorus.launch.mesh import Mesh
 from chorus.pb import wire_pb2
 from chorus.router.coalesce import Coalescer
-from tests.test_metrics import scrape, total
+from tests.support import scrape, total
 
 DEMO = list(DEMO_MODELS)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.conftest import open_nats
+from tests.support import open_nats
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):

@@ -21,14 +21,13 @@ import pytest
 
 from chorus.client import TaskClient
 from chorus.launch.natsserver import NatsServer, free_port
-from tests.conftest import _docker_engine
+from tests.support import REPO, docker_engine
 
 pytestmark = [
     pytest.mark.docker,
-    pytest.mark.skipif(not _docker_engine(), reason="no Docker engine on this machine"),
+    pytest.mark.skipif(not docker_engine(), reason="no Docker engine on this machine"),
     pytest.mark.timeout(1200),
 ]
-ROOT = Path(__file__).resolve().parents[1]
 BASE = os.environ.get("CHORUS_TEST_BASE_IMAGE", "python:3.11-slim")
 
 
@@ -52,7 +51,7 @@ def image() -> Iterator[str]:
             reason = (pull.stderr.strip().splitlines() or ["no reason given"])[-1][:200]
             pytest.skip(f"the Docker engine cannot get the base image {BASE}: {reason}")
     tag = f"chorus-test:{uuid.uuid4().hex[:8]}"
-    _docker("build", "--build-arg", f"BASE_IMAGE={BASE}", "-t", tag, str(ROOT), timeout=1200)
+    _docker("build", "--build-arg", f"BASE_IMAGE={BASE}", "-t", tag, str(REPO), timeout=1200)
     try:
         yield tag
     finally:

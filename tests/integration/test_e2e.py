@@ -12,7 +12,7 @@ import pytest
 from chorus.client import TaskClient
 from chorus.demo.datasets import digits_split
 from chorus.services import repository
-from tests.conftest import DEMO
+from tests.support import DEMO
 
 CAPABILITY = "classify/digits"
 

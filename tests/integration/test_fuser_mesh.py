@@ -21,7 +21,7 @@ from chorus.fuser.records import REVIEW_STREAM, review_subject
 from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, wire_pb2
 from chorus.services import repository
-from tests.conftest import DEMO
+from tests.support import DEMO
 
 CAPABILITY = "classify/digits"
 

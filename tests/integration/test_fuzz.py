@@ -2,7 +2,7 @@
 every request gets an answer or a clear error, nothing crashes, nothing hangs.
 
 CI runs a few hundred examples per target; `CHORUS_FUZZ_EXAMPLES=10000` is the recorded run
-(see tests/faults/README.md).
+(see tests/integration/faults/README.md).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import yaml
 from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, from_env
 from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
 from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
-from tests import k8s_refs
+from tests.support import k8s_refs
 
 OVERLAYS = ("cpu", "gpu", "cpu-hpa")
 MODELS = ("logreg", "forest", "mlp", "knn", "stack", "caption")

@@ -13,7 +13,7 @@ import nats
 from chorus import subjects
 from chorus.heartbeat import Heartbeat
 from chorus.launch.natsserver import NatsServer
-from chorus.planner.allocation import Demand, ModelOption, PlanInputs
+from chorus.planner import Demand, ModelOption, PlanInputs
 from chorus.planner.live import PLAN_SUBJECT, LivePlanner
 from chorus.spec import TensorSpec
 
@@ -66,7 +66,7 @@ def test_router_routes_by_the_published_split(model_repo: Path, tmp_path: Path) 
 
     from chorus.client import TaskClient
     from chorus.launch.mesh import Mesh
-    from tests.conftest import DEMO
+    from tests.support import DEMO
 
     plan = {
         "splits": [

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from chorus.client import TaskClient
-from tests.support import scrape, total
 from chorus.launch.mesh import Mesh
+from tests.support import scrape, total
 
 
 def test_metrics_move_with_traffic(mesh: Mesh, client: TaskClient) -> None:

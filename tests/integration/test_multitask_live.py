@@ -13,7 +13,7 @@ from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
-from tests.test_metrics import scrape, total
+from tests.support import scrape, total
 
 
 def test_pipeline_on_one_multitask_model_makes_one_call(model_repo: Path, tmp_path: Path) -> None:

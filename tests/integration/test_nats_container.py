@@ -9,17 +9,17 @@ import pytest
 
 from chorus.client import TaskClient
 from chorus.launch.mesh import Mesh
-from tests.conftest import _docker_engine, _nats_in_container
+from tests.support import docker_engine, nats_in_container
 
 pytestmark = [
     pytest.mark.docker,
-    pytest.mark.skipif(not _docker_engine(), reason="no Docker engine on this machine"),
+    pytest.mark.skipif(not docker_engine(), reason="no Docker engine on this machine"),
 ]
 
 
 def test_mesh_on_containerised_nats(model_repo: Path, tmp_path: Path) -> None:
     with (
-        _nats_in_container() as url,
+        nats_in_container() as url,
         Mesh(model_repo, tmp_path, models=["logreg"], nats_url=url) as mesh,
     ):
         with TaskClient(mesh.router_target) as client:

@@ -19,9 +19,8 @@ from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.planner.autoscale import prometheus_scaling
 from chorus.spec import TensorSpec
-from tests.conftest import DEMO
-from tests.k8s_refs import referenced_metric_names, scaled_objects
-from tests.test_metrics import scrape
+from tests.support import DEMO, scrape
+from tests.support.k8s_refs import referenced_metric_names, scaled_objects
 
 SLOW = "forest"
 MOVING_SUFFIXES = ("_total", "_count", "_sum", "_bucket")

@@ -27,9 +27,9 @@ from chorus.client import AsyncTaskClient, TaskClient, submit_request
 from chorus.launch.natsserver import free_port
 from chorus.pb import task_pb2
 from chorus.services import repository
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-EXPORT = ROOT / "examples" / "tabular" / "export.py"
+EXPORT = REPO / "examples" / "tabular" / "export.py"
 CHORUS = [sys.executable, "-m", "chorus.cli"]
 ROWS = 40
 

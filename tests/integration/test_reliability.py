@@ -21,11 +21,12 @@ from chorus.fuser.reliability import MIN_ROWS, ReliabilityStore, estimate
 from chorus.pb import wire_pb2
 from chorus.services import repository
 from chorus.services.runtime import OnnxModel
+from tests.support import REPO
 
 CTX = CallContext.start("t", Priority.NORMAL, 60.0)
 DEGRADED = "forest"
 TASK_ROWS = 20
-RECORDED = Path(__file__).resolve().parents[1] / "bench" / "results" / "dawid-skene-crowdkit.json"
+RECORDED = REPO / "bench" / "results" / "dawid-skene-crowdkit.json"
 
 
 def _annotators(

@@ -14,7 +14,7 @@ from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
-from tests.conftest import DEMO
+from tests.support import DEMO
 
 
 def review_cli(

@@ -15,12 +15,11 @@ import grpc
 import numpy as np
 import pytest
 
-from chorus.codec import to_tensor
-from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer, free_port
 from chorus.pb import task_pb2, task_pb2_grpc
-from tests.support import CAPABILITY, DEMO, drive, request
+from tests.support import DEMO, drive, request
+
 
 @pytest.fixture(scope="module")
 def two_replicas(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:

@@ -19,7 +19,7 @@ from chorus.config import SecurityConfig
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.security import nats_options
-from tests.pki import Authority
+from tests.support.pki import Authority
 
 X = {"input": np.zeros((1, 64), np.float32)}
 APP_KEY = "app-key-7f3e9c"

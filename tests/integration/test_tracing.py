@@ -19,7 +19,7 @@ from chorus.client import TaskClient
 from chorus.codec import to_tensor
 from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2
-from tests.conftest import DEMO
+from tests.support import DEMO
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

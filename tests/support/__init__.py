@@ -23,6 +23,9 @@ from chorus.demo.datasets import digits_split
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2, task_pb2_grpc
 
+REPO = Path(__file__).resolve().parents[2]
+"""The source checkout the tests run from (k8s/, bench/, README.md)."""
+
 DEMO = list(DEMO_MODELS)
 HELPERS = [ARBITER, STACKER, GATE]
 """Models the fuser uses (arbiter, stacking meta-model); not members of classify/digits."""

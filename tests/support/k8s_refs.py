@@ -1,9 +1,9 @@
 """Which Prometheus metrics the Kubernetes manifests and the Grafana dashboard name.
 
 Read straight from the files under k8s/ (no kubectl needed), so any test can compare them with
-what the services really export: tests/test_k8s.py against the documented list, a live-mesh test
-against a scrape. The names come out of the PromQL itself (a small lexer, below), so a metric
-that is not prefixed chorus_ is caught as well.
+what the services really export: tests/integration/test_k8s.py against the documented list, a
+live-mesh test against a scrape. The names come out of the PromQL itself (a small lexer,
+below), so a metric that is not prefixed chorus_ is caught as well.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO
+
 K8S = REPO / "k8s"
 DASHBOARD = K8S / "base" / "grafana" / "chorus-dashboard.json"
 KEDA_OBJECTS = K8S / "components" / "keda" / "scaledobjects.yaml"

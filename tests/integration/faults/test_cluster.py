@@ -2,7 +2,7 @@
 one with fewer is raised, and a node lost or frozen under mixed sync and async load loses no
 accepted async task, answers at least 99% of sync tasks (the rest clear errors) and serves
 sync tasks again within 10 s. Counts and recovery times are printed (pytest -m faults -s)
-and recorded in tests/faults/README.md."""
+and recorded in tests/integration/faults/README.md."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from chorus.jetstream import ensure_bucket, ensure_stream, servers
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsCluster
 from chorus.pb import task_pb2, task_pb2_grpc
-from tests.faults.test_soak import SOAK_S, SOAK_TIMEOUT, soak
-from tests.test_router import request
+from tests.support import request
+from tests.support.soak import SOAK_S, SOAK_TIMEOUT, soak
 
 pytestmark = pytest.mark.faults
 CLEAR = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}

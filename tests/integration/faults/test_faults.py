@@ -24,7 +24,7 @@ from chorus.client import TaskClient
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
-from tests.test_router import drive, request
+from tests.support import drive, request
 
 pytestmark = pytest.mark.faults
 FAST_FAILOVER = {"CHORUS_ROUTER_ATTEMPT_TIMEOUT_S": "0.5"}

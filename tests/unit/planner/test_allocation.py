@@ -1,4 +1,4 @@
-"""The allocation optimiser (router/allocation.py) against brute force, the cluster and the CLI.
+"""The allocation optimiser (chorus/planner) against brute force, the cluster and the CLI.
 
 The MILP's cost is compared with an enumeration of every replica vector (each one checked for
 feasibility by a small linprog); its shortfall with the brute-force maximum servable demand.
@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +16,14 @@ import pytest
 import yaml
 from scipy.optimize import linprog
 
+from chorus import planner as al
 from chorus.errors import InvalidArgument, NotFound, ResourceExhausted
 from chorus.heartbeat import Heartbeat
-from chorus.planner import allocation as al
-from chorus.planner.allocation import Capacity, Demand, ModelOption, PlanInputs
+from chorus.planner import Capacity, Demand, ModelOption, PlanInputs
+from chorus.planner.cli import main as plan_main
+from chorus.planner.cli import render
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "k8s" / "plan-example.yaml"
 U = al.DEFAULT_TARGET_UTILISATION
 
@@ -154,7 +153,7 @@ def random_instance(seed: int) -> PlanInputs:
     return PlanInputs(tuple(options), tuple(demands), capacities)
 
 
-def check_plan(inputs: PlanInputs, plan: al.Plan) -> None:
+def check_plan(inputs: PlanInputs, plan: al.Allocation) -> None:
     """Every demand fully split, no option over its target utilisation, capacity respected."""
     for d in inputs.demands:
         split = plan.split(d.capability, d.priority)
@@ -425,11 +424,11 @@ def test_needs_replan_on_demand_and_structure() -> None:
 # --- Kubernetes ------------------------------------------------------------------------------
 
 
-def _plan(replicas: dict[str, int]) -> al.Plan:
+def _plan(replicas: dict[str, int]) -> al.Allocation:
     rows = tuple(
         al.PlanRow(m, "cpu", n, 0.0, 100.0 * n, 0.0, 1.0 * n, 1.0) for m, n in replicas.items()
     )
-    return al.Plan(rows, (), float(sum(replicas.values())), "optimal", 1.0)
+    return al.Allocation(rows, (), float(sum(replicas.values())), "optimal", 1.0)
 
 
 def test_keda_patches() -> None:
@@ -442,7 +441,7 @@ def test_keda_patches() -> None:
     assert {p["kind"] for p in patches} == {"ScaledObject"}
     with pytest.raises(InvalidArgument, match="headroom"):
         al.keda_patches(_plan({"logreg": 1}), headroom=0.5)
-    both = al.Plan(
+    both = al.Allocation(
         (
             al.PlanRow("mlp", "cpu", 2, 0, 0, 0, 0, 1),
             al.PlanRow("mlp", "cuda", 1, 0, 0, 0, 0, 1),
@@ -457,62 +456,6 @@ def test_keda_patches() -> None:
     assert al.keda_patches(both, device="cuda")[0]["spec"]["minReplicaCount"] == 1
 
 
-def test_write_overlay_builds_with_planned_bounds(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not on PATH: the overlay is built with `kubectl kustomize`")
-    plan = al.solve(al.load_inputs(EXAMPLE))
-    out = tmp_path / "deep" / "plan"
-    overlay = al.write_overlay(
-        plan, out, base=REPO / "k8s/overlays/cpu", device="cpu", headroom=2.0
-    )
-    assert overlay.unmanaged == ("knn",)
-    assert set(overlay.patched) == {"logreg", "forest", "mlp"}
-    kustomization = yaml.safe_load((out / "kustomization.yaml").read_text())
-    assert (out / kustomization["resources"][0]).resolve() == (REPO / "k8s/overlays/cpu").resolve()
-
-    run = subprocess.run(
-        [kubectl, "kustomize", str(out)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    built = {
-        d["metadata"]["name"]: d
-        for d in yaml.safe_load_all(run.stdout)
-        if d and d["kind"] == "ScaledObject"
-    }
-    for model in overlay.patched:
-        n = plan.row(model, "cpu").replicas
-        spec = built[f"chorus-model-{model}"]["spec"]
-        assert spec["minReplicaCount"] == n
-        assert spec["maxReplicaCount"] == max(1, 2 * n)
-        assert built[f"chorus-model-{model}"]["metadata"]["namespace"] == "chorus"
-        assert spec["triggers"], "the patch must merge into the ScaledObject, not replace it"
-    assert built["chorus-model-logreg"]["spec"]["minReplicaCount"] > 0
-
-
-def test_the_k8s_base_is_found_from_where_plan_runs_not_from_the_package(tmp_path: Path) -> None:
-    """Installed, the package has no k8s/ beside it: the base is the overlay named (by
-    default k8s/overlays/cpu under the working directory), followed as kustomize would."""
-    assert al.scaled_object_models(REPO / "k8s/overlays/cpu") == {"logreg", "forest", "mlp"}
-    copy = tmp_path / "deploy"
-    shutil.copytree(REPO / "k8s", copy / "k8s")
-    cmd = [sys.executable, "-m", "chorus.cli", "plan", "--inputs", str(EXAMPLE),
-           "--k8s-out", "plan-out", "--k8s-device", "cpu"]  # fmt: skip
-    run = subprocess.run(cmd, cwd=copy, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    written = yaml.safe_load((copy / "plan-out" / "kustomization.yaml").read_text())
-    assert (copy / "plan-out" / written["resources"][0]).resolve() == (
-        copy / "k8s/overlays/cpu"
-    ).resolve()
-    assert sorted((copy / "plan-out").glob("scaledobject-*.yaml"))
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    run = subprocess.run(cmd, cwd=empty, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1
-    (line,) = [ln for ln in run.stderr.splitlines() if ln.startswith("chorus plan")]
-    assert "NOT_FOUND" in line and "--k8s-base" in line
-
-
 # --- the example file and the CLI ------------------------------------------------------------
 
 
@@ -525,13 +468,13 @@ def test_example_loads_and_solves() -> None:
     plan = al.solve(inputs)
     assert plan.status == "optimal"
     check_plan(inputs, plan)
-    table = al.render(plan)
+    table = render(plan)
     assert "| model | device | replicas |" in table
     assert "arbiter:classify/digits" in table
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert al.main(["--inputs", str(EXAMPLE)]) == 0
+    assert plan_main(["--inputs", str(EXAMPLE)]) == 0
     assert "expected utilisation" in capsys.readouterr().out
 
     bad = tmp_path / "bad.yaml"
@@ -553,12 +496,12 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             }
         )
     )
-    assert al.main(["--inputs", str(bad)]) == 1
+    assert plan_main(["--inputs", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "RESOURCE_EXHAUSTED" in err
     assert "short by 340 rps" in err
 
     typo = tmp_path / "typo.yaml"
     typo.write_text("options: []\ndemands: []\ncapacity: {cpu: 1}\n")
-    assert al.main(["--inputs", str(typo)]) == 1
+    assert plan_main(["--inputs", str(typo)]) == 1
     assert "unknown keys capacity" in capsys.readouterr().err

@@ -19,9 +19,9 @@ from chorus.router.pipeline import (
     load_pipelines,
     run_pipeline,
 )
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "pipelines" / "digits-describe.yaml"
+EXAMPLE = REPO / "pipelines" / "digits-describe.yaml"
 
 DIAMOND = """
 name: diamond

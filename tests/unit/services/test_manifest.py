@@ -5,49 +5,27 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from chorus.services import repository
 from chorus.services.add_model import AddError, AddRequest, add
 from chorus.services.manifest import KEYS, ManifestError, schema_table
 from chorus.spec import TensorSpec
+from tests.support import REPO
+from tests.support.onnx_graphs import linear
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def _linear(path: Path, *, softmax: bool = True, classes: int = 3, features: int = 4) -> Path:
-    """x FP32 [N, features] -> scores FP32 [N, classes] (softmax or raw), label INT64 [N]."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"])]
-    nodes.append(helper.make_node("Softmax", ["z"], ["scores"], axis=1) if softmax
-                 else helper.make_node("Identity", ["z"], ["scores"]))  # fmt: skip
-    nodes.append(helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0))
-    g = helper.make_graph(
-        nodes, "linear",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", features])],
-        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["N", classes]),
-         helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N"])],
-        [w],
-    )  # fmt: skip
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    path.write_bytes(model.SerializeToString())
-    return path
+README = REPO / "README.md"
 
 
 def _version(root: Path, raw: dict[str, Any], name: str = "m") -> Path:
     folder = root / name / "1"
     folder.mkdir(parents=True)
-    _linear(folder / "model.onnx")
+    linear(folder / "model.onnx")
     (folder / "manifest.json").write_text(json.dumps(raw))
     return folder
 
@@ -111,7 +89,7 @@ def test_a_capability_takes_one_kind(tmp_path: Path) -> None:
 
 def test_add_reads_the_graph_and_checks_the_kind(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    raw = _linear(tmp_path / "raw.onnx", softmax=False)
+    raw = linear(tmp_path / "raw.onnx", softmax=False)
     with pytest.raises(AddError, match="pass --kind logits"):
         add(AddRequest(raw, repo, "raw", ("classify/x",), ("a", "b", "c")))
     mv = add(AddRequest(raw, repo, "raw", ("classify/x",), ("a", "b", "c"), "logits",
@@ -126,7 +104,7 @@ def test_add_reads_the_graph_and_checks_the_kind(tmp_path: Path) -> None:
 
 
 def test_add_asks_which_output_when_two_could_be_the_scores(tmp_path: Path) -> None:
-    path = _linear(tmp_path / "m.onnx")
+    path = linear(tmp_path / "m.onnx")
     model = onnx.load(str(path))
     model.graph.node.append(helper.make_node("Identity", ["z"], ["logits"]))
     model.graph.output.append(
@@ -138,22 +116,6 @@ def test_add_asks_which_output_when_two_could_be_the_scores(tmp_path: Path) -> N
     mv = add(AddRequest(path, tmp_path / "repo", "m", ("classify/x",), scores_output="logits",
                         output_kind="logits"))  # fmt: skip
     assert mv.manifest.scores_output == "logits" and mv.manifest.labels == ("0", "1", "2")
-
-
-def test_models_add_command_line(tmp_path: Path) -> None:
-    path = _linear(tmp_path / "m.onnx")
-    run = [sys.executable, "-m", "chorus.cli", "models", "add", str(path), "--name", "m",
-           "--capability", "classify/x", "--repository", str(tmp_path / "repo")]  # fmt: skip
-    bad = subprocess.run([*run, "--labels", "a,b"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "--labels: 2 given for the 3 columns of 'scores'" in bad.stderr
-    ok = subprocess.run([*run, "--labels", "a,b,c"], capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0, ok.stderr
-    check = subprocess.run(
-        [sys.executable, "-m", "chorus.cli", "models", "check", "--repository",
-         str(tmp_path / "repo")], capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert check.returncode == 0 and "ok  m v1  classify/x  probabilities" in check.stdout
 
 
 def test_readme_documents_every_key() -> None:

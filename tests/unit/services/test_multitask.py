@@ -49,7 +49,7 @@ from chorus.services.repository import Head, Manifest
 from chorus.services.runtime import OnnxModel
 from chorus.services.worker import NatsWorker
 from chorus.spec import TensorSpec
-from tests.onnx_graphs import declaring
+from tests.support.onnx_graphs import declaring
 
 # ---------------------------------------------------------------- fixtures and helpers
 

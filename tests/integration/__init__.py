@@ -1,0 +1,1 @@
+"""Real processes on loopback: a nats-server, gRPC servers, the mesh, the CLI as a child."""
