@@ -26,11 +26,29 @@ MAX_TASKS_PER_CALL = 4096
 
 
 class Priority(IntEnum):
-    """Lower value goes first; values match chorus.v1.Priority."""
+    """The one priority type, end to end. Lower value goes first; values match
+    chorus.v1.Priority (and the Chorus-Priority header); `label` is the lowercase name used in
+    subjects, metric labels and plan files."""
 
     CRITICAL = 1
     NORMAL = 2
     BATCH = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: Priority | str, where: str = "priority") -> Priority:
+        """A Priority from itself or its label ("critical", "normal", "batch")."""
+        if isinstance(value, Priority):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise InvalidArgument(
+                f"{where}: expected critical, normal or batch, got {value!r}"
+            ) from None
 
     @classmethod
     def from_wire(cls, value: int) -> Priority:

@@ -69,7 +69,7 @@ class PriorityScheduler:
             limit = self.max_queue.get(p, 0)
             if self._depth[p] >= limit:
                 raise ResourceExhausted(
-                    f"{self.name}: queue '{p.name.lower()}' is full ({self._depth[p]} waiting, "
+                    f"{self.name}: queue '{p.label}' is full ({self._depth[p]} waiting, "
                     f"limit {limit}); retry later or raise the priority"
                 )
             await self._wait(ctx)
@@ -101,7 +101,7 @@ class PriorityScheduler:
             waited = (self.clock() - now) * 1000
             raise DeadlineExceeded(
                 f"task {ctx.task_id}: deadline passed after {waited:.0f} ms waiting in "
-                f"{self.name}'s '{ctx.priority.name.lower()}' queue"
+                f"{self.name}'s '{ctx.priority.label}' queue"
             ) from None
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():

@@ -49,10 +49,11 @@ class Workload:
 
 def load_workload(repository: Path) -> tuple[Workload, list[Path]]:
     """The held-out digits and the demo members, building whichever members are missing."""
-    from chorus.demo.build import DEMO_MODELS, build_demo
+    from chorus.demo.build import build_demo
     from chorus.demo.datasets import digits_split
+    from chorus.demo.members import MEMBERS
 
-    members = tuple(DEMO_MODELS)
+    members = tuple(MEMBERS)
     built = build_demo(repository, names=list(members))
     x = digits_split().x_test
     return Workload(repository, members, [x[i : i + 1] for i in range(len(x))]), built

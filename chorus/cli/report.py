@@ -15,8 +15,9 @@ import numpy as np
 
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
-from chorus.demo.build import ARBITER, CAPABILITY, DEMO_MODELS, GATE, STACKER, build_demo
+from chorus.demo.build import ARBITER, GATE, STACKER, build_demo
 from chorus.demo.datasets import LABELS, digits_split
+from chorus.demo.members import CAPABILITY, MEMBERS
 from chorus.fuser.fusion import GATED, STACKING, Stacker, Tools, fuse
 from chorus.fuser.strategies import STRATEGIES
 from chorus.pb import task_pb2, wire_pb2
@@ -67,10 +68,10 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
     build_demo(root)
     split = digits_split()
     x, y = split.x_test, split.y_test
-    names = [*DEMO_MODELS, ARBITER, STACKER, GATE]
+    names = [*MEMBERS, ARBITER, STACKER, GATE]
     models = {n: OnnxModel(repository.load(root, n)) for n in names}
     try:
-        probs = {n: models[n].run({"input": x}).outputs["probabilities"] for n in DEMO_MODELS}
+        probs = {n: models[n].run({"input": x}).outputs["probabilities"] for n in MEMBERS}
         members = [
             Row(n, float(np.mean(p.argmax(1) == y)), 1.0, 0.0, "member") for n, p in probs.items()
         ]
@@ -83,8 +84,8 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
 
         tools = Tools(
             client=LocalMembers(models),
-            stacker=lambda c: Stacker(STACKER, tuple(DEMO_MODELS)),
-            gate=lambda c: Stacker(GATE, tuple(DEMO_MODELS)),
+            stacker=lambda c: Stacker(STACKER, tuple(MEMBERS)),
+            gate=lambda c: Stacker(GATE, tuple(MEMBERS)),
             arbiter=lambda c: ARBITER,
             review=review,
         )

@@ -1,7 +1,7 @@
 """`chorus models build`: trains the demo classifiers on bundled digits and writes ONNX files.
 
-Three member families that err differently (linear, tree ensemble, neural net) so that
-fusing them has something to gain, plus the models the fuser itself uses.
+The three members (chorus.demo.members), plus the models the fuser itself uses: the
+arbiter, the stacking meta-model, the gate, the caption model and the multi-task model.
 """
 
 from __future__ import annotations
@@ -13,46 +13,11 @@ import numpy as np
 
 from chorus.demo.build_text import NAME as CAPTION_MODEL
 from chorus.demo.build_text import build_caption_model
-from chorus.demo.datasets import LABELS, Split, digits_split
+from chorus.demo.datasets import LABELS, digits_split
+from chorus.demo.members import CAPABILITY, MEMBERS, final_step, stacking_data
 from chorus.services import repository
 from chorus.services.repository import Manifest
 from chorus.spec import TensorSpec
-
-CAPABILITY = "classify/digits"
-N_FEATURES = 64
-
-
-def _logreg() -> object:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.05))
-
-
-def _forest() -> object:
-    from sklearn.ensemble import RandomForestClassifier
-
-    return RandomForestClassifier(n_estimators=200, random_state=0, n_jobs=1)
-
-
-def _mlp() -> object:
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(
-        StandardScaler(),
-        MLPClassifier(hidden_layer_sizes=(128,), max_iter=600, random_state=0),
-    )
-
-
-DEMO_MODELS: dict[str, tuple[Callable[[], object], str]] = {
-    "logreg": (_logreg, "logistic regression on standardised pixels"),
-    "forest": (_forest, "random forest, 200 trees"),
-    "mlp": (_mlp, "multi-layer perceptron, one hidden layer of 128"),
-}
-
 
 MULTIMODAL = "classify/digits+caption"
 ARBITER = "knn"
@@ -79,7 +44,7 @@ _OTHER_BUILDERS: dict[str, Callable[..., Path | None]] = {
     MULTITASK: _build_multitask,
     GATE: _build_gate,
 }
-"""Models with builders of their own (imported lazily: the gate imports this module)."""
+"""Models with builders of their own (imported when built: they train for a while)."""
 
 
 def _knn() -> object:
@@ -96,7 +61,7 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
     out-of-fold probabilities on the training split, so it never sees a member's answer on
     data that member was trained on.
     """
-    wanted = names or [*DEMO_MODELS, ARBITER, STACKER, CAPTION, MULTITASK, GATE]
+    wanted = names or [*MEMBERS, ARBITER, STACKER, CAPTION, MULTITASK, GATE]
     todo = [n for n in wanted if force or n not in repository.list_models(root)]
     if not todo:
         return []
@@ -110,9 +75,9 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
     split = digits_split()
     for name in todo:
         if name == STACKER:
-            est, x_train, x_test, members = _stacker(split)
+            est, x_train, x_test, members = stacking_data(split)
         else:
-            make = _knn if name == ARBITER else DEMO_MODELS[name][0]
+            make = _knn if name == ARBITER else MEMBERS[name][0]
             est, x_train, x_test, members = make(), split.x_train, split.x_test, ()
         est.fit(x_train, split.y_train)  # type: ignore[attr-defined]
         accuracy = float(np.mean(est.predict(x_test) == split.y_test))  # type: ignore[attr-defined]
@@ -122,7 +87,7 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
         elif name == ARBITER:
             capabilities, description = (f"arbiter:{CAPABILITY}",), "5-nearest-neighbours arbiter"
         else:
-            capabilities, description = (CAPABILITY, MULTIMODAL), DEMO_MODELS[name][1]
+            capabilities, description = (CAPABILITY, MULTIMODAL), MEMBERS[name][1]
         manifest = Manifest(
             name=name,
             version="1",
@@ -143,24 +108,6 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
     return written
 
 
-def _stacker(split: Split) -> tuple[object, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Meta-model over the members' probabilities, concatenated in DEMO_MODELS order."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
-
-    members = tuple(DEMO_MODELS)
-    oof, test = [], []
-    for name in members:
-        make = DEMO_MODELS[name][0]
-        oof.append(
-            cross_val_predict(make(), split.x_train, split.y_train, cv=5, method="predict_proba")
-        )
-        test.append(make().fit(split.x_train, split.y_train).predict_proba(split.x_test))  # type: ignore[attr-defined]
-    x_train = np.hstack(oof).astype(np.float32)
-    x_test = np.hstack(test).astype(np.float32)
-    return LogisticRegression(max_iter=2000, C=1.0), x_train, x_test, members
-
-
 def _to_onnx(est: object, n_features: int) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
@@ -168,11 +115,6 @@ def _to_onnx(est: object, n_features: int) -> bytes:
     onx = convert_sklearn(
         est,
         initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={id(_final(est)): {"zipmap": False}},
+        options={id(final_step(est)): {"zipmap": False}},
     )
     return bytes(onx.SerializeToString())
-
-
-def _final(est: object) -> object:
-    steps = getattr(est, "steps", None)
-    return steps[-1][1] if steps else est

@@ -1,7 +1,7 @@
 """The gate for gated fusion: per-input trust in each member, learned on held-out answers.
 
 Input "input", FP32 [-1, 94]: the 64 pixels of a digit followed by the members' class
-probabilities for it, concatenated in DEMO_MODELS order (logreg, forest, mlp; 3 x 10).
+probabilities for it, concatenated in MEMBERS order (logreg, forest, mlp; 3 x 10).
 Output "probabilities", FP32 [-1, 3]: for each member, in the same order, the gate's raw
 probability that this member's top class is right on this input. They are not normalised
 (a row need not sum to 1); `fuser.strategies.gated.gated_fuse` floors and normalises them
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chorus.demo.build import CAPABILITY, DEMO_MODELS, N_FEATURES, _final, _stacker
 from chorus.demo.datasets import LABELS, digits_split
+from chorus.demo.members import CAPABILITY, MEMBERS, N_FEATURES, final_step, stacking_data
 from chorus.services import repository
 from chorus.services.repository import Manifest
 from chorus.spec import TensorSpec
@@ -67,11 +67,11 @@ def build_gate_model(root: Path, *, force: bool = False) -> Path | None:
     if not force and NAME in repository.list_models(root):
         return None
     split = digits_split()
-    members = tuple(DEMO_MODELS)
+    members = tuple(MEMBERS)
     n_classes = len(LABELS)
     # The data are small: BLAS threads only contend (10x slower on a busy 2-core host).
     with threadpool_limits(limits=1):
-        _, oof, test, _ = _stacker(split)
+        _, oof, test, _ = stacking_data(split)
         oof_p = np.split(oof, len(members), axis=1)
         test_p = np.split(test, len(members), axis=1)
         # Target column j: member j's top class is the true class.
@@ -113,7 +113,7 @@ def _to_onnx(est: object, n_features: int, n_members: int) -> bytes:
     onx = convert_sklearn(
         est,
         initial_types=[(INPUT, FloatTensorType([None, n_features]))],
-        options={id(_final(est)): {"zipmap": False}},
+        options={id(final_step(est)): {"zipmap": False}},
     )
     graph = onx.graph
     seq = "member_correct_seq"

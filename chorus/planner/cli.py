@@ -38,7 +38,7 @@ def render(plan: Allocation) -> str:
     ]
     for s in plan.splits:
         split = ", ".join(f"{x.model}@{x.device} {x.share:.0%} ({x.rps:.1f} rps)" for x in s.shares)
-        lines.append(f"| {s.capability} | {s.priority} | {s.rps:g} | {split or '-'} |")
+        lines.append(f"| {s.capability} | {s.priority.label} | {s.rps:g} | {split or '-'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from chorus.context import Priority
 from chorus.errors import InvalidArgument, NotFound
 from chorus.planner.model import (
     DEFAULT_TARGET_UTILISATION,
     Capacity,
     Demand,
+    DemandKey,
     ModelOption,
     PlanInputs,
 )
@@ -57,13 +59,13 @@ def validate(inputs: PlanInputs) -> None:
         finite(o.latency_ms, f"{o.name} latency_ms")
         finite(o.cost_per_replica, f"{o.name} cost_per_replica", positive=True)
         _count(o.max_replicas, f"{o.name} max_replicas")
-    seen = set()
+    demands: set[DemandKey] = set()
     for d in inputs.demands:
-        if not d.capability or not d.priority:
-            raise InvalidArgument(f"allocation: demand with empty capability or priority: {d!r}")
-        if d.key in seen:
+        if not d.capability:
+            raise InvalidArgument(f"allocation: demand with an empty capability: {d!r}")
+        if d.key in demands:
             raise InvalidArgument(f"allocation: demand {d.name} is listed twice")
-        seen.add(d.key)
+        demands.add(d.key)
         finite(d.rps, f"demand {d.name} rps")
         if d.max_latency_ms is not None:
             finite(d.max_latency_ms, f"demand {d.name} max_latency_ms", positive=True)
@@ -132,7 +134,9 @@ def parse_inputs(data: Any, where: str = "inputs") -> PlanInputs:
         demands.append(
             Demand(
                 capability=str(d["capability"]),
-                priority=str(d.get("priority", "normal")),
+                priority=Priority.parse(
+                    d.get("priority", "normal"), f"allocation: {where}: demands[{i}].priority"
+                ),
                 rps=d["rps"],
                 max_latency_ms=d.get("max_latency_ms"),
             )

@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from chorus.context import Priority
 from chorus.errors import NotFound, ResourceExhausted
 
 DEFAULT_TARGET_UTILISATION = 0.8
-PRIORITY_RANK = {"critical": 3, "normal": 2, "batch": 1}
-"""Higher ranks are shorted last when capacity falls short; unknown names rank as normal."""
 # --- inputs ----------------------------------------------------------------------------------
+
+DemandKey = tuple[str, Priority]
+"""(capability, priority): what the planner's per-demand answers are keyed by."""
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,21 @@ class Demand:
     """Requests per second asked of a capability at one priority, optionally with a latency cap."""
 
     capability: str
-    priority: str
+    priority: Priority
+    """A Priority, or its label (coerced): critical is shorted last when capacity falls short."""
     rps: float
     max_latency_ms: float | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "priority", Priority.parse(self.priority, "demand priority"))
+
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> DemandKey:
         return (self.capability, self.priority)
 
     @property
     def name(self) -> str:
-        return f"{self.capability} ({self.priority})"
+        return f"{self.capability} ({self.priority.label})"
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ class Split:
     """How one demand is divided among options; the shares sum to 1 (rps to the demand)."""
 
     capability: str
-    priority: str
+    priority: Priority
     rps: float
     shares: tuple[Share, ...]
 
@@ -141,15 +147,20 @@ class Allocation:
     def replicas(self) -> dict[tuple[str, str], int]:
         return {(r.model, r.device): r.replicas for r in self.rows}
 
-    def split(self, capability: str, priority: str) -> Split:
+    def split(self, capability: str, priority: Priority | str) -> Split:
+        wanted = Priority.parse(priority)
         for s in self.splits:
-            if (s.capability, s.priority) == (capability, priority):
+            if (s.capability, s.priority) == (capability, wanted):
                 return s
-        raise NotFound(f"allocation: no demand {capability} ({priority}) in the plan")
+        raise NotFound(f"allocation: no demand {capability} ({wanted.label}) in the plan")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (what a router would publish on chorus.plan)."""
-        return asdict(self)
+        """A JSON-ready form (what a router would publish on chorus.plan); priorities go as
+        their labels."""
+        out = asdict(self)
+        for split in out["splits"]:
+            split["priority"] = Priority(split["priority"]).label
+        return out
 
 
 class Infeasible(ResourceExhausted):
@@ -158,7 +169,7 @@ class Infeasible(ResourceExhausted):
     def __init__(
         self,
         message: str,
-        shortfall_rps: Mapping[tuple[str, str], float],
+        shortfall_rps: Mapping[DemandKey, float],
         total_shortfall_rps: float,
     ) -> None:
         super().__init__(message)

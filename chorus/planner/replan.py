@@ -43,8 +43,8 @@ def needs_replan(old: PlanInputs, new: PlanInputs, threshold: float = 0.2) -> bo
     new_d = {d.key: d for d in new.demands}
     if old_d.keys() != new_d.keys():
         return True
-    for key, a in old_d.items():
-        b = new_d[key]
+    for demand, a in old_d.items():
+        b = new_d[demand]
         if a.max_latency_ms != b.max_latency_ms or _drifted(a.rps, b.rps, threshold):
             return True
     old_o = {o.key: o for o in old.options}

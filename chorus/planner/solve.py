@@ -39,7 +39,7 @@ minimise ``sum_k s[k]`` with the same integer replicas and constraints: its opti
 total shortfall (demand minus the most the capacity can serve at the target utilisation). How a
 shared shortfall is attributed to demands that compete for the same device is not unique, so a
 second solve keeps the total at that optimum and puts the shortfall on the lowest priorities
-first (batch, then normal, then critical; other names count as normal). The error
+first (batch, then normal, then critical: chorus.context.Priority). The error
 (:class:`Infeasible`, a ``ResourceExhausted``) names every short capability and priority with
 its shortfall in rps, and says why (no option within the latency cap, or the capacity/replica
 limits it meets). A capability that no option offers at all is ``NotFound``; malformed input is
@@ -55,12 +55,13 @@ from typing import Any
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from chorus.context import Priority
 from chorus.errors import ChorusError, NotFound, ResourceExhausted
 from chorus.planner.inputs import validate
 from chorus.planner.model import (
-    PRIORITY_RANK,
     Allocation,
     Demand,
+    DemandKey,
     Infeasible,
     ModelOption,
     PlanInputs,
@@ -256,7 +257,7 @@ def _plan(p: _Program, sol: np.ndarray, status: str) -> Allocation:
     )
 
 
-def max_servable(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> dict[tuple[str, str], float]:
+def max_servable(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> dict[DemandKey, float]:
     """Shortfall in rps of each demand at the most the options can serve (0: fully served).
 
     Exact total (one MILP minimising the summed slack); attribution among competing demands
@@ -267,7 +268,7 @@ def max_servable(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> dict[tupl
     return {d.key: short.get(d.key, 0.0) for d in inputs.demands}
 
 
-def _shortfalls(p: _Program, time_limit_s: float) -> dict[tuple[str, str], float]:
+def _shortfalls(p: _Program, time_limit_s: float) -> dict[DemandKey, float]:
     n_s = len(p.demands)
     n = p.n_r + p.n_x + n_s
     a, lo, hi = p.rows(n)
@@ -305,7 +306,8 @@ def _shortfalls(p: _Program, time_limit_s: float) -> dict[tuple[str, str], float
     # Second solve: same total, shortfall on the lowest priorities first.
     prefer = np.zeros(n)
     for k, d in enumerate(p.demands):
-        prefer[p.n_r + p.n_x + k] = PRIORITY_RANK.get(d.priority.lower(), 2)
+        # Shortfall on batch costs least, on critical most.
+        prefer[p.n_r + p.n_x + k] = len(Priority) + 1 - d.priority.value
     a2 = [*a, slack]
     res2 = milp(
         prefer,

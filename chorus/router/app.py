@@ -81,9 +81,7 @@ class RouterService(ServiceBase):
             aging_s=cfg.aging_s,
         )
         for p in Priority:
-            self.metrics.queue.labels(p.name.lower()).set_function(
-                functools.partial(scheduler.depth, p)
-            )
+            self.metrics.queue.labels(p.label).set_function(functools.partial(scheduler.depth, p))
         runner = TaskRunner(
             nc,
             self.registry,

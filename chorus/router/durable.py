@@ -125,7 +125,7 @@ class DurableTasks:
         for p in Priority:
             config = StreamConfig(
                 name=stream_name(p),
-                subjects=[subjects.tasks(p.name.lower())],
+                subjects=[subjects.tasks(p.label)],
                 retention=RetentionPolicy.WORK_QUEUE,
                 duplicate_window=self.dedupe_window_s,
             )
@@ -133,14 +133,14 @@ class DurableTasks:
         self._kv = await ensure_bucket(self.js, RESULTS, self.replicas, ttl=self.result_ttl_s)
         for p in Priority:
             sub = await self.js.pull_subscribe(
-                subjects.tasks(p.name.lower()),
+                subjects.tasks(p.label),
                 durable=CONSUMER,
                 stream=stream_name(p),
                 config=ConsumerConfig(ack_wait=self.ack_wait_s, max_deliver=-1),
             )
             self._subs.append(sub)
             for i in range(self.workers):
-                self._loops.spawn(self._work(sub), name=f"tasks-{p.name.lower()}-{i}")
+                self._loops.spawn(self._work(sub), name=f"tasks-{p.label}-{i}")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -193,7 +193,7 @@ class DurableTasks:
         priority = Priority.from_wire(task.priority)
         ack = await _retrying(
             lambda: self.js.publish(
-                subjects.tasks(priority.name.lower()),
+                subjects.tasks(priority.label),
                 task.SerializeToString(),
                 headers={"Nats-Msg-Id": task.task_id},
             ),

@@ -43,7 +43,7 @@ Shared = dict[tuple[str, str], "asyncio.Future[tuple[wire_pb2.InferReply, float]
 
 
 @dataclass(frozen=True)
-class Plan:
+class Roster:
     """Who answers one stage: each member model's live replicas, and a heartbeat for its specs."""
 
     capability: str
@@ -109,7 +109,7 @@ class TaskRunner:
         priority = Priority.from_wire(req.priority)
         label = (req.pipeline and f"pipeline:{req.pipeline}") or req.capability
         outcome = "ok"
-        in_flight = self.metrics.in_flight.labels(priority.name.lower())
+        in_flight = self.metrics.in_flight.labels(priority.label)
         in_flight.inc()
         try:
             with tracing.span("chorus.task", metadata, kind=SpanKind.SERVER, capability=label):
@@ -119,7 +119,7 @@ class TaskRunner:
             raise
         finally:
             in_flight.dec()
-            self.metrics.tasks.labels(label, priority.name.lower(), outcome).inc()
+            self.metrics.tasks.labels(label, priority.label, outcome).inc()
             if outcome == "ok":
                 self.metrics.latency.labels(label).observe(time.perf_counter() - start)
 
@@ -129,7 +129,7 @@ class TaskRunner:
         if req.pipeline:
             self._pipeline(req)
         else:
-            self._check_inputs(req.inputs, self.plan(req.capability))
+            self._check_inputs(req.inputs, self.roster(req.capability))
 
     async def _submit(
         self, req: task_pb2.SubmitRequest, priority: Priority, grpc_remaining_s: float | None
@@ -139,17 +139,17 @@ class TaskRunner:
             ctx = self._context(req, priority, grpc_remaining_s)
             return await self.scheduler.run(ctx, lambda: self._run_pipeline(req, pipeline, ctx))
         ctx = self._context(req, priority, grpc_remaining_s)
-        plan = await self.live_plan(req.capability, ctx)
+        roster = await self.live_roster(req.capability, ctx)
         if self.splits is not None:
-            chosen = self.splits.pick(req.capability, priority.name.lower(), set(plan.replicas))
+            chosen = self.splits.pick(req.capability, priority.label, set(roster.replicas))
             if chosen is not None:
-                plan = Plan(plan.capability, {chosen: plan.replicas[chosen]})
-        self._check_inputs(req.inputs, plan)
-        payloads = self._payloads(req.inputs, plan.first) if not req.cascade.threshold else {}
+                roster = Roster(roster.capability, {chosen: roster.replicas[chosen]})
+        self._check_inputs(req.inputs, roster)
+        payloads = self._payloads(req.inputs, roster.first) if not req.cascade.threshold else {}
 
         async def run() -> task_pb2.SubmitResponse:
             stage = await self._stage(
-                plan, req.inputs, req.fusion_policy, req.conflict, req.cascade, ctx, payloads
+                roster, req.inputs, req.fusion_policy, req.conflict, req.cascade, ctx, payloads
             )
             return task_pb2.SubmitResponse(
                 task_id=ctx.task_id,
@@ -176,7 +176,7 @@ class TaskRunner:
             budget = min(budget, grpc_remaining_s)
         return CallContext.start(req.task_id or uuid.uuid4().hex, priority, budget)
 
-    def plan(self, capability: str) -> Plan:
+    def roster(self, capability: str) -> Roster:
         """NOT_FOUND for a capability no model offers; UNAVAILABLE for one offered within
         RECENTLY_OFFERED_S (its replicas' heartbeats stopped: a NATS node lost, a restart)."""
         if not capability:
@@ -197,16 +197,16 @@ class TaskRunner:
                 f"capability {capability!r}: no live model offers it "
                 f"(live capabilities: {', '.join(live)})"
             )
-        return Plan(capability, replicas)
+        return Roster(capability, replicas)
 
-    async def live_plan(self, capability: str, ctx: CallContext) -> Plan:
-        """`plan`, but a capability whose models went quiet a moment ago is waited for (up to
+    async def live_roster(self, capability: str, ctx: CallContext) -> Roster:
+        """`roster`, but a capability whose models went quiet a moment ago is waited for (up to
         half the task's time left) instead of failed: the router's own NATS connection moving
         to another node silences every heartbeat for a few seconds."""
         give_up = time.monotonic() + min(ctx.remaining_s() / 2, RECENTLY_OFFERED_S)
         while True:
             try:
-                return self.plan(capability)
+                return self.roster(capability)
             except Unavailable:
                 if time.monotonic() + WAIT_POLL_S > give_up:
                     raise
@@ -232,12 +232,12 @@ class TaskRunner:
 
         async def run_stage(stage: Stage, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             tensors = [to_tensor(n, a) for n, a in inputs.items()]
-            plan = await self.live_plan(stage.capability, ctx)
-            self._check_inputs(tensors, plan)
+            roster = await self.live_roster(stage.capability, ctx)
+            self._check_inputs(tensors, roster)
             conflict = task_pb2.ConflictPolicy(**(stage.conflict or {}))
             start = time.perf_counter()
             done = await self._stage(
-                plan, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {},
+                roster, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {},
                 shared,
             )  # fmt: skip
             done.result.name = stage.name
@@ -257,7 +257,7 @@ class TaskRunner:
 
     async def _stage(
         self,
-        plan: Plan,
+        roster: Roster,
         inputs: Sequence[tensor_pb2.Tensor],
         fusion_policy: str,
         conflict: task_pb2.ConflictPolicy,
@@ -266,45 +266,48 @@ class TaskRunner:
         payloads: dict[str, bytes],
         shared: Shared = None,
     ) -> StageDone:
-        if cascade.threshold and plan.regression:
+        if cascade.threshold and roster.regression:
             raise InvalidArgument(
-                f"cascade: capability {plan.capability!r} is a regression; cascades stop on "
+                f"cascade: capability {roster.capability!r} is a regression; cascades stop on "
                 "a classifier's confidence"
             )
         if cascade.threshold:
-            return await self._cascade(plan, inputs, fusion_policy, conflict, cascade, ctx)
-        payloads = payloads or self._payloads(inputs, plan.first)
-        fan = await self._fan_out(plan, payloads, ctx, shared)
-        fused = await self._fuse(plan, fan, inputs, fusion_policy, conflict, ctx)
-        return self._done(plan, fan, fused, task_pb2.StageResult(capability=plan.capability))
+            return await self._cascade(roster, inputs, fusion_policy, conflict, cascade, ctx)
+        payloads = payloads or self._payloads(inputs, roster.first)
+        fan = await self._fan_out(roster, payloads, ctx, shared)
+        fused = await self._fuse(roster, fan, inputs, fusion_policy, conflict, ctx)
+        return self._done(roster, fan, fused, task_pb2.StageResult(capability=roster.capability))
 
     async def _fan_out(
-        self, plan: Plan, payloads: dict[str, bytes], ctx: CallContext, shared: Shared = None
+        self, roster: Roster, payloads: dict[str, bytes], ctx: CallContext, shared: Shared = None
     ) -> FanOut:
-        fan = await self.dispatcher.fan_out(plan.replicas, payloads, ctx, plan.capability, shared)
+        fan = await self.dispatcher.fan_out(
+            roster.replicas, payloads, ctx, roster.capability, shared
+        )
         for model, ms in fan.latency_ms.items():
             self.metrics.member_latency.labels(model).observe(ms / 1000)
         for model, err in fan.errors.items():
             self.metrics.member_errors.labels(model, err.code_name.lower()).inc()
         needed = min(self.min_members, len(payloads))
         if len(fan.replies) < needed:
-            raise _no_members(plan.capability, fan.errors, len(fan.replies), needed)
+            raise _no_members(roster.capability, fan.errors, len(fan.replies), needed)
         return fan
 
     async def _fuse(
         self,
-        plan: Plan,
+        roster: Roster,
         fan: FanOut,
         inputs: Sequence[tensor_pb2.Tensor],
         fusion_policy: str,
         conflict: task_pb2.ConflictPolicy,
         ctx: CallContext,
     ) -> wire_pb2.FuseReply:
-        first = plan.first
+        first = roster.first
         call = wire_pb2.FuseCall(
-            policy=fusion_policy or (REGRESSION_POLICY if plan.regression else self.default_policy),
-            labels=plan.labels,
-            capability=plan.capability,
+            policy=fusion_policy
+            or (REGRESSION_POLICY if roster.regression else self.default_policy),
+            labels=roster.labels,
+            capability=roster.capability,
             task_id=ctx.task_id,
             conflict=conflict,
         )
@@ -332,9 +335,9 @@ class TaskRunner:
         )
 
     def _done(
-        self, plan: Plan, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
+        self, roster: Roster, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
     ) -> StageDone:
-        if plan.regression:
+        if roster.regression:
             result.outputs.append(_value(fused.probabilities))
         else:
             labels = np.array([r.label for r in fused.rows], dtype=np.int64)
@@ -363,11 +366,11 @@ class TaskRunner:
                 outputs=reply.outputs,
                 latency_ms=fan.latency_ms[model],
             )
-        return StageDone(result, () if plan.regression else plan.labels)
+        return StageDone(result, () if roster.regression else roster.labels)
 
     async def _cascade(
         self,
-        plan: Plan,
+        roster: Roster,
         inputs: Sequence[tensor_pb2.Tensor],
         fusion_policy: str,
         conflict: task_pb2.ConflictPolicy,
@@ -377,13 +380,13 @@ class TaskRunner:
         """Cheapest members first: cost is each model's measured service time (heartbeats)."""
         arrays = {t.name: from_tensor(t) for t in inputs}
         rows = next(iter(arrays.values())).shape[0]
-        costs = {m: r[0].ewma_ms for m, r in plan.replicas.items()}
+        costs = {m: r[0].ewma_ms for m, r in roster.replicas.items()}
         last: dict[int, task_pb2.RowDecision] = {}
         probs: dict[int, bytes] = {}
-        classes = len(plan.labels)
+        classes = len(roster.labels)
 
         async def ask(members: list[str], open_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-            sub = Plan(plan.capability, {m: plan.replicas[m] for m in members})
+            sub = Roster(roster.capability, {m: roster.replicas[m] for m in members})
             tensors = [to_tensor(n, np.ascontiguousarray(a[open_rows])) for n, a in arrays.items()]
             fan = await self._fan_out(sub, self._payloads(tensors, sub.first), ctx)
             fused = await self._fuse(sub, fan, tensors, fusion_policy, conflict, ctx)
@@ -397,8 +400,8 @@ class TaskRunner:
             )
 
         config = CascadeConfig(threshold=cascade.threshold, steps=tuple(cascade.steps))
-        done = await run_cascade(list(plan.replicas), costs, ask, config, rows=rows)
-        result = task_pb2.StageResult(capability=plan.capability)
+        done = await run_cascade(list(roster.replicas), costs, ask, config, rows=rows)
+        result = task_pb2.StageResult(capability=roster.capability)
         labels = np.asarray(done.labels, dtype=np.int64)
         result.outputs.add(name="label", datatype="INT64", shape=labels.shape, raw=labels.tobytes())
         result.outputs.add(
@@ -413,7 +416,7 @@ class TaskRunner:
                 rows=[last[r] for r in range(rows)],
             )
         )
-        return StageDone(result, plan.labels, [int(d) for d in done.depth])
+        return StageDone(result, roster.labels, [int(d) for d in done.depth])
 
     def _payloads(
         self, inputs: Sequence[tensor_pb2.Tensor], members: dict[str, Heartbeat]
@@ -445,8 +448,8 @@ class TaskRunner:
         ctx = CallContext.start(req.task_id, Priority.NORMAL, self.default_budget_s)
         return await dispatch.feedback(self.nc, req, ctx)
 
-    def _check_inputs(self, inputs: Sequence[tensor_pb2.Tensor], plan: Plan) -> None:
-        capability = plan.capability
+    def _check_inputs(self, inputs: Sequence[tensor_pb2.Tensor], roster: Roster) -> None:
+        capability = roster.capability
         if not inputs:
             raise InvalidArgument("inputs: empty; send at least one input tensor")
         names = [t.name for t in inputs]
@@ -461,7 +464,7 @@ class TaskRunner:
             raise InvalidArgument(f"inputs: duplicate tensor names in {names}")
         arrays = {t.name: from_tensor(t) for t in inputs}
         taken: set[str] = set()
-        for hb in plan.first.values():
+        for hb in roster.first.values():
             expected = {s.name: s for s in hb.inputs}
             if not set(expected) <= set(arrays):
                 raise InvalidArgument(

@@ -67,7 +67,7 @@ class ModelService(ServiceBase):
             aging_s=cfg.aging_s,
         )
         for p in Priority:
-            metrics.queue.labels(cfg.model, p.name.lower()).set_function(
+            metrics.queue.labels(cfg.model, p.label).set_function(
                 functools.partial(self.scheduler.depth, p)
             )
         core = InferenceCore(cfg.model, metrics, self.scheduler)

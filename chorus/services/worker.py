@@ -133,7 +133,7 @@ class NatsWorker:
             in_flight=self.core.in_flight,
             interval_s=self.heartbeat_s,
             members=manifest.members,
-            queue={p.name.lower(): self.core.scheduler.depth(p) for p in Priority},
+            queue={p.label: self.core.scheduler.depth(p) for p in Priority},
             ewma_ms=self.core.ewma_ms,
             capacity=self.core.scheduler.slots,
             heads=heads.heartbeat_heads(manifest),

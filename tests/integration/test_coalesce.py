@@ -18,8 +18,8 @@ import pytest
 from chorus.client import TaskClient, TaskResult
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
-from chorus.demo.build import DEMO_MODELS
 from chorus.demo.datasets import digits_split
+from chorus.demo.members import MEMBERS
 from chorus.errors import DataLoss, DeadlineExceeded, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.launch.mesh import Mesh
@@ -27,7 +27,7 @@ from chorus.pb import wire_pb2
 from chorus.router.coalesce import Coalescer
 from tests.support import scrape, total
 
-DEMO = list(DEMO_MODELS)
+DEMO = list(MEMBERS)
 
 REPLICA = Heartbeat(
     model="m", version="1", replica="m-1", capabilities=("c",), inputs=(), outputs=(),

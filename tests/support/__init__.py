@@ -18,15 +18,16 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from chorus.codec import to_tensor
-from chorus.demo.build import ARBITER, DEMO_MODELS, GATE, STACKER
+from chorus.demo.build import ARBITER, GATE, STACKER
 from chorus.demo.datasets import digits_split
+from chorus.demo.members import MEMBERS
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2, task_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 """The source checkout the tests run from (k8s/, bench/, README.md)."""
 
-DEMO = list(DEMO_MODELS)
+DEMO = list(MEMBERS)
 HELPERS = [ARBITER, STACKER, GATE]
 """Models the fuser uses (arbiter, stacking meta-model); not members of classify/digits."""
 

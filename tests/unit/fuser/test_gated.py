@@ -10,9 +10,10 @@ import onnxruntime as ort
 import pytest
 from threadpoolctl import threadpool_limits
 
-from chorus.demo.build import DEMO_MODELS, build_demo
+from chorus.demo.build import build_demo
 from chorus.demo.build_gate import GATE_CAPABILITY, NAME, build_gate_model
 from chorus.demo.datasets import digits_split
+from chorus.demo.members import MEMBERS
 from chorus.errors import InvalidArgument
 from chorus.fuser.strategies.base import MemberScores
 from chorus.fuser.strategies.gated import gate_input, gated_fuse
@@ -108,7 +109,7 @@ def test_gate_input_layout() -> None:
 def gate_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("gate_models")
     with threadpool_limits(limits=1):  # BLAS threads only contend on this small data
-        build_demo(root, names=list(DEMO_MODELS))
+        build_demo(root, names=list(MEMBERS))
         assert build_gate_model(root) is not None
     yield root
 
@@ -121,7 +122,7 @@ def _session(root: Path, name: str) -> ort.InferenceSession:
 def test_gate_beats_soft_vote_on_held_out_digits(gate_repo: Path) -> None:
     manifest = repository.load(gate_repo, NAME).manifest
     assert manifest.capabilities == (GATE_CAPABILITY,)
-    assert manifest.members == manifest.labels == tuple(DEMO_MODELS)
+    assert manifest.members == manifest.labels == tuple(MEMBERS)
     assert [(t.name, t.datatype, t.shape) for t in manifest.inputs] == [("input", "FP32", (-1, 94))]
     assert [(t.name, t.shape) for t in manifest.outputs] == [("probabilities", (-1, 3))]
     assert build_gate_model(gate_repo) is None  # there already, not forced

@@ -17,6 +17,7 @@ import yaml
 from scipy.optimize import linprog
 
 from chorus import planner as al
+from chorus.context import Priority
 from chorus.errors import InvalidArgument, NotFound, ResourceExhausted
 from chorus.heartbeat import Heartbeat
 from chorus.planner import Capacity, Demand, ModelOption, PlanInputs
@@ -214,9 +215,9 @@ def test_demand_beyond_capacity_names_capability_and_shortfall() -> None:
     assert "short by 600 rps" in e.value.message
     assert "cpu holds 5 replicas" in e.value.message
     assert isinstance(e.value, al.Infeasible)
-    assert e.value.shortfall_rps == {("classify/digits", "normal"): pytest.approx(600.0)}
+    assert e.value.shortfall_rps == {("classify/digits", Priority.NORMAL): pytest.approx(600.0)}
     assert e.value.code_name == "RESOURCE_EXHAUSTED"
-    assert al.max_servable(inputs) == {("classify/digits", "normal"): pytest.approx(600.0)}
+    assert al.max_servable(inputs) == {("classify/digits", Priority.NORMAL): pytest.approx(600.0)}
 
 
 def test_shared_shortfall_falls_on_the_lowest_priority() -> None:
@@ -229,7 +230,7 @@ def test_shared_shortfall_falls_on_the_lowest_priority() -> None:
     )
     with pytest.raises(al.Infeasible) as e:
         al.solve(inputs)
-    assert e.value.shortfall_rps == {("classify/digits", "batch"): pytest.approx(200.0)}
+    assert e.value.shortfall_rps == {("classify/digits", Priority.BATCH): pytest.approx(200.0)}
     assert "classify/digits (batch) short by 200 rps" in e.value.message
     assert "critical" not in e.value.message.split(":", 2)[2]
 
@@ -243,8 +244,8 @@ def test_unknown_capability_is_not_found() -> None:
 @pytest.mark.parametrize(
     ("inputs", "match"),
     [
-        (PlanInputs((opt("a", 100, 1),), (Demand("classify/digits", "n", -1.0),)), "rps"),
-        (PlanInputs((opt("a", 0, 1),), (Demand("classify/digits", "n", 1.0),)), "throughput"),
+        (PlanInputs((opt("a", 100, 1),), (Demand("classify/digits", "normal", -1.0),)), "rps"),
+        (PlanInputs((opt("a", 0, 1),), (Demand("classify/digits", "normal", 1.0),)), "throughput"),
         (PlanInputs((opt("a", 100, 1), opt("a", 50, 2)), ()), "listed twice"),
         (
             PlanInputs((opt("a", 100, 1),), (), target_utilisation=0.0),

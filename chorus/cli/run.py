@@ -1,0 +1,167 @@
+"""`chorus up`, `chorus demo`, `chorus submit`, `chorus status` and `chorus bench`: a mesh on
+this machine and what talks to it."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from chorus.cli.defaults import (
+    CAPABILITY,
+    DEFAULT_DATA_DIR,
+    DEFAULT_REPOSITORY,
+    DEMO_REPOSITORY,
+    DEMO_SERVED,
+)
+
+
+def _serving_plan(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, int]]:
+    """The repository, the models to start and each one's processes: the demo's when asked
+    for (built first), else every model the repository holds, as their manifests say."""
+    from chorus.services import repository
+
+    wants_demo = getattr(args, "demo", False) or args.func is cmd_demo
+    root = args.repository or (DEMO_REPOSITORY if wants_demo else DEFAULT_REPOSITORY)
+    if wants_demo:
+        from chorus.demo.build import build_demo
+
+        for path in build_demo(root):
+            print(f"built demo model {path}")
+        found = [repository.load(root, name) for name in DEMO_SERVED]
+    else:
+        found = repository.check(root)
+        if not found:
+            raise repository.ManifestError(
+                f"{root}: no models here; add one with `chorus models add MODEL.onnx --name N "
+                "--capability C --repository DIR`, or run the demo with `chorus up --demo`"
+            )
+    replicas = {mv.manifest.name: args.replicas or mv.manifest.replicas for mv in found}
+    return root, [mv.manifest.name for mv in found], replicas
+
+
+def _start_mesh(args: argparse.Namespace) -> Any:
+    from chorus.launch.mesh import Mesh
+
+    root, models, replicas = _serving_plan(args)
+    mesh = Mesh(
+        root,
+        args.data_dir,
+        models=models,
+        replicas=replicas,
+        nats_port=args.nats_port,
+        router_port=args.router_port,
+        nats_cluster=args.nats_cluster,
+    )
+    mesh.start()
+    print(f"nats     {mesh.nats_url}  (JetStream in {args.data_dir / 'jetstream'})")
+    for child in mesh.children:
+        print(child.describe())
+    print(f"logs in {args.data_dir / 'logs'}")
+    return mesh
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from chorus.services.repository import ManifestError
+
+    if args.replicas < 0:
+        print("chorus up: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        mesh = _start_mesh(args)
+    except ManifestError as err:
+        print(f"chorus up: {err}", file=sys.stderr)
+        return 2
+    print(f"mesh up; try: chorus submit --router {mesh.router_target}   (Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        while not stop.wait(0.2):
+            exited = [c.name for c in mesh.children if c.proc.poll() is not None]
+            if exited:
+                print(f"{', '.join(exited)} exited; see {args.data_dir / 'logs'}", flush=True)
+                break
+    finally:
+        print("stopping the mesh", flush=True)
+        mesh.stop()
+    return 0 if stop.is_set() else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    if args.input:
+        from chorus.cli.submit_inputs import Options, run_submit_inputs
+        from chorus.context import Priority
+
+        return run_submit_inputs(
+            Options(
+                router=args.router,
+                capability=args.capability,
+                inputs=args.input,
+                policy=args.policy,
+                priority=Priority[args.priority.upper()],
+                deadline_ms=args.deadline_ms,
+                limit=args.limit,
+                show=args.show,
+                as_json=args.json,
+            )
+        )
+    if args.capability != CAPABILITY or args.json:
+        print(f"chorus submit: --input NAME=FILE is needed for {args.capability}"
+              + (" with --json" if args.json else "")
+              + f" (without it, the demo's held-out digits go to {CAPABILITY})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from chorus.cli.submit import run_submit
+
+    return run_submit(args.router, args.limit, args.batch, args.policy, args.show)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from chorus.cli.submit import run_submit
+
+    if args.data_dir == DEFAULT_DATA_DIR:
+        args.data_dir = Path(tempfile.mkdtemp(prefix="chorus-demo-"))
+    args.replicas = 0
+    mesh = _start_mesh(args)
+    try:
+        return run_submit(mesh.router_target, args.limit, args.batch, args.policy, args.show)
+    finally:
+        mesh.stop()
+        print("mesh stopped")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from chorus.bench import plot
+    from chorus.bench.paths import RAY_LAYOUTS
+    from chorus.bench.run import Options, run
+
+    paths = args.paths or ["bare", "service", "mesh", *(RAY_LAYOUTS if args.ray_python else [])]
+    if set(RAY_LAYOUTS) & set(paths) and args.ray_python is None:
+        print("chorus bench: the ray paths need --ray-python", file=sys.stderr)
+        return 2
+    if args.requests < 1 or min(args.concurrency) < 1:
+        print("chorus bench: --requests and --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    outcome = run(
+        Options(
+            requests=args.requests,
+            concurrency=tuple(dict.fromkeys(args.concurrency)),
+            paths=tuple(paths),
+            ray_python=args.ray_python,
+            repository=args.repository,
+            out=args.out,
+            progress=not args.no_progress,
+            keep_tasks=args.keep_tasks,
+        )
+    )
+    print(f"results  {outcome.json_path}")
+    if outcome.plot_path is not None:
+        print(f"plot     {outcome.plot_path}")
+    else:
+        print(f"no plot: matplotlib is not installed ({plot.INSTALL_HINT})")
+    return 0
