@@ -23,6 +23,9 @@ from opentelemetry.trace import SpanKind
 
 import chorus
 from chorus import subjects, tracing
+from chorus.calls import choice
+from chorus.calls.client import CallPolicy, MemberCalls
+from chorus.calls.replicas import ReplicaBook
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
@@ -44,6 +47,7 @@ from chorus.fuser.reliability import ReliabilityStore
 from chorus.fuser.strategies import STRATEGIES
 from chorus.fuser.temperatures import TemperatureStore
 from chorus.fuser.weights import WeightStore
+from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
 from chorus.registry import Registry
 from chorus.service import ServiceBase
@@ -92,7 +96,10 @@ class FuserService(ServiceBase):
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         await nc.publish(subjects.DISCOVER, b"")
         self._tools = Tools(
-            client=NatsMembers(nc),
+            client=NatsMembers(
+                MemberCalls(nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy()),
+                self._replicas,
+            ),
             weights=self._weights.get,
             stacker=functools.partial(self._served, "stack"),
             gate=functools.partial(self._served, "gate"),
@@ -153,6 +160,9 @@ class FuserService(ServiceBase):
     async def _on_heartbeat(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError):
             self.models.observe_json(msg.data, time.monotonic())
+
+    def _replicas(self, model: str) -> list[Heartbeat]:
+        return [hb for hb in self.models.live(time.monotonic()) if hb.model == model]
 
     def _served(self, role: str, capability: str) -> Stacker | None:
         """A live model that serves `role` (stack, gate) for `capability`, over its members."""

@@ -8,17 +8,16 @@ deadline and priority of the task reach every composed call.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
-from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
-from chorus import subjects, tracing
+from chorus.calls.client import MemberCalls
 from chorus.codec import from_tensor, to_tensor
-from chorus.context import INPUT_SHA256, CallContext
-from chorus.errors import ChorusError, DeadlineExceeded, Unavailable
+from chorus.context import CallContext
+from chorus.errors import Unavailable
+from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 
 
@@ -37,8 +36,13 @@ class MemberClient(Protocol):
 
 
 class NatsMembers:
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
+    """A MemberClient over NATS, through the core's MemberCalls: the fuser's calls get the
+    router's deadline, retry, hedging, breaker and digest rules, on the replicas its
+    heartbeats show."""
+
+    def __init__(self, calls: MemberCalls, replicas: Callable[[str], list[Heartbeat]]) -> None:
+        self.calls = calls
+        self.replicas = replicas
 
     async def scores(
         self,
@@ -49,29 +53,12 @@ class NatsMembers:
         augment: bool,
         ctx: CallContext,
     ) -> np.ndarray:
-        timeout = ctx.check(f"the fuser asked {model}")
         call = wire_pb2.InferCall(
             inputs=[to_tensor(n, a) for n, a in inputs.items()], augment=augment
         )
         body = call.SerializeToString()
-        headers = tracing.inject(
-            {**ctx.to_headers(), INPUT_SHA256: hashlib.sha256(body).hexdigest()}
-        )
-        try:
-            msg = await self.nc.request(
-                subjects.infer(model), body, timeout=timeout, headers=headers
-            )
-        except NoRespondersError:
-            raise Unavailable(f"model {model}: no replica is running") from None
-        except NatsTimeout:
-            raise DeadlineExceeded(
-                f"model {model}: no answer within {timeout * 1000:.0f} ms"
-            ) from None
-        code = (msg.headers or {}).get("Nats-Service-Error-Code")
-        if code:
-            detail = (msg.headers or {}).get("Nats-Service-Error", "")
-            raise ChorusError.from_code_name(code, f"model {model}: {detail}")
-        reply = wire_pb2.InferReply.FromString(msg.data)
+        digest = hashlib.sha256(body).hexdigest()
+        reply, _ = await self.calls.call(model, self.replicas(model), body, digest, ctx)
         for t in reply.outputs:
             if t.name == scores_output:
                 return from_tensor(t, field=f"{model}.{scores_output}")

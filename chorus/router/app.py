@@ -12,18 +12,19 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from chorus import subjects
+from chorus.calls import choice
+from chorus.calls.client import CallPolicy
+from chorus.calls.replicas import ReplicaBook
 from chorus.config import RouterConfig
 from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.registry import Registry
-from chorus.router import choice
 from chorus.router.dispatch import Dispatcher, DispatchPolicy
 from chorus.router.durable import DurableTasks
 from chorus.router.metrics import RouterMetrics
 from chorus.router.pipeline import load_pipelines
 from chorus.router.plan_routing import PlanSplits
-from chorus.router.replicas import ReplicaBook
 from chorus.router.servicer import TaskServicer
 from chorus.router.task import TaskRunner
 from chorus.scheduler import PriorityScheduler
@@ -67,9 +68,11 @@ class RouterService(ServiceBase):
             ReplicaBook(failures_to_open=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s),
             choice.get(cfg.replica_choice),
             DispatchPolicy(
-                max_attempts=cfg.max_attempts,
-                attempt_timeout_s=cfg.attempt_timeout_s,
-                hedge=cfg.hedge,
+                CallPolicy(
+                    max_attempts=cfg.max_attempts,
+                    attempt_timeout_s=cfg.attempt_timeout_s,
+                    hedge=cfg.hedge,
+                ),
                 coalesce_rows=cfg.coalesce_rows,
             ),
             self.metrics,

@@ -1,5 +1,5 @@
-"""The router's NATS side: ask every member at once (each on a replica it chooses, with
-retries, hedging and circuit breakers), then ask the fuser.
+"""The router's NATS side: ask every member at once (each through the core's MemberCalls:
+a replica it chooses, retries, hedging, circuit breakers), then ask the fuser.
 
 Member tensors pass through as received (protobuf bytes fields), so the hot path decodes
 nothing it does not need.
@@ -8,7 +8,6 @@ nothing it does not need.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
 import time
@@ -16,25 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-from opentelemetry.trace import SpanKind
 
-from chorus import subjects, tracing
-from chorus.context import CAPABILITY, INPUT_SHA256, TASKS, CallContext
-from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
+from chorus import subjects
+from chorus.calls.choice import ReplicaChooser
+from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
+from chorus.calls.replicas import ReplicaBook
+from chorus.context import CAPABILITY, TASKS, CallContext
+from chorus.errors import ChorusError, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
-from chorus.router.choice import Candidate, ReplicaChooser
 from chorus.router.coalesce import Coalescer
 from chorus.router.metrics import RouterMetrics
-from chorus.router.replicas import ReplicaBook
-
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
-ERROR_HEADER = "Nats-Service-Error"
-RETRYABLE = (Unavailable, DeadlineExceeded)
-"""Worth another replica: it is gone or slow. Bad input or a corrupt reply is not."""
 
 
 @dataclass
@@ -46,49 +37,9 @@ class FanOut:
 
 @dataclass(frozen=True)
 class DispatchPolicy:
-    max_attempts: int = 3
-    attempt_timeout_s: float = 2.0
-    """One attempt's limit (the task's deadline, if nearer, wins): a hung replica costs this."""
-    hedge: bool = True
-    hedge_min_ms: float = 2.0
-    """A second request goes to another replica once the first has run past the model's p95
-    round trip (and at least this long)."""
+    calls: CallPolicy = field(default_factory=CallPolicy)
     coalesce_rows: int = 256
     """Rows one joined call may carry when tasks wait for a model (0: every task alone)."""
-
-
-def error_of(msg: Msg) -> ChorusError | None:
-    """The error a micro service put in the reply headers, if any."""
-    headers = msg.headers or {}
-    code = headers.get(ERROR_CODE_HEADER)
-    if code is None:
-        return None
-    return ChorusError.from_code_name(code, headers.get(ERROR_HEADER, ""))
-
-
-async def _request(
-    nc: Client,
-    subject: str,
-    payload: bytes,
-    ctx: CallContext,
-    who: str,
-    extra_headers: dict[str, str] | None = None,
-    timeout_s: float | None = None,
-) -> Msg:
-    left = ctx.check(f"{who} was asked")
-    timeout = min(left, timeout_s) if timeout_s else left
-    with tracing.span(f"request {who}", kind=SpanKind.CLIENT, subject=subject):
-        headers = tracing.inject({**ctx.to_headers(), **(extra_headers or {})})
-        try:
-            msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            raise Unavailable(f"{who}: no replica is subscribed to {subject}") from None
-        except NatsTimeout:
-            raise DeadlineExceeded(f"{who}: no answer within {timeout * 1000:.0f} ms") from None
-    err = error_of(msg)
-    if err is not None:
-        raise type(err)(f"{who}: {err.message}")
-    return msg
 
 
 class Dispatcher:
@@ -104,12 +55,9 @@ class Dispatcher:
         rng: random.Random | None = None,
     ) -> None:
         self.nc = nc
-        self.book = book
-        self.chooser = chooser
         self.policy = policy
-        self.metrics = metrics
-        self.clock = clock
-        self.rng = rng or random.Random()
+        self.calls = MemberCalls(nc, book, chooser, policy.calls, metrics, clock=clock, rng=rng)
+        self.call = self.calls.call
         self.coalescer = Coalescer(
             self._send,
             max_rows=policy.coalesce_rows,
@@ -177,136 +125,6 @@ class Dispatcher:
                 out.latency_ms[model] = ms
         return out
 
-    async def call(
-        self,
-        model: str,
-        replicas: list[Heartbeat],
-        body: bytes,
-        digest: str,
-        ctx: CallContext,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[wire_pb2.InferReply, float]:
-        """One member's answer: retried on another replica when one is gone or too slow."""
-        tried: set[str] = set()
-        last: ChorusError = Unavailable(f"model {model}: no replica to ask")
-        start = time.perf_counter()
-        for attempt in range(self.policy.max_attempts):
-            if attempt:
-                self.metrics.retries.labels(model).inc()
-            first = self._pick(model, replicas, tried)
-            try:
-                reply = await self._maybe_hedged(
-                    model, replicas, first, tried, body, digest, ctx, headers or {}
-                )
-            except RETRYABLE as err:
-                last = err
-                if ctx.remaining_s() <= 0:
-                    break
-                continue
-            ms = (time.perf_counter() - start) * 1000
-            self.book.record_latency(model, ms)
-            return reply, ms
-        if isinstance(last, DeadlineExceeded) or ctx.remaining_s() <= 0:
-            raise DeadlineExceeded(f"{last.message} (after {len(tried) or 1} attempt(s))")
-        raise last
-
-    def _pick(self, model: str, replicas: list[Heartbeat], tried: set[str]) -> Candidate | None:
-        candidates = self.book.candidates(replicas, self.clock(), tried)
-        chosen = self.chooser.choose(candidates, self.rng)
-        if chosen is not None:
-            self.book.state(chosen.replica).breaker.allow(self.clock())
-        return chosen
-
-    async def _maybe_hedged(
-        self,
-        model: str,
-        replicas: list[Heartbeat],
-        first: Candidate | None,
-        tried: set[str],
-        body: bytes,
-        digest: str,
-        ctx: CallContext,
-        headers: dict[str, str],
-    ) -> wire_pb2.InferReply:
-        p95 = self.book.p95_ms(model)
-        primary = asyncio.ensure_future(self._once(model, first, tried, body, digest, ctx, headers))
-        if not self.policy.hedge or p95 is None or first is None:
-            return await primary
-        delay = max(p95, self.policy.hedge_min_ms) / 1000
-        done, _ = await asyncio.wait({primary}, timeout=delay)
-        if done:
-            return primary.result()
-        backup_to = self._pick(model, replicas, tried | {first.replica})
-        if backup_to is None:
-            return await primary
-        self.metrics.hedges.labels(model).inc()
-        backup = asyncio.ensure_future(
-            self._once(model, backup_to, tried, body, digest, ctx, headers)
-        )
-        pending = {primary, backup}
-        error: BaseException | None = None
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.exception() is None:
-                        return task.result()
-                    error = task.exception()
-        finally:
-            for task in pending:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ChorusError):
-                    await task
-        assert error is not None
-        raise error
-
-    async def _once(
-        self,
-        model: str,
-        to: Candidate | None,
-        tried: set[str],
-        body: bytes,
-        digest: str,
-        ctx: CallContext,
-        headers: dict[str, str],
-    ) -> wire_pb2.InferReply:
-        if to is None:
-            subject = subjects.infer(model)
-        else:
-            subject = subjects.infer_replica(model, to.replica)
-            tried.add(to.replica)
-        state = self.book.state(to.replica) if to is not None else None
-        if state is not None:
-            state.outstanding += 1
-        start = time.perf_counter()
-        try:
-            msg = await _request(
-                self.nc, subject, body, ctx, f"model {model}", {INPUT_SHA256: digest, **headers},
-                timeout_s=self.policy.attempt_timeout_s,
-            )  # fmt: skip
-            reply = wire_pb2.InferReply.FromString(msg.data)
-            if reply.input_sha256 and reply.input_sha256 != digest:
-                raise DataLoss(f"model {model}: answered an input other than the one sent")
-        except RETRYABLE:
-            if state is not None:
-                state.breaker.failure(self.clock())
-                self._breaker_metric(model, to)
-            raise
-        finally:
-            if state is not None:
-                state.outstanding -= 1
-        if state is not None:
-            state.observe((time.perf_counter() - start) * 1000)
-            state.breaker.success()
-            self._breaker_metric(model, to)
-        self.metrics.chosen.labels(model, to.replica if to else "queue-group").inc()
-        return reply
-
-    def _breaker_metric(self, model: str, to: Candidate | None) -> None:
-        if to is not None:
-            state = self.book.state(to.replica).breaker.state
-            self.metrics.circuit.labels(model, to.replica).set(state.value)
-
 
 ALL_HEADS = "*"
 
@@ -341,7 +159,7 @@ async def fuse(
     body = call.SerializeToString()
     for attempt in range(attempts):
         try:
-            msg = await _request(nc, subjects.FUSE, body, ctx, "fuser", timeout_s=attempt_timeout_s)
+            msg = await request(nc, subjects.FUSE, body, ctx, "fuser", timeout_s=attempt_timeout_s)
             return wire_pb2.FuseReply.FromString(msg.data)
         except RETRYABLE:
             if attempt == attempts - 1 or ctx.remaining_s() <= 0:
@@ -352,5 +170,5 @@ async def fuse(
 async def feedback(
     nc: Client, req: task_pb2.FeedbackRequest, ctx: CallContext
 ) -> task_pb2.FeedbackResponse:
-    msg = await _request(nc, subjects.FEEDBACK, req.SerializeToString(), ctx, "fuser")
+    msg = await request(nc, subjects.FEEDBACK, req.SerializeToString(), ctx, "fuser")
     return task_pb2.FeedbackResponse.FromString(msg.data)

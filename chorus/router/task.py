@@ -331,7 +331,7 @@ class TaskRunner:
                 temperature=hb.temperature,
             )
         return await dispatch.fuse(
-            self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.attempt_timeout_s
+            self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.calls.attempt_timeout_s
         )
 
     def _done(

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from chorus.calls.breaker import CircuitBreaker
+from chorus.calls.choice import Candidate
 from chorus.heartbeat import Heartbeat
-from chorus.router.breaker import CircuitBreaker
-from chorus.router.choice import Candidate
 
 EWMA_ALPHA = 0.2
 
