@@ -15,7 +15,7 @@ from chorus.bench.usage import Gpus, Sampler
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NO_MATPLOTLIB = (
-    "import sys; sys.modules['matplotlib'] = None; from chorus.cli import main; "
+    "import sys; sys.modules['matplotlib'] = None; from chorus.cli.main import main; "
     "raise SystemExit(main(sys.argv[1:]))"
 )
 
