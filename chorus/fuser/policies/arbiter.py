@@ -9,17 +9,11 @@ import numpy as np
 
 from chorus.errors import FailedPrecondition
 from chorus.fuser.kinds import REGRESSION, as_scores
-from chorus.fuser.policies.base import Case, Outcome, first_pass, rows_of
-from chorus.fuser.strategies import Fused
+from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome, rows_of
 
 
-class Arbiter:
+class Arbiter(ActsOnConflicts):
     name = "arbiter"
-
-    async def resolve(self, case: Case, fused: Fused) -> Outcome:
-        out = first_pass(case, fused)
-        rows = [r for r, s in enumerate(out.status) if s == "conflicted"]
-        return await self.decide(case, out, rows)
 
     async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
         """The arbiter's answer for `rows` of an outcome another step flagged."""

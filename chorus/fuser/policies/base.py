@@ -87,6 +87,20 @@ def first_pass(case: Case, fused: Fused) -> Outcome:
     return Outcome(fused, list(case.members), report, status, rules)
 
 
+class ActsOnConflicts:
+    """A policy that leaves agreed rows to the first pass and decides only the conflicted
+    ones; another policy (negotiation) can hand it the rows it could not settle."""
+
+    async def resolve(self, case: Case, fused: Fused) -> Outcome:
+        out = first_pass(case, fused)
+        return await self.decide(
+            case, out, [r for r, s in enumerate(out.status) if s == "conflicted"]
+        )
+
+    async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
+        raise NotImplementedError
+
+
 def rows_of(inputs: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a[rows]) for name, a in inputs.items()}
 

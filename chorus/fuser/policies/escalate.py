@@ -8,17 +8,11 @@ reviewer takes it.
 from __future__ import annotations
 
 from chorus.errors import FailedPrecondition
-from chorus.fuser.policies.base import Case, Outcome, first_pass
-from chorus.fuser.strategies import Fused
+from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome
 
 
-class Escalate:
+class Escalate(ActsOnConflicts):
     name = "escalate"
-
-    async def resolve(self, case: Case, fused: Fused) -> Outcome:
-        out = first_pass(case, fused)
-        rows = [r for r, s in enumerate(out.status) if s == "conflicted"]
-        return await self.decide(case, out, rows)
 
     async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
         """Send `rows` of an outcome another step flagged to people."""
