@@ -290,7 +290,9 @@ class DurableTasks:
         assert self._kv is not None
         task = task_pb2.SubmitRequest.FromString(msg.data)  # type: ignore[attr-defined]
         key = subjects.kv_key(task.task_id)
-        known = await self._record(key)
+        # Reads and writes ride out a leader election instead of leaving the task for
+        # redelivery after ack_wait.
+        known = await _retrying(lambda: self._record(key), "lookup")
         if known is not None and known[0].status in TERMINAL:
             await msg.ack()  # type: ignore[attr-defined]
             return  # published twice, or delivered again while another router ran it
@@ -300,7 +302,7 @@ class DurableTasks:
         running = task_pb2.TaskResult(
             task_id=task.task_id, status=task_pb2.TASK_STATUS_RUNNING, attempts=attempts
         )
-        if not await self._write(key, running):
+        if not await _retrying(lambda: self._write(key, running), "record"):
             await msg.ack()  # type: ignore[attr-defined]
             return
         # Keeps the message ours while it runs longer than ack_wait.
