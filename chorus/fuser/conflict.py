@@ -163,18 +163,17 @@ def detect(
     low_margin = mar < t.min_margin
     high_entropy = ent > t.max_entropy
     low_vote_margin = vm < t.min_vote_margin
-    reasons = tuple(
-        "; ".join(
-            text
-            for crossed, text in (
-                (low_margin[r], f"margin {mar[r]:.3f} < {t.min_margin:.3f}"),
-                (high_entropy[r], f"entropy {ent[r]:.3f} > {t.max_entropy:.3f}"),
-                (low_vote_margin[r], f"vote margin {vm[r]:.3f} < {t.min_vote_margin:.3f}"),
-            )
-            if crossed
-        )
-        for r in range(rows)
-    )
+    def why(r: int) -> str:
+        said = []
+        if low_margin[r]:
+            said.append(f"margin {mar[r]:.3f} < {t.min_margin:.3f}")
+        if high_entropy[r]:
+            said.append(f"entropy {ent[r]:.3f} > {t.max_entropy:.3f}")
+        if low_vote_margin[r]:
+            said.append(f"vote margin {vm[r]:.3f} < {t.min_vote_margin:.3f}")
+        return "; ".join(said)
+
+    reasons = tuple(why(r) for r in range(rows))
     conflicted = low_margin | high_entropy | low_vote_margin
     return ConflictReport(conflicted, reasons, t, margin=mar, entropy=ent, vote_margin=vm)
 

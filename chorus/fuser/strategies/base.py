@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -30,9 +31,15 @@ class MemberScores:
     """What the member's own output held, before the fuser made it comparable (fuser.kinds)."""
     temperature: float = 1.0
 
-    @property
+    # Cached: the strategy, conflict detection, the reply and the reliability estimate all
+    # read them, and the arrays are not changed after a member's scores are decoded.
+    @cached_property
     def votes(self) -> np.ndarray:
         return np.argmax(self.probabilities, axis=1)
+
+    @cached_property
+    def finite(self) -> bool:
+        return bool(np.all(np.isfinite(self.probabilities)))
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def check_members(members: Sequence[MemberScores], n_classes: int | None = None)
                 f"members[{m.model!r}].probabilities: expected shape [{rows}, {classes}] "
                 f"like the first member, got {list(p.shape)}"
             )
-        if not np.all(np.isfinite(p)):
+        if not m.finite:
             raise InvalidArgument(
                 f"members[{m.model!r}].probabilities: contains NaN or infinity; "
                 "a member that cannot score must be left out, not sent"
