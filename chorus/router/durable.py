@@ -6,7 +6,9 @@ all three through one shared durable consumer per stream, and its priority sched
 what it took with its synchronous tasks. A task is acknowledged only after its result is
 stored, so a router that dies mid-task leaves it to be delivered again after `ack_wait_s`; a
 task the mesh cannot run right now (no live model, out of time) is handed back with a growing
-delay, up to `max_attempts` deliveries, before it is marked failed.
+delay, up to `max_attempts` runs, before it is marked failed. A result is written by
+compare-and-set and never replaces a finished one, so two deliveries of one task running side
+by side cannot undo each other.
 Results live in the key-value bucket `chorus_results` with a TTL. The idempotency key becomes
 the task id, so a retried SubmitAsync finds the first submission's record and JetStream's
 de-duplication window drops the repeated message.
