@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from chorus import subjects, tracing
 from chorus.calls.choice import Candidate, ReplicaChooser
@@ -46,12 +47,43 @@ class CallPolicy:
 
 
 class CallMetrics(Protocol):
-    """The labelled Prometheus metrics a caller counts its member calls in (the router's)."""
+    """The labelled Prometheus metrics a caller counts its member calls in."""
 
     retries: Any
     hedges: Any
     chosen: Any
     circuit: Any
+
+
+class CallCounters:
+    """Member-call metrics under one service's prefix (chorus_router_…, chorus_fuser_…), the
+    same four for every caller."""
+
+    def __init__(self, prefix: str, registry: CollectorRegistry) -> None:
+        self.retries = Counter(
+            f"{prefix}_retries",
+            "Member requests sent again to another replica",
+            ["model"],
+            registry=registry,
+        )
+        self.hedges = Counter(
+            f"{prefix}_hedges",
+            "Second requests sent because the first ran past the model's p95",
+            ["model"],
+            registry=registry,
+        )
+        self.chosen = Counter(
+            f"{prefix}_replica_requests",
+            "Member requests answered, by the replica that answered",
+            ["model", "replica"],
+            registry=registry,
+        )
+        self.circuit = Gauge(
+            f"{prefix}_circuit_state",
+            "Circuit breaker per replica: 0 closed, 1 open, 2 half-open",
+            ["model", "replica"],
+            registry=registry,
+        )
 
 
 def error_of(msg: Msg) -> ChorusError | None:

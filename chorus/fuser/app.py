@@ -97,7 +97,9 @@ class FuserService(ServiceBase):
         await nc.publish(subjects.DISCOVER, b"")
         self._tools = Tools(
             client=NatsMembers(
-                MemberCalls(nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy()),
+                MemberCalls(
+                    nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy(), self.metrics.calls
+                ),
                 self._replicas,
             ),
             weights=self._weights.get,

@@ -163,6 +163,7 @@ def detect(
     low_margin = mar < t.min_margin
     high_entropy = ent > t.max_entropy
     low_vote_margin = vm < t.min_vote_margin
+
     def why(r: int) -> str:
         said = []
         if low_margin[r]:

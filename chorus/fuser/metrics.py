@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from chorus.calls.client import CallCounters
 from chorus.metrics import LATENCY_BUCKETS_S
 
 
 class FuserMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.calls = CallCounters("chorus_fuser", self.registry)
+        """The negotiation, arbiter and stacking calls to members."""
         self.requests = Counter(
             "chorus_fuser_requests",
             "Fusion requests by policy and outcome",

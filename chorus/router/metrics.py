@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from chorus.calls.client import CallCounters
 from chorus.metrics import LATENCY_BUCKETS_S
 
 
@@ -61,30 +62,9 @@ class RouterMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
-        self.retries = Counter(
-            "chorus_router_retries",
-            "Member requests sent again to another replica",
-            ["model"],
-            registry=self.registry,
-        )
-        self.hedges = Counter(
-            "chorus_router_hedges",
-            "Second requests sent because the first ran past the model's p95",
-            ["model"],
-            registry=self.registry,
-        )
-        self.chosen = Counter(
-            "chorus_router_replica_requests",
-            "Member requests answered, by the replica that answered",
-            ["model", "replica"],
-            registry=self.registry,
-        )
-        self.circuit = Gauge(
-            "chorus_router_circuit_state",
-            "Circuit breaker per replica: 0 closed, 1 open, 2 half-open",
-            ["model", "replica"],
-            registry=self.registry,
-        )
+        calls = CallCounters("chorus_router", self.registry)
+        self.retries, self.hedges = calls.retries, calls.hedges
+        self.chosen, self.circuit = calls.chosen, calls.circuit
         self.replicas = Gauge(
             "chorus_router_live_replicas",
             "Replicas whose heartbeats are current",

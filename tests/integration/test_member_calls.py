@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry
 
 from chorus import subjects
 from chorus.calls import choice
 from chorus.calls.breaker import State
-from chorus.calls.client import CallPolicy, MemberCalls
+from chorus.calls.client import CallCounters, CallPolicy, MemberCalls
 from chorus.calls.replicas import ReplicaBook
 from chorus.codec import to_tensor
 from chorus.context import INPUT_SHA256, CallContext, Priority
@@ -72,11 +73,14 @@ async def _replica(nc: Client, name: str, behaviour: str, seen: list[str]) -> No
 
 
 def _members(
-    nc: Client, book: ReplicaBook, replicas: list[str], attempt_s: float = 0.2
+    nc: Client,
+    book: ReplicaBook,
+    replicas: list[str],
+    attempt_s: float = 0.2,
+    metrics: CallCounters | None = None,
 ) -> NatsMembers:
-    calls = MemberCalls(
-        nc, book, choice.get("power_of_two"), CallPolicy(attempt_timeout_s=attempt_s, hedge=False)
-    )
+    policy = CallPolicy(attempt_timeout_s=attempt_s, hedge=False)
+    calls = MemberCalls(nc, book, choice.get("power_of_two"), policy, metrics)
     return NatsMembers(calls, lambda model: [_beat(r) for r in replicas])
 
 
@@ -92,7 +96,8 @@ async def test_a_hung_replica_is_retried_elsewhere_and_its_breaker_opens(nc: Cli
     await _replica(nc, "well", "answer", seen)
     await nc.flush()
     book = ReplicaBook(failures_to_open=2, cooldown_s=60)
-    members = _members(nc, book, ["hung", "well"])
+    registry = CollectorRegistry()
+    members = _members(nc, book, ["hung", "well"], metrics=CallCounters("chorus_fuser", registry))
     for _ in range(8):
         np.testing.assert_array_equal(await _ask(members), SCORES)
     assert seen.count("hung") == 2  # tried until its breaker opened after two failures
@@ -101,6 +106,10 @@ async def test_a_hung_replica_is_retried_elsewhere_and_its_breaker_opens(nc: Cli
     for _ in range(4):
         await _ask(members)
     assert seen.count("hung") == before  # an open breaker keeps calls away
+    # What the fuser exports for its own member calls.
+    assert registry.get_sample_value("chorus_fuser_retries_total", {"model": "m"}) == 2
+    circuit = {"model": "m", "replica": "hung"}
+    assert registry.get_sample_value("chorus_fuser_circuit_state", circuit) == State.OPEN.value
 
 
 async def test_a_reply_for_another_input_is_refused(nc: Client) -> None:
