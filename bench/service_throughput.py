@@ -1,5 +1,5 @@
 """Model service throughput against bare ONNX Runtime, side by side in one run, on the bench
-CNN (`services/build_cnn.py`):
+CNN (`chorus/demo/build_cnn.py`):
 
   bare     ONNX Runtime in this process, batches of --batch images, back to back
   service  the model service over KServe v2 gRPC, --concurrency clients each sending one

@@ -1,4 +1,4 @@
-"""The Kubernetes manifests under k8s/, the Grafana dashboard, and chorus/autoscale.py.
+"""The Kubernetes manifests under k8s/, the Grafana dashboard, and chorus/planner/autoscale.py.
 
 Builds every overlay with `kubectl kustomize` and validates each object against the Kubernetes
 OpenAPI schemas (kubernetes-validate, strict), checks that the pieces agree with each other
@@ -746,7 +746,7 @@ def test_dashboard_shape() -> None:
     assert "provider" in exprs[table["title"]]
 
 
-# --- chorus/autoscale.py -----------------------------------------------------------------------
+# --- chorus/planner/autoscale.py ------------------------------------------------------------------
 
 
 def _settle(rule: PrometheusScaling, replicas: int, load: float, rounds: int = 10) -> list[int]:

@@ -1,6 +1,6 @@
 """Gated fusion: per-row member weights from a gate model, then a per-row weighted mean.
 
-The gate (see services/build_gate.py) looks at one input and the members' answers to it and
+The gate (see chorus/demo/build_gate.py) looks at one input and the members' answers to it and
 says how far to trust each member on that row: its raw per-member probability that the
 member's top class is right. Here those scores are floored (so no member is ever silenced
 completely by an overconfident gate) and normalised per row; the fused distribution is the
