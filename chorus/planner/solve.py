@@ -99,6 +99,14 @@ class _Program:
     def eligible(self, k: int) -> list[int]:
         return [j for kk, j in self.pairs if kk == k]
 
+    def demand_row(self, k: int, n_vars: int) -> np.ndarray:
+        """Demand k's served rps: its x variables (over r then x, padded to n_vars)."""
+        row = np.zeros(n_vars)
+        for i, (kk, _) in enumerate(self.pairs):
+            if kk == k:
+                row[self.n_r + i] = 1.0
+        return row
+
     def rows(self, n_vars: int) -> tuple[list[np.ndarray], list[float], list[float]]:
         """Throughput and capacity rows (over r then x, padded to n_vars)."""
         a: list[np.ndarray] = []
@@ -185,11 +193,7 @@ def solve(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> Allocation:
             c[p.n_r + i] = weight * p.options[j].latency_ms
     a, lo, hi = p.rows(n)
     for k, d in enumerate(p.demands):
-        row = np.zeros(n)
-        for i, (kk, _) in enumerate(p.pairs):
-            if kk == k:
-                row[p.n_r + i] = 1.0
-        a.append(row)
+        a.append(p.demand_row(k, n))
         lo.append(d.rps)
         hi.append(d.rps)
     lb = np.zeros(n)
@@ -273,10 +277,7 @@ def _shortfalls(p: _Program, time_limit_s: float) -> dict[DemandKey, float]:
     n = p.n_r + p.n_x + n_s
     a, lo, hi = p.rows(n)
     for k, d in enumerate(p.demands):
-        row = np.zeros(n)
-        for i, (kk, _) in enumerate(p.pairs):
-            if kk == k:
-                row[p.n_r + i] = 1.0
+        row = p.demand_row(k, n)
         row[p.n_r + p.n_x + k] = 1.0
         a.append(row)
         lo.append(d.rps)
