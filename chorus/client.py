@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -136,6 +137,17 @@ class AsyncTaskClient:
     async def list_models(self, capability: str = "") -> task_pb2.ListModelsResponse:
         request = task_pb2.ListModelsRequest(capability=capability)
         return await self.stub.ListModels(request, timeout=10)
+
+    async def submit_stream(
+        self,
+        requests: AsyncIterable[task_pb2.SubmitRequest] | Iterable[task_pb2.SubmitRequest],
+        *,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[task_pb2.StreamedResult]:
+        """Many tasks over one SubmitStream call (build them with `submit_request`), each
+        result as it finishes: match them by task_id; a failed task carries error_code."""
+        async for result in self.stub.SubmitStream(requests, timeout=timeout_s):
+            yield result
 
     async def close(self) -> None:
         await self.channel.close()

@@ -223,6 +223,18 @@ class Explanation(_message.Message):
     calibration_rows: int
     def __init__(self, policy: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., rows: _Optional[_Iterable[_Union[RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ..., temperatures: _Optional[_Mapping[str, float]] = ..., coverage: _Optional[float] = ..., calibration_rows: _Optional[int] = ...) -> None: ...
 
+class StreamedResult(_message.Message):
+    __slots__ = ("task_id", "response", "error_code", "error_message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    response: SubmitResponse
+    error_code: str
+    error_message: str
+    def __init__(self, task_id: _Optional[str] = ..., response: _Optional[_Union[SubmitResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
 class SubmitResponse(_message.Message):
     __slots__ = ("task_id", "capability", "outputs", "labels", "members", "explanation", "stages", "cascade_depth")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -69,6 +69,11 @@ class TaskServiceStub:
                 request_serializer=chorus_dot_pb_dot_task__pb2.ReviewRequest.SerializeToString,
                 response_deserializer=chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
                 _registered_method=True)
+        self.SubmitStream = channel.stream_stream(
+                '/chorus.v1.TaskService/SubmitStream',
+                request_serializer=chorus_dot_pb_dot_task__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=chorus_dot_pb_dot_task__pb2.StreamedResult.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -125,6 +130,15 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitStream(self, request_iterator, context):
+        """Many tasks over one stream, each answered when it finishes (not in request order): for
+        bulk callers, one HTTP/2 stream instead of a call per task. A task that fails gets its
+        error in its own result and the stream goes on; the call's deadline bounds every task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +176,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.Review,
                     request_deserializer=chorus_dot_pb_dot_task__pb2.ReviewRequest.FromString,
                     response_serializer=chorus_dot_pb_dot_task__pb2.TaskResult.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitStream,
+                    request_deserializer=chorus_dot_pb_dot_task__pb2.SubmitRequest.FromString,
+                    response_serializer=chorus_dot_pb_dot_task__pb2.StreamedResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +372,33 @@ class TaskService:
             '/chorus.v1.TaskService/Review',
             chorus_dot_pb_dot_task__pb2.ReviewRequest.SerializeToString,
             chorus_dot_pb_dot_task__pb2.TaskResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chorus.v1.TaskService/SubmitStream',
+            chorus_dot_pb_dot_task__pb2.SubmitRequest.SerializeToString,
+            chorus_dot_pb_dot_task__pb2.StreamedResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,6 +19,9 @@ from chorus.router.task import TaskRunner
 from chorus.security import Authorizer, peer_common_name
 
 log = logging.getLogger(__name__)
+STREAM_IN_FLIGHT = 64
+"""Tasks of one SubmitStream running at once; the router's scheduler still orders them with
+every other task by priority."""
 
 
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
@@ -56,6 +61,61 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         metadata = _metadata(context) if tracing.enabled() else None
         self._authorize(context, request)
         return await self.runner.submit(request, context.time_remaining(), metadata)
+
+    async def SubmitStream(
+        self,
+        requests: AsyncIterator[task_pb2.SubmitRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[task_pb2.StreamedResult]:
+        """Up to STREAM_IN_FLIGHT of the stream's tasks run at once (reading waits beyond
+        that, so a fast sender is held back by HTTP/2 flow control, not by memory)."""
+        metadata = _metadata(context) if tracing.enabled() else None
+        # Bounded, and a task's place freed only once its result is queued: a caller that
+        # stops reading stops the stream's reading too.
+        results: asyncio.Queue[task_pb2.StreamedResult | None] = asyncio.Queue(STREAM_IN_FLIGHT)
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        running: set[asyncio.Task[None]] = set()
+        stream_id = uuid.uuid4().hex[:16]
+
+        async def one(n: int, req: task_pb2.SubmitRequest) -> None:
+            # Unique across streams: the fuser keeps tasks for Feedback by this id.
+            req.task_id = req.task_id or f"{stream_id}-{n}"
+            out = task_pb2.StreamedResult(task_id=req.task_id)
+            try:
+                self._authorize(context, req)
+                out.response.CopyFrom(
+                    await self.runner.submit(req, context.time_remaining(), metadata)
+                )
+            except ChorusError as err:
+                out.error_code, out.error_message = err.code_name, err.message
+            try:
+                await results.put(out)
+            finally:
+                room.release()
+
+        async def read() -> None:
+            try:
+                n = 0
+                async for req in requests:
+                    await room.acquire()
+                    task = asyncio.create_task(one(n, req))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    n += 1
+                if running:
+                    await asyncio.gather(*running)
+            finally:
+                await results.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            await reader  # a failure reading the stream is the call's status
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
 
     async def Feedback(
         self, request: task_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
