@@ -57,7 +57,6 @@ class Dispatcher:
         self.nc = nc
         self.policy = policy
         self.calls = MemberCalls(nc, book, chooser, policy.calls, metrics, clock=clock, rng=rng)
-        self.call = self.calls.call
         self.coalescer = Coalescer(
             self._send,
             max_rows=policy.coalesce_rows,
@@ -74,7 +73,7 @@ class Dispatcher:
         ctx: CallContext,
         tasks: int,
     ) -> tuple[wire_pb2.InferReply, float]:
-        return await self.call(
+        return await self.calls.call(
             model, replicas, body, digest, ctx, {TASKS: str(tasks)} if tasks > 1 else None
         )
 
@@ -101,13 +100,15 @@ class Dispatcher:
             if not replicas or not replicas[0].heads:
                 return await self.coalescer.call(m, replicas, body, digest, ctx)
             if shared is None:
-                return await self.call(m, replicas, body, digest, ctx, {CAPABILITY: capability})
+                return await self.calls.call(
+                    m, replicas, body, digest, ctx, {CAPABILITY: capability}
+                )
             # A multi-task model asked by several stages of one pipeline level about the same
             # input answers them all from one call.
             key = (m, digest)
             if key not in shared:
                 shared[key] = asyncio.ensure_future(
-                    self.call(m, replicas, body, digest, ctx, {CAPABILITY: ALL_HEADS})
+                    self.calls.call(m, replicas, body, digest, ctx, {CAPABILITY: ALL_HEADS})
                 )
             reply, ms = await asyncio.shield(shared[key])
             return _head(reply, capability), ms

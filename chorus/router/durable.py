@@ -49,6 +49,8 @@ from chorus.spawner import Spawner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Record = tuple[task_pb2.TaskResult, int]
+"""A task's stored result and the revision it was read or written at."""
 RESULTS = "chorus_results"
 CONSUMER = "chorus-router"
 TERMINAL = (task_pb2.TASK_STATUS_DONE, task_pb2.TASK_STATUS_FAILED)
@@ -207,15 +209,13 @@ class DurableTasks:
         )
 
     async def get(self, task_id: str) -> task_pb2.TaskResult:
-        assert self._kv is not None
-        try:
-            entry = await self._kv.get(subjects.kv_key(task_id))
-        except KeyNotFoundError:
+        known = await self._record(subjects.kv_key(task_id))
+        if known is None:
             raise NotFound(
                 f"task_id: no async task {task_id!r} (unknown, or its result expired after "
                 f"{self.result_ttl_s:.0f} s)"
-            ) from None
-        return task_pb2.TaskResult.FromString(entry.value or b"")
+            )
+        return known[0]
 
     async def watch(self, task_id: str) -> AsyncIterator[task_pb2.TaskResult]:
         assert self._kv is not None
@@ -304,7 +304,8 @@ class DurableTasks:
         running = task_pb2.TaskResult(
             task_id=task.task_id, status=task_pb2.TASK_STATUS_RUNNING, attempts=attempts
         )
-        if not await _retrying(lambda: self._write(key, running), "record"):
+        started = await _retrying(lambda: self._write(key, running, known), "record")
+        if started is None:
             await msg.ack()  # type: ignore[attr-defined]
             return
         # Keeps the message ours while it runs longer than ack_wait.
@@ -326,14 +327,14 @@ class DurableTasks:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-        written = await _retrying(lambda: self._write(key, result), "result")
-        if written and result.status == task_pb2.TASK_STATUS_PENDING:
+        written = await _retrying(lambda: self._write(key, result, started), "result")
+        if written is not None and result.status == task_pb2.TASK_STATUS_PENDING:
             # The mesh could not run it now (models gone, out of time): try again later.
             await msg.nak(delay=min(0.5 * 2**attempts, 15.0))  # type: ignore[attr-defined]
         else:
             await msg.ack()  # type: ignore[attr-defined]
 
-    async def _record(self, key: str) -> tuple[task_pb2.TaskResult, int] | None:
+    async def _record(self, key: str) -> Record | None:
         """The stored result and its revision; None when there is none (expired)."""
         assert self._kv is not None
         try:
@@ -342,31 +343,30 @@ class DurableTasks:
             return None
         return task_pb2.TaskResult.FromString(entry.value or b""), int(entry.revision or 0)
 
-    async def _write(self, key: str, result: task_pb2.TaskResult) -> bool:
+    async def _write(
+        self, key: str, result: task_pb2.TaskResult, known: Record | None = None
+    ) -> Record | None:
         """Store `result` unless the record already holds a finished one: two deliveries of
         one task can run side by side (in-progress acks lost to a frozen node), and a late
         failure or retry must not overwrite the other's answer. A DONE replaces a FAILED.
-        Compare-and-set on the record's revision; False when it was left as it was."""
+        Compare-and-set from `known`, the record as the caller last saw it (None: none), read
+        again only when another write came between. The record as written, or None when it
+        was left as it was."""
         assert self._kv is not None
         value = result.SerializeToString()
+        done = task_pb2.TASK_STATUS_DONE
         while True:
-            known = await self._record(key)
-            if known is None:
-                with contextlib.suppress(KeyWrongLastSequenceError):
-                    await self._kv.create(key, value)
-                    return True
-                continue
-            current, revision = known
-            done = task_pb2.TASK_STATUS_DONE
-            if current.status == done or (
-                current.status == task_pb2.TASK_STATUS_FAILED and result.status != done
-            ):
-                return False
             try:
-                await self._kv.update(key, value, last=revision)
-                return True
+                if known is None:
+                    return result, await self._kv.create(key, value)
+                current, revision = known
+                if current.status == done or (
+                    current.status == task_pb2.TASK_STATUS_FAILED and result.status != done
+                ):
+                    return None
+                return result, await self._kv.update(key, value, last=revision)
             except KeyWrongLastSequenceError:
-                continue
+                known = await self._record(key)
 
     async def _in_progress(self, msg: object) -> None:
         while True:
