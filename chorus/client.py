@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+import grpc
 import numpy as np
 
 from chorus.codec import from_tensor, to_tensor
@@ -145,9 +148,42 @@ class AsyncTaskClient:
         timeout_s: float | None = None,
     ) -> AsyncIterator[task_pb2.StreamedResult]:
         """Many tasks over one SubmitStream call (build them with `submit_request`), each
-        result as it finishes: match them by task_id; a failed task carries error_code."""
-        async for result in self.stub.SubmitStream(requests, timeout=timeout_s):
-            yield result
+        result as it finishes: match them by task_id; a failed task carries error_code.
+
+        Requests are written by this client, not handed to gRPC as an iterator, and none in
+        the last STREAM_WRITE_MARGIN_S before `timeout_s` runs out: gRPC turns a write that
+        races the deadline into an INTERNAL status, where the caller should see
+        DEADLINE_EXCEEDED."""
+        call = self.stub.SubmitStream(None, timeout=timeout_s)
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time() + timeout_s - STREAM_WRITE_MARGIN_S if timeout_s else None
+
+        async def write() -> None:
+            async def each() -> AsyncIterator[task_pb2.SubmitRequest]:
+                if isinstance(requests, AsyncIterable):
+                    async for r in requests:
+                        yield r
+                else:
+                    for r in requests:
+                        yield r
+
+            try:
+                async for req in each():
+                    if stop_at is not None and loop.time() >= stop_at:
+                        return  # leave the call open: it ends at its deadline
+                    await call.write(req)
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+                pass  # the call ended; reading it raises why
+
+        writer = asyncio.ensure_future(write())
+        try:
+            async for result in call:
+                yield result
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
     async def close(self) -> None:
         await self.channel.close()
@@ -162,6 +198,9 @@ class AsyncTaskClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+STREAM_WRITE_MARGIN_S = 0.05
 
 
 class _WithMetadata:
