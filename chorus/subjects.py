@@ -11,6 +11,8 @@ FEEDBACK = f"{PREFIX}.feedback"
 PLAN = f"{PREFIX}.plan"
 HEARTBEATS = f"{PREFIX}.hb.*"
 DISCOVER = f"{PREFIX}.discover"
+FUSER_HEARTBEATS = f"{PREFIX}.fuser.hb"
+"""Each fuser replica's id, every second: where the router may send one-way tasks."""
 
 
 def infer(model: str) -> str:
@@ -21,6 +23,17 @@ def infer(model: str) -> str:
 def infer_replica(model: str, replica: str) -> str:
     """One replica of `model`, for callers that choose the replica themselves."""
     return f"{PREFIX}.infer.{model}.{replica}"
+
+
+def fuse_replica(replica: str) -> str:
+    """One fuser replica: a one-way task must be fused where its members answer."""
+    return f"{FUSE}.r.{replica}"
+
+
+def collect(replica: str, call: str = "*") -> str:
+    """Where members answer a one-way call (`call`: the router's token for it); the fuser
+    replica subscribes to every call's."""
+    return f"{PREFIX}.collect.{replica}.{call}"
 
 
 def heartbeat(model: str) -> str:

@@ -150,20 +150,25 @@ class MemberCalls:
         digest: str,
         ctx: CallContext,
         headers: dict[str, str] | None = None,
+        *,
+        exclude: set[str] | None = None,
+        policy: CallPolicy | None = None,
     ) -> tuple[wire_pb2.InferReply, float]:
         """One member's answer and its round trip in ms: retried on another replica when one
         is gone or too slow. `digest` is the SHA-256 of `body`; the member checks it and
-        echoes it. No `replicas` (none known): the model's queue group answers."""
-        tried: set[str] = set()
+        echoes it. No `replicas` (none known): the model's queue group answers. `exclude`:
+        replicas already tried elsewhere; `policy` overrides this caller's own rules."""
+        policy = policy or self.policy
+        tried: set[str] = set(exclude or ())
         last: ChorusError = Unavailable(f"model {model}: no replica to ask")
         start = time.perf_counter()
-        for attempt in range(self.policy.max_attempts):
+        for attempt in range(policy.max_attempts):
             if attempt and self.metrics is not None:
                 self.metrics.retries.labels(model).inc()
             first = self._pick(model, replicas, tried)
             try:
                 reply = await self._maybe_hedged(
-                    model, replicas, first, tried, body, digest, ctx, headers or {}
+                    model, replicas, first, tried, body, digest, ctx, headers or {}, policy
                 )
             except RETRYABLE as err:
                 last = err
@@ -194,12 +199,15 @@ class MemberCalls:
         digest: str,
         ctx: CallContext,
         headers: dict[str, str],
+        policy: CallPolicy,
     ) -> wire_pb2.InferReply:
         p95 = self.book.p95_ms(model)
-        primary = asyncio.ensure_future(self._once(model, first, tried, body, digest, ctx, headers))
-        if not self.policy.hedge or p95 is None or first is None:
+        primary = asyncio.ensure_future(
+            self._once(model, first, tried, body, digest, ctx, headers, policy)
+        )
+        if not policy.hedge or p95 is None or first is None:
             return await primary
-        delay = max(p95, self.policy.hedge_min_ms) / 1000
+        delay = max(p95, policy.hedge_min_ms) / 1000
         done, _ = await asyncio.wait({primary}, timeout=delay)
         if done:
             return primary.result()
@@ -209,7 +217,7 @@ class MemberCalls:
         if self.metrics is not None:
             self.metrics.hedges.labels(model).inc()
         backup = asyncio.ensure_future(
-            self._once(model, backup_to, tried, body, digest, ctx, headers)
+            self._once(model, backup_to, tried, body, digest, ctx, headers, policy)
         )
         pending = {primary, backup}
         error: BaseException | None = None
@@ -237,6 +245,7 @@ class MemberCalls:
         digest: str,
         ctx: CallContext,
         headers: dict[str, str],
+        policy: CallPolicy,
     ) -> wire_pb2.InferReply:
         if to is None:
             subject = subjects.infer(model)
@@ -250,7 +259,7 @@ class MemberCalls:
         try:
             msg = await request(
                 self.nc, subject, body, ctx, f"model {model}", {INPUT_SHA256: digest, **headers},
-                timeout_s=self.policy.attempt_timeout_s,
+                timeout_s=policy.attempt_timeout_s,
             )  # fmt: skip
             reply = wire_pb2.InferReply.FromString(msg.data)
             if reply.input_sha256 and reply.input_sha256 != digest:

@@ -7,10 +7,12 @@ serve any request and a restart loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import time
+import uuid
 from typing import Self, TypeVar
 
 import nats.micro
@@ -29,6 +31,7 @@ from chorus.calls.replicas import ReplicaBook
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
+from chorus.fuser.collect import Collector
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import ConformalStore, nonconformity
 from chorus.fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members, fuse
@@ -54,6 +57,7 @@ from chorus.service import ServiceBase
 from chorus.spawner import Spawner
 
 log = logging.getLogger(__name__)
+FUSER_HEARTBEAT_S = 1.0
 
 
 class FuserService(ServiceBase):
@@ -66,6 +70,10 @@ class FuserService(ServiceBase):
         self.models = Registry()
         self._service: Service | None = None
         self._hb_sub: Subscription | None = None
+        self._subs: list[Subscription] = []
+        self._beat: asyncio.Task[None] | None = None
+        self.replica = uuid.uuid4().hex[:12]
+        self._collector: Collector | None = None
         self._work = Spawner()
         self._tools: Tools | None = None
         self._weights: WeightStore | None = None
@@ -95,13 +103,15 @@ class FuserService(ServiceBase):
         await review.start()
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         await nc.publish(subjects.DISCOVER, b"")
+        calls = MemberCalls(
+            nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy(), self.metrics.calls
+        )
+        self._collector = Collector(calls, self._replicas)
+        self._subs.append(
+            await nc.subscribe(subjects.collect(self.replica), cb=self._collector.on_answer)
+        )
         self._tools = Tools(
-            client=NatsMembers(
-                MemberCalls(
-                    nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy(), self.metrics.calls
-                ),
-                self._replicas,
-            ),
+            client=NatsMembers(calls, self._replicas),
             weights=self._weights.get,
             stacker=functools.partial(self._served, "stack"),
             gate=functools.partial(self._served, "gate"),
@@ -125,20 +135,54 @@ class FuserService(ServiceBase):
             version=chorus.__version__,
             description="merges member outputs, settles conflicts, explains the decision",
         )
-        for name, subject, handler in (
-            ("fuse", subjects.FUSE, self._on_fuse),
-            ("feedback", subjects.FEEDBACK, self._on_feedback),
+        for name, subject, queue, handler in (
+            ("fuse", subjects.FUSE, subjects.FUSER_QUEUE, self._on_fuse),
+            ("fuse-replica", subjects.fuse_replica(self.replica), self.replica, self._on_fuse),
+            ("feedback", subjects.FEEDBACK, subjects.FUSER_QUEUE, self._on_feedback),
         ):
             await self._service.add_endpoint(
-                name=name, subject=subject, queue_group=subjects.FUSER_QUEUE, handler=handler
+                name=name, subject=subject, queue_group=queue, handler=handler
             )
-        log.info("fuser serving on %s (queue %s)", subjects.FUSE, subjects.FUSER_QUEUE)
+        self._subs.append(await nc.subscribe(subjects.DISCOVER, cb=self._on_discover))
+        await self._announce()
+        self._beat = asyncio.create_task(self._beat_forever(), name="fuser-heartbeat")
+        log.info(
+            "fuser %s serving on %s (queue %s)", self.replica, subjects.FUSE, subjects.FUSER_QUEUE
+        )
         return self
 
+    async def _announce(self) -> None:
+        """Tell routers this replica takes one-way tasks (and where)."""
+        if self._nc is not None:
+            await self._nc.publish(subjects.FUSER_HEARTBEATS, self.replica.encode())
+
+    async def _on_discover(self, msg: Msg) -> None:
+        await self._announce()
+
+    async def _reconnected(self) -> None:
+        await self._announce()
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FUSER_HEARTBEAT_S)
+            try:
+                await self._announce()
+            except Exception as exc:
+                log.warning("fuser heartbeat failed: %s", exc)
+
     async def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+            self._beat = None
         if self._service is not None:
             await self._service.stop()
             self._service = None
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
         if self._hb_sub is not None:
             await self._hb_sub.unsubscribe()
             self._hb_sub = None
@@ -186,13 +230,17 @@ class FuserService(ServiceBase):
 
     async def _fuse_traced(self, request: Request) -> None:
         assert self._tools is not None and self._records is not None
+        assert self._collector is not None
         start = time.perf_counter()
         policy = DEFAULT_POLICY
         try:
             ctx = CallContext.from_headers(request.headers, default_budget_s=10.0)
             call = _parse(wire_pb2.FuseCall, request.data)
             policy = call.policy or DEFAULT_POLICY
+            collected = await self._collector.collect(call, ctx) if call.expected else None
             reply, outcome = await fuse(call, ctx, self._tools)
+            if collected is not None:
+                collected.report(reply)
         except ChorusError as err:
             self.metrics.requests.labels(policy, err.code_name.lower()).inc()
             await request.respond_error(err.code_name, err.message)

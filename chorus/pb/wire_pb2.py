@@ -26,7 +26,7 @@ from chorus.pb import task_pb2 as chorus_dot_pb_dot_task__pb2
 from chorus.pb import tensor_pb2 as chorus_dot_pb_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63horus/pb/wire.proto\x12\x0e\x63horus.wire.v1\x1a\x14\x63horus/pb/task.proto\x1a\x16\x63horus/pb/tensor.proto\"?\n\tInferCall\x12!\n\x06inputs\x18\x01 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12\x0f\n\x07\x61ugment\x18\x02 \x01(\x08\"\x8b\x01\n\nInferReply\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\x12\"\n\x07outputs\x18\x04 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12\x12\n\ncompute_ms\x18\x05 \x01(\x01\x12\x14\n\x0cinput_sha256\x18\x06 \x01(\t\"\xbb\x01\n\x0cMemberScores\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\rprobabilities\x18\x03 \x01(\x0b\x32\x11.chorus.v1.Tensor\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x15\n\rscores_output\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x13\n\x0boutput_kind\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x01\"\xce\x01\n\x08\x46useCall\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12-\n\x07members\x18\x03 \x03(\x0b\x32\x1c.chorus.wire.v1.MemberScores\x12\x12\n\ncapability\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12!\n\x06inputs\x18\x06 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12+\n\x08\x63onflict\x18\x07 \x01(\x0b\x32\x19.chorus.v1.ConflictPolicy\"\x91\x03\n\tFuseReply\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12(\n\rprobabilities\x18\x02 \x01(\x0b\x32\x11.chorus.v1.Tensor\x12$\n\x04rows\x18\x03 \x03(\x0b\x32\x16.chorus.v1.RowDecision\x12\x37\n\x07weights\x18\x04 \x03(\x0b\x32&.chorus.wire.v1.FuseReply.WeightsEntry\x12\x17\n\x0f\x63onflict_policy\x18\x05 \x01(\t\x12\x41\n\x0ctemperatures\x18\x06 \x03(\x0b\x32+.chorus.wire.v1.FuseReply.TemperaturesEntry\x12\x10\n\x08\x63overage\x18\x07 \x01(\x01\x12\x18\n\x10\x63\x61libration_rows\x18\x08 \x01(\r\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TemperaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xce\x01\n\nReviewCase\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12!\n\x06inputs\x18\x04 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12-\n\x07members\x18\x05 \x03(\x0b\x32\x1c.chorus.wire.v1.MemberScores\x12$\n\x04rows\x18\x06 \x03(\x0b\x32\x16.chorus.v1.RowDecision\x12\x13\n\x0breview_rows\x18\x07 \x03(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63horus/pb/wire.proto\x12\x0e\x63horus.wire.v1\x1a\x14\x63horus/pb/task.proto\x1a\x16\x63horus/pb/tensor.proto\"?\n\tInferCall\x12!\n\x06inputs\x18\x01 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12\x0f\n\x07\x61ugment\x18\x02 \x01(\x08\"\x8b\x01\n\nInferReply\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\x12\"\n\x07outputs\x18\x04 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12\x12\n\ncompute_ms\x18\x05 \x01(\x01\x12\x14\n\x0cinput_sha256\x18\x06 \x01(\t\"\xbb\x01\n\x0cMemberScores\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\rprobabilities\x18\x03 \x01(\x0b\x32\x11.chorus.v1.Tensor\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x15\n\rscores_output\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x13\n\x0boutput_kind\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x01\"\xf1\x02\n\x08\x46useCall\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12-\n\x07members\x18\x03 \x03(\x0b\x32\x1c.chorus.wire.v1.MemberScores\x12\x12\n\ncapability\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12!\n\x06inputs\x18\x06 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12+\n\x08\x63onflict\x18\x07 \x01(\x0b\x32\x19.chorus.v1.ConflictPolicy\x12*\n\x08\x65xpected\x18\x08 \x03(\x0b\x32\x18.chorus.wire.v1.Expected\x12\x0e\n\x06\x62odies\x18\t \x03(\x0c\x12\x13\n\x0bmin_members\x18\n \x01(\r\x12\x0f\n\x07wait_ms\x18\x0b \x01(\r\x12\x14\n\x0cmax_attempts\x18\x0c \x01(\r\x12\x1a\n\x12\x61ttempt_timeout_ms\x18\r \x01(\r\x12\r\n\x05hedge\x18\x0e \x01(\x08\"\x9d\x01\n\x08\x45xpected\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\t\x12\x0c\n\x04\x63\x61ll\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\r\x12\x14\n\x0cinput_sha256\x18\x05 \x01(\t\x12\x15\n\rscores_output\x18\x06 \x01(\t\x12\x13\n\x0boutput_kind\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x01\"w\n\x0cMemberAnswer\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\x12\"\n\x07outputs\x18\x04 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\"K\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\"\xd4\x04\n\tFuseReply\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12(\n\rprobabilities\x18\x02 \x01(\x0b\x32\x11.chorus.v1.Tensor\x12$\n\x04rows\x18\x03 \x03(\x0b\x32\x16.chorus.v1.RowDecision\x12\x37\n\x07weights\x18\x04 \x03(\x0b\x32&.chorus.wire.v1.FuseReply.WeightsEntry\x12\x17\n\x0f\x63onflict_policy\x18\x05 \x01(\t\x12\x41\n\x0ctemperatures\x18\x06 \x03(\x0b\x32+.chorus.wire.v1.FuseReply.TemperaturesEntry\x12\x10\n\x08\x63overage\x18\x07 \x01(\x01\x12\x18\n\x10\x63\x61libration_rows\x18\x08 \x01(\r\x12-\n\x07\x61nswers\x18\t \x03(\x0b\x32\x1c.chorus.wire.v1.MemberAnswer\x12\x37\n\x07missing\x18\n \x03(\x0b\x32&.chorus.wire.v1.FuseReply.MissingEntry\x12)\n\x08\x61ttempts\x18\x0b \x03(\x0b\x32\x17.chorus.wire.v1.Attempt\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TemperaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMissingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xce\x01\n\nReviewCase\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12!\n\x06inputs\x18\x04 \x03(\x0b\x32\x11.chorus.v1.Tensor\x12-\n\x07members\x18\x05 \x03(\x0b\x32\x1c.chorus.wire.v1.MemberScores\x12$\n\x04rows\x18\x06 \x03(\x0b\x32\x16.chorus.v1.RowDecision\x12\x13\n\x0breview_rows\x18\x07 \x03(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUSEREPLY_WEIGHTSENTRY']._serialized_options = b'8\001'
   _globals['_FUSEREPLY_TEMPERATURESENTRY']._loaded_options = None
   _globals['_FUSEREPLY_TEMPERATURESENTRY']._serialized_options = b'8\001'
+  _globals['_FUSEREPLY_MISSINGENTRY']._loaded_options = None
+  _globals['_FUSEREPLY_MISSINGENTRY']._serialized_options = b'8\001'
   _globals['_INFERCALL']._serialized_start=86
   _globals['_INFERCALL']._serialized_end=149
   _globals['_INFERREPLY']._serialized_start=152
@@ -44,13 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSCORES']._serialized_start=294
   _globals['_MEMBERSCORES']._serialized_end=481
   _globals['_FUSECALL']._serialized_start=484
-  _globals['_FUSECALL']._serialized_end=690
-  _globals['_FUSEREPLY']._serialized_start=693
-  _globals['_FUSEREPLY']._serialized_end=1094
-  _globals['_FUSEREPLY_WEIGHTSENTRY']._serialized_start=995
-  _globals['_FUSEREPLY_WEIGHTSENTRY']._serialized_end=1041
-  _globals['_FUSEREPLY_TEMPERATURESENTRY']._serialized_start=1043
-  _globals['_FUSEREPLY_TEMPERATURESENTRY']._serialized_end=1094
-  _globals['_REVIEWCASE']._serialized_start=1097
-  _globals['_REVIEWCASE']._serialized_end=1303
+  _globals['_FUSECALL']._serialized_end=853
+  _globals['_EXPECTED']._serialized_start=856
+  _globals['_EXPECTED']._serialized_end=1013
+  _globals['_MEMBERANSWER']._serialized_start=1015
+  _globals['_MEMBERANSWER']._serialized_end=1134
+  _globals['_ATTEMPT']._serialized_start=1136
+  _globals['_ATTEMPT']._serialized_end=1211
+  _globals['_FUSEREPLY']._serialized_start=1214
+  _globals['_FUSEREPLY']._serialized_end=1810
+  _globals['_FUSEREPLY_WEIGHTSENTRY']._serialized_start=1663
+  _globals['_FUSEREPLY_WEIGHTSENTRY']._serialized_end=1709
+  _globals['_FUSEREPLY_TEMPERATURESENTRY']._serialized_start=1711
+  _globals['_FUSEREPLY_TEMPERATURESENTRY']._serialized_end=1762
+  _globals['_FUSEREPLY_MISSINGENTRY']._serialized_start=1764
+  _globals['_FUSEREPLY_MISSINGENTRY']._serialized_end=1810
+  _globals['_REVIEWCASE']._serialized_start=1813
+  _globals['_REVIEWCASE']._serialized_end=2019
 # @@protoc_insertion_point(module_scope)

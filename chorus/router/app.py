@@ -23,6 +23,7 @@ from chorus.registry import Registry
 from chorus.router.dispatch import Dispatcher, DispatchPolicy
 from chorus.router.durable import DurableTasks
 from chorus.router.metrics import RouterMetrics
+from chorus.router.one_way import FuserBook, OneWay
 from chorus.router.pipeline import load_pipelines
 from chorus.router.plan_routing import PlanSplits
 from chorus.router.servicer import TaskServicer
@@ -49,6 +50,7 @@ class RouterService(ServiceBase):
         self._durable: DurableTasks | None = None
         self._splits: PlanSplits | None = None
         self._plan_sub: Subscription | None = None
+        self._fuser_sub: Subscription | None = None
 
     async def start(self) -> Self:
         if self._server is not None:
@@ -57,6 +59,9 @@ class RouterService(ServiceBase):
         self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
         nc = await self._connect(cfg.nats_url, "chorus-router")
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        fusers = FuserBook()
+        if cfg.one_way:
+            self._fuser_sub = await nc.subscribe(subjects.FUSER_HEARTBEATS, cb=fusers.on_heartbeat)
         if cfg.plan_routing:
             self._splits = PlanSplits()
             self._plan_sub = await nc.subscribe(subjects.PLAN, cb=self._on_plan)
@@ -77,6 +82,7 @@ class RouterService(ServiceBase):
             ),
             self.metrics,
         )
+        one_way = OneWay(nc, dispatcher.calls, fusers) if cfg.one_way else None
         scheduler = PriorityScheduler(
             "router",
             cfg.max_concurrent_tasks,
@@ -100,6 +106,7 @@ class RouterService(ServiceBase):
             default_policy=cfg.default_policy,
             max_rows=cfg.max_rows,
             default_conflict_policy=cfg.default_conflict_policy,
+            one_way=one_way,
         )
         self._durable = DurableTasks(
             nc,
@@ -146,6 +153,9 @@ class RouterService(ServiceBase):
         if self._plan_sub is not None:
             await self._plan_sub.unsubscribe()
             self._plan_sub = None
+        if self._fuser_sub is not None:
+            await self._fuser_sub.unsubscribe()
+            self._fuser_sub = None
         await super().stop()
 
     async def _on_plan(self, msg: Msg) -> None:

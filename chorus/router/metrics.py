@@ -62,6 +62,11 @@ class RouterMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
+        self.one_way_fallbacks = Counter(
+            "chorus_router_one_way_fallbacks",
+            "One-way tasks sent again over the two-hop path: no fuser live, or the one asked gone",
+            registry=self.registry,
+        )
         calls = CallCounters("chorus_router", self.registry)
         self.retries, self.hedges = calls.retries, calls.hedges
         self.chosen, self.circuit = calls.chosen, calls.circuit

@@ -15,9 +15,10 @@ from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
 from chorus import tracing
+from chorus.calls.quorum import too_few_members
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from chorus.errors import ChorusError, InvalidArgument, NotFound, Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import task_pb2, tensor_pb2, wire_pb2
 from chorus.registry import Registry
@@ -25,6 +26,7 @@ from chorus.router import dispatch
 from chorus.router.cascade import CascadeConfig, run_cascade
 from chorus.router.dispatch import Dispatcher, FanOut
 from chorus.router.metrics import RouterMetrics
+from chorus.router.one_way import OneWay
 from chorus.router.pipeline import Pipeline, Stage, run_pipeline
 from chorus.router.plan_routing import PlanSplits
 from chorus.scheduler import PriorityScheduler
@@ -82,6 +84,7 @@ class TaskRunner:
         splits: PlanSplits | None = None,
         max_tensor_elements: int = 1 << 22,
         max_deadline_s: float = 3600.0,
+        one_way: OneWay | None = None,
     ) -> None:
         self.nc = nc
         self.registry = registry
@@ -97,6 +100,8 @@ class TaskRunner:
         self.splits = splits
         self.max_tensor_elements = max_tensor_elements
         self.max_deadline_s = max_deadline_s
+        self.one_way = one_way
+        """The router -> members -> fuser -> router path for single-stage tasks (None: off)."""
 
     async def submit(
         self,
@@ -274,6 +279,10 @@ class TaskRunner:
         if cascade.threshold:
             return await self._cascade(roster, inputs, fusion_policy, conflict, cascade, ctx)
         payloads = payloads or self._payloads(inputs, roster.first)
+        if self.one_way is not None and shared is None and not _multi_task(roster):
+            done = await self._one_way(roster, payloads, inputs, fusion_policy, conflict, ctx)
+            if done is not None:
+                return done
         fan = await self._fan_out(roster, payloads, ctx, shared)
         fused = await self._fuse(roster, fan, inputs, fusion_policy, conflict, ctx)
         return self._done(roster, fan, fused, task_pb2.StageResult(capability=roster.capability))
@@ -284,25 +293,27 @@ class TaskRunner:
         fan = await self.dispatcher.fan_out(
             roster.replicas, payloads, ctx, roster.capability, shared
         )
+        self._observe(fan)
+        needed = min(self.min_members, len(payloads))
+        if len(fan.replies) < needed:
+            raise too_few_members(roster.capability, fan.errors, len(fan.replies), needed)
+        return fan
+
+    def _observe(self, fan: FanOut) -> None:
         for model, ms in fan.latency_ms.items():
             self.metrics.member_latency.labels(model).observe(ms / 1000)
         for model, err in fan.errors.items():
             self.metrics.member_errors.labels(model, err.code_name.lower()).inc()
-        needed = min(self.min_members, len(payloads))
-        if len(fan.replies) < needed:
-            raise _no_members(roster.capability, fan.errors, len(fan.replies), needed)
-        return fan
 
-    async def _fuse(
+    def _fuse_call(
         self,
         roster: Roster,
-        fan: FanOut,
         inputs: Sequence[tensor_pb2.Tensor],
         fusion_policy: str,
         conflict: task_pb2.ConflictPolicy,
         ctx: CallContext,
-    ) -> wire_pb2.FuseReply:
-        first = roster.first
+    ) -> wire_pb2.FuseCall:
+        """The fuser's task, less the members' scores."""
         call = wire_pb2.FuseCall(
             policy=fusion_policy
             or (REGRESSION_POLICY if roster.regression else self.default_policy),
@@ -320,6 +331,19 @@ class TaskRunner:
             or call.policy in STRATEGIES_NEEDING_INPUTS
         ):
             call.inputs.extend(inputs)
+        return call
+
+    async def _fuse(
+        self,
+        roster: Roster,
+        fan: FanOut,
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        ctx: CallContext,
+    ) -> wire_pb2.FuseReply:
+        first = roster.first
+        call = self._fuse_call(roster, inputs, fusion_policy, conflict, ctx)
         for model, reply in fan.replies.items():
             hb = first[model]
             call.members.add(
@@ -333,6 +357,27 @@ class TaskRunner:
         return await dispatch.fuse(
             self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.calls.attempt_timeout_s
         )
+
+    async def _one_way(
+        self,
+        roster: Roster,
+        payloads: dict[str, bytes],
+        inputs: Sequence[tensor_pb2.Tensor],
+        fusion_policy: str,
+        conflict: task_pb2.ConflictPolicy,
+        ctx: CallContext,
+    ) -> StageDone | None:
+        """The stage over the one-way path; None when no fuser took it (go two-hop)."""
+        assert self.one_way is not None
+        call = self._fuse_call(roster, inputs, fusion_policy, conflict, ctx)
+        call.min_members = self.min_members
+        ran = await self.one_way.run(roster.replicas, payloads, call, ctx)
+        if ran is None:
+            self.metrics.one_way_fallbacks.inc()
+            return None
+        fan, fused = ran
+        self._observe(fan)
+        return self._done(roster, fan, fused, task_pb2.StageResult(capability=roster.capability))
 
     def _done(
         self, roster: Roster, fan: FanOut, fused: wire_pb2.FuseReply, result: task_pb2.StageResult
@@ -501,6 +546,12 @@ class StageDone:
         return self.result.outputs
 
 
+def _multi_task(roster: Roster) -> bool:
+    """A member with several heads answers a capability through the two-hop path, which
+    cuts its reply down to the capability's head."""
+    return any(r and r[0].heads for r in roster.replicas.values())
+
+
 def _labels(hb: Heartbeat, capability: str) -> Sequence[str]:
     """Class labels of `capability` as this model gives them (a multi-task model per head)."""
     head = hb.heads.get(capability)
@@ -520,17 +571,3 @@ def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:
         if t.name == name:
             return t
     raise Unavailable(f"model {reply.model}: reply has no {name!r} output")
-
-
-def _no_members(
-    capability: str, errors: dict[str, ChorusError], answered: int = 0, needed: int = 1
-) -> ChorusError:
-    """One error for a task too few of whose members answered: the most actionable one."""
-    invalid = [e for e in errors.values() if isinstance(e, InvalidArgument)]
-    if invalid:
-        return invalid[0]
-    detail = "; ".join(e.message for e in errors.values())
-    short = f"capability {capability!r}: {answered} member(s) answered, {needed} needed"
-    if all(isinstance(e, DeadlineExceeded) for e in errors.values()):
-        return DeadlineExceeded(f"{short}; out of time: {detail}")
-    return Unavailable(f"{short}: {detail}")

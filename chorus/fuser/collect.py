@@ -1,0 +1,322 @@
+"""The fuser's end of the one-way path: members answer here, not to the router.
+
+The router sends each member its share with this replica's collect subject as the reply
+target, and the fuser the task with what to expect (`FuseCall.expected`). Whatever arrives
+first, the task or an answer, waits for the other. A member that fails, or runs past its
+p95 round trip, is asked again on another replica through the same `MemberCalls` the router
+uses, so retries, hedging and breakers keep their rules; what each replica did goes back to
+the router in `FuseReply.attempts`, for its own replica choice and breakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from nats.aio.msg import Msg
+
+from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, error_of
+from chorus.calls.quorum import too_few_members
+from chorus.context import CallContext
+from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, InvalidArgument, Unavailable
+from chorus.heartbeat import Heartbeat
+from chorus.pb import tensor_pb2, wire_pb2
+
+EARLY_KEEP_S = 10.0
+"""Answers whose task has not arrived (or has finished) are kept this long, then dropped."""
+NO_RESPONDERS = "503"
+OUTRUN = "CANCELLED"
+"""An attempt another replica answered first: slow, not failed."""
+
+
+@dataclass
+class _Member:
+    expected: wire_pb2.Expected
+    body: bytes
+    first: asyncio.Future[wire_pb2.InferReply] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    answer: wire_pb2.InferReply | None = None
+    latency_ms: float = 0.0
+    error: ChorusError | None = None
+
+
+@dataclass
+class Collected:
+    """What the router needs back about the members, beside the fused answer."""
+
+    answers: list[wire_pb2.MemberAnswer] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    attempts: list[wire_pb2.Attempt] = field(default_factory=list)
+
+    def report(self, reply: wire_pb2.FuseReply) -> None:
+        reply.answers.extend(self.answers)
+        reply.missing.update(self.missing)
+        reply.attempts.extend(self.attempts)
+
+
+class Collector:
+    def __init__(
+        self,
+        calls: MemberCalls,
+        replicas: Callable[[str], list[Heartbeat]],
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.calls = calls
+        self.replicas = replicas
+        self.clock = clock
+        self._waiting: dict[str, _Member] = {}
+        self._early: OrderedDict[str, tuple[float, Msg]] = OrderedDict()
+
+    async def on_answer(self, msg: Msg) -> None:
+        """A member's answer (or NATS's no-responders status) on collect.<me>.<call>."""
+        token = msg.subject.rsplit(".", 1)[-1]
+        member = self._waiting.pop(token, None)
+        if member is None:
+            now = self.clock()
+            self._early[token] = (now, msg)
+            while self._early and next(iter(self._early.values()))[0] < now - EARLY_KEEP_S:
+                self._early.popitem(last=False)
+            return
+        _settle_first(member, msg)
+
+    async def collect(self, call: wire_pb2.FuseCall, ctx: CallContext) -> Collected:
+        """Waits for the expected members (asking again where one fails or lags) and puts
+        their scores into `call.members`; too few answering fails the task as the router's
+        two-hop path would."""
+        start = self.clock()
+        wait_s = (call.wait_ms / 1000) if call.wait_ms else ctx.remaining_s()
+        wait_ctx = CallContext(
+            ctx.task_id,
+            ctx.priority,
+            min(ctx.deadline_ms, int((time.time() + wait_s) * 1000)),
+        )
+        policy = CallPolicy(
+            max_attempts=max(1, call.max_attempts or 3),
+            attempt_timeout_s=(call.attempt_timeout_ms or 2000) / 1000,
+            hedge=call.hedge,
+        )
+        members = []
+        for e in call.expected:
+            if e.body >= len(call.bodies):
+                raise InvalidArgument(
+                    f"expected[{e.model!r}].body: {e.body} is past the "
+                    f"{len(call.bodies)} bodies sent"
+                )
+            m = _Member(e, call.bodies[e.body])
+            members.append(m)
+            early = self._early.pop(e.call, None)
+            if early is not None:
+                _settle_first(m, early[1])
+            else:
+                self._waiting[e.call] = m
+        collected = Collected()
+        tasks = [
+            asyncio.ensure_future(self._member(m, start, wait_ctx, policy, collected))
+            for m in members
+        ]
+        try:
+            await asyncio.wait(tasks, timeout=max(0.0, min(wait_s, ctx.remaining_s())))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for m in members:
+                self._waiting.pop(m.expected.call, None)
+        waited = (self.clock() - start) * 1000
+        errors: dict[str, ChorusError] = {}
+        for m in members:
+            model = m.expected.model
+            if m.answer is None:
+                err = m.error or DeadlineExceeded(
+                    f"model {model}: no answer within {waited:.0f} ms"
+                )
+                errors[model] = err
+                collected.missing[model] = f"{err.code_name}: {err.message}"
+                continue
+            try:
+                scores = _output(m.answer, m.expected.scores_output)
+            except ChorusError as err:
+                errors[model] = err
+                collected.missing[model] = f"{err.code_name}: {err.message}"
+                continue
+            call.members.add(
+                model=model,
+                version=m.answer.version,
+                probabilities=scores,
+                scores_output=m.expected.scores_output,
+                output_kind=m.expected.output_kind,
+                temperature=m.expected.temperature,
+            )
+            collected.answers.append(
+                wire_pb2.MemberAnswer(
+                    model=model,
+                    version=m.answer.version,
+                    replica=m.answer.replica,
+                    outputs=m.answer.outputs,
+                    latency_ms=m.latency_ms,
+                )
+            )
+        needed = min(max(1, call.min_members), len(members))
+        if len(call.members) < needed:
+            raise too_few_members(call.capability, errors, len(call.members), needed)
+        return collected
+
+    async def _member(
+        self,
+        m: _Member,
+        start: float,
+        ctx: CallContext,
+        policy: CallPolicy,
+        collected: Collected,
+    ) -> None:
+        e = m.expected
+        p95 = self.calls.book.p95_ms(e.model)
+        first_timeout = min(policy.attempt_timeout_s, max(0.0, ctx.remaining_s()))
+        patience = first_timeout
+        if policy.hedge and p95 is not None and policy.max_attempts > 1:
+            patience = min(patience, max(p95, policy.hedge_min_ms) / 1000)
+        await asyncio.wait({m.first}, timeout=patience)
+        if self._took_first(m, start, collected):
+            return
+        if policy.max_attempts < 2 or (m.first.done() and not _retryable(m.first)):
+            if not m.first.done():
+                await asyncio.wait({m.first}, timeout=max(0.0, first_timeout - patience))
+            if not self._took_first(m, start, collected):
+                self._first_failed(m, start, collected)
+            return
+        retry = asyncio.ensure_future(
+            self.calls.call(
+                e.model, self.replicas(e.model), m.body, e.input_sha256, ctx,
+                exclude={e.replica} if e.replica else None,
+                policy=replace(policy, max_attempts=policy.max_attempts - 1),
+            )
+        )  # fmt: skip
+        retry_start = self.clock()
+        pending: set[asyncio.Future[object]] = {retry}  # type: ignore[arg-type]
+        if m.first.done():
+            self._first_failed(m, start, collected)
+        else:
+            pending.add(m.first)  # type: ignore[arg-type]
+        first_deadline = start + first_timeout
+        try:
+            while pending:
+                timeout = first_deadline - self.clock() if m.first in pending else None
+                done, pending = await asyncio.wait(
+                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # the first attempt ran out of time; the retry goes on
+                    pending.discard(m.first)
+                    self._first_failed(m, start, collected)
+                    continue
+                if m.first in done and self._took_first(m, start, collected):
+                    return
+                if m.first in done:
+                    self._first_failed(m, start, collected)
+                if retry in done:
+                    if retry.exception() is None:
+                        reply, _ = retry.result()
+                        m.answer = reply
+                        m.latency_ms = (self.clock() - start) * 1000
+                        collected.attempts.append(
+                            wire_pb2.Attempt(
+                                model=e.model,
+                                replica=reply.replica,
+                                latency_ms=(self.clock() - retry_start) * 1000,
+                            )
+                        )
+                        if not m.first.done():
+                            self._outrun(m, start, collected)
+                        return
+                    err = retry.exception()
+                    m.error = err if isinstance(err, ChorusError) else Unavailable(repr(err))
+        finally:
+            if not retry.done():
+                retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ChorusError):
+                    await retry
+
+    def _took_first(self, m: _Member, start: float, collected: Collected) -> bool:
+        """The first attempt's answer, taken if it came and is good."""
+        if not m.first.done() or m.first.exception() is not None:
+            return False
+        e = m.expected
+        m.answer = m.first.result()
+        m.latency_ms = (self.clock() - start) * 1000
+        self.calls.book.record_latency(e.model, m.latency_ms)
+        collected.attempts.append(
+            wire_pb2.Attempt(model=e.model, replica=e.replica, latency_ms=m.latency_ms)
+        )
+        return True
+
+    def _first_failed(self, m: _Member, start: float, collected: Collected) -> None:
+        e = m.expected
+        if m.first.done():
+            exc = m.first.exception()
+            err = exc if isinstance(exc, ChorusError) else Unavailable(repr(exc))
+        else:
+            err = DeadlineExceeded(
+                f"model {e.model}: no answer within {(self.clock() - start) * 1000:.0f} ms"
+            )
+        m.error = m.error or err
+        collected.attempts.append(
+            wire_pb2.Attempt(
+                model=e.model,
+                replica=e.replica,
+                latency_ms=(self.clock() - start) * 1000,
+                code=err.code_name,
+            )
+        )
+
+    def _outrun(self, m: _Member, start: float, collected: Collected) -> None:
+        collected.attempts.append(
+            wire_pb2.Attempt(
+                model=m.expected.model,
+                replica=m.expected.replica,
+                latency_ms=(self.clock() - start) * 1000,
+                code=OUTRUN,
+            )
+        )
+
+
+def _settle_first(m: _Member, msg: Msg) -> None:
+    if m.first.done():
+        return
+    e = m.expected
+    headers = msg.headers or {}
+    if headers.get("Status") == NO_RESPONDERS:
+        m.first.set_exception(
+            Unavailable(f"model {e.model}: no replica is subscribed to {e.replica or 'its queue'}")
+        )
+        return
+    err = error_of(msg)
+    if err is not None:
+        m.first.set_exception(type(err)(f"model {e.model}: {err.message}"))
+        return
+    try:
+        reply = wire_pb2.InferReply.FromString(msg.data)
+    except Exception:
+        m.first.set_exception(DataLoss(f"model {e.model}: reply is not an InferReply"))
+        return
+    if reply.input_sha256 and reply.input_sha256 != e.input_sha256:
+        m.first.set_exception(
+            DataLoss(f"model {e.model}: answered an input other than the one sent")
+        )
+        return
+    m.first.set_result(reply)
+
+
+def _retryable(fut: asyncio.Future[wire_pb2.InferReply]) -> bool:
+    return isinstance(fut.exception(), RETRYABLE)
+
+
+def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:
+    for t in reply.outputs:
+        if t.name == name:
+            return t
+    raise Unavailable(f"model {reply.model}: reply has no {name!r} output")
