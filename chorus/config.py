@@ -101,7 +101,7 @@ class RouterConfig:
     rows (0: every task alone); members count a joined call's tasks in their in-flight."""
     min_members: int = 1
     """Members that must answer for a task to get an answer (the rest are named missing)."""
-    one_way: bool = False
+    one_way: bool = True
     """Single-stage tasks go router -> members -> fuser -> router: members answer a fuser
     replica directly (one NATS round trip in series, not two). Off: members answer the
     router, which then asks the fuser; pipelines, cascades and multi-task models always do."""

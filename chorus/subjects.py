@@ -30,10 +30,10 @@ def fuse_replica(replica: str) -> str:
     return f"{FUSE}.r.{replica}"
 
 
-def collect(replica: str, call: str = "*") -> str:
-    """Where members answer a one-way call (`call`: the router's token for it); the fuser
-    replica subscribes to every call's."""
-    return f"{PREFIX}.collect.{replica}.{call}"
+def collect(fuser: str, call: str = ">") -> str:
+    """Where members answer a one-way call (`call`: `<replica or _>.<the router's token>`);
+    the fuser replica subscribes to every call's."""
+    return f"{PREFIX}.collect.{fuser}.{call}"
 
 
 def heartbeat(model: str) -> str:

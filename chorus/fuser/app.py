@@ -31,7 +31,7 @@ from chorus.calls.replicas import ReplicaBook
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
-from chorus.fuser.collect import Collector
+from chorus.fuser.collect import Collected, Collector
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import ConformalStore, nonconformity
 from chorus.fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members, fuse
@@ -241,6 +241,7 @@ class FuserService(ServiceBase):
             reply, outcome = await fuse(call, ctx, self._tools)
             if collected is not None:
                 collected.report(reply)
+                self._count(collected)
         except ChorusError as err:
             self.metrics.requests.labels(policy, err.code_name.lower()).inc()
             await request.respond_error(err.code_name, err.message)
@@ -266,6 +267,15 @@ class FuserService(ServiceBase):
             await self._records.keep(
                 call, dict(reply.weights), reply.policy, dict(reply.temperatures)
             )
+
+    def _count(self, collected: Collected) -> None:
+        first_ok = {a.model for a in collected.attempts if not a.code and a.call}
+        retried = {a.model for a in collected.attempts if a.code}
+        for a in collected.answers:
+            outcome = "retried" if a.model in retried or a.model not in first_ok else "ok"
+            self.metrics.collected.labels(a.model, outcome).inc()
+        for model in collected.missing:
+            self.metrics.collected.labels(model, "missing").inc()
 
     def _observe_votes(self, capability: str, outcome: Outcome) -> None:
         """Every classification task's votes feed the label-free reliability estimate."""

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 
 from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, error_of
 from chorus.calls.quorum import too_few_members
+from chorus.calls.rows import split_rows
 from chorus.context import CallContext
 from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, InvalidArgument, Unavailable
 from chorus.heartbeat import Heartbeat
@@ -33,10 +34,15 @@ OUTRUN = "CANCELLED"
 """An attempt another replica answered first: slow, not failed."""
 
 
+Outcome = wire_pb2.InferReply | ChorusError
+
+
 @dataclass
 class _Member:
     expected: wire_pb2.Expected
     body: bytes
+    asked: str = ""
+    """The replica the router's call went to, from the reply subject ("" until it answers)."""
     first: asyncio.Future[wire_pb2.InferReply] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -71,19 +77,44 @@ class Collector:
         self.replicas = replicas
         self.clock = clock
         self._waiting: dict[str, _Member] = {}
-        self._early: OrderedDict[str, tuple[float, Msg]] = OrderedDict()
+        self._early: OrderedDict[str, tuple[float, str, Outcome]] = OrderedDict()
 
     async def on_answer(self, msg: Msg) -> None:
-        """A member's answer (or NATS's no-responders status) on collect.<me>.<call>."""
-        token = msg.subject.rsplit(".", 1)[-1]
-        member = self._waiting.pop(token, None)
-        if member is None:
-            now = self.clock()
-            self._early[token] = (now, msg)
-            while self._early and next(iter(self._early.values()))[0] < now - EARLY_KEEP_S:
-                self._early.popitem(last=False)
+        """A member's answer (or NATS's no-responders status) on
+        collect.<me>.<replica or _>.<call>; a joined call's is cut by rows for each task."""
+        _, replica, token = msg.subject.rsplit(".", 2)
+        replica = "" if replica == "_" else replica
+        outcome = _outcome(msg)
+        if not token.startswith("="):
+            self._deliver(token, replica, outcome)
             return
-        _settle_first(member, msg)
+        try:
+            tasks = [(t, int(n)) for t, _, n in (p.partition("-") for p in token[1:].split("_"))]
+        except ValueError:
+            return  # not a subject this fuser's routers write
+        parts: list[Outcome]
+        if isinstance(outcome, ChorusError):
+            parts = [outcome] * len(tasks)
+        else:
+            try:
+                parts = list(split_rows(outcome, [n for _, n in tasks]))
+            except DataLoss as err:
+                parts = [err] * len(tasks)
+            for part in parts:
+                if isinstance(part, wire_pb2.InferReply):
+                    part.input_sha256 = ""  # the joined body's; each task checks its own
+        for (tag, _), part in zip(tasks, parts, strict=True):
+            self._deliver(tag, replica, part)
+
+    def _deliver(self, tag: str, replica: str, outcome: Outcome) -> None:
+        member = self._waiting.pop(tag, None)
+        if member is not None:
+            _settle_first(member, replica, outcome)
+            return
+        now = self.clock()
+        self._early[tag] = (now, replica, outcome)
+        while self._early and next(iter(self._early.values()))[0] < now - EARLY_KEEP_S:
+            self._early.popitem(last=False)
 
     async def collect(self, call: wire_pb2.FuseCall, ctx: CallContext) -> Collected:
         """Waits for the expected members (asking again where one fails or lags) and puts
@@ -112,7 +143,7 @@ class Collector:
             members.append(m)
             early = self._early.pop(e.call, None)
             if early is not None:
-                _settle_first(m, early[1])
+                _settle_first(m, early[1], early[2])
             else:
                 self._waiting[e.call] = m
         collected = Collected()
@@ -193,7 +224,7 @@ class Collector:
         retry = asyncio.ensure_future(
             self.calls.call(
                 e.model, self.replicas(e.model), m.body, e.input_sha256, ctx,
-                exclude={e.replica} if e.replica else None,
+                exclude={m.asked} if m.asked else None,
                 policy=replace(policy, max_attempts=policy.max_attempts - 1),
             )
         )  # fmt: skip
@@ -250,7 +281,7 @@ class Collector:
         m.latency_ms = (self.clock() - start) * 1000
         self.calls.book.record_latency(e.model, m.latency_ms)
         collected.attempts.append(
-            wire_pb2.Attempt(model=e.model, replica=e.replica, latency_ms=m.latency_ms)
+            wire_pb2.Attempt(model=e.model, replica=m.asked, latency_ms=m.latency_ms, call=e.call)
         )
         return True
 
@@ -267,9 +298,10 @@ class Collector:
         collected.attempts.append(
             wire_pb2.Attempt(
                 model=e.model,
-                replica=e.replica,
+                replica=m.asked,
                 latency_ms=(self.clock() - start) * 1000,
                 code=err.code_name,
+                call=e.call,
             )
         )
 
@@ -277,38 +309,40 @@ class Collector:
         collected.attempts.append(
             wire_pb2.Attempt(
                 model=m.expected.model,
-                replica=m.expected.replica,
+                replica=m.asked,
                 latency_ms=(self.clock() - start) * 1000,
                 code=OUTRUN,
+                call=m.expected.call,
             )
         )
 
 
-def _settle_first(m: _Member, msg: Msg) -> None:
+def _outcome(msg: Msg) -> Outcome:
+    headers = msg.headers or {}
+    if headers.get("Status") == NO_RESPONDERS:
+        return Unavailable("no replica is subscribed to the subject it was sent on")
+    err = error_of(msg)
+    if err is not None:
+        return err
+    try:
+        return wire_pb2.InferReply.FromString(msg.data)
+    except Exception:
+        return DataLoss("reply is not an InferReply")
+
+
+def _settle_first(m: _Member, replica: str, outcome: Outcome) -> None:
     if m.first.done():
         return
     e = m.expected
-    headers = msg.headers or {}
-    if headers.get("Status") == NO_RESPONDERS:
-        m.first.set_exception(
-            Unavailable(f"model {e.model}: no replica is subscribed to {e.replica or 'its queue'}")
-        )
-        return
-    err = error_of(msg)
-    if err is not None:
-        m.first.set_exception(type(err)(f"model {e.model}: {err.message}"))
-        return
-    try:
-        reply = wire_pb2.InferReply.FromString(msg.data)
-    except Exception:
-        m.first.set_exception(DataLoss(f"model {e.model}: reply is not an InferReply"))
-        return
-    if reply.input_sha256 and reply.input_sha256 != e.input_sha256:
+    m.asked = replica
+    if isinstance(outcome, ChorusError):
+        m.first.set_exception(type(outcome)(f"model {e.model}: {outcome.message}"))
+    elif outcome.input_sha256 and outcome.input_sha256 != e.input_sha256:
         m.first.set_exception(
             DataLoss(f"model {e.model}: answered an input other than the one sent")
         )
-        return
-    m.first.set_result(reply)
+    else:
+        m.first.set_result(outcome)
 
 
 def _retryable(fut: asyncio.Future[wire_pb2.InferReply]) -> bool:

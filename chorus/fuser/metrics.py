@@ -12,6 +12,13 @@ class FuserMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.calls = CallCounters("chorus_fuser", self.registry)
+        self.collected = Counter(
+            "chorus_fuser_collected_answers",
+            "Member answers received directly on the one-way path, by model and outcome "
+            "(ok, retried: answered by another replica, missing)",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
         """The negotiation, arbiter and stacking calls to members."""
         self.requests = Counter(
             "chorus_fuser_requests",

@@ -119,16 +119,18 @@ class MemberAnswer(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("model", "replica", "latency_ms", "code")
+    __slots__ = ("model", "replica", "latency_ms", "code", "call")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     model: str
     replica: str
     latency_ms: float
     code: str
-    def __init__(self, model: _Optional[str] = ..., replica: _Optional[str] = ..., latency_ms: _Optional[float] = ..., code: _Optional[str] = ...) -> None: ...
+    call: str
+    def __init__(self, model: _Optional[str] = ..., replica: _Optional[str] = ..., latency_ms: _Optional[float] = ..., code: _Optional[str] = ..., call: _Optional[str] = ...) -> None: ...
 
 class FuseReply(_message.Message):
     __slots__ = ("policy", "probabilities", "rows", "weights", "conflict_policy", "temperatures", "coverage", "calibration_rows", "answers", "missing", "attempts")

@@ -82,7 +82,14 @@ class RouterService(ServiceBase):
             ),
             self.metrics,
         )
-        one_way = OneWay(nc, dispatcher.calls, fusers) if cfg.one_way else None
+        one_way = None
+        if cfg.one_way:
+            metrics = self.metrics
+            one_way = OneWay(
+                nc, dispatcher.calls, fusers, coalesce_rows=cfg.coalesce_rows,
+                observe=lambda model, tasks: metrics.call_tasks.labels(model).observe(tasks),
+                waiting=lambda model, change: metrics.member_waiting.labels(model).inc(change),
+            )  # fmt: skip
         scheduler = PriorityScheduler(
             "router",
             cfg.max_concurrent_tasks,

@@ -15,15 +15,18 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from chorus.calls.rows import split_rows
 from chorus.context import CallContext
-from chorus.errors import DataLoss, DeadlineExceeded
+from chorus.errors import DeadlineExceeded
 from chorus.heartbeat import Heartbeat
 from chorus.pb import tensor_pb2, wire_pb2
 
 Send = Callable[
-    [str, list[Heartbeat], bytes, str, CallContext, int],
+    [str, list[Heartbeat], bytes, str, CallContext, list[tuple[str, int]]],
     Awaitable[tuple[wire_pb2.InferReply, float]],
 ]
+"""send(model, replicas, body, digest, ctx, tasks): one call carrying the rows of `tasks`,
+each (its tag, its rows), in row order; a lone call is one task."""
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 Observe = Callable[[str, int], None]
 Key = tuple[str, int]
@@ -37,6 +40,7 @@ class _Waiting:
     signature: Signature
     rows: int
     ctx: CallContext
+    tag: str
     done: asyncio.Future[tuple[wire_pb2.InferReply, float]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -55,34 +59,44 @@ class Coalescer:
         *,
         max_rows: int = 256,
         max_bytes: int = 512 * 1024,
+        max_tasks: int = 0,
         observe: Observe | None = None,
         waiting: Observe | None = None,
     ) -> None:
-        """`send(model, replicas, body, digest, ctx, tasks)` makes one call carrying `tasks`
-        tasks' rows (with retries and hedging); `max_rows` and `max_bytes` bound one joined call
-        (0 rows: never join); `observe` hears how many tasks each call carried, `waiting`
-        each change in the tasks waiting for a model."""
+        """`send(model, replicas, body, digest, ctx, tags)` makes one call carrying the
+        tagged tasks' rows (with retries and hedging); `max_rows` and `max_bytes` bound one
+        joined call (0 rows: never join); `observe` hears how many tasks each call carried,
+        `waiting` each change in the tasks waiting for a model."""
         self.send = send
         self.observe = observe or (lambda model, tasks: None)
         self.waiting = waiting or (lambda model, change: None)
         self.max_rows = max_rows
         self.max_bytes = max_bytes
+        self.max_tasks = max_tasks
+        """Tasks one joined call may carry (0: as many as fit the rows and bytes)."""
         self._lanes: dict[Key, _Lane] = {}
         self._joined: set[asyncio.Task[None]] = set()
 
     async def call(
-        self, model: str, replicas: list[Heartbeat], body: bytes, digest: str, ctx: CallContext
+        self,
+        model: str,
+        replicas: list[Heartbeat],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+        tag: str = "",
     ) -> tuple[wire_pb2.InferReply, float]:
-        """`digest` is the SHA-256 of `body`, computed once by the caller."""
+        """`digest` is the SHA-256 of `body`, computed once by the caller; `tag` names the
+        task to `send`."""
         if self.max_rows <= 0:
-            return await self.send(model, replicas, body, digest, ctx, 1)
+            return await self.send(model, replicas, body, digest, ctx, [(tag, 0)])
         key = (model, int(ctx.priority))
         lane = self._lanes.setdefault(key, _Lane())
         if lane.out < sum(max(1, hb.capacity) for hb in replicas) or not replicas:
             lane.out += 1
             self.observe(model, 1)
             try:
-                return await self.send(model, replicas, body, digest, ctx, 1)
+                return await self.send(model, replicas, body, digest, ctx, [(tag, 0)])
             finally:
                 lane.out -= 1
                 self._next(key, model, replicas)
@@ -91,14 +105,17 @@ class Coalescer:
         rows = _rows(call)
         if signature is None or call.augment or rows > self.max_rows:
             self.observe(model, 1)
-            return await self.send(model, replicas, body, digest, ctx, 1)
-        waiting = _Waiting(call, body, digest, signature, rows, ctx)
+            return await self.send(model, replicas, body, digest, ctx, [(tag, 0)])
+        waiting = _Waiting(call, body, digest, signature, rows, ctx, tag)
         lane.waiting.append(waiting)
         self.waiting(model, 1)
         try:
             return await asyncio.wait_for(
                 asyncio.shield(waiting.done), timeout=max(0.0, ctx.remaining_s())
             )
+        except asyncio.CancelledError:
+            waiting.done.cancel()
+            raise
         except TimeoutError:
             waiting.done.cancel()  # not sent yet: it never will be
             raise DeadlineExceeded(
@@ -123,7 +140,11 @@ class Coalescer:
         rows = size = 0
         for w in lane.waiting:
             w_size = sum(len(t.raw) for t in w.call.inputs)
-            fits = rows + w.rows <= self.max_rows and size + w_size <= self.max_bytes
+            fits = (
+                rows + w.rows <= self.max_rows
+                and size + w_size <= self.max_bytes
+                and (not self.max_tasks or len(batch) < self.max_tasks)
+            )
             if w.signature == signature and (not batch or fits):
                 batch.append(w)
                 rows += w.rows
@@ -154,12 +175,14 @@ class Coalescer:
         try:
             if len(live) == 1:
                 one = live[0]
-                _settle(one, await self.send(model, replicas, one.body, one.digest, ctx, 1))
+                alone = [(one.tag, one.rows)]
+                _settle(one, await self.send(model, replicas, one.body, one.digest, ctx, alone))
                 return
             body = _join([w.call for w in live]).SerializeToString()
             digest = hashlib.sha256(body).hexdigest()
-            reply, ms = await self.send(model, replicas, body, digest, ctx, len(live))
-            for w, part in zip(live, _split(reply, [w.rows for w in live]), strict=True):
+            tasks = [(w.tag, w.rows) for w in live]
+            reply, ms = await self.send(model, replicas, body, digest, ctx, tasks)
+            for w, part in zip(live, split_rows(reply, [w.rows for w in live]), strict=True):
                 _settle(w, (part, ms))
         except Exception as exc:
             for w in live:
@@ -203,37 +226,3 @@ def _join(calls: list[wire_pb2.InferCall]) -> wire_pb2.InferCall:
             )
         )
     return joined
-
-
-def _split(reply: wire_pb2.InferReply, rows: list[int]) -> list[wire_pb2.InferReply]:
-    """The joined reply, cut back into one reply per call by rows."""
-    total = sum(rows)
-    parts = [
-        wire_pb2.InferReply(
-            model=reply.model,
-            version=reply.version,
-            replica=reply.replica,
-            compute_ms=reply.compute_ms,
-            input_sha256=reply.input_sha256,
-        )
-        for _ in rows
-    ]
-    for t in reply.outputs:
-        if not t.shape or int(t.shape[0]) != total or len(t.raw) % max(total, 1):
-            raise DataLoss(
-                f"model {reply.model}: output {t.name!r} has shape {list(t.shape)}, "
-                f"not the {total} rows it was sent"
-            )
-        row_bytes = len(t.raw) // total
-        start = 0
-        for part, n in zip(parts, rows, strict=True):
-            part.outputs.append(
-                tensor_pb2.Tensor(
-                    name=t.name,
-                    datatype=t.datatype,
-                    shape=[n, *t.shape[1:]],
-                    raw=t.raw[start * row_bytes : (start + n) * row_bytes],
-                )
-            )
-            start += n
-    return parts

@@ -71,10 +71,11 @@ class Dispatcher:
         body: bytes,
         digest: str,
         ctx: CallContext,
-        tasks: int,
+        tasks: list[tuple[str, int]],
     ) -> tuple[wire_pb2.InferReply, float]:
+        n = len(tasks)
         return await self.calls.call(
-            model, replicas, body, digest, ctx, {TASKS: str(tasks)} if tasks > 1 else None
+            model, replicas, body, digest, ctx, {TASKS: str(n)} if n > 1 else None
         )
 
     async def fan_out(

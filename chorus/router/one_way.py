@@ -13,12 +13,15 @@ returns None and the router asks again over the two-hop path with the time left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import random
 import secrets
 import time
 from collections.abc import Callable
 from itertools import count
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -27,12 +30,15 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from chorus import subjects, tracing
 from chorus.calls.client import MemberCalls, error_of
-from chorus.context import INPUT_SHA256, CallContext
+from chorus.context import INPUT_SHA256, TASKS, CallContext
 from chorus.errors import ChorusError
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
+from chorus.router.coalesce import Coalescer, Observe
 from chorus.router.dispatch import FanOut
 
+MAX_JOINED_TASKS = 64
+"""Tasks one joined one-way call may carry: their tokens ride in its reply subject."""
 FUSER_TTL_S = 3.0
 """A fuser replica silent this long (three heartbeats) gets no more one-way tasks."""
 WAIT_SHARE = 1.5
@@ -71,12 +77,28 @@ class FuserBook:
 
 
 class OneWay:
-    def __init__(self, nc: Client, calls: MemberCalls, fusers: FuserBook) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        calls: MemberCalls,
+        fusers: FuserBook,
+        *,
+        coalesce_rows: int = 256,
+        observe: Observe | None = None,
+        waiting: Observe | None = None,
+    ) -> None:
+        """Calls to a busy model are joined as on the two-hop path (`coalesce_rows`,
+        `observe`, `waiting` as the Coalescer takes them), per fuser replica, since a joined
+        call's answer goes to one."""
         self.nc = nc
         self.calls = calls
         self.fusers = fusers
         self._prefix = secrets.token_hex(4)
         self._tokens = count()
+        self._joiners: dict[str, Coalescer] = {}
+        self._joining = (coalesce_rows, observe, waiting)
+        self._answered: dict[str, asyncio.Future[None]] = {}
+        self._sent_to: dict[str, str] = {}
 
     async def run(
         self,
@@ -93,88 +115,159 @@ class OneWay:
             return None
         policy = self.calls.policy
         left = ctx.remaining_s()
-        wait_s = min(left, policy.attempt_timeout_s * WAIT_SHARE)
+        # Half the time left at most, so a fuser cut off mid-task leaves the two-hop retry
+        # the other half.
+        budget = min(left / 2, policy.attempt_timeout_s * (WAIT_SHARE + 1))
+        wait_s = min(policy.attempt_timeout_s * WAIT_SHARE, budget * 0.75)
         call.wait_ms = max(1, int(wait_s * 1000))
         call.max_attempts = policy.max_attempts
         call.attempt_timeout_ms = max(1, int(policy.attempt_timeout_s * 1000))
         call.hedge = policy.hedge
         bodies: dict[int, int] = {}
         digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
-        sends: list[tuple[str, bytes, str, str]] = []
+        tags: dict[str, str] = {}
         for model, body in payloads.items():
             hb = replicas[model][0]
             index = bodies.setdefault(id(body), len(bodies))
             if index == len(call.bodies):
                 call.bodies.append(body)
-            chosen = self.calls.chooser.choose(
-                self.calls.book.candidates(replicas[model], self.calls.clock(), set()),
-                self.calls.rng,
-            )
-            replica = chosen.replica if chosen is not None else ""
-            token = f"{self._prefix}{next(self._tokens):x}"
-            digest = digests[id(body)]
+            tags[model] = f"{self._prefix}{next(self._tokens):x}"
             call.expected.add(
-                model=model, replica=replica, call=token, body=index, input_sha256=digest,
+                model=model, call=tags[model], body=index, input_sha256=digests[id(body)],
                 scores_output=hb.scores_output, output_kind=hb.output_kind,
                 temperature=hb.temperature,
             )  # fmt: skip
-            subject = subjects.infer_replica(model, replica) if replica else subjects.infer(model)
-            sends.append((subject, body, digest, token))
         headers = tracing.inject(ctx.to_headers())
-        timeout = min(left, wait_s + policy.attempt_timeout_s)
-        states = [self.calls.book.state(e.replica) for e in call.expected if e.replica]
-        for st in states:
-            st.outstanding += 1
+        timeout = budget
         self.fusers.started(fuser, 1)
-        try:
-            opened = self.nc.request(
+        opened = asyncio.ensure_future(
+            self.nc.request(
                 subjects.fuse_replica(fuser), call.SerializeToString(), timeout=timeout,
                 headers=headers,
-            )  # fmt: skip
-            pending = asyncio.ensure_future(opened)
-            collect_to = subjects.collect(fuser, "")
-            for subject, body, digest, token in sends:
-                await self.nc.publish(
-                    subject, body, reply=collect_to + token,
-                    headers={**headers, INPUT_SHA256: digest},
-                )  # fmt: skip
-            try:
-                msg = await pending
-            except NoRespondersError:
-                self.fusers.gone(fuser)
-                return None
-            except NatsTimeout:
-                return None
+            )
+        )  # fmt: skip
+        joiner = self._joiner(fuser)
+        placing = [
+            asyncio.ensure_future(
+                joiner.call(model, replicas[model], body, digests[id(body)], ctx, tags[model])
+            )
+            for model, body in payloads.items()
+        ]
+        try:
+            msg = await opened
+        except NoRespondersError:
+            self.fusers.gone(fuser)
+            return None
+        except NatsTimeout:
+            return None
         finally:
             self.fusers.started(fuser, -1)
-            for st in states:
-                st.outstanding -= 1
-        err = error_of(msg)
-        if err is not None:
-            raise type(err)(err.message)
-        reply = wire_pb2.FuseReply.FromString(msg.data)
-        self._learn(reply)
+            for tag in tags.values():
+                answered = self._answered.pop(tag, None)
+                if answered is not None and not answered.done():
+                    answered.set_result(None)
+            for p in placing:
+                p.cancel()  # a call still waiting to be joined is never sent
+                p.add_done_callback(_retrieve)
+        try:
+            err = error_of(msg)
+            if err is not None:
+                raise type(err)(err.message)
+            reply = wire_pb2.FuseReply.FromString(msg.data)
+            self._learn(reply)
+        finally:
+            for tag in tags.values():
+                self._sent_to.pop(tag, None)
         return _fan(reply), reply
+
+    def _joiner(self, fuser: str) -> Coalescer:
+        joiner = self._joiners.get(fuser)
+        if joiner is None:
+            rows, observe, waiting = self._joining
+            joiner = self._joiners[fuser] = Coalescer(
+                functools.partial(self._send, fuser),
+                max_rows=rows,
+                max_tasks=MAX_JOINED_TASKS,
+                observe=observe,
+                waiting=waiting,
+            )
+        return joiner
+
+    async def _send(
+        self,
+        fuser: str,
+        model: str,
+        replicas: list[Heartbeat],
+        body: bytes,
+        digest: str,
+        ctx: CallContext,
+        tasks: list[tuple[str, int]],
+    ) -> tuple[wire_pb2.InferReply, float]:
+        """One member call answering `fuser`; returns once a task it carries is answered
+        (the fuser has the member's answer by then), which frees the model's slot."""
+        chosen = self.calls.chooser.choose(
+            self.calls.book.candidates(replicas, self.calls.clock(), set()), self.calls.rng
+        )
+        replica = chosen.replica if chosen is not None else ""
+        subject = subjects.infer_replica(model, replica) if replica else subjects.infer(model)
+        if len(tasks) == 1:
+            token = tasks[0][0]
+        else:
+            token = "=" + "_".join(f"{tag}-{rows}" for tag, rows in tasks)
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for tag, _ in tasks:
+            self._answered[tag] = answered
+            self._sent_to[tag] = replica
+        headers = {**tracing.inject(ctx.to_headers()), INPUT_SHA256: digest}
+        if len(tasks) > 1:
+            headers[TASKS] = str(len(tasks))
+        state = self.calls.book.state(replica) if replica else None
+        if state is not None:
+            state.outstanding += 1
+        try:
+            reply_to = subjects.collect(fuser, f"{replica or '_'}.{token}")
+            await self.nc.publish(subject, body, reply=reply_to, headers=headers)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(answered), timeout=max(0.0, ctx.remaining_s()) + 1.0
+                )
+        finally:
+            if state is not None:
+                state.outstanding -= 1
+            for tag, _ in tasks:
+                if self._answered.get(tag) is answered:
+                    del self._answered[tag]
+        return _NOTHING, 0.0
 
     def _learn(self, reply: wire_pb2.FuseReply) -> None:
         """What the fuser saw of each replica feeds this router's choice and breakers."""
         book, now = self.calls.book, self.calls.clock()
         for a in reply.attempts:
-            if not a.replica:
+            replica = a.replica or self._sent_to.get(a.call, "")
+            if not replica:
                 continue
-            st = book.state(a.replica)
+            st = book.state(replica)
             if not a.code:
                 st.observe(a.latency_ms)
                 st.breaker.success()
                 if self.calls.metrics is not None:
-                    self.calls.metrics.chosen.labels(a.model, a.replica).inc()
+                    self.calls.metrics.chosen.labels(a.model, replica).inc()
             elif a.code == OUTRUN:
                 st.observe(a.latency_ms)
             elif a.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                 st.observe(a.latency_ms)
                 st.breaker.failure(now)
-        for a in reply.answers:
-            book.record_latency(a.model, a.latency_ms)
+        for answer in reply.answers:
+            book.record_latency(answer.model, answer.latency_ms)
+
+
+_NOTHING = wire_pb2.InferReply()
+"""What a one-way member call gives its joined tasks in the router: the answer is the fuser's."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _fan(reply: wire_pb2.FuseReply) -> FanOut:

@@ -61,11 +61,11 @@ class Doubler:
         body: bytes,
         digest: str,
         ctx: CallContext,
-        tasks: int,
+        tasks: list[tuple[str, int]],
     ) -> tuple[wire_pb2.InferReply, float]:
         assert digest == hashlib.sha256(body).hexdigest()
         x = from_tensor(wire_pb2.InferCall.FromString(body).inputs[0])
-        self.tasks.append(tasks)
+        self.tasks.append(len(tasks))
         self.calls.append(x.shape[0])
         await asyncio.sleep(self.delay_s)
         if self.fail:
@@ -128,7 +128,7 @@ async def test_a_reply_with_the_wrong_rows_is_data_loss() -> None:
         body: bytes,
         digest: str,
         ctx: CallContext,
-        tasks: int,
+        tasks: list[tuple[str, int]],
     ) -> tuple[wire_pb2.InferReply, float]:
         await asyncio.sleep(0.01)
         return wire_pb2.InferReply(model=model, outputs=[to_tensor("y", np.ones((1, 3)))]), 1.0
