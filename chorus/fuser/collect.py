@@ -30,6 +30,11 @@ from chorus.pb import tensor_pb2, wire_pb2
 EARLY_KEEP_S = 10.0
 """Answers whose task has not arrived (or has finished) are kept this long, then dropped."""
 NO_RESPONDERS = "503"
+UNMEASURED_WAITS = 4
+UNMEASURED_MS = 5.0
+"""A model with no p95 yet is waited for this many service times plus this long."""
+ALONE_P95S = 4
+"""A model's only replica is asked again after this many p95 round trips, not one."""
 OUTRUN = "CANCELLED"
 """An attempt another replica answered first: slow, not failed."""
 
@@ -147,12 +152,16 @@ class Collector:
             else:
                 self._waiting[e.call] = m
         collected = Collected()
+        until = start + max(0.0, min(wait_s, ctx.remaining_s()))
+        patience = min(self._patience(m, policy, wait_ctx) for m in members)
+        await _all_or_timeout([m.first for m in members], min(patience, until - self.clock()))
+        slow = [m for m in members if not self._took_first(m, start, collected)]
         tasks = [
-            asyncio.ensure_future(self._member(m, start, wait_ctx, policy, collected))
-            for m in members
+            asyncio.ensure_future(self._member(m, start, wait_ctx, policy, collected)) for m in slow
         ]
         try:
-            await asyncio.wait(tasks, timeout=max(0.0, min(wait_s, ctx.remaining_s())))
+            if tasks:
+                await asyncio.wait(tasks, timeout=max(0.0, until - self.clock()))
         finally:
             for t in tasks:
                 t.cancel()
@@ -206,13 +215,13 @@ class Collector:
         policy: CallPolicy,
         collected: Collected,
     ) -> None:
+        """A member the first wait did not settle: waits out its own patience, then asks
+        another replica (or, with no retries allowed, waits out the first attempt)."""
         e = m.expected
-        p95 = self.calls.book.p95_ms(e.model)
         first_timeout = min(policy.attempt_timeout_s, max(0.0, ctx.remaining_s()))
-        patience = first_timeout
-        if policy.hedge and p95 is not None and policy.max_attempts > 1:
-            patience = min(patience, max(p95, policy.hedge_min_ms) / 1000)
-        await asyncio.wait({m.first}, timeout=patience)
+        patience = self._patience(m, policy, ctx)
+        if not m.first.done():
+            await asyncio.wait({m.first}, timeout=max(0.0, start + patience - self.clock()))
         if self._took_first(m, start, collected):
             return
         if policy.max_attempts < 2 or (m.first.done() and not _retryable(m.first)):
@@ -266,11 +275,37 @@ class Collector:
                         return
                     err = retry.exception()
                     m.error = err if isinstance(err, ChorusError) else Unavailable(repr(err))
+                    if isinstance(m.error, Unavailable) and m.first in pending:
+                        # No other replica to ask; none subscribed at all, most likely, so
+                        # the first will not answer either.
+                        pending.discard(m.first)
+                        self._first_failed(m, start, collected)
         finally:
             if not retry.done():
                 retry.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ChorusError):
                     await retry
+
+    def _patience(self, m: _Member, policy: CallPolicy, ctx: CallContext) -> float:
+        """How long the first attempt is waited for alone before another replica is asked:
+        the model's p95 round trip, or, until it has one, a few of its heartbeats' service
+        times. No-responders goes to the router, not here, so a replica that is gone shows
+        only as silence, and waiting out a whole attempt timeout for it would cost the task
+        most of its wait."""
+        patience = min(policy.attempt_timeout_s, max(0.0, ctx.remaining_s()))
+        if not policy.hedge or policy.max_attempts < 2:
+            return patience
+        model = m.expected.model
+        replicas = self.replicas(model)
+        p95 = self.calls.book.p95_ms(model)
+        if p95 is None:
+            service = max((hb.ewma_ms for hb in replicas), default=0.0)
+            p95 = UNMEASURED_WAITS * service + UNMEASURED_MS
+        elif len(self.calls.book.candidates(replicas, self.calls.clock(), set())) < 2:
+            # No other replica: a second request lands on the same one (its queue group),
+            # so it is sent only when the first is very late.
+            p95 *= ALONE_P95S
+        return min(patience, max(p95, policy.hedge_min_ms) / 1000)
 
     def _took_first(self, m: _Member, start: float, collected: Collected) -> bool:
         """The first attempt's answer, taken if it came and is good."""
@@ -315,6 +350,39 @@ class Collector:
                 call=m.expected.call,
             )
         )
+
+
+async def _all_or_timeout(
+    futures: list[asyncio.Future[wire_pb2.InferReply]], timeout: float
+) -> None:
+    """Until every future is done or `timeout` passes: one future and one timer for the
+    task, not a task per member (the common case is every member answering in time)."""
+    pending = [f for f in futures if not f.done()]
+    if not pending or timeout <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    all_in: asyncio.Future[None] = loop.create_future()
+    left = len(pending)
+
+    def one_in(_: object) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not all_in.done():
+            all_in.set_result(None)
+
+    def give_up() -> None:
+        if not all_in.done():
+            all_in.set_result(None)
+
+    for f in pending:
+        f.add_done_callback(one_in)
+    timer = loop.call_later(timeout, give_up)
+    try:
+        await all_in
+    finally:
+        timer.cancel()
+        for f in pending:
+            f.remove_done_callback(one_in)
 
 
 def _outcome(msg: Msg) -> Outcome:

@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry.trace import SpanKind
 
 from chorus import subjects, tracing
 from chorus.calls.client import MemberCalls, error_of
@@ -39,6 +40,11 @@ from chorus.router.dispatch import FanOut
 
 MAX_JOINED_TASKS = 64
 """Tasks one joined one-way call may carry: their tokens ride in its reply subject."""
+HOLD_P95S = 4
+HOLD_WAITS = 8
+HOLD_MIN_MS = 50.0
+"""A call holds its model's slot until a task it carries is answered, or for this many p95
+round trips (service times from heartbeats, until it has a p95), and at least this long."""
 FUSER_TTL_S = 3.0
 """A fuser replica silent this long (three heartbeats) gets no more one-way tasks."""
 WAIT_SHARE = 1.5
@@ -137,15 +143,14 @@ class OneWay:
                 scores_output=hb.scores_output, output_kind=hb.output_kind,
                 temperature=hb.temperature,
             )  # fmt: skip
-        headers = tracing.inject(ctx.to_headers())
-        timeout = budget
         self.fusers.started(fuser, 1)
-        opened = asyncio.ensure_future(
-            self.nc.request(
-                subjects.fuse_replica(fuser), call.SerializeToString(), timeout=timeout,
-                headers=headers,
-            )
-        )  # fmt: skip
+        with tracing.span("request fuser", kind=SpanKind.CLIENT, subject=fuser):
+            opened = asyncio.ensure_future(
+                self.nc.request(
+                    subjects.fuse_replica(fuser), call.SerializeToString(), timeout=budget,
+                    headers=tracing.inject(ctx.to_headers()),
+                )
+            )  # fmt: skip
         joiner = self._joiner(fuser)
         placing = [
             asyncio.ensure_future(
@@ -218,18 +223,28 @@ class OneWay:
         for tag, _ in tasks:
             self._answered[tag] = answered
             self._sent_to[tag] = replica
-        headers = {**tracing.inject(ctx.to_headers()), INPUT_SHA256: digest}
-        if len(tasks) > 1:
-            headers[TASKS] = str(len(tasks))
         state = self.calls.book.state(replica) if replica else None
         if state is not None:
             state.outstanding += 1
+        # The answer goes to the fuser, so the slot is held until a task the call carries
+        # is answered, or a few p95 round trips if that is sooner: a task held up by another
+        # member (or one that never answers) must not hold this model's slot for long.
+        p95 = self.calls.book.p95_ms(model)
+        if p95 is None:
+            hold_ms = HOLD_WAITS * max((hb.ewma_ms for hb in replicas), default=0.0)
+        else:
+            hold_ms = HOLD_P95S * p95
+        hold_s = max(hold_ms, HOLD_MIN_MS) / 1000
         try:
             reply_to = subjects.collect(fuser, f"{replica or '_'}.{token}")
-            await self.nc.publish(subject, body, reply=reply_to, headers=headers)
+            with tracing.span(f"request model {model}", kind=SpanKind.PRODUCER, subject=subject):
+                headers = {**tracing.inject(ctx.to_headers()), INPUT_SHA256: digest}
+                if len(tasks) > 1:
+                    headers[TASKS] = str(len(tasks))
+                await self.nc.publish(subject, body, reply=reply_to, headers=headers)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.shield(answered), timeout=max(0.0, ctx.remaining_s()) + 1.0
+                    asyncio.shield(answered), timeout=max(0.0, min(hold_s, ctx.remaining_s()))
                 )
         finally:
             if state is not None:
