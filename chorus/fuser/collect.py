@@ -33,6 +33,7 @@ NO_RESPONDERS = "503"
 UNMEASURED_WAITS = 4
 UNMEASURED_MS = 5.0
 """A model with no p95 yet is waited for this many service times plus this long."""
+VIEW_S = 0.5
 ALONE_P95S = 4
 """A model's only replica is asked again after this many p95 round trips, not one."""
 OUTRUN = "CANCELLED"
@@ -83,6 +84,7 @@ class Collector:
         self.clock = clock
         self._waiting: dict[str, _Member] = {}
         self._early: OrderedDict[str, tuple[float, str, Outcome]] = OrderedDict()
+        self._views: dict[str, tuple[float, float, bool]] = {}
 
     async def on_answer(self, msg: Msg) -> None:
         """A member's answer (or NATS's no-responders status) on
@@ -296,16 +298,27 @@ class Collector:
         if not policy.hedge or policy.max_attempts < 2:
             return patience
         model = m.expected.model
-        replicas = self.replicas(model)
         p95 = self.calls.book.p95_ms(model)
+        service, alone = self._view(model)
         if p95 is None:
-            service = max((hb.ewma_ms for hb in replicas), default=0.0)
             p95 = UNMEASURED_WAITS * service + UNMEASURED_MS
-        elif len(self.calls.book.candidates(replicas, self.calls.clock(), set())) < 2:
+        elif alone:
             # No other replica: a second request lands on the same one (its queue group),
             # so it is sent only when the first is very late.
             p95 *= ALONE_P95S
         return min(patience, max(p95, policy.hedge_min_ms) / 1000)
+
+    def _view(self, model: str) -> tuple[float, bool]:
+        """The model's slowest heartbeat service time, and whether one replica at most can
+        be asked; refreshed every VIEW_S rather than for every member of every task."""
+        now = self.calls.clock()
+        seen = self._views.get(model)
+        if seen is None or now - seen[0] > VIEW_S:
+            replicas = self.replicas(model)
+            service = max((hb.ewma_ms for hb in replicas), default=0.0)
+            alone = len(self.calls.book.candidates(replicas, now, set())) < 2
+            seen = self._views[model] = (now, service, alone)
+        return seen[1], seen[2]
 
     def _took_first(self, m: _Member, start: float, collected: Collected) -> bool:
         """The first attempt's answer, taken if it came and is good."""
