@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import nats
@@ -96,6 +97,11 @@ def test_router_routes_by_the_published_split(model_repo: Path, tmp_path: Path) 
             await nc.close()
 
         asyncio.run(publish())
+        # The plan reaches the router asynchronously: wait until it routes by it.
+        waited = time.monotonic() + 5
+        while len(client.submit("classify/digits", x).members) != 1:
+            assert time.monotonic() < waited, "the router never took the published plan"
+            time.sleep(0.02)
         counts: dict[str, int] = {}
         for _ in range(100):
             (model,) = client.submit("classify/digits", x).members
