@@ -151,6 +151,9 @@ class FuserConfig:
     keep_tasks: bool = True
     """Keep each fused task's member scores (JetStream KV, 24 h) so Feedback can teach the
     weights; one JetStream write per task after its reply."""
+    stack_tasks: bool = True
+    """Fuse tasks whose members answered together in one stacked pass (fuser.batch); off,
+    every task is fused alone, with the same replies."""
     metrics_port: int = 0
 
 

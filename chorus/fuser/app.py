@@ -31,10 +31,11 @@ from chorus.calls.replicas import ReplicaBook
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import ChorusError, InvalidArgument
+from chorus.fuser.batch import FuseBatcher
 from chorus.fuser.collect import Collected, Collector
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import ConformalStore, nonconformity
-from chorus.fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members, fuse
+from chorus.fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members
 from chorus.fuser.members import NatsMembers
 from chorus.fuser.metrics import FuserMetrics
 from chorus.fuser.policies import Outcome
@@ -76,6 +77,7 @@ class FuserService(ServiceBase):
         self._collector: Collector | None = None
         self._work = Spawner()
         self._tools: Tools | None = None
+        self._batcher: FuseBatcher | None = None
         self._weights: WeightStore | None = None
         self._records: TaskRecords | None = None
         self._conformal: ConformalStore | None = None
@@ -128,6 +130,9 @@ class FuserService(ServiceBase):
             reliability=self._reliability.get,
             temperatures=self._temperatures.get,
             coverage=cfg.conformal_coverage,
+        )
+        self._batcher = FuseBatcher(
+            self._tools, observe=self.metrics.stacked.observe, enabled=cfg.stack_tasks
         )
         self._service = await nats.micro.add_service(
             nc,
@@ -229,7 +234,7 @@ class FuserService(ServiceBase):
             await self._fuse_traced(request)
 
     async def _fuse_traced(self, request: Request) -> None:
-        assert self._tools is not None and self._records is not None
+        assert self._batcher is not None and self._records is not None
         assert self._collector is not None
         start = time.perf_counter()
         policy = DEFAULT_POLICY
@@ -238,7 +243,7 @@ class FuserService(ServiceBase):
             call = _parse(wire_pb2.FuseCall, request.data)
             policy = call.policy or DEFAULT_POLICY
             collected = await self._collector.collect(call, ctx) if call.expected else None
-            reply, outcome = await fuse(call, ctx, self._tools)
+            reply, outcome = await self._batcher.fuse(call, ctx)
             if collected is not None:
                 collected.report(reply)
                 self._count(collected)

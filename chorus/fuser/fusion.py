@@ -288,7 +288,7 @@ async def fuse(
         calibration=tools.conformal(call.capability, name) if policy.name == "conformal" else None,
     )
     outcome = await policy.resolve(case, fused)
-    return _reply(name, policy.name, outcome), outcome
+    return reply_for(name, policy.name, outcome), outcome
 
 
 def _rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
@@ -339,7 +339,7 @@ def _regression_rows(outcome: Outcome) -> list[task_pb2.RowDecision]:
     ]
 
 
-def _reply(strategy: str, policy: str, outcome: Outcome) -> wire_pb2.FuseReply:
+def reply_for(strategy: str, policy: str, outcome: Outcome) -> wire_pb2.FuseReply:
     return wire_pb2.FuseReply(
         policy=strategy,
         probabilities=to_tensor("probabilities", outcome.fused.probabilities.astype(np.float32)),

@@ -33,6 +33,12 @@ class FuserMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.stacked = Histogram(
+            "chorus_fuser_stacked_tasks",
+            "Tasks fused together in one stacked pass (their members answered together)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
         self.agreement = Histogram(
             "chorus_fuser_agreement_ratio",
             "Share of members agreeing with the fused answer, per row",
