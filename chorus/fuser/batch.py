@@ -1,7 +1,8 @@
 """Tasks whose members answered together are fused together.
 
 A joined member call answers many tasks in one message, so their collections finish in the
-same turn of the event loop. Every classification strategy and the first conflict pass work
+same turn of the event loop (the collector says which tasks had a joined answer; only those
+wait for the turn to end). Every classification strategy and the first conflict pass work
 row by row, and a one-row task pays the whole fixed cost of numpy's calls; stacking the
 waiting tasks' rows and fusing them once costs little more than fusing one. Only tasks that
 would be fused alike are stacked: the same capability, strategy, labels and members (in the
@@ -68,8 +69,11 @@ class FuseBatcher:
         self.passes = 0
         """Stacked passes run, for tests and metrics: tasks fused / passes is the gain."""
 
-    async def fuse(self, call: wire_pb2.FuseCall, ctx: CallContext) -> Done:
-        found = self._stackable(call) if self.enabled else None
+    async def fuse(self, call: wire_pb2.FuseCall, ctx: CallContext, *, together: bool) -> Done:
+        """Fuses `call`; with `together` (its members answered in a joined call, so other
+        tasks are finishing in this same turn) it waits for the end of the turn to be fused
+        with them. Alone, it never waits: a lone task pays nothing for stacking."""
+        found = self._stackable(call) if self.enabled and together else None
         if found is None:
             return await fuse(call, ctx, self.tools)
         key, members, strategy = found

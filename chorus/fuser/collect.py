@@ -55,6 +55,8 @@ class _Member:
     answer: wire_pb2.InferReply | None = None
     latency_ms: float = 0.0
     error: ChorusError | None = None
+    joined: bool = False
+    """Its first answer came in a call that joined several tasks' rows."""
 
 
 @dataclass
@@ -64,6 +66,9 @@ class Collected:
     answers: list[wire_pb2.MemberAnswer] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
     attempts: list[wire_pb2.Attempt] = field(default_factory=list)
+    joined: bool = False
+    """A member answered in a joined call, so other tasks finished collecting with this one
+    and can be fused with it (fuser.batch)."""
 
     def report(self, reply: wire_pb2.FuseReply) -> None:
         reply.answers.extend(self.answers)
@@ -83,7 +88,7 @@ class Collector:
         self.replicas = replicas
         self.clock = clock
         self._waiting: dict[str, _Member] = {}
-        self._early: OrderedDict[str, tuple[float, str, Outcome]] = OrderedDict()
+        self._early: OrderedDict[str, tuple[float, str, Outcome, bool]] = OrderedDict()
         self._views: dict[str, tuple[float, float, bool]] = {}
 
     async def on_answer(self, msg: Msg) -> None:
@@ -111,15 +116,16 @@ class Collector:
                 if isinstance(part, wire_pb2.InferReply):
                     part.input_sha256 = ""  # the joined body's; each task checks its own
         for (tag, _), part in zip(tasks, parts, strict=True):
-            self._deliver(tag, replica, part)
+            self._deliver(tag, replica, part, joined=True)
 
-    def _deliver(self, tag: str, replica: str, outcome: Outcome) -> None:
+    def _deliver(self, tag: str, replica: str, outcome: Outcome, joined: bool = False) -> None:
         member = self._waiting.pop(tag, None)
         if member is not None:
+            member.joined = joined
             _settle_first(member, replica, outcome)
             return
         now = self.clock()
-        self._early[tag] = (now, replica, outcome)
+        self._early[tag] = (now, replica, outcome, joined)
         while self._early and next(iter(self._early.values()))[0] < now - EARLY_KEEP_S:
             self._early.popitem(last=False)
 
@@ -150,6 +156,7 @@ class Collector:
             members.append(m)
             early = self._early.pop(e.call, None)
             if early is not None:
+                m.joined = early[3]
                 _settle_first(m, early[1], early[2])
             else:
                 self._waiting[e.call] = m
@@ -204,6 +211,7 @@ class Collector:
                     latency_ms=m.latency_ms,
                 )
             )
+        collected.joined = any(m.joined for m in members if m.answer is not None)
         needed = min(max(1, call.min_members), len(members))
         if len(call.members) < needed:
             raise too_few_members(call.capability, errors, len(call.members), needed)

@@ -78,6 +78,19 @@ async def test_a_joined_answer_is_cut_by_rows_and_an_early_one_waits_for_its_tas
     for collected in got:
         assert [(a.model, a.replica, a.code) for a in collected.attempts] == [("m", "r1", "")]
         assert not collected.missing
+        assert collected.joined  # so the fuser stacks the two tasks' rows
+
+
+async def test_a_task_answered_alone_is_not_joined(collector: tuple[Client, Collector]) -> None:
+    nc, found = collector
+    ctx = CallContext.start("t", Priority.NORMAL, 5.0)
+    call = _task("e5", 2)
+    waiting = asyncio.ensure_future(found.collect(call, ctx))
+    await asyncio.sleep(0.05)
+    await _answer(nc, "e5", np.ones((2, 2), np.float32))
+    collected = await waiting
+    assert not collected.joined and not collected.missing
+    np.testing.assert_array_equal(from_tensor(call.members[0].probabilities), np.ones((2, 2)))
 
 
 async def test_a_joined_answer_with_the_wrong_rows_fails_each_task(

@@ -56,7 +56,7 @@ async def test_stacked_replies_equal_each_task_fused_alone(policy: str) -> None:
     alone = [await fuse(wire_pb2.FuseCall.FromString(c.SerializeToString()), CTX, Tools())
              for c in calls]  # fmt: skip
     batcher = FuseBatcher(Tools())
-    stacked = await asyncio.gather(*(batcher.fuse(c, CTX) for c in calls))
+    stacked = await asyncio.gather(*(batcher.fuse(c, CTX, together=True) for c in calls))
     assert batcher.passes == 1
     assert [_bytes(r) for r, _ in stacked] == [_bytes(r) for r, _ in alone]
     statuses = {row.status for r, _ in stacked for row in r.rows}
@@ -79,7 +79,7 @@ async def test_tasks_fused_differently_are_not_stacked_together() -> None:
     ]
     observed: list[int] = []
     batcher = FuseBatcher(Tools(), observe=observed.append)
-    stacked = await asyncio.gather(*(batcher.fuse(c, CTX) for c in calls))
+    stacked = await asyncio.gather(*(batcher.fuse(c, CTX, together=True) for c in calls))
     assert sorted(observed) == [1, 1, 1, 2]
     alone = [await fuse(c, CTX, Tools()) for c in calls]
     assert [_bytes(r) for r, _ in stacked] == [_bytes(r) for r, _ in alone]
@@ -95,8 +95,9 @@ async def test_a_bad_task_fails_alone_and_the_others_are_fused() -> None:
     del short.labels[-1]
     batcher = FuseBatcher(Tools())
     results = await asyncio.gather(
-        batcher.fuse(good[0], CTX), batcher.fuse(bad, CTX), batcher.fuse(short, CTX),
-        batcher.fuse(good[1], CTX), return_exceptions=True,
+        batcher.fuse(good[0], CTX, together=True), batcher.fuse(bad, CTX, together=True),
+        batcher.fuse(short, CTX, together=True), batcher.fuse(good[1], CTX, together=True),
+        return_exceptions=True,
     )  # fmt: skip
     assert batcher.passes == 1
     assert isinstance(results[1], InvalidArgument) and "forest" in results[1].message
@@ -110,16 +111,17 @@ async def test_a_conflict_policy_that_acts_runs_each_task_alone() -> None:
     rng = np.random.default_rng(3)
     calls = [_call(rng, 2, conflict="quorum"), _call(rng, 1, conflict="quorum")]
     batcher = FuseBatcher(Tools())
-    stacked = await asyncio.gather(*(batcher.fuse(c, CTX) for c in calls))
+    stacked = await asyncio.gather(*(batcher.fuse(c, CTX, together=True) for c in calls))
     assert batcher.passes == 0
     assert all(r.conflict_policy == "quorum" for r, _ in stacked)
 
 
-async def test_off_every_task_is_fused_alone() -> None:
+@pytest.mark.parametrize(("enabled", "together"), [(False, True), (True, False)])
+async def test_off_or_not_together_every_task_is_fused_alone(enabled: bool, together: bool) -> None:
     rng = np.random.default_rng(4)
     calls = [_call(rng, 1), _call(rng, 2)]
-    batcher = FuseBatcher(Tools(), enabled=False)
-    stacked = await asyncio.gather(*(batcher.fuse(c, CTX) for c in calls))
+    batcher = FuseBatcher(Tools(), enabled=enabled)
+    stacked = await asyncio.gather(*(batcher.fuse(c, CTX, together=together) for c in calls))
     assert batcher.passes == 0
     alone = [await fuse(c, CTX, Tools()) for c in calls]
     assert [_bytes(r) for r, _ in stacked] == [_bytes(r) for r, _ in alone]
