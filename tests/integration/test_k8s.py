@@ -61,6 +61,10 @@ KNOWN_METRICS: frozenset[str] = frozenset(
         *_histogram("chorus_fuser_fuse_seconds"),
         *_histogram("chorus_fuser_agreement_ratio"),
         "chorus_fuser_conflicts_total",
+        "chorus_fuser_collected_answers_total",
+        *_histogram("chorus_fuser_stacked_tasks"),
+        "chorus_fuser_retries_total",
+        "chorus_fuser_hedges_total",
     }
 )
 
@@ -741,6 +745,8 @@ def test_dashboard_shape() -> None:
     panel_with("chorus_model_batch_size")
     panel_with("chorus_fuser_conflicts_total", "rate(")
     panel_with("chorus_fuser_agreement_ratio")
+    panel_with("chorus_fuser_collected_answers_total", "by (model, outcome)")
+    panel_with("chorus_fuser_stacked_tasks_sum", "chorus_fuser_stacked_tasks_count")
     (table,) = [p for p in panels if p["type"] == "table"]
     assert "chorus_model_info" in exprs[table["title"]]
     assert "provider" in exprs[table["title"]]

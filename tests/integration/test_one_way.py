@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -80,6 +81,40 @@ def test_both_paths_give_the_same_answers_and_only_one_way_answers_the_fuser(
         for model in DEMO:
             np.testing.assert_array_equal(a.members[model]["label"], b.members[model]["label"])
         assert a.response.explanation.policy == b.response.explanation.policy
+
+
+def test_under_load_tasks_are_stacked_and_answer_as_alone(both_paths: Mesh) -> None:
+    """16 callers at once: members answer in joined calls, the fuser fuses those tasks in
+    stacked passes, and every task's answer is the one the two-hop router gives it alone."""
+    mesh = both_paths
+    fuser = str(mesh.child("fuser").ready["metrics"])
+    two_hop = str(mesh.child("router-two-hop").ready["grpc"])
+    x = digits_split().x_test[:160]
+
+    def stacked() -> tuple[float, float]:
+        text = scrape(fuser)
+        return (
+            total(text, "chorus_fuser_stacked_tasks_count"),
+            total(text, "chorus_fuser_stacked_tasks_sum"),
+        )
+
+    passes_before, tasks_before = stacked()
+    with TaskClient(mesh.router_target) as one, ThreadPoolExecutor(16) as pool:
+        loaded = list(pool.map(lambda i: one.submit(CAPABILITY, {"input": x[i : i + 1]}),
+                               range(len(x))))  # fmt: skip
+    passes, tasks = stacked()
+    assert passes > passes_before
+    assert (tasks - tasks_before) > (passes - passes_before), "no pass fused two tasks"
+    with TaskClient(two_hop) as other:
+        for i, got in enumerate(loaded):
+            alone = other.submit(CAPABILITY, {"input": x[i : i + 1]})
+            np.testing.assert_array_equal(got.labels, alone.labels)
+            # A member runs a joined call's rows as one batch, whose float sums may differ
+            # from a single row's in the last bits.
+            np.testing.assert_allclose(got.probabilities, alone.probabilities, rtol=1e-5)
+            assert [r.status for r in got.response.explanation.rows] == [
+                r.status for r in alone.response.explanation.rows
+            ]
 
 
 @pytest.fixture(scope="module")
