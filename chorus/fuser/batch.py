@@ -21,7 +21,7 @@ import numpy as np
 
 from chorus.codec import from_tensor
 from chorus.context import CallContext, Priority
-from chorus.errors import InvalidArgument
+from chorus.errors import ChorusError
 from chorus.fuser import kinds, policies, strategies
 from chorus.fuser.conflict import ConflictReport
 from chorus.fuser.fusion import DEFAULT_POLICY, Tools, decode_members, fuse, reply_for
@@ -33,7 +33,8 @@ from chorus.pb import wire_pb2
 STACKED = frozenset(s.name for s in strategies.CLASSIFICATION)
 FLAG_ONLY = "none"
 MAX_ROWS = 1024
-"""Rows one stacked pass may carry; more wait for the next pass in the same turn."""
+"""Rows one stacked pass may carry: a group that would pass it is fused at once, and the
+tasks after it start a new group."""
 
 Done = tuple[wire_pb2.FuseReply, Outcome]
 
@@ -111,7 +112,7 @@ class FuseBatcher:
             _, classes = check_members(members)
             for t in call.inputs:
                 from_tensor(t)
-        except InvalidArgument:
+        except ChorusError:
             return None
         if call.labels and len(call.labels) != classes:
             return None

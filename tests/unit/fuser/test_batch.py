@@ -10,6 +10,7 @@ import pytest
 from chorus.codec import to_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError, InvalidArgument
+from chorus.fuser import batch
 from chorus.fuser.batch import STACKED, FuseBatcher
 from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import task_pb2, wire_pb2
@@ -123,5 +124,19 @@ async def test_off_or_not_together_every_task_is_fused_alone(enabled: bool, toge
     batcher = FuseBatcher(Tools(), enabled=enabled)
     stacked = await asyncio.gather(*(batcher.fuse(c, CTX, together=together) for c in calls))
     assert batcher.passes == 0
+    alone = [await fuse(c, CTX, Tools()) for c in calls]
+    assert [_bytes(r) for r, _ in stacked] == [_bytes(r) for r, _ in alone]
+
+
+async def test_a_group_past_max_rows_is_fused_at_once_and_the_rest_start_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch, "MAX_ROWS", 4)
+    rng = np.random.default_rng(5)
+    calls = [_call(rng, rows) for rows in (2, 2, 3, 1)]
+    observed: list[int] = []
+    batcher = FuseBatcher(Tools(), observe=observed.append)
+    stacked = await asyncio.gather(*(batcher.fuse(c, CTX, together=True) for c in calls))
+    assert observed == [2, 2]
     alone = [await fuse(c, CTX, Tools()) for c in calls]
     assert [_bytes(r) for r, _ in stacked] == [_bytes(r) for r, _ in alone]
