@@ -34,6 +34,7 @@ UNMEASURED_WAITS = 4
 UNMEASURED_MS = 5.0
 """A model with no p95 yet is waited for this many service times plus this long."""
 VIEW_S = 0.5
+"""How long a model's heartbeat view (service time, a second replica or not) is reused."""
 ALONE_P95S = 4
 """A model's only replica is asked again after this many p95 round trips, not one."""
 OUTRUN = "CANCELLED"
