@@ -51,6 +51,7 @@ class RouterService(ServiceBase):
         self._splits: PlanSplits | None = None
         self._plan_sub: Subscription | None = None
         self._fuser_sub: Subscription | None = None
+        self._counted: set[str] = set()
 
     async def start(self) -> Self:
         if self._server is not None:
@@ -189,5 +190,9 @@ class RouterService(ServiceBase):
         counts: dict[str, int] = {}
         for live in self.registry.live(now):
             counts[live.model] = counts.get(live.model, 0) + 1
+        # A model whose last replica went silent reads 0, not its last count.
+        for model in self._counted - counts.keys():
+            self.metrics.replicas.labels(model).set(0)
+        self._counted = set(counts)
         for model, n in counts.items():
             self.metrics.replicas.labels(model).set(n)

@@ -63,8 +63,6 @@ KNOWN_METRICS: frozenset[str] = frozenset(
         "chorus_fuser_conflicts_total",
         "chorus_fuser_collected_answers_total",
         *_histogram("chorus_fuser_stacked_tasks"),
-        "chorus_fuser_retries_total",
-        "chorus_fuser_hedges_total",
     }
 )
 

@@ -19,7 +19,7 @@ from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.planner.autoscale import prometheus_scaling
 from chorus.spec import TensorSpec
-from tests.support import DEMO, scrape
+from tests.support import DEMO, scrape, total
 from tests.support.k8s_refs import referenced_metric_names, scaled_objects
 
 SLOW = "forest"
@@ -40,7 +40,11 @@ def slow_mesh(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield mesh
 
 
-def _load(target: str, clients: int, seconds: float) -> list[int]:
+def _load(
+    target: str, clients: int, seconds: float, errors: list[BaseException] | None = None
+) -> list[int]:
+    """Closed-loop callers; a caller whose task fails stops, and its error goes to `errors`
+    (a test that needs the load to last must check it, or it measures idle callers)."""
     done = [0] * clients
     stop = time.monotonic() + seconds
     x = {"input": np.zeros((1, 64), np.float32)}
@@ -48,7 +52,12 @@ def _load(target: str, clients: int, seconds: float) -> list[int]:
     def run(i: int) -> None:
         with TaskClient(target) as client:
             while time.monotonic() < stop:
-                client.submit("classify/digits", x, timeout_s=10)
+                try:
+                    client.submit("classify/digits", x, timeout_s=10)
+                except Exception as exc:
+                    if errors is not None:
+                        errors.append(exc)
+                    return
                 done[i] += 1
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
@@ -109,18 +118,34 @@ async def test_every_referenced_metric_exists_and_moves(slow_mesh: Mesh) -> None
     assert _sum(after["router"], "chorus_router_live_replicas") >= len(DEMO)
 
 
+def _wait_for_ghost_to_expire(router_metrics: str, timeout_s: float = 15.0) -> None:
+    """A silent replica still in the registry holds every task it is picked for until the
+    fuser gives up on it, so demand waits there instead of on the slow member's slots."""
+    stop = time.monotonic() + timeout_s
+    while time.monotonic() < stop:
+        if total(scrape(router_metrics), "chorus_router_live_replicas", model="ghost") == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the ghost replica's heartbeat never expired in the router")
+
+
 def test_scaling_formula_rises_under_load_and_falls_when_idle(slow_mesh: Mesh) -> None:
+    _wait_for_ghost_to_expire(str(slow_mesh.child("router").ready["metrics"]))
     rule = prometheus_scaling(
         next(o for o in scaled_objects() if o["spec"]["scaleTargetRef"]["name"].endswith(SLOW))
     )
     metrics = str(slow_mesh.child(SLOW).ready["metrics"])
     values: list[float] = []
-    loader = threading.Thread(target=_load, args=(slow_mesh.router_target, 16, 2.5))
+    errors: list[BaseException] = []
+    loader = threading.Thread(target=_load, args=(slow_mesh.router_target, 16, 2.5, errors))
     loader.start()
     time.sleep(0.8)
+    # Joined calls make in-flight alternate between a big and a small call every service
+    # time or so; a fixed sampling period can lock onto one phase, a random one cannot.
+    rng = np.random.default_rng(7)
     while loader.is_alive():
         values.append(_sum(scrape(metrics), "chorus_model_in_flight"))
-        time.sleep(0.2)
+        time.sleep(rng.uniform(0.01, 0.07))
     loader.join()
     busy = float(np.mean(values))
     time.sleep(0.3)
@@ -130,6 +155,7 @@ def test_scaling_formula_rises_under_load_and_falls_when_idle(slow_mesh: Mesh) -
     scaled_up = rule.desired_replicas(replicas, busy)
     scaled_down = rule.desired_replicas(scaled_up, idle)
     print(f"\nin-flight busy {busy:.1f} -> {scaled_up} replicas; idle {idle} -> {scaled_down}")
+    assert not errors, f"{len(errors)} callers stopped early; the first: {errors[0]!r}"
     assert busy > rule.target_value
     assert scaled_up > replicas
     assert idle == 0
