@@ -51,6 +51,7 @@ KNOWN_METRICS: frozenset[str] = frozenset(
         *_histogram("chorus_router_member_seconds"),
         "chorus_router_member_errors_total",
         "chorus_router_live_replicas",
+        "chorus_router_member_waiting",
         "chorus_router_heartbeats_total",
         "chorus_model_requests_total",
         *_histogram("chorus_model_inference_seconds"),
@@ -614,8 +615,12 @@ def test_keda_scales_each_model_and_the_router(
             assert "rate(" in rule.query and rule.metric_type == "AverageValue"
         else:
             model = deployments[rule.target]["metadata"]["labels"]["chorus.dev/model"]
-            assert k8s_refs.promql_metric_names(rule.query) == {"chorus_model_in_flight"}
-            assert f'model="{model}"' in rule.query and rule.query.startswith("avg(")
+            assert k8s_refs.promql_metric_names(rule.query) == {
+                "chorus_model_in_flight",
+                "chorus_router_member_waiting",
+            }
+            assert rule.query.count(f'model="{model}"') == 3
+            assert "/ count(" in rule.query and "or vector(0)" in rule.query
             assert rule.metric_type == "Value"
 
 

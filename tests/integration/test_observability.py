@@ -130,33 +130,46 @@ def _wait_for_ghost_to_expire(router_metrics: str, timeout_s: float = 15.0) -> N
 
 
 def test_scaling_formula_rises_under_load_and_falls_when_idle(slow_mesh: Mesh) -> None:
-    _wait_for_ghost_to_expire(str(slow_mesh.child("router").ready["metrics"]))
+    router = str(slow_mesh.child("router").ready["metrics"])
+    _wait_for_ghost_to_expire(router)
     rule = prometheus_scaling(
         next(o for o in scaled_objects() if o["spec"]["scaleTargetRef"]["name"].endswith(SLOW))
     )
     metrics = str(slow_mesh.child(SLOW).ready["metrics"])
+    assert "chorus_router_member_waiting" in rule.query
     values: list[float] = []
     errors: list[BaseException] = []
     loader = threading.Thread(target=_load, args=(slow_mesh.router_target, 16, 2.5, errors))
     loader.start()
     time.sleep(0.8)
-    # Joined calls make in-flight alternate between a big and a small call every service
-    # time or so; a fixed sampling period can lock onto one phase, a random one cannot.
+    # The rule's demand: in flight on the model plus waiting for its slot in the router, over
+    # its one replica. Joined calls make in-flight alternate between a big and a small call
+    # every service time or so; a fixed sampling period can lock onto one phase, a random one
+    # cannot.
     rng = np.random.default_rng(7)
+    on_model: list[float] = []
     while loader.is_alive():
-        values.append(_sum(scrape(metrics), "chorus_model_in_flight"))
+        on_model.append(_sum(scrape(metrics), "chorus_model_in_flight"))
+        waiting = total(scrape(router), "chorus_router_member_waiting", model=SLOW)
+        values.append(on_model[-1] + waiting)
         time.sleep(rng.uniform(0.01, 0.07))
     loader.join()
     busy = float(np.mean(values))
     time.sleep(0.3)
-    idle = _sum(scrape(metrics), "chorus_model_in_flight")
+    idle = _sum(scrape(metrics), "chorus_model_in_flight") + total(
+        scrape(router), "chorus_router_member_waiting", model=SLOW
+    )
 
     replicas = rule.min_replicas
     scaled_up = rule.desired_replicas(replicas, busy)
     scaled_down = rule.desired_replicas(scaled_up, idle)
-    print(f"\nin-flight busy {busy:.1f} -> {scaled_up} replicas; idle {idle} -> {scaled_down}")
+    print(
+        f"\ndemand busy {busy:.1f} (in flight on the model {np.mean(on_model):.1f}) -> "
+        f"{scaled_up} replicas; idle {idle} -> {scaled_down}"
+    )
     assert not errors, f"{len(errors)} callers stopped early; the first: {errors[0]!r}"
     assert busy > rule.target_value
+    assert busy > np.mean(on_model), "the router's queue for the model adds to its demand"
     assert scaled_up > replicas
     assert idle == 0
     assert scaled_down == rule.min_replicas
