@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
+import statistics
 import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -49,6 +51,8 @@ class Options:
     out: Path = Path("bench/results")
     progress: bool = True
     keep_tasks: bool = False
+    rounds: int = 1
+    """Every path measured this many times, in alternating order; results are the medians."""
 
 
 @dataclass(frozen=True)
@@ -59,29 +63,41 @@ class Outcome:
     """None when matplotlib is not installed."""
 
 
-def _paths(options: Options, workload: Workload) -> Generator[BenchPath]:
-    """Each path set up just before it is measured and torn down right after it."""
+def _paths(options: Options, workload: Workload, *, backwards: bool) -> Generator[BenchPath]:
+    """Each path set up just before it is measured and torn down right after it; `backwards`
+    runs them in the opposite order, so that alternate rounds cancel a machine's drift."""
     wanted = [p for p in PATHS if p in options.paths]
+    groups: list[Callable[[], Iterator[BenchPath]]] = []
     if "bare" in wanted:
-        yield BarePath(workload)
+        groups.append(lambda: iter([BarePath(workload)]))
     if "service" in wanted or "mesh" in wanted:
-        with running_mesh(workload, full="mesh" in wanted, keep_tasks=options.keep_tasks) as m:
-            for name, make in (("service", service_path), ("mesh", mesh_path)):
-                if name in wanted:
-                    grpc_path = make(m, workload)
-                    try:
-                        yield grpc_path
-                    finally:
-                        grpc_path.close()
+        groups.append(lambda: _mesh_paths(options, workload, wanted))
     for name in (p for p in wanted if p in RAY_LAYOUTS):
-        assert options.ray_python is not None
-        with tempfile.TemporaryDirectory(prefix="chorus-ray-") as scratch:
-            ongoing = max(64, 4 * max(options.concurrency))
-            ray = RayPath(options.ray_python, workload, Path(scratch), name, ongoing)
-            try:
-                yield ray
-            finally:
-                ray.close()
+        groups.append(functools.partial(_ray_path, options, workload, name))
+    for group in reversed(groups) if backwards else groups:
+        yield from group()
+
+
+def _mesh_paths(options: Options, workload: Workload, wanted: list[str]) -> Generator[BenchPath]:
+    with running_mesh(workload, full="mesh" in wanted, keep_tasks=options.keep_tasks) as m:
+        for name, make in (("service", service_path), ("mesh", mesh_path)):
+            if name in wanted:
+                grpc_path = make(m, workload)
+                try:
+                    yield grpc_path
+                finally:
+                    grpc_path.close()
+
+
+def _ray_path(options: Options, workload: Workload, name: str) -> Generator[BenchPath]:
+    assert options.ray_python is not None
+    with tempfile.TemporaryDirectory(prefix="chorus-ray-") as scratch:
+        ongoing = max(64, 4 * max(options.concurrency))
+        ray = RayPath(options.ray_python, workload, Path(scratch), name, ongoing)
+        try:
+            yield ray
+        finally:
+            ray.close()
 
 
 @contextlib.contextmanager
@@ -168,6 +184,7 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
             "paths": [p for p in PATHS if p in options.paths],
             "service_model": workload.members[-1],
             "fuser_keeps_tasks": options.keep_tasks,
+            "rounds": options.rounds,
             # What the services read besides defaults (values are settings or file paths).
             "environment": {
                 k: v
@@ -175,46 +192,26 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
                 if k.startswith("CHORUS_") and not any(w in k for w in ("KEY", "PASSWORD", "TOKEN"))
             },
         },
-        "results": {},
     }
-    results: dict[str, dict[str, Any]] = record["results"]
-    total = len(record["settings"]["paths"]) * len(options.concurrency) * options.requests
+    phases = options.rounds * len(record["settings"]["paths"]) * len(options.concurrency)
+    rounds: list[dict[str, Any]] = []
     gpus = Gpus.open()
     try:
-        with (
-            tqdm(total=total, unit="req", disable=not options.progress, smoothing=0) as bar,
-            contextlib.closing(_paths(options, workload)) as paths,
-        ):
-            for subject in paths:
-                if isinstance(subject, RayPath):
-                    record["settings"]["ray"] = subject.info.get("ray")
-                    record["settings"]["ray_max_ongoing_requests"] = subject.max_ongoing
-                    say(f"{subject.name}: ray serve {subject.info.get('ray', '?')} up")
-                for c in options.concurrency:
-                    key = f"{subject.name}@{c}"
-                    bar.set_description(key)
-                    subject.warm(min(WARM_UP, options.requests))
-                    phase = Phase()
-                    with (
-                        _progress(bar, phase),
-                        Sampler(subject.clients(), subject.services(), gpus) as use,
-                    ):
-                        subject.drive(c, options.requests, phase)
-                    results[key] = {
-                        **latency_stats(phase.latencies_s, phase.elapsed_s),
-                        **use.result,
-                    }
-                    r = results[key]
-                    r["cpu"]["ms_per_task"] = _cpu_ms_per_task(r)
-                    say(
-                        f"{key:<11} {r['throughput_rps']:>9.1f} req/s  p50 {r['p50_ms']:.3f}  "
-                        f"p95 {r['p95_ms']:.3f}  p99 {r['p99_ms']:.3f} ms  "
-                        f"cpu {r['cpu']['machine_percent']:.0f}%"
-                    )
+        with tqdm(
+            total=phases * options.requests, unit="req", disable=not options.progress, smoothing=0
+        ) as bar:
+            for i in range(options.rounds):
+                prefix = f"round {i + 1}/{options.rounds}: " if options.rounds > 1 else ""
+                rounds.append(_round(options, workload, record, bar, gpus, i % 2 == 1, prefix, say))
     finally:
         if gpus is not None:
             gpus.close()
-    record["summary"] = _summary(results, options.concurrency)
+    record["results"] = _median_results([r["results"] for r in rounds])
+    record["summary"] = _median_summary(
+        [_summary(r["results"], options.concurrency) for r in rounds]
+    )
+    if options.rounds > 1:
+        record["rounds"] = rounds
 
     options.out.mkdir(parents=True, exist_ok=True)
     stem = f"{NAME}-{platform.node()}-{dt.date.today().isoformat()}"
@@ -225,3 +222,74 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
         plot_path = options.out / f"{stem}.png"
         plot.draw(record, plot_path)
     return Outcome(record, json_path, plot_path)
+
+
+def _round(
+    options: Options,
+    workload: Workload,
+    record: dict[str, Any],
+    bar: tqdm[Any],
+    gpus: Gpus | None,
+    backwards: bool,
+    prefix: str,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Every path at every concurrency once: what a run without rounds is."""
+    results: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    with contextlib.closing(_paths(options, workload, backwards=backwards)) as paths:
+        for subject in paths:
+            order.append(subject.name)
+            if isinstance(subject, RayPath):
+                record["settings"]["ray"] = subject.info.get("ray")
+                record["settings"]["ray_max_ongoing_requests"] = subject.max_ongoing
+                say(f"{prefix}{subject.name}: ray serve {subject.info.get('ray', '?')} up")
+            for c in options.concurrency:
+                key = f"{subject.name}@{c}"
+                bar.set_description(prefix + key)
+                subject.warm(min(WARM_UP, options.requests))
+                phase = Phase()
+                with (
+                    _progress(bar, phase),
+                    Sampler(subject.clients(), subject.services(), gpus) as use,
+                ):
+                    subject.drive(c, options.requests, phase)
+                r = results[key] = {
+                    **latency_stats(phase.latencies_s, phase.elapsed_s),
+                    **use.result,
+                }
+                r["cpu"]["ms_per_task"] = _cpu_ms_per_task(r)
+                say(
+                    f"{prefix}{key:<11} {r['throughput_rps']:>9.1f} req/s  p50 {r['p50_ms']:.3f}  "
+                    f"p95 {r['p95_ms']:.3f}  p99 {r['p99_ms']:.3f} ms  "
+                    f"cpu {r['cpu']['machine_percent']:.0f}%"
+                )
+    return {"order": order, "results": results}
+
+
+def _median_results(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per path and concurrency, the whole result of the round with the median throughput
+    (the lower one of an even count), so its latencies and CPU belong to one measurement."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out: dict[str, dict[str, Any]] = {}
+    for key in rounds[0]:
+        runs = [r[key] for r in rounds]
+        chosen = sorted(runs, key=lambda r: r["throughput_rps"])[(len(runs) - 1) // 2]
+        out[key] = {**chosen, "throughput_rps_rounds": [r["throughput_rps"] for r in runs]}
+    return out
+
+
+def _median_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds: a ratio is taken within a round (its paths
+    measured minutes apart), then its median across rounds."""
+    if len(summaries) == 1:
+        return summaries[0]
+    out: dict[str, Any] = {}
+    for key, first in summaries[0].items():
+        values = [s[key] for s in summaries if key in s]
+        if isinstance(first, dict):
+            out[key] = _median_summary(values)
+        else:
+            out[key] = round(statistics.median(values), 3)
+    return out

@@ -246,6 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("bench/results"))
     bench.add_argument("--keep-tasks", action="store_true",
                        help="the fuser keeps every task (a JetStream write each)")  # fmt: skip
+    bench.add_argument("--rounds", type=int, default=1,
+                       help="measure every path this many times, in alternating order, and "
+                       "record the medians (a ratio is taken within each round)")  # fmt: skip
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(func=cmd_bench)
     return p

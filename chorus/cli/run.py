@@ -144,8 +144,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if set(RAY_LAYOUTS) & set(paths) and args.ray_python is None:
         print("chorus bench: the ray paths need --ray-python", file=sys.stderr)
         return 2
-    if args.requests < 1 or min(args.concurrency) < 1:
-        print("chorus bench: --requests and --concurrency must be at least 1", file=sys.stderr)
+    if args.requests < 1 or min(args.concurrency) < 1 or args.rounds < 1:
+        print(
+            "chorus bench: --requests, --concurrency and --rounds must be at least 1",
+            file=sys.stderr,
+        )
         return 2
     outcome = run(
         Options(
@@ -157,6 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             out=args.out,
             progress=not args.no_progress,
             keep_tasks=args.keep_tasks,
+            rounds=args.rounds,
         )
     )
     print(f"results  {outcome.json_path}")

@@ -60,6 +60,36 @@ def test_bench_records_every_path_and_concurrency_and_plots(
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_bench_rounds_alternate_the_order_and_record_medians(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    out = _bench(model_repo, tmp_path, "--paths", "bare", "mesh", "--rounds", "3")
+    (record_path,) = tmp_path.glob("bench-*.json")
+    record = json.loads(record_path.read_text())
+    assert record["settings"]["rounds"] == 3
+    rounds = record["rounds"]
+    assert [r["order"] for r in rounds] == [["bare", "mesh"], ["mesh", "bare"], ["bare", "mesh"]]
+    assert out.count("round 2/3: mesh@2") == 1
+    for key, chosen in record["results"].items():
+        runs = [r["results"][key] for r in rounds]
+        assert chosen["throughput_rps_rounds"] == [r["throughput_rps"] for r in runs]
+        middle = sorted(runs, key=lambda r: r["throughput_rps"])[1]
+        assert chosen["throughput_rps"] == middle["throughput_rps"], key
+        assert chosen["p50_ms"] == middle["p50_ms"], key
+    added = [r["results"]["mesh@1"]["p50_ms"] - r["results"]["bare@1"]["p50_ms"] for r in rounds]
+    assert record["summary"]["mesh_added_p50_ms_at_conc_1"] == round(sorted(added)[1], 3)
+
+
+def test_bench_rounds_must_be_at_least_one(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "bench", "--paths", "bare", "--rounds", "0",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "--rounds" in run.stderr
+
+
 def test_bench_without_matplotlib_still_records_and_says_how_to_plot(
     model_repo: Path, tmp_path: Path
 ) -> None:
