@@ -710,7 +710,14 @@ def test_promql_scanner() -> None:
         "a_total",
         "b",
     }
-    assert names('avg(avg_over_time(m{namespace="ns"}[$__rate_interval])) offset 5m') == {"m"}
+    assert names('avg(avg_over_time(m{namespace="ns"}[$__rate_interval] offset 5m))') == {"m"}
+    assert names('count({__name__="up", job="x"}) or vector(0)') == {"up"}
+    assert names('sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'.replace(
+        "<<.Series>>", "s_total")) == {"s_total"}  # fmt: skip
+    with pytest.raises(ValueError, match="not PromQL"):
+        names("sum(rate(a_total[1m])")
+    with pytest.raises(ValueError, match="not PromQL"):
+        names("avg(a) offset 5m")
 
 
 def test_dashboard_shape() -> None:

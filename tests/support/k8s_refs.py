@@ -2,8 +2,9 @@
 
 Read straight from the files under k8s/ (no kubectl needed), so any test can compare them with
 what the services really export: tests/integration/test_k8s.py against the documented list, a
-live-mesh test against a scrape. The names come out of the PromQL itself (a small lexer,
-below), so a metric that is not prefixed chorus_ is caught as well.
+live-mesh test against a scrape. The names come out of the PromQL itself, parsed by
+promql-parser, so a metric that is not prefixed chorus_ is caught as well, and a query that
+Prometheus would reject fails here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import yaml
 
 from tests.support import REPO
@@ -24,30 +26,39 @@ KEDA_OBJECTS = K8S / "components" / "keda" / "scaledobjects.yaml"
 HPA_OBJECTS = K8S / "components" / "hpa" / "hpa.yaml"
 ADAPTER_RULES = K8S / "components" / "hpa" / "prometheus-adapter-rules.yaml"
 
-_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
-_MATCHERS = re.compile(r"\{[^{}]*\}")
-_RANGES = re.compile(r"\[[^\[\]]*\]")
-_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
-_IDENT = re.compile(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
-_KEYWORDS = frozenset(
-    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
-    | {"and", "or", "unless", "atan2", "inf", "nan", "Inf", "NaN"}
-)
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?P<expr>.*?)(?:,\s*[a-zA-Z_]\w*)?\)\s*$", re.S)
+_GRAFANA_RANGES = re.compile(r"\$\{?__(?:rate_interval|interval|range)\}?")
+_EQUAL = promql_parser.MatchOp.Equal
+_ADAPTER_TEMPLATES = {"<<.LabelMatchers>>": 'namespace="chorus"', "<<.GroupBy>>": "pod"}
+
+
+def parse_promql(expr: str) -> promql_parser.Expr:
+    """Parse as Prometheus would, after filling in what Grafana and prometheus-adapter
+    substitute before sending a query (a range variable, the adapter's templates)."""
+    text = _GRAFANA_RANGES.sub("1m", expr)
+    for template, value in _ADAPTER_TEMPLATES.items():
+        text = text.replace(template, value)
+    try:
+        return promql_parser.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"not PromQL ({exc}): {expr}") from None
 
 
 def promql_metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (not functions, labels, keywords or durations)."""
-    text = _STRING.sub('""', expr)
-    text = _MATCHERS.sub("", text)
-    text = _RANGES.sub("", text)
-    text = _GROUPING.sub("", text)
-    names = set()
-    for match in _IDENT.finditer(text):
-        name, call = match.group(1), match.group(2)
-        if call or name in _KEYWORDS:
-            continue
-        names.add(name)
+    """Metric names an expression selects (the parser's selectors, not a text scan)."""
+    names: set[str] = set()
+
+    def visit(node: promql_parser.Expr) -> None:
+        if not isinstance(node, promql_parser.VectorSelector):
+            return
+        name = node.name or next(
+            (m.value for m in node.matchers.matchers if m.name == "__name__" and m.op == _EQUAL),
+            None,
+        )
+        if name:
+            names.add(name)
+
+    promql_parser.walk(parse_promql(expr), pre_visit=visit)
     return names
 
 
