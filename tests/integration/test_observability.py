@@ -68,10 +68,6 @@ def _load(
     return done
 
 
-def _sum(samples: dict, name: str) -> float:  # type: ignore[type-arg]
-    return sum(v for (n, _), v in samples.items() if n == name)
-
-
 async def _announce_ghost(url: str) -> None:
     """A replica that announces itself and never answers: member errors must show."""
     ghost = Heartbeat(
@@ -96,7 +92,7 @@ async def test_every_referenced_metric_exists_and_moves(slow_mesh: Mesh) -> None
     # A gauge: sampled through the load, since one scrape can fall between two calls.
     seen = [0.0]
     while loader.is_alive():
-        seen.append(_sum(scrape(services[SLOW]), "chorus_model_in_flight"))
+        seen.append(total(scrape(services[SLOW]), "chorus_model_in_flight"))
         time.sleep(0.05)
     sampled["chorus_model_in_flight"] = max(seen)
     loader.join()
@@ -109,13 +105,13 @@ async def test_every_referenced_metric_exists_and_moves(slow_mesh: Mesh) -> None
             missing.append(name)
             continue
         if name.endswith(MOVING_SUFFIXES):
-            delta = sum(_sum(after[s], name) - _sum(before[s], name) for s in present)
+            delta = sum(total(after[s], name) - total(before[s], name) for s in present)
             if delta <= 0:
                 still.append(name)
     assert not missing, f"referenced but never exported: {missing}"
     assert not still, f"did not move under load: {still}"
     assert sampled["chorus_model_in_flight"] > 0
-    assert _sum(after["router"], "chorus_router_live_replicas") >= len(DEMO)
+    assert total(after["router"], "chorus_router_live_replicas") >= len(DEMO)
 
 
 def _wait_for_ghost_to_expire(router_metrics: str, timeout_s: float = 15.0) -> None:
@@ -127,6 +123,15 @@ def _wait_for_ghost_to_expire(router_metrics: str, timeout_s: float = 15.0) -> N
             return
         time.sleep(0.2)
     raise AssertionError("the ghost replica's heartbeat never expired in the router")
+
+
+def _demand(model_metrics: str, router_metrics: str) -> tuple[float, float]:
+    """The slow model's tasks in flight, and those plus the tasks waiting for its slot in the
+    router: what the KEDA rule reads per replica."""
+    in_flight = total(scrape(model_metrics), "chorus_model_in_flight")
+    return in_flight, in_flight + total(
+        scrape(router_metrics), "chorus_router_member_waiting", model=SLOW
+    )
 
 
 def test_scaling_formula_rises_under_load_and_falls_when_idle(slow_mesh: Mesh) -> None:
@@ -149,16 +154,14 @@ def test_scaling_formula_rises_under_load_and_falls_when_idle(slow_mesh: Mesh) -
     rng = np.random.default_rng(7)
     on_model: list[float] = []
     while loader.is_alive():
-        on_model.append(_sum(scrape(metrics), "chorus_model_in_flight"))
-        waiting = total(scrape(router), "chorus_router_member_waiting", model=SLOW)
-        values.append(on_model[-1] + waiting)
+        in_flight, demand = _demand(metrics, router)
+        on_model.append(in_flight)
+        values.append(demand)
         time.sleep(rng.uniform(0.01, 0.07))
     loader.join()
     busy = float(np.mean(values))
     time.sleep(0.3)
-    idle = _sum(scrape(metrics), "chorus_model_in_flight") + total(
-        scrape(router), "chorus_router_member_waiting", model=SLOW
-    )
+    _, idle = _demand(metrics, router)
 
     replicas = rule.min_replicas
     scaled_up = rule.desired_replicas(replicas, busy)

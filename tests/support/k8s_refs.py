@@ -1,8 +1,8 @@
 """Which Prometheus metrics the Kubernetes manifests and the Grafana dashboard name.
 
 Read straight from the files under k8s/ (no kubectl needed), so any test can compare them with
-what the services really export: tests/integration/test_k8s.py against the documented list, a
-live-mesh test against a scrape. The names come out of the PromQL itself, parsed by
+what the services really export: tests/integration/test_k8s.py against the services'
+registries, a live-mesh test against a scrape. The names come out of the PromQL itself, parsed by
 promql-parser, so a metric that is not prefixed chorus_ is caught as well, and a query that
 Prometheus would reject fails here.
 """
