@@ -17,6 +17,9 @@ Layouts, in turns for --rounds rounds (order reversed every other round):
   in the mesh.
 - `mesh-executor`: as `mesh`, each member passing every call through a one-thread
   executor and back, as a model service hands ONNX Runtime its work.
+- `direct` and `direct-executor`: no fuser; the front door requests the three members at
+  once and answers the caller when all three have (6 NATS messages per task), as a router
+  that fused in its own process would. Not Chorus's design: the floor of that one.
 
 Every process runs uvloop and nats-py's plain subscriptions (the services use nats.micro,
 which adds a little per request). Closed-loop callers on one gRPC channel in this process;
@@ -50,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from chorus.bench.stats import latency_stats, machine  # noqa: E402
 from chorus.launch.natsserver import NatsServer, free_port  # noqa: E402
 
-LAYOUTS = ("grpc", "nats", "mesh", "mesh-executor")
+LAYOUTS = ("grpc", "nats", "mesh", "mesh-executor", "direct", "direct-executor")
 MEMBERS = ("m0", "m1", "m2")
 METHOD = "/floor.Front/Submit"
 REQUEST = b"\x01" * 256  # one row of 64 float32
@@ -121,6 +124,9 @@ async def _front(url: str, port: int, layout: str) -> None:
         count += 1
         task = f"t{count}"
         headers = {"task": task, "priority": "NORMAL", "deadline": "0", "sha": "0" * 64}
+        if layout.startswith("direct"):
+            calls = (nc.request(f"floor.infer.{n}", request, 5, headers=headers) for n in MEMBERS)
+            return (await asyncio.gather(*calls))[0].data
         fused = asyncio.ensure_future(nc.request("floor.fuse", b"", timeout=5, headers=headers))
         for name in MEMBERS:
             await nc.publish(
@@ -188,8 +194,8 @@ def measure(nats_url: str, nats_pid: int, layout: str, calls: int, conc: int) ->
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
         if layout != "grpc":
-            hop = layout == "mesh-executor"
-            for name in MEMBERS if layout.startswith("mesh") else MEMBERS[:1]:
+            hop = layout.endswith("-executor")
+            for name in MEMBERS if layout != "nats" else MEMBERS[:1]:
                 procs[name] = _spawn("member", nats_url, name, "hop" if hop else "-")
         if layout.startswith("mesh"):
             procs["fuser"] = _spawn("fuser", nats_url)
