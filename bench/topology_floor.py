@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -165,18 +166,26 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     return proc
 
 
-async def _drive(port: int, calls: int, concurrency: int) -> tuple[list[float], float]:
+async def drive(
+    port: int,
+    calls: int,
+    concurrency: int,
+    method: str = METHOD,
+    bodies: Sequence[bytes] = (REQUEST,),
+) -> tuple[list[float], float]:
+    """Closed-loop callers on one channel, sending `bodies` in turn; (latencies, elapsed)."""
     left = calls
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(METHOD)
+        call = channel.unary_unary(method)
 
         async def caller() -> None:
             nonlocal left
             while left > 0:
                 left -= 1
+                body = bodies[left % len(bodies)]
                 t0 = time.perf_counter()
-                await call(REQUEST)
+                await call(body)
                 latencies.append(time.perf_counter() - t0)
 
         began = time.perf_counter()
@@ -202,9 +211,9 @@ def measure(nats_url: str, nats_pid: int, layout: str, calls: int, conc: int) ->
         procs["front"] = _spawn("front", nats_url, str(port), layout)
         watched = {n: psutil.Process(p.pid) for n, p in procs.items()}
         watched["nats-server"] = psutil.Process(nats_pid)
-        uvloop.run(_drive(port, 500, conc))  # warm-up, unmeasured
+        uvloop.run(drive(port, 500, conc))  # warm-up, unmeasured
         before = {n: _cpu(p) for n, p in watched.items()}
-        latencies, elapsed = uvloop.run(_drive(port, calls, conc))
+        latencies, elapsed = uvloop.run(drive(port, calls, conc))
         used = {n: _cpu(p) - before[n] for n, p in watched.items()}
     finally:
         for proc in procs.values():
