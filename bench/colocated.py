@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topology_floor import drive  # noqa: E402
+from topology_floor import cpu_seconds, drive, serve_unary  # noqa: E402
 
 from chorus.bench.paths import load_workload  # noqa: E402
 from chorus.bench.stats import latency_stats, machine  # noqa: E402
@@ -66,26 +66,13 @@ async def _serve(repository: Path, port: int) -> None:
     async def infer(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return await loop.run_in_executor(pool, vote, body)
 
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
-        "colocated.Ensemble", {"Infer": grpc.unary_unary_rpc_method_handler(infer)}
-    )
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
+    server = await serve_unary(METHOD, infer, port)
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     await server.stop(None)
 
 
-def _cpu(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
-
-
-def measure(repository: Path, calls: int, concurrency: int) -> dict[str, Any]:
-    workload, _ = load_workload(repository)
-    bodies = [row.astype(np.float32).tobytes() for row in workload.rows]
+def measure(repository: Path, bodies: list[bytes], calls: int, concurrency: int) -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port), "--repository", str(repository)],
@@ -99,9 +86,9 @@ def measure(repository: Path, calls: int, concurrency: int) -> dict[str, Any]:
             raise RuntimeError("the ensemble server did not start")
         server = psutil.Process(proc.pid)
         uvloop.run(drive(port, 500, concurrency, METHOD, bodies))  # warm-up, unmeasured
-        before = _cpu(server)
+        before = cpu_seconds(server)
         latencies, elapsed = uvloop.run(drive(port, calls, concurrency, METHOD, bodies))
-        used = _cpu(server) - before
+        used = cpu_seconds(server) - before
     finally:
         proc.stdin.write("\n")
         proc.stdin.flush()
@@ -125,9 +112,11 @@ def main() -> None:
     if args.serve:
         uvloop.run(_serve(args.repository, args.serve))
         return
+    workload, _ = load_workload(args.repository)
+    bodies = [row.astype(np.float32).tobytes() for row in workload.rows]
     rounds = []
     for r in range(args.rounds):
-        got = [measure(args.repository, args.calls, conc) for conc in args.concurrency]
+        got = [measure(args.repository, bodies, args.calls, c) for c in args.concurrency]
         for row in got:
             print(
                 f"round {r + 1} colocated@{row['concurrency']:<3} {row['throughput_rps']:8.1f}/s "

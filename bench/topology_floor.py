@@ -135,15 +135,22 @@ async def _front(url: str, port: int, layout: str) -> None:
             )
         return (await fused).data
 
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
-        "floor.Front", {"Submit": grpc.unary_unary_rpc_method_handler(submit)}
-    )
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
+    server = await serve_unary(METHOD, submit, port)
     await _ready_then_wait(nc)
     await server.stop(None)
+
+
+async def serve_unary(method: str, handler: Any, port: int) -> grpc.aio.Server:
+    """One unary method, bytes in and out, on loopback: the servers of both benches here."""
+    service, name = method.strip("/").split("/")
+    server = grpc.aio.server()
+    generic = grpc.method_handlers_generic_handler(
+        service, {name: grpc.unary_unary_rpc_method_handler(handler)}
+    )
+    server.add_generic_rpc_handlers((generic,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
 
 
 async def _ready_then_wait(nc: Any) -> None:
@@ -193,7 +200,7 @@ async def drive(
         return latencies, time.perf_counter() - began
 
 
-def _cpu(proc: psutil.Process) -> float:
+def cpu_seconds(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return t.user + t.system
 
@@ -212,9 +219,9 @@ def measure(nats_url: str, nats_pid: int, layout: str, calls: int, conc: int) ->
         watched = {n: psutil.Process(p.pid) for n, p in procs.items()}
         watched["nats-server"] = psutil.Process(nats_pid)
         uvloop.run(drive(port, 500, conc))  # warm-up, unmeasured
-        before = {n: _cpu(p) for n, p in watched.items()}
+        before = {n: cpu_seconds(p) for n, p in watched.items()}
         latencies, elapsed = uvloop.run(drive(port, calls, conc))
-        used = {n: _cpu(p) - before[n] for n, p in watched.items()}
+        used = {n: cpu_seconds(p) - before[n] for n, p in watched.items()}
     finally:
         for proc in procs.values():
             assert proc.stdin is not None
