@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chorus.errors import InvalidArgument
-from chorus.fuser.strategies.base import Fused, MemberScores, check_members
+from chorus.fuser.strategies.base import Fused, MemberScores, check_members, weighted_mean
 from chorus.fuser.strategies.weighted_mean import weighted_spread
 
 
@@ -151,12 +151,7 @@ def detect(
 
     # Margin and entropy are read from the members' weighted mean distribution, not from the
     # strategy's output, whose scale differs by strategy (vote shares, Borda points).
-    weights = np.array([m.weight for m in members], dtype=np.float64)
-    if weights.sum() <= 0:
-        weights = np.ones_like(weights)
-    consensus = np.tensordot(
-        weights / weights.sum(), np.stack([m.probabilities for m in members]), axes=1
-    )
+    consensus = weighted_mean(members)
     mar = margin(consensus)
     ent = entropy(consensus)
     vm = vote_margin(members)

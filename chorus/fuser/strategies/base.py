@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -77,7 +78,7 @@ def check_members(members: Sequence[MemberScores], n_classes: int | None = None)
                 f"members[{m.model!r}].probabilities: contains NaN or infinity; "
                 "a member that cannot score must be left out, not sent"
             )
-        if not np.isfinite(m.weight) or m.weight < 0:
+        if not math.isfinite(m.weight) or m.weight < 0:
             raise InvalidArgument(f"members[{m.model!r}].weight: expected >= 0, got {m.weight}")
     if n_classes is not None and classes != n_classes:
         raise InvalidArgument(
@@ -90,3 +91,21 @@ def agreement(members: Sequence[MemberScores], labels: np.ndarray) -> np.ndarray
     """Per row, the share of members whose own top class is the fused label."""
     votes = np.stack([m.votes for m in members])
     return np.asarray((votes == labels[None, :]).mean(axis=0), dtype=np.float64)
+
+
+def member_weights(members: Sequence[MemberScores]) -> np.ndarray:
+    """The members' weights as float64; all 1 when every weight is 0."""
+    weights = np.array([m.weight for m in members], dtype=np.float64)
+    return weights if weights.sum() > 0 else np.ones_like(weights)
+
+
+def weighted_mean(members: Sequence[MemberScores]) -> np.ndarray:
+    """The members' probabilities averaged under `member_weights`, float64 [rows, classes].
+
+    One matrix product over the stacked members; `np.tensordot` gives the same numbers but
+    costs several times as much on the one-row tasks the fuser mostly sees.
+    """
+    weights = member_weights(members)
+    stacked = np.stack([m.probabilities for m in members]).astype(np.float64, copy=False)
+    flat = stacked.reshape(len(members), -1)
+    return np.dot((weights / weights.sum())[None, :], flat).reshape(stacked.shape[1:])

@@ -23,7 +23,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
+from chorus.fuser.strategies.base import (
+    Fused,
+    MemberScores,
+    agreement,
+    check_members,
+    member_weights,
+    weighted_mean,
+)
 
 TIE_RTOL = 1e-9
 
@@ -34,15 +41,13 @@ class Borda:
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, classes = check_members(members)
         idx = np.arange(rows)
-        weights = np.array([m.weight for m in members], dtype=np.float64)
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
+        weights = member_weights(members)
         stacked = np.stack([m.probabilities.astype(np.float64) for m in members])
         # rankdata ranks ascending from 1, so the least probable class gets 0 points and the
         # most probable C-1; ties get the mean of the ranks they span.
         member_points = rankdata(stacked, method="average", axis=2) - 1.0
         points = np.tensordot(weights, member_points, axes=1)  # [rows, classes]
-        mean = np.tensordot(weights / weights.sum(), stacked, axes=1)
+        mean = weighted_mean(members)
 
         best = points.max(axis=1, keepdims=True)
         tied = points >= best - TIE_RTOL * np.maximum(best, 1.0)

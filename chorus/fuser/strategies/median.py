@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.fuser.strategies.base import Fused, MemberScores
-from chorus.fuser.strategies.weighted_mean import check_values, member_weights, regression_fused
+from chorus.fuser.strategies.base import Fused, MemberScores, member_weights
+from chorus.fuser.strategies.weighted_mean import check_values, regression_fused
 
 
 class Median:

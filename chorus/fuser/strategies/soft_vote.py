@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
+from chorus.fuser.strategies.base import (
+    Fused,
+    MemberScores,
+    agreement,
+    check_members,
+    weighted_mean,
+)
 
 
 class SoftVote:
@@ -17,11 +23,7 @@ class SoftVote:
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, _ = check_members(members)
-        weights = np.array([m.weight for m in members], dtype=np.float64)
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
-        stacked = np.stack([m.probabilities.astype(np.float64) for m in members])
-        mean = np.tensordot(weights / weights.sum(), stacked, axes=1)
+        mean = weighted_mean(members)
         labels = np.argmax(mean, axis=1)
         confidence = mean[np.arange(rows), labels]
         rules = [f"soft_vote: highest mean probability ({c:.3f})" for c in confidence]

@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
+from chorus.fuser.strategies.base import (
+    Fused,
+    MemberScores,
+    agreement,
+    check_members,
+    member_weights,
+)
 
 
 class Threshold:
@@ -41,9 +47,7 @@ class Threshold:
         rows, _ = check_members(members)
         n = len(members)
         idx = np.arange(rows)
-        weights = np.array([m.weight for m in members], dtype=np.float64)
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
+        weights = member_weights(members)
         stacked = np.stack([m.probabilities.astype(np.float64) for m in members])
 
         confident = np.stack([self._confident(m.probabilities) for m in members])

@@ -28,15 +28,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from chorus.errors import InvalidArgument
-from chorus.fuser.strategies.base import Fused, MemberScores, check_members
+from chorus.fuser.strategies.base import Fused, MemberScores, check_members, member_weights
 
 TOLERANCE = 1e-9
-
-
-def member_weights(members: Sequence[MemberScores]) -> np.ndarray:
-    """The members' weights as float64; all 1 when every weight is 0."""
-    weights = np.array([m.weight for m in members], dtype=np.float64)
-    return weights if weights.sum() > 0 else np.ones_like(weights)
 
 
 def check_values(members: Sequence[MemberScores]) -> np.ndarray:

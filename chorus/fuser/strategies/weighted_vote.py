@@ -26,7 +26,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
+from chorus.fuser.strategies.base import (
+    Fused,
+    MemberScores,
+    agreement,
+    check_members,
+    member_weights,
+    weighted_mean,
+)
 
 # Relative tolerance under which two weight totals (or two calibrated confidences) are tied.
 TIE_RTOL = 1e-9
@@ -44,9 +51,7 @@ class WeightedVote:
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, classes = check_members(members)
-        weights = np.array([m.weight for m in members], dtype=np.float64)
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
+        weights = member_weights(members)
         total_weight = float(weights.sum())
         idx = np.arange(rows)
         votes = np.stack([m.votes for m in members])
@@ -59,8 +64,7 @@ class WeightedVote:
             if w > 0:
                 priority[idx, row_votes] = np.maximum(priority[idx, row_votes], m.priority)
 
-        stacked = np.stack([m.probabilities.astype(np.float64) for m in members])
-        calibrated = np.tensordot(weights / total_weight, stacked, axes=1)
+        calibrated = weighted_mean(members)
 
         tied_weight = _tied(totals, np.ones_like(totals, dtype=bool))
         tied_calibrated = _tied(calibrated, tied_weight)

@@ -7,6 +7,7 @@ from chorus.errors import InvalidArgument
 from chorus.fuser import strategies
 from chorus.fuser.fusion import Tools, fuse
 from chorus.fuser.strategies import MemberScores
+from chorus.fuser.strategies.base import weighted_mean
 from chorus.fuser.strategies.majority_vote import MajorityVote
 from chorus.fuser.strategies.soft_vote import SoftVote
 from chorus.pb import wire_pb2
@@ -139,3 +140,18 @@ async def test_duplicate_member_rejected() -> None:
     call.members.add(model="a", probabilities=p, weight=1.0)
     with pytest.raises(InvalidArgument, match="model 'a' appears twice"):
         await fuse(call, CTX, Tools())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_mean_is_the_weighted_average(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    probs = rng.random((3, 4, 5)).astype(dtype)
+    weights = [0.5, 2.0, 0.0]
+    members = [
+        MemberScores(f"m{i}", p, w) for i, (p, w) in enumerate(zip(probs, weights, strict=True))
+    ]
+    got = weighted_mean(members)
+    assert got.dtype == np.float64 and got.shape == (4, 5)
+    np.testing.assert_allclose(got, np.average(probs.astype(np.float64), axis=0, weights=weights))
+    unweighted = [MemberScores(m.model, m.probabilities, 0.0) for m in members]
+    np.testing.assert_allclose(weighted_mean(unweighted), probs.astype(np.float64).mean(axis=0))
