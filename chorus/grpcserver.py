@@ -18,13 +18,17 @@ log = logging.getLogger(__name__)
 
 def make_server(max_message_bytes: int, max_concurrent_streams: int = 256) -> grpc.aio.Server:
     """Oversized messages are refused with RESOURCE_EXHAUSTED by gRPC itself; streams beyond
-    the limit per connection wait at the client."""
+    the limit per connection wait at the client. SO_REUSEPORT, which gRPC sets by default, is
+    off: with it a second server on a port already held binds without error and the kernel
+    splits connections between the two, so a caller of the router can reach a model service
+    and be told UNIMPLEMENTED. Without it the later bind fails and says which port."""
     return grpc.aio.server(
         interceptors=[ErrorStatus()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_concurrent_streams", max_concurrent_streams),
+            ("grpc.so_reuseport", 0),
         ],
     )
 
@@ -55,9 +59,15 @@ def bind(
 ) -> int:
     """Listen on host:port, with TLS when `creds` are given (then plaintext is refused)."""
     address = f"{host}:{port}"
-    bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    refused = f"could not bind gRPC on {address}: the port is in use or not allowed"
+    try:
+        bound = (
+            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        )
+    except RuntimeError as err:  # grpcio raises here; older releases returned 0
+        raise OSError(refused) from err
     if bound == 0:
-        raise OSError(f"could not bind gRPC on {host}:{port}")
+        raise OSError(refused)
     return bound
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from chorus.launch.natsserver import NatsCluster, NatsServer, Running, free_port
+from chorus.launch.natsserver import NatsCluster, NatsServer, Running
 
 
 @dataclass
@@ -92,7 +92,9 @@ class Mesh(Running):
         self.repository = repository
         self.data_dir = data_dir
         self.models = models
-        self.router_port = router_port or free_port()
+        self.router_port = router_port
+        """0 until the router is up when none was asked for: it binds a port of its own choosing
+        and says which, so no other process can take the port between a pick and its bind."""
         self.fusers = fusers
         self.extra_env = extra_env or {}
         self.model_args = model_args or {}
@@ -146,7 +148,9 @@ class Mesh(Running):
                 count = self.replicas.get(m, 1)
                 for i in range(count):
                     self.spawn(m if count == 1 else f"{m}-{i}", self.model_command(m))
-            self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
+            router = self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
+            self.router_port = int(str(router.ready["grpc"]).rsplit(":", 1)[1])
+            router.args[router.args.index("--grpc-port") + 1] = str(self.router_port)
             self.wait_for_models(len(self.models))
         except BaseException:
             self.stop()

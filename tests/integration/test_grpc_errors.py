@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from chorus.errors import InvalidArgument, NotFound
-from chorus.grpcserver import make_server
+from chorus.grpcserver import bind, make_server
 from chorus.launch.natsserver import free_port
 from chorus.pb import task_pb2, task_pb2_grpc
 
@@ -67,3 +67,24 @@ async def test_errors_become_statuses_and_the_server_goes_on() -> None:
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED  # gRPC's own, untouched
     finally:
         await server.stop(None)
+
+
+async def test_a_port_held_by_another_server_is_refused_not_shared() -> None:
+    """With gRPC's default SO_REUSEPORT both servers would bind and split the connections,
+    and a router's callers could reach a model service (UNIMPLEMENTED)."""
+    first = make_server(1 << 20)
+    task_pb2_grpc.add_TaskServiceServicer_to_server(Failing(), first)
+    port = bind(first, "127.0.0.1", 0)
+    await first.start()
+    try:
+        second = make_server(1 << 20)
+        with pytest.raises(OSError, match=f"could not bind gRPC on 127.0.0.1:{port}"):
+            bind(second, "127.0.0.1", port)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = task_pb2_grpc.TaskServiceStub(ch)
+            for _ in range(20):  # every connection still reaches the first server
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Submit(task_pb2.SubmitRequest(), timeout=5)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await first.stop(None)

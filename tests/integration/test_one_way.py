@@ -19,7 +19,7 @@ import pytest
 from chorus.client import TaskClient
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
-from chorus.launch.natsserver import NatsServer, free_port
+from chorus.launch.natsserver import NatsServer
 from tests.support import DEMO, scrape, total
 
 CAPABILITY = "classify/digits"
@@ -34,7 +34,7 @@ def _wait_models(target: str, n: int, timeout_s: float = 30) -> None:
 
 
 def _spawn_router(mesh: Mesh, name: str, env: dict[str, str]) -> str:
-    mesh.spawn(name, ["router", "--grpc-port", str(free_port()), "--nats-url", mesh.nats_url],
+    mesh.spawn(name, ["router", "--grpc-port", "0", "--nats-url", mesh.nats_url],
                env=env)  # fmt: skip
     return str(mesh.child(name).ready["grpc"])
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from chorus.launch.mesh import Mesh
-from chorus.launch.natsserver import NatsServer, free_port
+from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2, task_pb2_grpc
 from tests.support import DEMO, drive, request
 
@@ -35,7 +35,7 @@ def two_replicas(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             mesh.spawn(f"{m}-slow", [*mesh.model_command(m), "--delay-ms", "25"])
         mesh.spawn(
             "router-qg",
-            ["router", "--grpc-port", str(free_port()), "--nats-url", mesh.nats_url],
+            ["router", "--grpc-port", "0", "--nats-url", mesh.nats_url],
             env={"CHORUS_ROUTER_REPLICA_CHOICE": "queue_group", "CHORUS_ROUTER_HEDGE": "0"},
         )
         _wait_replicas(mesh, 2 * len(DEMO))
