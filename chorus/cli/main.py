@@ -264,7 +264,8 @@ def _mesh_args(p: argparse.ArgumentParser) -> None:
                    help=f"the model repository (default {DEFAULT_REPOSITORY}; "
                         f"{DEMO_REPOSITORY} for the demo)")  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--router-port", type=int, default=50051)
+    p.add_argument("--router-port", type=int, default=50051,
+                   help="0: a free port, printed once the mesh is up")  # fmt: skip
     p.add_argument("--nats-port", type=int, default=4222)
     p.add_argument("--nats-cluster", type=int, default=1, metavar="N",
                    help="N clustered nats-servers, JetStream R3 from 3 on")  # fmt: skip

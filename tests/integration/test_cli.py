@@ -21,10 +21,15 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _router_port(mesh_up: str) -> int:
+    """The port in `chorus up`'s "mesh up; try: chorus submit --router HOST:PORT" line."""
+    return int(mesh_up.split("--router ")[1].split()[0].rsplit(":", 1)[1])
+
+
 def test_up_prints_endpoints_serves_and_stops_on_ctrl_c(model_repo: Path, tmp_path: Path) -> None:
-    router_port, nats_port = free_port(), free_port()
+    nats_port = free_port()
     cmd = [sys.executable, "-m", "chorus.cli", "up", "--repository", str(model_repo),
-           "--data-dir", str(tmp_path / "up"), "--router-port", str(router_port),
+           "--data-dir", str(tmp_path / "up"), "--router-port", "0",
            "--nats-port", str(nats_port)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: list[str] = []
@@ -38,6 +43,7 @@ def test_up_prints_endpoints_serves_and_stops_on_ctrl_c(model_repo: Path, tmp_pa
             if line.startswith("mesh up"):
                 break
         out = "\n".join(lines)
+        router_port = _router_port(lines[-1])
         assert f"nats://127.0.0.1:{nats_port}" in out
         assert f"router    gRPC 127.0.0.1:{router_port}" in out
         for name in ("logreg", "forest", "mlp"):

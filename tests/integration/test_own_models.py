@@ -60,9 +60,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         _run([*CHORUS, "models", "add", str(out / m["file"]), "--name", m["name"],
               "--capability", m["capability"], "--kind", m["output_kind"],
               "--repository", str(repo), *labels])  # fmt: skip
-    router_port, nats_port = free_port(), free_port()
+    nats_port = free_port()
     cmd = [*CHORUS, "up", "--repository", str(repo), "--data-dir", str(out / "up"),
-           "--router-port", str(router_port), "--nats-port", str(nats_port)]  # fmt: skip
+           "--router-port", "0", "--nats-port", str(nats_port)]  # fmt: skip
     env = {**os.environ, "CHORUS_FUSER_LEARN_TEMPERATURES": "true"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)  # fmt: skip
@@ -75,7 +75,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             lines.append(line.rstrip())
             if line.startswith("mesh up"):
                 break
-        yield Served(repo, out, models, f"127.0.0.1:{router_port}", f"nats://127.0.0.1:{nats_port}")
+        router = lines[-1].split("--router ")[1].split()[0]
+        yield Served(repo, out, models, router, f"nats://127.0.0.1:{nats_port}")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
