@@ -66,6 +66,7 @@ def _start_mesh(args: argparse.Namespace) -> Any:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from chorus.launch.mesh import StartFailed
     from chorus.services.repository import ManifestError
 
     if args.replicas < 0:
@@ -76,6 +77,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ManifestError as err:
         print(f"chorus up: {err}", file=sys.stderr)
         return 2
+    except StartFailed as err:
+        print(f"chorus up: {err}", file=sys.stderr)
+        return 1
     print(f"mesh up; try: chorus submit --router {mesh.router_target}   (Ctrl-C stops)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())

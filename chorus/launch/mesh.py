@@ -6,6 +6,7 @@ launcher people run. Each child prints one JSON line on stdout when it is ready 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -40,6 +41,18 @@ class Child:
         return "  ".join(parts)
 
 
+class StartFailed(RuntimeError):
+    """A child exited, or stayed silent, before it was ready; the message carries the last
+    line of its log (the error that stopped it, usually)."""
+
+
+def _last_line(log: Path | None) -> str:
+    if log is None or not log.exists():
+        return ""
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
 def _wait_ready(child: Child, timeout_s: float) -> None:
     assert child.proc.stdout is not None
     sel = selectors.DefaultSelector()
@@ -51,7 +64,9 @@ def _wait_ready(child: Child, timeout_s: float) -> None:
             if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
                 break
             chunk = os.read(child.proc.stdout.fileno(), 65536)
-            if not chunk:
+            if not chunk:  # stdout closed: the child is exiting
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout=5)
                 break
             buf += chunk
             for line in buf.splitlines():
@@ -60,11 +75,12 @@ def _wait_ready(child: Child, timeout_s: float) -> None:
                     return
     finally:
         sel.close()
-    where = f"; see {child.log}" if child.log else ""
+    last = _last_line(child.log)
+    where = (f": {last}" if last else "") + (f" (see {child.log})" if child.log else "")
     code = child.proc.poll()
     if code is not None:
-        raise RuntimeError(f"{child.name} exited with status {code} before it was ready{where}")
-    raise RuntimeError(f"{child.name} did not become ready in {timeout_s}s{where}")
+        raise StartFailed(f"{child.name} exited with status {code} before it was ready{where}")
+    raise StartFailed(f"{child.name} did not become ready in {timeout_s}s{where}")
 
 
 class Mesh(Running):

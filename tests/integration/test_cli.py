@@ -72,6 +72,27 @@ def test_up_prints_endpoints_serves_and_stops_on_ctrl_c(model_repo: Path, tmp_pa
     assert not _port_open(nats_port)
 
 
+def test_up_on_a_held_router_port_says_so_and_stops_everything(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    nats_port = free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        router_port = held.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "chorus.cli", "up", "--repository", str(model_repo),
+             "--data-dir", str(tmp_path / "up"), "--router-port", str(router_port),
+             "--nats-port", str(nats_port)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("chorus up: router exited with status 1 before it was ready")
+    assert f"could not bind gRPC on 127.0.0.1:{router_port}" in done.stderr
+    assert not _port_open(nats_port)  # what had started is stopped again
+
+
 def test_models_build_writes_manifests_without_download(tmp_path: Path) -> None:
     # Any attempt to reach the network would go to a dead proxy and fail.
     env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
