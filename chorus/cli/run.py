@@ -127,11 +127,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from chorus.cli.submit import run_submit
+    from chorus.launch.mesh import StartFailed
 
     if args.data_dir == DEFAULT_DATA_DIR:
         args.data_dir = Path(tempfile.mkdtemp(prefix="chorus-demo-"))
     args.replicas = 0
-    mesh = _start_mesh(args)
+    try:
+        mesh = _start_mesh(args)
+    except StartFailed as err:
+        print(f"chorus demo: {err}", file=sys.stderr)
+        return 1
     try:
         return run_submit(mesh.router_target, args.limit, args.batch, args.policy, args.show)
     finally:
