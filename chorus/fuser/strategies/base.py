@@ -100,12 +100,15 @@ def member_weights(members: Sequence[MemberScores]) -> np.ndarray:
 
 
 def weighted_mean(members: Sequence[MemberScores]) -> np.ndarray:
-    """The members' probabilities averaged under `member_weights`, float64 [rows, classes].
+    """The members' probabilities averaged under `member_weights`, float64 [rows, classes]."""
+    return weighted_average(np.stack([m.probabilities for m in members]), member_weights(members))
 
-    One matrix product over the stacked members; `np.tensordot` gives the same numbers but
-    costs several times as much on the one-row tasks the fuser mostly sees.
+
+def weighted_average(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`stacked` [members, rows, classes] averaged under `weights` [members], float64.
+
+    One matrix product; `np.tensordot` gives the same numbers but costs several times as much
+    on the one-row tasks the fuser mostly sees.
     """
-    weights = member_weights(members)
-    stacked = np.stack([m.probabilities for m in members]).astype(np.float64, copy=False)
-    flat = stacked.reshape(len(members), -1)
+    flat = stacked.astype(np.float64, copy=False).reshape(len(weights), -1)
     return np.dot((weights / weights.sum())[None, :], flat).reshape(stacked.shape[1:])

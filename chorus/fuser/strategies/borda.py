@@ -29,7 +29,7 @@ from chorus.fuser.strategies.base import (
     agreement,
     check_members,
     member_weights,
-    weighted_mean,
+    weighted_average,
 )
 
 TIE_RTOL = 1e-9
@@ -47,7 +47,7 @@ class Borda:
         # most probable C-1; ties get the mean of the ranks they span.
         member_points = rankdata(stacked, method="average", axis=2) - 1.0
         points = np.tensordot(weights, member_points, axes=1)  # [rows, classes]
-        mean = weighted_mean(members)
+        mean = weighted_average(stacked, weights)
 
         best = points.max(axis=1, keepdims=True)
         tied = points >= best - TIE_RTOL * np.maximum(best, 1.0)
