@@ -36,10 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topology_floor import cpu_seconds, drive, serve_unary  # noqa: E402
+from topology_floor import drive, serve_unary  # noqa: E402
 
 from chorus.bench.paths import load_workload  # noqa: E402
 from chorus.bench.stats import latency_stats, machine  # noqa: E402
+from chorus.bench.usage import cpu_seconds  # noqa: E402
 from chorus.launch.natsserver import free_port  # noqa: E402
 
 METHOD = "/colocated.Ensemble/Infer"

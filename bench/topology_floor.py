@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chorus.bench.stats import latency_stats, machine  # noqa: E402
+from chorus.bench.usage import cpu_seconds  # noqa: E402
 from chorus.launch.natsserver import NatsServer, free_port  # noqa: E402
 
 LAYOUTS = ("grpc", "nats", "mesh", "mesh-executor", "direct", "direct-executor")
@@ -198,11 +199,6 @@ async def drive(
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         return latencies, time.perf_counter() - began
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
 
 
 def measure(nats_url: str, nats_pid: int, layout: str, calls: int, conc: int) -> dict[str, Any]:

@@ -63,12 +63,17 @@ def gpu_names() -> list[str]:
         gpus.close()
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds `proc` has used so far."""
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 def _cpu_s(proc: psutil.Process) -> float | None:
     try:
-        t = proc.cpu_times()
+        return cpu_seconds(proc)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return float(t.user + t.system)
 
 
 class Sampler:
