@@ -3,8 +3,11 @@ an idempotent start/stop usable as an async context manager."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 from wsgiref.simple_server import WSGIServer
@@ -15,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from chorus import tracing
 from chorus.config import JetStreamConfig, SecurityConfig, TracingConfig, from_env
+from chorus.errors import describe_error
 from chorus.grpcserver import set_serving
 from chorus.jetstream import replicas_for, servers
 from chorus.metrics import serve_metrics
@@ -24,6 +28,17 @@ log = logging.getLogger(__name__)
 
 NATS_ERROR_LOG_INTERVAL_S = 30.0
 """While NATS stays unreachable, one line per this many seconds, not a traceback per attempt."""
+
+LIVENESS_TICK_S = 1.0
+
+
+@dataclass
+class LivenessConfig:
+    """CHORUS_LIVENESS_STALL_S: how long the event loop may go without running a tick before
+    GET /livez answers 503 (and Kubernetes restarts the pod). Inference runs on executor
+    threads, so a loop held this long is stuck, not busy."""
+
+    stall_s: float = 10.0
 
 
 class ServiceBase:
@@ -43,6 +58,9 @@ class ServiceBase:
         self.nats_error: Exception | None = None
         """The last connection error, so a process stopped while waiting for NATS can say why."""
         self._nats_error_logged = 0.0
+        self.liveness = from_env(LivenessConfig, "liveness")
+        self._last_tick = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> Self:
         raise NotImplementedError
@@ -50,6 +68,11 @@ class ServiceBase:
     async def stop(self) -> None:
         """Subclasses stop their own parts first, then call this."""
         tracing.shutdown()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         if self._nc is not None:
             # Draining waits for a server; with NATS gone, close at once instead.
             if self._nc.is_connected:
@@ -68,7 +91,28 @@ class ServiceBase:
             "1 while the NATS connection is up",
             registry=registry,
         )
-        self._metrics_server, self.metrics_port = serve_metrics(host, port, registry)
+        self._last_tick = time.monotonic()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._metrics_server, self.metrics_port = serve_metrics(
+            host, port, registry, liveness=self.alive
+        )
+
+    async def _tick(self) -> None:
+        while True:
+            self._last_tick = time.monotonic()
+            await asyncio.sleep(LIVENESS_TICK_S)
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness for GET /livez, called on the metrics thread: whether the event loop
+        still runs its tick. NATS and every other service are left out on purpose (readiness
+        covers them), so an outage of either restarts nothing."""
+        age = time.monotonic() - self._last_tick
+        if age < self.liveness.stall_s:
+            return True, f"ok: event loop ticked {age:.1f} s ago"
+        return False, (
+            f"{self.kind}: event loop stalled: no tick for {age:.1f} s "
+            f"(limit {self.liveness.stall_s:g} s, CHORUS_LIVENESS_STALL_S)"
+        )
 
     async def _connect(self, url: str, name: str) -> Client:
         tracing.setup(f"chorus-{self.kind}", from_env(TracingConfig, "tracing"))
@@ -141,9 +185,3 @@ class ServiceBase:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for a connection error; nats-py's own are often empty or bare class names."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
