@@ -75,7 +75,10 @@ def submit_request(
 class TaskClient:
     def __init__(self, target: str, security: SecurityConfig | None = None) -> None:
         """`security` defaults to CHORUS_SECURITY_* from the environment (TLS CA, client
-        certificate, API key file); all empty means a plaintext loopback channel."""
+        certificate, API key file); all empty means a plaintext loopback channel.
+
+        A `dns:///host:port` target (a headless Service) spreads calls round robin over
+        every router it resolves to; a bare `host:port` stays on one connection."""
         security = security or from_env(SecurityConfig, "security")
         self.channel = channel(target, security)
         self.metadata = call_metadata(security)

@@ -60,18 +60,38 @@ def channel_credentials(cfg: SecurityConfig) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(_read(cfg.tls_ca), key, cert)
 
 
+BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+"""Targets naming a resolver, e.g. dns:///chorus-router-headless.chorus.svc:50051 or
+ipv4:10.0.0.1:50051,10.0.0.2:50051, are dialled round robin over every address resolved."""
+
+
+def channel_options(target: str) -> list[tuple[str, Any]]:
+    """gRPC keeps one HTTP/2 connection and, by default (pick_first), sends every call over
+    it: behind a ClusterIP Service a client then stays on one router however many replicas
+    an autoscaler adds. A target that names its resolver (a headless Service's DNS name)
+    gets round_robin instead, one connection per address, re-resolved as pods come and go;
+    a bare host:port keeps pick_first, which is right for one address or a proxy."""
+    if target.startswith(BALANCED_SCHEMES):
+        return [("grpc.lb_policy_name", "round_robin")]
+    return []
+
+
 def channel(target: str, cfg: SecurityConfig) -> grpc.Channel:
     """A client channel to `target`: TLS (and a client certificate) when configured."""
     creds = channel_credentials(cfg)
-    return grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+    options = channel_options(target)
+    if creds:
+        return grpc.secure_channel(target, creds, options=options)
+    return grpc.insecure_channel(target, options=options)
 
 
 def aio_channel(target: str, cfg: SecurityConfig) -> grpc.aio.Channel:
-    """The asyncio twin of `channel`, with the same credentials."""
+    """The asyncio twin of `channel`, with the same credentials and balancing."""
     creds = channel_credentials(cfg)
+    options = channel_options(target)
     if creds:
-        return grpc.aio.secure_channel(target, creds)
-    return grpc.aio.insecure_channel(target)
+        return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 def call_metadata(cfg: SecurityConfig) -> tuple[tuple[str, str], ...]:
