@@ -70,3 +70,9 @@ _BY_CODE: dict[str, type[ChorusError]] = {
         DataLoss,
     )
 }
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a connection error; nats-py's own are often empty or bare class names."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

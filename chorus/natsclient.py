@@ -8,9 +8,9 @@ import nats.errors
 from nats.aio.client import Client
 
 from chorus.config import SecurityConfig, from_env
+from chorus.errors import describe_error
 from chorus.jetstream import servers
 from chorus.security import nats_options
-from chorus.service import describe_error
 
 CONNECT_TIMEOUT_S = 5
 

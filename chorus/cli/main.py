@@ -15,6 +15,7 @@ from chorus.cli.defaults import (
     DEMO_REPOSITORY,
     PRIORITIES,
 )
+from chorus.cli.extras import EXIT_MISSING, extra_for, install_hint, missing_line
 from chorus.cli.models import (
     cmd_fusion_calibrate,
     cmd_fusion_report,
@@ -23,7 +24,6 @@ from chorus.cli.models import (
     cmd_models_calibrate,
     cmd_models_check,
     cmd_models_control,
-    cmd_models_ls,
     cmd_plan,
     cmd_review,
     cmd_status,
@@ -35,6 +35,7 @@ from chorus.cli.serve import (
     cmd_serve_model,
     cmd_serve_router,
 )
+from chorus.cli.store import add_arguments as store_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    command = " ".join(itertools.takewhile(lambda t: not t.startswith("-"), argv))
+    needs: tuple[str, ...] = ("demo",) if getattr(args, "demo", False) else args.extras
+    missing = missing_line(needs) if needs else None
+    if missing is not None:
+        print(f"chorus {command}: {missing}", file=sys.stderr)
+        return EXIT_MISSING
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as err:
+        extra = extra_for(err.name or "")
+        if extra is None:
+            raise
+        print(f"chorus {command}: needs {err.name}, not installed: {install_hint((extra,))}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_MISSING
     except Exception as err:
         line = _unreachable(err)
         if line is None:
             raise
-        command = " ".join(itertools.takewhile(lambda t: not t.startswith("-"), argv))
         print(f"chorus {command}: {line}", file=sys.stderr)
         return 1
 
@@ -75,6 +88,8 @@ def _unreachable(err: Exception) -> str | None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chorus", description=__doc__)
+    # The extras (pyproject) each command needs beyond the base install; `main` checks them.
+    p.set_defaults(extras=())
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     models = sub.add_parser("models", help="the model repository").add_subparsers(
@@ -84,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.add_argument("--bench", action="store_true", help="also the CNN for throughput work")
-    build.set_defaults(func=cmd_models_build)
+    build.set_defaults(func=cmd_models_build, extras=("demo",))
     add = models.add_parser(
         "add", help="add an ONNX file to a repository; the graph gives inputs and outputs"
     )
@@ -108,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--description", default="")
     add.add_argument("--force", action="store_true", help="replace an existing version")
     add.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-    add.set_defaults(func=cmd_models_add)
+    add.set_defaults(func=cmd_models_add, extras=("services",))
     cal = models.add_parser(
         "calibrate", help="fit a classifier's temperature on held-out rows, store it"
     )
@@ -120,12 +135,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="the rows' true class indices (.npy or .csv)")  # fmt: skip
     cal.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
     cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-    cal.set_defaults(func=cmd_models_calibrate)
+    cal.set_defaults(func=cmd_models_calibrate, extras=("services",))
     chk = models.add_parser("check", help="validate every manifest of a repository")
     chk.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     chk.set_defaults(func=cmd_models_check)
     plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
-    plan.set_defaults(func=cmd_plan)
+    plan.set_defaults(func=cmd_plan, extras=("control",))
     plan_arguments(plan)
     rv = sub.add_parser("review", help="answer the rows the fuser escalated to people")
     rv.add_argument("--nats-url", default="nats://127.0.0.1:4222")
@@ -142,9 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="live replicas and their load, as the router sees them")
     status.add_argument("--router", default="127.0.0.1:50051")
     status.set_defaults(func=cmd_status)
-    ls = models.add_parser("ls", help="list the models a running router sees")
-    ls.add_argument("--router", default="127.0.0.1:50051")
-    ls.set_defaults(func=cmd_models_ls)
+    store_arguments(models)
     for action, what in (
         ("index", "the versions one model service has, and their state"),
         ("load", "load (or reload) a version on one model service; the highest without --version"),
@@ -163,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report = fusion.add_parser("report", help="accuracy of every strategy and conflict policy")
     report.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-    report.set_defaults(func=cmd_fusion_report)
+    report.set_defaults(func=cmd_fusion_report, extras=("demo",))
     fcal = fusion.add_parser(
         "calibrate", help="held-out rows and their truth as the conformal policy's calibration"
     )
@@ -190,14 +203,14 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--delay-ms", type=float, help="fault injection: slow every inference")
     sm.add_argument("--noise", type=float, help="fault injection: noise on float inputs")
     _common(sm)
-    sm.set_defaults(func=cmd_serve_model)
+    sm.set_defaults(func=cmd_serve_model, extras=("services",))
     sr = serve.add_parser("router", help="the router (chorus.v1.TaskService)")
     sr.add_argument("--grpc-port", type=int)
     _common(sr)
-    sr.set_defaults(func=cmd_serve_router)
+    sr.set_defaults(func=cmd_serve_router, extras=("control",))
     sf = serve.add_parser("fuser", help="a fuser replica")
     _common(sf)
-    sf.set_defaults(func=cmd_serve_fuser)
+    sf.set_defaults(func=cmd_serve_fuser, extras=("control",))
 
     up = sub.add_parser(
         "up", help="start nats-server, every model of a repository, the fuser and the router"
@@ -208,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
                          "and serve them")  # fmt: skip
     up.add_argument("--replicas", type=int, default=0,
                     help="processes per model (default: each manifest's replicas)")  # fmt: skip
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=cmd_up, extras=("services", "local"))
 
     submit = sub.add_parser(
         "submit",
@@ -229,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="up + submit + down, in one command")
     _mesh_args(demo)
     _submit_args(demo)
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, extras=("demo",))
 
     bench = sub.add_parser(
         "bench", help="one digit per request through bare ORT, a service, the mesh (and Ray)"
@@ -250,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="measure every path this many times, in alternating order, and "
                        "record the medians (a ratio is taken within each round)")  # fmt: skip
     bench.add_argument("--no-progress", action="store_true")
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(func=cmd_bench, extras=("bench",))
     return p
 
 

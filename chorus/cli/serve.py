@@ -56,7 +56,7 @@ async def _start_unless_stopped(service: Any, stop: asyncio.Event) -> bool:
         await starting
     with contextlib.suppress(Exception):
         await asyncio.wait_for(service.stop(), STOP_WHILE_STARTING_S)
-    from chorus.service import describe_error
+    from chorus.errors import describe_error
 
     waited = getattr(service, "nats_url", "") or "NATS"
     last = getattr(service, "nats_error", None)

@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from chorus.context import Priority
 from chorus.errors import ChorusError, NotFound, ResourceExhausted
@@ -174,6 +173,10 @@ def solve(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> Allocation:
     Raises NotFound for a capability no option offers, Infeasible (ResourceExhausted) naming
     each short demand and its shortfall in rps, InvalidArgument for malformed input.
     """
+    # Here, not at the top: `chorus --help` builds `chorus plan`'s arguments from this package,
+    # and should neither need scipy (the base install has none) nor spend 0.3 s importing it.
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
     p = _program(inputs)
     n = p.n_r + p.n_x
     if n == 0:
@@ -273,6 +276,8 @@ def max_servable(inputs: PlanInputs, *, time_limit_s: float = 10.0) -> dict[Dema
 
 
 def _shortfalls(p: _Program, time_limit_s: float) -> dict[DemandKey, float]:
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
     n_s = len(p.demands)
     n = p.n_r + p.n_x + n_s
     a, lo, hi = p.rows(n)
