@@ -44,7 +44,11 @@ class ModelServiceConfig:
     max_batch_delay_ms: float = 0.0
     """How long the first request of a batch waits for company (0: the manifest's, else 2)."""
     reload_poll_s: float = 2.0
-    """How often the repository is checked for a new version to hot-load (0: never)."""
+    """How often a folder repository is checked for a new version to hot-load (0: never); a
+    `nats:` repository is watched instead, each push seen as it lands."""
+    cache_dir: Path = Path.home() / ".cache" / "chorus" / "models"
+    """Where a `nats:` repository's versions are fetched to (one folder per bucket); files
+    already there that match the store's digests are not fetched again."""
     keep_versions: int = 1
     """Versions kept loaded side by side; the highest serves requests that name none."""
     aging_s: float = 2.0

@@ -46,7 +46,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig, replicas: in
         await js.add_stream(dataclasses.replace(config, num_replicas=replicas))
         log.info("stream %s created with %d replica(s)", config.name, replicas)
         return
-    await _raise_replicas(js, info.config, replicas)
+    await raise_replicas(js, info.config, replicas)
 
 
 async def ensure_bucket(
@@ -59,11 +59,11 @@ async def ensure_bucket(
         log.info("bucket %s created with %d replica(s)", bucket, replicas)
         return kv
     info = await js.stream_info(f"KV_{bucket}")
-    await _raise_replicas(js, info.config, replicas)
+    await raise_replicas(js, info.config, replicas)
     return kv
 
 
-async def _raise_replicas(js: JetStreamContext, config: StreamConfig, replicas: int) -> None:
+async def raise_replicas(js: JetStreamContext, config: StreamConfig, replicas: int) -> None:
     have = config.num_replicas or 1
     if have < replicas:
         await js.update_stream(dataclasses.replace(config, num_replicas=replicas))

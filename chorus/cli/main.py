@@ -137,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     cal.set_defaults(func=cmd_models_calibrate, extras=("services",))
     chk = models.add_parser("check", help="validate every manifest of a repository")
-    chk.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    chk.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                     help="a folder, or the model store: nats: or nats:BUCKET")  # fmt: skip
+    chk.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
     chk.set_defaults(func=cmd_models_check)
     plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
     plan.set_defaults(func=cmd_plan, extras=("control",))
@@ -277,6 +279,9 @@ def _mesh_args(p: argparse.ArgumentParser) -> None:
                    help=f"the model repository (default {DEFAULT_REPOSITORY}; "
                         f"{DEMO_REPOSITORY} for the demo)")  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--nats-url",
+                   help="a running NATS (JetStream) to use instead of starting nats-server; "
+                        "the one a `nats:` repository was pushed to")  # fmt: skip
     p.add_argument("--router-port", type=int, default=50051,
                    help="0: a free port, printed once the mesh is up")  # fmt: skip
     p.add_argument("--nats-port", type=int, default=4222)

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 
 
@@ -105,13 +106,25 @@ def cmd_models_add(args: argparse.Namespace) -> int:
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
+    from chorus.cli.store import fetch_to_temp, nats_url
+    from chorus.model_store import DigestMismatch, address
     from chorus.services import repository
 
+    root = args.repository
     try:
-        found = repository.check(args.repository)
+        if address(root) is not None:
+            # Every version fetched and its digests checked, then checked as a folder is.
+            root = fetch_to_temp(root, nats_url(args))
+        found = repository.check(root)
+    except DigestMismatch as err:
+        print(f"chorus models check: {err}", file=sys.stderr)
+        return 1
     except repository.ManifestError as err:
         print(f"chorus models check: {err}", file=sys.stderr)
         return 2
+    finally:
+        if root != args.repository:
+            shutil.rmtree(root, ignore_errors=True)
     for mv in found:
         m = mv.manifest
         print(f"ok  {m.name} v{m.version}  {','.join(m.capabilities)}  {m.output_kind}")

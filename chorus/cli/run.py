@@ -44,21 +44,58 @@ def _serving_plan(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, 
     return root, [mv.manifest.name for mv in found], replicas
 
 
+def _stored_plan(
+    args: argparse.Namespace, nats_url: str, bucket: str
+) -> tuple[list[str], dict[str, int]]:
+    """The models of a `nats:` repository (each one's highest version) and their processes."""
+    import asyncio
+
+    from chorus.cli.store import with_store
+    from chorus.services.repository import ManifestError
+
+    records = asyncio.run(with_store(nats_url, bucket, False, lambda s: s.versions()))
+    latest = {r.model: r for r in records}
+    if not latest:
+        raise ManifestError(
+            f"nats:{bucket} holds no models; push a repository with `chorus models push DIR`"
+        )
+    replicas = {m: args.replicas or int(r.manifest.get("replicas", 1)) for m, r in latest.items()}
+    return sorted(latest), replicas
+
+
 def _start_mesh(args: argparse.Namespace) -> Any:
     from chorus.launch.mesh import Mesh
+    from chorus.model_store import address
 
-    root, models, replicas = _serving_plan(args)
+    bucket = address(args.repository) if args.repository is not None else None
+    extra_env = {}
+    if bucket is not None:
+        extra_env["CHORUS_MODEL_CACHE_DIR"] = str(args.data_dir / "model-cache")
     mesh = Mesh(
-        root,
+        args.repository or DEFAULT_REPOSITORY,
         args.data_dir,
-        models=models,
-        replicas=replicas,
+        models=[],
+        nats_url=args.nats_url,
         nats_port=args.nats_port,
         router_port=args.router_port,
         nats_cluster=args.nats_cluster,
+        extra_env=extra_env,
     )
+    try:
+        if bucket is not None:
+            # The store lives on the bus: NATS first, then the models it holds.
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+            if mesh.nats is not None:
+                mesh.nats.start()
+            mesh.models, mesh.replicas = _stored_plan(args, mesh.nats_url, bucket)
+        else:
+            mesh.repository, mesh.models, mesh.replicas = _serving_plan(args)
+    except BaseException:
+        mesh.stop()
+        raise
     mesh.start()
-    print(f"nats     {mesh.nats_url}  (JetStream in {args.data_dir / 'jetstream'})")
+    where = f"JetStream in {args.data_dir / 'jetstream'}" if mesh.nats else "already running"
+    print(f"nats     {mesh.nats_url}  ({where})")
     for child in mesh.children:
         print(child.describe())
     print(f"logs in {args.data_dir / 'logs'}")

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import uuid
+from dataclasses import replace
 from typing import Self
 
 import grpc
@@ -13,6 +14,7 @@ import grpc
 from chorus.config import ModelServiceConfig
 from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.model_store import ModelStore, address
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
 from chorus.scheduler import PriorityScheduler
 from chorus.security import server_credentials
@@ -23,6 +25,7 @@ from chorus.services.kserve import KServeServicer
 from chorus.services.lifecycle import ModelHost
 from chorus.services.metrics import ModelMetrics
 from chorus.services.runtime import OnnxModel
+from chorus.services.store_sync import StoreSync
 from chorus.services.worker import NatsWorker
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class ModelService(ServiceBase):
         self._worker: NatsWorker | None = None
         self._health_refresh: set[asyncio.Task[None]] = set()
         self._scheduler: PriorityScheduler | None = None
+        self._store: StoreSync | None = None
 
     @property
     def model(self) -> OnnxModel | None:
@@ -53,6 +57,15 @@ class ModelService(ServiceBase):
         if self._server is not None:
             return self
         cfg = self.config
+        bucket = address(cfg.repository)
+        nc = None
+        if bucket is not None:
+            # The store is on the bus: NATS first, then the model it holds.
+            nc = await self._connect(cfg.nats_url, self.replica)
+            store = await ModelStore.open(nc, bucket)
+            self._store = StoreSync(store, cfg.model, cfg.cache_dir / bucket)
+            await self._store.fetch_all()
+            cfg = replace(cfg, repository=self._store.root, reload_poll_s=0)
         metrics = ModelMetrics(cfg.model)
         self.metrics = metrics
         self.host = ModelHost(cfg, on_batch=metrics.batch, on_change=self._on_versions)
@@ -88,7 +101,8 @@ class ModelService(ServiceBase):
         )
         await self._server.start()
 
-        nc = await self._connect(cfg.nats_url, self.replica)
+        if nc is None:
+            nc = await self._connect(cfg.nats_url, self.replica)
         self._worker = NatsWorker(
             nc,
             self.host,
@@ -101,6 +115,8 @@ class ModelService(ServiceBase):
         await self._worker.start()
         await self._ready(health, [KSERVE_SERVICE])
         self.host.watch()
+        if self._store is not None:
+            self._store.follow(self.host)
         log.info(
             "model %s v%s serving: gRPC %s:%d, NATS %s, metrics :%d, provider %s",
             cfg.model,
@@ -133,6 +149,9 @@ class ModelService(ServiceBase):
             await self._worker.announce()
 
     async def stop(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None

@@ -66,6 +66,7 @@ class ModelHost:
         self._on_change = on_change
         self._loaded: dict[str, Loaded] = {}
         self._states: dict[str, VersionState] = {}
+        self._refused: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -113,10 +114,25 @@ class ModelHost:
         return NotFound(f"model {self.name} has no version {version!r} in the repository")
 
     def index(self) -> list[VersionState]:
-        """Every version on disk or loaded, and its state."""
+        """Every version on disk, loaded or refused, and its state."""
         on_disk = repository.versions(self.config.repository, self.name)
-        names = sorted(set(on_disk) | set(self._loaded), key=version_key)
-        return [self._states.get(v, VersionState(v, UNAVAILABLE, "not loaded")) for v in names]
+        names = sorted(set(on_disk) | set(self._loaded) | set(self._refused), key=version_key)
+        return [self._state(v) for v in names]
+
+    def _state(self, version: str) -> VersionState:
+        if version in self._refused and version not in self._loaded:
+            return VersionState(version, UNAVAILABLE, self._refused[version])
+        return self._states.get(version, VersionState(version, UNAVAILABLE, "not loaded"))
+
+    def refuse(self, version: str, reason: str) -> None:
+        """A version that will not be loaded (its files failed their digest check): the
+        index says why, and whatever serves now keeps serving."""
+        self._refused[version] = reason
+        log.error("model %s v%s: %s", self.name, version, reason)
+
+    def forget(self, version: str) -> None:
+        self._refused.pop(version, None)
+        self._states.pop(version, None)
 
     async def load(self, version: str | None = None) -> str:
         """Load (or reload) a version, the highest on disk when none is named; once it is

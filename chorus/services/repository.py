@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chorus.errors import NotFound
+from chorus.model_store import version_key
 from chorus.services import graph
 from chorus.services.manifest import (
     HEAD_KINDS,
@@ -36,11 +37,6 @@ class ModelVersion:
     @property
     def onnx_path(self) -> Path:
         return self.path / self.manifest.file
-
-
-def version_key(version: str) -> tuple[int, str]:
-    """Numbered versions in numeric order, above any named ones."""
-    return (int(version), "") if version.isdigit() else (-1, version)
 
 
 def versions(root: Path, model: str) -> list[str]:
@@ -134,6 +130,7 @@ __all__ = [
     "list_models",
     "load",
     "read_version",
+    "version_key",
     "versions",
     "write",
 ]

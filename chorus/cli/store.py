@@ -1,0 +1,223 @@
+"""`chorus models push | ls | rm`: a repository in the model store on the bus (`nats:`), or
+read from a folder, with no ONNX Runtime needed (these are the platform team's commands)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chorus.config import DEFAULT_NATS_URL
+from chorus.model_store import (
+    DEFAULT_BUCKET,
+    SCHEME,
+    ModelStore,
+    StoredVersion,
+    StoreError,
+    address,
+    identify,
+    version_folders,
+)
+
+T = TypeVar("T")
+
+
+def nats_url(args: argparse.Namespace) -> str:
+    """--nats-url, else CHORUS_NATS_URL, else the local default: flags win."""
+    return str(args.nats_url or os.environ.get("CHORUS_NATS_URL") or DEFAULT_NATS_URL)
+
+
+async def with_store(
+    url: str, bucket: str, create: bool, work: Callable[[ModelStore], Awaitable[T]]
+) -> T:
+    from chorus.natsclient import connect_once
+
+    nc = await connect_once(url)
+    try:
+        return await work(await ModelStore.open(nc, bucket, create=create))
+    finally:
+        await nc.close()
+
+
+def cmd_models_push(args: argparse.Namespace) -> int:
+    bucket = address(args.store)
+    if bucket is None:
+        print(f"chorus models push: --store: expected {SCHEME} or {SCHEME}BUCKET, "
+              f"got {args.store!r}", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        folders = version_folders(args.path)
+        for folder in folders:
+            identify(folder)
+        _check_locally(args.path)
+    except (StoreError, ValueError) as err:
+        print(f"chorus models push: {err}", file=sys.stderr)
+        return 2
+
+    def progress(name: str, size: int) -> None:
+        if not args.quiet:
+            print(f"  {name}  {_size(size)}", flush=True)
+
+    pushed = asyncio.run(
+        with_store(nats_url(args), bucket, True, lambda s: s.push(args.path, on_file=progress))
+    )
+    for record in pushed:
+        print(f"pushed {record.model} v{record.version} to {SCHEME}{bucket} "
+              f"({len(record.files)} files, {_size(record.size)})")  # fmt: skip
+    return 0
+
+
+def _check_locally(path: Path) -> None:
+    """The same checks a model service makes at load, before anything is uploaded, where the
+    services' dependencies are installed (the base install checks the layout only)."""
+    try:
+        from chorus.services import repository
+    except ImportError:
+        return
+    for folder in version_folders(path):
+        repository.read_version(folder)
+
+
+def cmd_models_ls(args: argparse.Namespace) -> int:
+    if args.router:
+        from chorus.cli.models import cmd_models_ls as live
+
+        return live(args)
+    bucket = address(args.repository)
+    if bucket is None:
+        rows = [_row_from_folder(f) for f in _folders_or_none(args.repository)]
+        where = str(args.repository)
+    else:
+        records = asyncio.run(
+            with_store(nats_url(args), bucket, False, lambda s: s.versions(args.model))
+        )
+        rows = [_row(r) for r in records]
+        where = f"{SCHEME}{bucket}"
+    if args.model:
+        rows = [r for r in rows if r["model"] == args.model]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no models in {where}")
+        return 0
+    print(f"{'MODEL':16} {'VERSION':8} {'SIZE':>9}  {'PUSHED':26} CAPABILITIES")
+    for r in rows:
+        print(f"{r['model']:16} {r['version']:8} {_size(r['size']):>9}  "
+              f"{r['pushed_at'][:26] or '-':26} {','.join(r['capabilities'])}")  # fmt: skip
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n:.1f} GB"
+
+
+def _folders_or_none(root: Path) -> list[Path]:
+    try:
+        return version_folders(root)
+    except StoreError:
+        return []
+
+
+def _row(record: StoredVersion) -> dict[str, Any]:
+    return {
+        "model": record.model,
+        "version": record.version,
+        "size": record.size,
+        "capabilities": list(record.manifest.get("capabilities", [])),
+        "files": record.files,
+        "pushed_at": record.pushed_at,
+    }
+
+
+def _row_from_folder(folder: Path) -> dict[str, Any]:
+    model, version, manifest = identify(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return {
+        "model": model,
+        "version": version,
+        "size": sum(p.stat().st_size for p in files),
+        "capabilities": list(manifest.get("capabilities", [])),
+        "files": sorted(p.relative_to(folder).as_posix() for p in files),
+        "pushed_at": "",
+    }
+
+
+def cmd_models_rm(args: argparse.Namespace) -> int:
+    bucket = address(args.repository)
+    if bucket is None:
+        print(f"chorus models rm: works on the model store ({SCHEME} or {SCHEME}BUCKET); "
+              f"for a folder, delete {args.repository}/{args.model}", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        gone = asyncio.run(
+            with_store(nats_url(args), bucket, False, lambda s: s.remove(args.model, args.version))
+        )
+    except StoreError as err:
+        print(f"chorus models rm: {err}", file=sys.stderr)
+        return 1
+    for record in gone:
+        print(f"removed {record.model} v{record.version} from {SCHEME}{bucket}")
+    return 0
+
+
+def fetch_to_temp(repository: Path, url: str) -> Path:
+    """A `nats:` repository's every version, digests checked, in a temporary folder (for
+    `chorus models check` and `chorus up`, which read a folder)."""
+    bucket = address(repository)
+    assert bucket is not None
+    root = Path(tempfile.mkdtemp(prefix=f"chorus-{bucket}-"))
+
+    async def fetch(store: ModelStore) -> None:
+        for record in await store.versions():
+            await store.fetch(record, root)
+
+    asyncio.run(with_store(url, bucket, False, fetch))
+    return root
+
+
+def add_arguments(models: Any) -> None:
+    """The store's subcommands on `chorus models`."""
+    push = models.add_parser(
+        "push", help="upload a repository, a model's folder or a version folder to the store"
+    )
+    push.add_argument("path", type=Path, metavar="PATH",
+                      help="MODEL/VERSION/manifest.json under it, or VERSION/manifest.json, "
+                           "or manifest.json")  # fmt: skip
+    push.add_argument("--store", default=SCHEME,
+                      help=f"{SCHEME} (bucket {DEFAULT_BUCKET}) or {SCHEME}BUCKET")  # fmt: skip
+    push.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
+    push.add_argument("--quiet", action="store_true", help="no line per file")
+    push.set_defaults(func=cmd_models_push)
+
+    ls = models.add_parser("ls", help="the models and versions of the store or a folder")
+    ls.add_argument("model", nargs="?", default="", help="only this model")
+    ls.add_argument("--repository", type=Path, default=Path(SCHEME),
+                    help=f"{SCHEME}, {SCHEME}BUCKET or a folder (default {SCHEME})")  # fmt: skip
+    ls.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
+    ls.add_argument("--router", metavar="HOST:PORT",
+                    help="instead: the models a running router sees alive")  # fmt: skip
+    ls.add_argument("--json", action="store_true", help="one JSON list")
+    ls.set_defaults(func=cmd_models_ls)
+
+    rm = models.add_parser(
+        "rm",
+        help="remove a model's version (or every version) from the store; model "
+        "services unload it and fall back to the highest left",
+    )
+    rm.add_argument("model")
+    rm.add_argument("--version", default="", help="default: every version")
+    rm.add_argument("--repository", type=Path, default=Path(SCHEME),
+                    help=f"{SCHEME} or {SCHEME}BUCKET (default {SCHEME})")  # fmt: skip
+    rm.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
+    rm.set_defaults(func=cmd_models_rm)
