@@ -16,6 +16,7 @@ from chorus.cli.defaults import (
     PRIORITIES,
 )
 from chorus.cli.extras import EXIT_MISSING, extra_for, install_hint, missing_line
+from chorus.cli.k8s import add_arguments as k8s_arguments
 from chorus.cli.models import (
     cmd_fusion_calibrate,
     cmd_fusion_report,
@@ -144,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
     plan.set_defaults(func=cmd_plan, extras=("control",))
     plan_arguments(plan)
+    k8s_arguments(sub)
     rv = sub.add_parser("review", help="answer the rows the fuser escalated to people")
     rv.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     rv.add_argument("--router", default="127.0.0.1:50051")

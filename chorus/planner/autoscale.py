@@ -1,6 +1,6 @@
 """How many replicas the autoscaler will ask for: the Kubernetes HPA rule plus KEDA's activation.
 
-Why this exists: the thresholds in k8s/components/keda and k8s/components/hpa are numbers that
+Why this exists: the thresholds in chorus/deploy/k8s/components/keda and .../hpa are numbers that
 people pick, and a wrong one only shows under load in a real cluster. These pure functions give
 the replica count that one autoscaler evaluation derives from a metric value, so tests (and the
 allocation planner, which turns its plan into autoscaler bounds) can check a threshold against a

@@ -153,7 +153,7 @@ def parse_inputs(data: Any, where: str = "inputs") -> PlanInputs:
 
 
 def load_inputs(path: Path | str) -> PlanInputs:
-    """Read a plan's inputs from YAML (example: k8s/plan-example.yaml).
+    """Read a plan's inputs from YAML (example: chorus/deploy/k8s/plan-example.yaml).
 
     Format (unknown keys are errors)::
 

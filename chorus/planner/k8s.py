@@ -15,10 +15,12 @@ from chorus.errors import InvalidArgument, NotFound
 from chorus.planner.inputs import finite
 from chorus.planner.model import Allocation
 
-DEFAULT_BASE = Path("k8s") / "overlays" / "cpu"
-"""The overlay a written plan overlay builds on (it must include the KEDA component), from
-where `chorus plan` runs: a Chorus checkout or a copy of its k8s/ tree; `--k8s-base` names
-another."""
+PACKAGED_K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+"""The kustomize tree shipped inside the package (base, components, the demo's overlays)."""
+DEFAULT_BASE = PACKAGED_K8S / "overlays" / "cpu"
+"""The overlay a written plan overlay builds on (it must include the KEDA component): the
+packaged demo overlay, so an installed package needs no checkout; `--k8s-base` names another,
+e.g. a folder `chorus k8s render` wrote."""
 SCALED_OBJECT_PREFIX = "chorus-model-"
 
 # --- Kubernetes ------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ def scaled_object_models(base: Path) -> set[str]:
     if not (Path(base) / "kustomization.yaml").is_file():
         raise NotFound(
             f"k8s base: no kustomization.yaml in {base}; pass --k8s-base with the overlay to "
-            "patch (k8s/overlays/cpu of Chorus's manifests)"
+            "patch (a folder `chorus k8s render` wrote, or chorus/deploy/k8s/overlays/cpu)"
         )
     docs: list[dict[str, Any]] = []
     seen: set[Path] = set()
@@ -127,8 +129,10 @@ def write_overlay(
     """Write a kustomize overlay that applies the plan's bounds on top of ``base``.
 
     ``kubectl kustomize <directory>`` (or ``kubectl apply -k``) builds ``base`` (by a relative
-    path, as kustomize requires) with one strategic-merge patch file per ScaledObject. The
-    patches name no target selector, so kustomize fails loudly if one matches nothing. Models
+    path, as kustomize requires) with one strategic-merge patch file per ScaledObject, aimed
+    by kind and name: the base sets the namespace last (from its chorus-settings), so a
+    patch's own id, which has none, would match nothing. Only ScaledObjects found in the
+    base are patched. Models
     without a ScaledObject (``scaled_objects``; default: those in the KEDA component) are not
     patched and are listed in the kustomization's header and in ``Overlay.unmanaged``.
     """
@@ -160,7 +164,10 @@ def write_overlay(
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [rel],
-        "patches": [{"path": f} for f in files],
+        "patches": [
+            {"path": f, "target": {"kind": "ScaledObject", "name": f"^{SCALED_OBJECT_PREFIX}{m}$"}}
+            for f, m in zip(files, patched, strict=True)
+        ],
     }
     text = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
     (out / "kustomization.yaml").write_text(text)

@@ -1,4 +1,5 @@
-"""The Kubernetes manifests under k8s/, the Grafana dashboard, and chorus/planner/autoscale.py.
+"""The Kubernetes manifests under chorus/deploy/k8s/ (and what `chorus k8s render` writes from
+them), the Grafana dashboard, and chorus/planner/autoscale.py.
 
 Builds every overlay with `kubectl kustomize` and validates each object against the Kubernetes
 OpenAPI schemas (kubernetes-validate, strict), checks that the pieces agree with each other
@@ -8,9 +9,15 @@ selection, metric names) and checks the replica arithmetic the autoscalers will 
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import re
 import shutil
+import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,13 +26,17 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from nats import connect as nats_connect
 from prometheus_client import CollectorRegistry
 
-from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, from_env
+from chorus import __version__
+from chorus.cli.k8s import render
+from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, SecurityConfig, from_env
 from chorus.fuser.metrics import FuserMetrics
 from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
 from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from chorus.router.metrics import RouterMetrics
+from chorus.security import nats_options
 from chorus.services.metrics import ModelMetrics
 from tests.support import k8s_refs
 
@@ -35,7 +46,12 @@ SCALED = ("logreg", "forest", "mlp")
 """Members autoscale; the arbiter, stacker and caption model run one replica each."""
 NAMESPACE = "chorus"
 NATS_URLS = ",".join(f"nats://nats-{i}.nats-headless:4222" for i in range(3))
-IMAGE = "ghcr.io/chorus-mesh/chorus:0.1.0"
+IMAGES = {
+    role: f"ghcr.io/chorus-mesh/chorus-{role}:{__version__}"
+    for role in ("control", "model-cpu", "model-gpu")
+}
+GPU_MODELS = {"gpu": {"mlp"}}
+"""Models each overlay puts on a GPU; every other model stays on CPU."""
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 # The oldest Kubernetes these manifests are meant for (native gRPC probes are GA from 1.27,
 # topologySpreadConstraints.matchLabelKeys on by default from 1.27) and the newest schema known.
@@ -302,10 +318,13 @@ def test_overlay_builds_with_the_expected_objects(
     }
     assert set(_of(objs, "Service")) >= {
         "chorus-router",
+        "chorus-router-headless",
         "chorus-fuser",
         "nats",
         *(f"chorus-model-{m}" for m in MODELS),
     }
+    assert set(_of(objs, "Job")) == {"chorus-push-demo-models"}
+    assert "chorus-settings" not in _of(objs, "ConfigMap"), "local-config must not be applied"
     assert set(_of(objs, "PodDisruptionBudget")) == {*deployments, "nats"}
     assert set(_of(objs, "StatefulSet")) == {"nats"}
     assert set(_of(objs, "ServiceMonitor")) == {"chorus"}
@@ -332,14 +351,26 @@ def test_every_object_validates(built: dict[str, list[dict[str, Any]]], overlay:
             for version in K8S_VERSIONS:
                 kubernetes_validate.validate(obj, version, strict=True)
         checked.add(obj["kind"])
-    assert {"Deployment", "Service", "StatefulSet", "PodDisruptionBudget", "ConfigMap"} <= checked
+    assert {
+        "Deployment",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "NetworkPolicy",
+        "Job",
+        "Secret",
+    } <= checked
 
 
-def test_prometheus_adapter_rules_validate() -> None:
-    (cm,) = [d for d in yaml.safe_load_all(k8s_refs.ADAPTER_RULES.read_text()) if d]
-    for version in K8S_VERSIONS:
-        kubernetes_validate.validate(cm, version, strict=True)
+def test_prometheus_adapter_rules_are_chart_values_that_merge() -> None:
+    """Helm values under rules.custom / rules.external, which the chart adds beside its
+    default rules: not a ConfigMap that would replace the adapter's own."""
+    values = k8s_refs.adapter_values()
+    assert set(values) == {"rules"} and "kind" not in values
+    assert set(values["rules"]) == {"custom", "external"}
     config = k8s_refs.adapter_config()
+    assert config["rules"] and config["externalRules"]
     for section in ("rules", "externalRules"):
         for rule in config[section]:
             assert {"seriesQuery", "metricsQuery", "resources", "name"} <= set(rule)
@@ -398,23 +429,30 @@ def test_config_is_what_the_services_read(
     env = _config(objs)
     assert set(env["CHORUS_MODELS"].split(",")) == set(MODELS)
     model = from_env(ModelServiceConfig, "model", env=env)
+    security = from_env(SecurityConfig, "security", env=env)
+    assert security.nats_password_file == "/var/run/secrets/chorus-nats/password"
     router = from_env(RouterConfig, "router", env=env)
     fuser = from_env(FuserConfig, "fuser", env=env)
     assert model.host == router.host == fuser.host == "0.0.0.0"
     assert model.nats_url == router.nats_url == fuser.nats_url == NATS_URLS
-    assert model.repository == Path("/models")
+    assert str(model.repository) == "nats:chorus-models"
+    assert model.cache_dir == Path("/tmp/chorus-models")
     deployments = _of(objs, "Deployment")
 
     (rc,) = deployments["chorus-router"]["spec"]["template"]["spec"]["containers"]
     assert _port(rc, "grpc") == router.grpc_port
     assert _port(rc, "metrics") == router.metrics_port
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert rc[probe]["grpc"]["port"] == router.grpc_port
+    # Liveness is not readiness: a NATS outage (gRPC health NOT_SERVING) restarts no router.
+    assert rc["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert rc["livenessProbe"] != rc["readinessProbe"]
 
     (fc,) = deployments["chorus-fuser"]["spec"]["template"]["spec"]["containers"]
     assert _port(fc, "metrics") == fuser.metrics_port
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert fc[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert fc["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    for probe in ("startupProbe", "livenessProbe"):
+        assert fc[probe]["httpGet"] == {"path": "/livez", "port": "metrics"}
 
     for name, dep in _model_deployments(objs).items():
         spec = _pod_spec(dep)
@@ -430,16 +468,31 @@ def test_config_is_what_the_services_read(
         for probe in ("startupProbe", "readinessProbe"):
             assert mc[probe]["grpc"]["port"] == model.grpc_port
         # Liveness must not follow readiness: an unloaded model is not a dead process.
-        assert mc["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
-        (init,) = spec["initContainers"]
-        assert init["args"] == ["models", "build", "--repository", str(model.repository)]
-        mounts = {
-            m["name"]: m for c in (init, mc) for m in c["volumeMounts"] if m["name"] == "models"
-        }
-        assert mounts["models"]["mountPath"] == str(model.repository)
-        assert {"name": "models", "emptyDir": {"sizeLimit": "256Mi"}} in spec["volumes"]
+        assert mc["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+        # Loaded from the store into a cache on /tmp, an emptyDir: nothing built in the pod.
+        assert "initContainers" not in spec
+        (tmp,) = [m for m in mc["volumeMounts"] if m["name"] == "tmp"]
+        assert model.cache_dir.is_relative_to(tmp["mountPath"])
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}} in spec["volumes"]
         envs = [e.get("configMapRef", {}).get("name") for e in mc["envFrom"]]
         assert envs == [_config_name(objs)]
+    for dep in deployments.values():
+        for c in _pod_spec(dep)["containers"]:
+            _assert_reads_nats_credentials(dep, c, security)
+
+
+def _assert_reads_nats_credentials(
+    workload: dict[str, Any], container: dict[str, Any], security: SecurityConfig
+) -> None:
+    """The user from the Secret chorus-nats as env, its password as the file the config names."""
+    (user,) = [e for e in container["env"] if e["name"] == "CHORUS_SECURITY_NATS_USER"]
+    assert user["valueFrom"]["secretKeyRef"] == {"name": "chorus-nats", "key": "user"}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "nats-credentials"]
+    (volume,) = [v for v in _pod_spec(workload)["volumes"] if v["name"] == "nats-credentials"]
+    assert volume["secret"]["secretName"] == "chorus-nats"
+    (item,) = volume["secret"]["items"]
+    assert f"{mount['mountPath']}/{item['path']}" == security.nats_password_file
+    assert item["key"] == "password"
 
 
 def _config_name(objs: list[dict[str, Any]]) -> str:
@@ -456,7 +509,7 @@ def test_containers_are_locked_down_and_sized(
     built: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
     for obj in built[overlay]:
-        if obj["kind"] not in ("Deployment", "StatefulSet"):
+        if obj["kind"] not in ("Deployment", "StatefulSet", "Job"):
             continue
         pod = _pod_spec(obj)
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -468,8 +521,27 @@ def test_containers_are_locked_down_and_sized(
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
             assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
             assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
-            expected = "nats:2.10" if obj["kind"] == "StatefulSet" else IMAGE
-            assert c["image"] == expected, where
+            assert c["image"] == _expected_image(obj, overlay), where
+
+
+def _nats_server_version() -> str:
+    out = subprocess.run([find_binary(), "--version"], capture_output=True, text=True, check=True)
+    (version,) = re.findall(r"v(\d+\.\d+\.\d+)", out.stdout)
+    return version
+
+
+def _expected_image(obj: dict[str, Any], overlay: str) -> str:
+    """NATS the version the tests run; Chorus's images tagged with the package's version,
+    the model images by device, everything else the control image."""
+    if obj["kind"] == "StatefulSet":
+        return f"nats:{_nats_server_version()}-alpine"
+    labels = obj["metadata"]["labels"]
+    if labels.get("app.kubernetes.io/component") == "model":
+        on_gpu = labels["chorus.dev/model"] in GPU_MODELS.get(overlay, set())
+        return IMAGES["model-gpu" if on_gpu else "model-cpu"]
+    if obj["kind"] == "Job":
+        return IMAGES["model-cpu"]  # onnxruntime trains and exports the demo models there
+    return IMAGES["control"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -524,10 +596,21 @@ def test_nats_is_a_three_node_jetstream_cluster_with_a_volume_per_pod(
 def test_the_manifests_nats_flags_form_a_jetstream_cluster(
     built: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
-    """The StatefulSet's own arguments, run by the bundled nats-server with each pod's DNS
-    name and ports swapped for loopback ones: three nodes join and elect a meta leader."""
-    nats = _of(built["cpu"], "StatefulSet")["nats"]
+    """The StatefulSet's own arguments and nats.conf, run by the bundled nats-server with each
+    pod's DNS name and ports swapped for loopback ones: three nodes join and elect a meta
+    leader, a client with the Secret's credentials (read as the services read them) gets
+    JetStream, and one without is refused."""
+    objs = built["cpu"]
+    nats = _of(objs, "StatefulSet")["nats"]
     (c,) = _pod_spec(nats)["containers"]
+    config = tmp_path / "nats.conf"
+    config.write_text(_of(objs, "ConfigMap")["nats-config"]["data"]["nats.conf"])
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    secret = _of(objs, "Secret")["chorus-nats"]
+    credentials = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    env = {e["name"]: credentials[e["valueFrom"]["secretKeyRef"]["key"]]
+           for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+    assert set(env) == {"CHORUS_NATS_USER", "CHORUS_NATS_PASSWORD"}
     pods = [f"nats-{i}" for i in range(3)]
     client, route, monitor = ([free_port() for _ in pods] for _ in range(3))
     routes = {f"nats://{p}.nats-headless:{_port(c, 'cluster')}": f"nats://127.0.0.1:{route[i]}"
@@ -536,7 +619,8 @@ def test_the_manifests_nats_flags_form_a_jetstream_cluster(
     try:
         for i, pod in enumerate(pods):
             args = [
-                a.replace("$(POD_NAME)", pod)
+                a.replace(f"{mount['mountPath']}/nats.conf", str(config))
+                .replace("$(POD_NAME)", pod)
                 .replace("/data", str(tmp_path / pod))
                 .replace("nats://0.0.0.0:6222", f"nats://127.0.0.1:{route[i]}")
                 for a in c["args"]
@@ -546,9 +630,16 @@ def test_the_manifests_nats_flags_form_a_jetstream_cluster(
             args[at] = ",".join(routes[r] for r in args[at].split(","))
             procs.append(subprocess.Popen(
                 [find_binary(), "-a", "127.0.0.1", "-p", str(client[i]), *args],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env},
             ))  # fmt: skip
-        wait_for_jetstream(",".join(f"nats://127.0.0.1:{p}" for p in client), timeout_s=30)
+        user, password = credentials["user"], credentials["password"]
+        wait_for_jetstream(
+            ",".join(f"nats://{user}:{password}@127.0.0.1:{p}" for p in client), timeout_s=30
+        )
+        (password_file := tmp_path / "password").write_text(password)
+        security = SecurityConfig(nats_user=user, nats_password_file=str(password_file))
+        assert asyncio.run(_jetstream_answers(client[1], nats_options(security)))
+        assert "Authorization Violation" in _anonymous_connect(client[1])
         with urllib.request.urlopen(f"http://127.0.0.1:{monitor[0]}/jsz", timeout=5) as r:
             meta = json.load(r)["meta_cluster"]
         assert meta["cluster_size"] == 3 and meta["leader"] in pods
@@ -556,6 +647,26 @@ def test_the_manifests_nats_flags_form_a_jetstream_cluster(
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def _anonymous_connect(port: int) -> str:
+    """What the server answers a client that sends no credentials (the protocol by hand)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"INFO ")
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+        return reader.readline().decode()
+
+
+async def _jetstream_answers(port: int, options: dict[str, Any]) -> bool:
+    nc = await nats_connect(
+        f"nats://127.0.0.1:{port}", allow_reconnect=False, max_reconnect_attempts=0, **options
+    )
+    try:
+        await nc.jetstream().account_info()
+        return True
+    finally:
+        await nc.close()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -652,7 +763,7 @@ def test_gpu_overlay_puts_models_on_gpus(built: dict[str, list[dict[str, Any]]])
             (main,) = pod["containers"]
             gpus = main["resources"]["limits"].get("nvidia.com/gpu")
             env = {e["name"]: e.get("value") for e in main.get("env", [])}
-            is_gpu_model = overlay == "gpu" and dep in models.values()
+            is_gpu_model = any(dep is models.get(m) for m in GPU_MODELS.get(overlay, set()))
             if is_gpu_model:
                 assert str(gpus) == "1", dep["metadata"]["name"]
                 assert env["CHORUS_MODEL_DEVICE"] == "cuda"
@@ -669,12 +780,212 @@ def test_gpu_overlay_puts_models_on_gpus(built: dict[str, list[dict[str, Any]]])
                 assert "nvidia.com/gpu" not in init["resources"]["limits"]
         device = _config(objs)["CHORUS_MODEL_DEVICE"]
         assert device == ("auto" if overlay == "gpu" else "cpu")
-        if overlay == "gpu":
-            assert all(
-                prometheus_scaling(so).max_replicas <= 4
-                for name, so in _of(objs, "ScaledObject").items()
-                if name != "chorus-router"
-            )
+        for name, so in _of(objs, "ScaledObject").items():
+            model = so["metadata"]["labels"].get("chorus.dev/model")
+            capped = prometheus_scaling(so).max_replicas <= 4
+            assert capped == (model in GPU_MODELS.get(overlay, set())), name
+
+
+def _kustomize(path: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH: the overlays are built with `kubectl kustomize`")
+    run = subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, f"kubectl kustomize {path}:\n{run.stderr}"
+    return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
+
+
+def _validate(objs: list[dict[str, Any]]) -> None:
+    for obj in objs:
+        key = (obj["apiVersion"], obj["kind"])
+        if key in CRD_SCHEMAS:
+            jsonschema.validate(obj, CRD_SCHEMAS[key], format_checker=jsonschema.FormatChecker())
+        else:
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(obj, version, strict=True)
+
+
+def _workloads(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "Job")]
+
+
+def _autoscaled(objs: list[dict[str, Any]]) -> set[str]:
+    return {
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in objs
+        if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")
+    }
+
+
+def _assert_nothing_trains_but_the_push_job(objs: list[dict[str, Any]]) -> None:
+    for obj in _workloads(objs):
+        for c in _containers(obj):
+            line = " ".join([*c.get("command", []), *c.get("args", [])])
+            if obj["kind"] == "Job" and obj["metadata"]["name"] == "chorus-push-demo-models":
+                assert "models build --repository /tmp/demo" in line
+                assert "models push /tmp/demo" in line
+            else:
+                assert "build" not in line, f"{obj['metadata']['name']}/{c['name']}: {line}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_container_trains_models_but_the_demo_push_job(
+    built: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    _assert_nothing_trains_but_the_push_job(built[overlay])
+    (job,) = _of(built[overlay], "Job").values()
+    pod = _pod_spec(job)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert any(v["name"] == tmp["name"] and "emptyDir" in v for v in pod["volumes"])
+    _assert_reads_nats_credentials(
+        job, c, from_env(SecurityConfig, "security", env=_config(built[overlay]))
+    )
+    base = _kustomize(k8s_refs.K8S / "base")
+    assert not _of(base, "Job") and not _model_deployments(base)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaled_workloads_leave_replicas_to_the_autoscaler(
+    built: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    objs = built[overlay]
+    scaled = _autoscaled(objs)
+    assert scaled == {"chorus-router", *(f"chorus-model-{m}" for m in SCALED)}
+    for name, dep in _of(objs, "Deployment").items():
+        if name in scaled:
+            assert "replicas" not in dep["spec"], f"{overlay}: {name} sets replicas"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_allow_the_mesh(
+    built: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    policies = _of(built[overlay], "NetworkPolicy")
+    deny = policies["chorus-default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+
+    def ports(rule: dict[str, Any]) -> set[int]:
+        return {p["port"] for p in rule["ports"]}
+
+    nats_in = policies["chorus-nats-ingress"]["spec"]["ingress"]
+    assert {4222} in [ports(r) for r in nats_in if r["from"] == [{"podSelector": {}}]]
+    (routes,) = [r for r in nats_in if ports(r) == {6222}]
+    assert routes["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}]
+    (egress,) = policies["chorus-nats-egress"]["spec"]["egress"]
+    assert ports(egress) == {4222, 6222}
+    (clients,) = policies["chorus-clients"]["spec"]["ingress"]
+    assert ports(clients) == {50051, 8001}
+    (metrics,) = policies["chorus-metrics"]["spec"]["ingress"]
+    assert ports(metrics) == {9100}
+    assert metrics["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    (dns,) = policies["chorus-dns"]["spec"]["egress"]
+    assert ports(dns) == {53}
+
+
+def test_namespace_and_prometheus_are_set_in_one_place(tmp_path: Path) -> None:
+    """Change the overlay's chorus-settings alone and nothing of the old values is left:
+    objects' namespaces, the Namespace, KEDA's address and query matchers, the policy."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(k8s_refs.K8S, copy)
+    settings = copy / "overlays" / "cpu" / "settings.yaml"
+    text = settings.read_text()
+    assert text.count("namespace: chorus") == 1 and text.count(PROMETHEUS) == 1
+    settings.write_text(
+        text.replace("namespace: chorus", "namespace: team-a").replace(
+            PROMETHEUS, "http://prom.observability.svc:9090"
+        )
+    )
+    objs = _kustomize(copy / "overlays" / "cpu")
+    _assert_settings(objs, "team-a", "http://prom.observability.svc:9090")
+
+
+def _assert_settings(objs: list[dict[str, Any]], namespace: str, prometheus: str) -> None:
+    (ns,) = _of(objs, "Namespace").values()
+    assert ns == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    for o in objs:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == namespace, o["metadata"]["name"]
+    scaled = _of(objs, "ScaledObject")
+    assert scaled
+    for so in scaled.values():
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["metadata"]["serverAddress"] == prometheus
+        query = trigger["metadata"]["query"]
+        matchers = re.findall(r'namespace="([^"]*)"', query)
+        assert matchers and set(matchers) == {namespace}, query
+        k8s_refs.promql_metric_names(query)  # still PromQL
+    (metrics,) = _of(objs, "NetworkPolicy")["chorus-metrics"]["spec"]["ingress"]
+    prometheus_ns = prometheus.split("//")[1].split(".")[1]
+    assert metrics["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": prometheus_ns
+    }
+
+
+def test_render_writes_an_overlay_for_your_models_that_builds_and_validates(
+    tmp_path: Path,
+) -> None:
+    """What a pip-installed user gets: `chorus k8s render`, run where no checkout is."""
+    out = tmp_path / "deploy"
+    cmd = [sys.executable, "-m", "chorus.cli", "k8s", "render", "--out", str(out),
+           "--models", "cancer_lr,cancer_net,diabetes_ridge", "--gpu", "cancer_net",
+           "--repository", "nats:team-models", "--namespace", "team-a",
+           "--prometheus", "http://prom.observability.svc:9090"]  # fmt: skip
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    objs = _kustomize(out)
+    _validate(objs)
+    _assert_settings(objs, "team-a", "http://prom.observability.svc:9090")
+    _assert_nothing_trains_but_the_push_job(objs)
+    models = _model_deployments(objs)
+    assert set(models) == {"cancer_lr", "cancer_net", "diabetes_ridge"}
+    assert models["cancer_lr"]["metadata"]["name"] == "chorus-model-cancer-lr"
+    env = _config(objs)
+    assert env["CHORUS_MODELS"] == "cancer_lr,cancer_net,diabetes_ridge"
+    assert env["CHORUS_MODEL_REPOSITORY"] == "nats:team-models"
+    assert not _of(objs, "Job") and not _of(objs, "Secret")  # the Secret is the user's to make
+    assert _of(objs, "NetworkPolicy") and "chorus-settings" not in _of(objs, "ConfigMap")
+    for model, dep in models.items():
+        (c,) = _pod_spec(dep)["containers"]
+        gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+        on_gpu = model == "cancer_net"
+        assert (str(gpus) == "1") == on_gpu, model
+        assert c["image"] == IMAGES["model-gpu" if on_gpu else "model-cpu"]
+        assert "replicas" not in dep["spec"]
+    scaled = {prometheus_scaling(so).target: so for so in _of(objs, "ScaledObject").values()}
+    assert set(scaled) == {"chorus-router", *(d["metadata"]["name"] for d in models.values())}
+    for model, dep in models.items():
+        rule = prometheus_scaling(scaled[dep["metadata"]["name"]])
+        assert rule.query.count(f'model="{model}"') == 3
+        assert rule.max_replicas == (4 if model == "cancer_net" else 10)
+    with pytest.raises(Exception, match="not among --models"):
+        render(tmp_path / "bad", ["a"], gpu=["b"])
+
+
+def test_render_of_the_demo_models_matches_the_packaged_demo(tmp_path: Path) -> None:
+    """The demo's model folders and ScaledObjects and what render writes come from one
+    template; they must not drift apart."""
+    out = render(tmp_path / "demo", MODELS)
+    for model in MODELS:
+        ours = yaml.safe_load((out / "models" / model / "kustomization.yaml").read_text())
+        demo = k8s_refs.K8S / "demo" / "models" / model / "kustomization.yaml"
+        theirs = yaml.safe_load(demo.read_text())
+        assert ours["resources"] == ["../../base/model"]
+        assert theirs["resources"] == ["../../../base/model"]
+        assert {**ours, "resources": []} == {**theirs, "resources": []}
+    rendered = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((out / "autoscaling.yaml").read_text())
+        if d
+    }
+    for so in k8s_refs.scaled_objects():
+        assert rendered[so["metadata"]["name"]] == so
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -25,7 +25,7 @@ from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2, task_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
-"""The source checkout the tests run from (k8s/, bench/, README.md)."""
+"""The source checkout the tests run from (chorus/deploy/k8s/, bench/, README.md)."""
 
 DEMO = list(MEMBERS)
 HELPERS = [ARBITER, STACKER, GATE]

@@ -1,6 +1,7 @@
 """Which Prometheus metrics the Kubernetes manifests and the Grafana dashboard name.
 
-Read straight from the files under k8s/ (no kubectl needed), so any test can compare them with
+Read straight from the files under chorus/deploy/k8s/ (no kubectl needed), so any test can
+compare them with
 what the services really export: tests/integration/test_k8s.py against the services'
 registries, a live-mesh test against a scrape. The names come out of the PromQL itself, parsed by
 promql-parser, so a metric that is not prefixed chorus_ is caught as well, and a query that
@@ -20,11 +21,11 @@ import yaml
 
 from tests.support import REPO
 
-K8S = REPO / "k8s"
+K8S = REPO / "chorus" / "deploy" / "k8s"
 DASHBOARD = K8S / "base" / "grafana" / "chorus-dashboard.json"
 KEDA_OBJECTS = K8S / "components" / "keda" / "scaledobjects.yaml"
 HPA_OBJECTS = K8S / "components" / "hpa" / "hpa.yaml"
-ADAPTER_RULES = K8S / "components" / "hpa" / "prometheus-adapter-rules.yaml"
+ADAPTER_VALUES = K8S / "components" / "hpa" / "prometheus-adapter-values.yaml"
 
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?P<expr>.*?)(?:,\s*[a-zA-Z_]\w*)?\)\s*$", re.S)
 _GRAFANA_RANGES = re.compile(r"\$\{?__(?:rate_interval|interval|range)\}?")
@@ -113,11 +114,17 @@ def keda_queries() -> list[str]:
     ]
 
 
+def adapter_values() -> dict[str, Any]:
+    """The Helm values snippet for the prometheus-adapter chart."""
+    values: dict[str, Any] = yaml.safe_load(ADAPTER_VALUES.read_text())
+    return values
+
+
 def adapter_config() -> dict[str, Any]:
-    """The parsed config.yaml inside the prometheus-adapter ConfigMap."""
-    (configmap,) = _yaml_objects(ADAPTER_RULES)
-    config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
-    return config
+    """The adapter's own config as the chart writes it from the values: rules.custom as
+    `rules`, rules.external as `externalRules`."""
+    rules = adapter_values()["rules"]
+    return {"rules": rules.get("custom") or [], "externalRules": rules.get("external") or []}
 
 
 def _adapter_rules() -> Iterator[tuple[str, dict[str, Any]]]:

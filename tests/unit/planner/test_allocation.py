@@ -25,7 +25,7 @@ from chorus.planner.cli import main as plan_main
 from chorus.planner.cli import render
 from tests.support import REPO
 
-EXAMPLE = REPO / "k8s" / "plan-example.yaml"
+EXAMPLE = REPO / "chorus" / "deploy" / "k8s" / "plan-example.yaml"
 U = al.DEFAULT_TARGET_UTILISATION
 
 

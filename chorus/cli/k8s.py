@@ -1,0 +1,230 @@
+"""`chorus k8s render`: a kustomize overlay for the models of a store, from the manifests
+shipped inside the package, so a pip-installed user deploys without a source checkout."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chorus import __version__
+from chorus.errors import ChorusError, InvalidArgument
+from chorus.planner.k8s import PACKAGED_K8S
+
+DEFAULT_NAMESPACE = "chorus"
+DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+DEFAULT_REPOSITORY = "nats:chorus-models"
+IMAGES = ("chorus-control", "chorus-model-cpu", "chorus-model-gpu")
+REGISTRY = "ghcr.io/chorus-mesh"
+GPU_MAX_REPLICAS = 4
+"""One GPU per replica: a GPU model's autoscaler stops at the GPUs it may take."""
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PROMETHEUS = re.compile(r"^https?://[^./:]+\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.|:|/|$)")
+_TEMPLATE_MODEL = "logreg"
+"""The demo member whose ScaledObject (components/keda) every rendered model's copies."""
+
+
+def k8s_name(model: str) -> str:
+    """The model's name as Kubernetes objects may carry it (chorus-model-<this>); model names
+    may hold underscores, object names may not. Labels and queries keep the real name."""
+    name = model.lower().replace("_", "-").replace(".", "-")
+    if not _DNS_LABEL.match(name) or len(name) > 63 - len("chorus-model-"):
+        raise InvalidArgument(
+            f"k8s: model {model!r} cannot name a Deployment (chorus-model-{name}): use letters, "
+            "digits, '-' or '_', at most 50 characters"
+        )
+    return name
+
+
+def render(
+    out: Path,
+    models: Sequence[str],
+    *,
+    repository: str = DEFAULT_REPOSITORY,
+    namespace: str = DEFAULT_NAMESPACE,
+    prometheus: str = DEFAULT_PROMETHEUS,
+    gpu: Sequence[str] = (),
+    version: str = __version__,
+) -> Path:
+    """Write a deployable overlay into `out`: a copy of the packaged base and settings
+    component, one directory per model (Deployment, Service, PodDisruptionBudget from the
+    base's model template), a KEDA ScaledObject per model and for the router, and a
+    kustomization naming the store, namespace, Prometheus and image tags. The NATS Secret is
+    not written: it holds a password, made with kubectl (see the kustomization's header)."""
+    import yaml
+
+    models = list(dict.fromkeys(models))
+    if not models:
+        raise InvalidArgument("k8s: no models: pass --models m1,m2,...")
+    names = {m: k8s_name(m) for m in models}
+    clash = len(set(names.values())) < len(names)
+    if clash:
+        raise InvalidArgument(f"k8s: models {sorted(names)} give clashing Kubernetes names")
+    unknown = [g for g in gpu if g not in names]
+    if unknown:
+        raise InvalidArgument(f"k8s: --gpu {', '.join(unknown)}: not among --models")
+    if not repository.startswith("nats:"):
+        raise InvalidArgument(
+            f"k8s: --repository {repository!r}: model pods load from the store, nats:<bucket>"
+        )
+    if not _DNS_LABEL.match(namespace):
+        raise InvalidArgument(f"k8s: --namespace {namespace!r} is not a Kubernetes name")
+    if not _PROMETHEUS.match(prometheus):
+        raise InvalidArgument(
+            f"k8s: --prometheus {prometheus!r}: expected http://<service>.<namespace>.svc:<port> "
+            "(the namespace admits Prometheus in the NetworkPolicy)"
+        )
+
+    out.mkdir(parents=True, exist_ok=True)
+    for part in ("base", "components/settings"):
+        shutil.rmtree(out / part, ignore_errors=True)
+        shutil.copytree(PACKAGED_K8S / part, out / part)
+    (out / "models").mkdir(exist_ok=True)
+    for model, name in names.items():
+        folder = out / "models" / name
+        folder.mkdir(exist_ok=True)
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../../base/model"],
+            "nameSuffix": f"-{name}",
+            "labels": [{"pairs": {"chorus.dev/model": model}, "includeSelectors": True}],
+        }
+        (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+
+    settings = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "chorus-settings",
+            "annotations": {"config.kubernetes.io/local-config": "true"},
+        },
+        "data": {"namespace": namespace, "prometheus": prometheus},
+    }
+    (out / "settings.yaml").write_text(
+        "# The one place for the namespace and the Prometheus address "
+        "(components/settings copies them).\n" + yaml.safe_dump(settings, sort_keys=False)
+    )
+    (out / "autoscaling.yaml").write_text(
+        "# KEDA: one ScaledObject per model (demand per replica) and the router's (task rate).\n"
+        + yaml.safe_dump_all(_scaled_objects(names), sort_keys=False)
+    )
+
+    body: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [
+            "settings.yaml",
+            "base",
+            *(f"models/{n}" for n in names.values()),
+            "autoscaling.yaml",
+        ],
+        "components": ["components/settings"],
+        "configMapGenerator": [
+            {
+                "name": "chorus-config",
+                "behavior": "merge",
+                "literals": [
+                    f"CHORUS_MODELS={','.join(models)}",
+                    f"CHORUS_MODEL_REPOSITORY={repository}",
+                ],
+            }
+        ],
+    }
+    if gpu:
+        shutil.copyfile(PACKAGED_K8S / "overlays/gpu/model-gpu.yaml", out / "model-gpu.yaml")
+        targets = "^chorus-model-(" + "|".join(names[g] for g in gpu) + ")$"
+        body["patches"] = [
+            {"path": "model-gpu.yaml", "target": {"kind": "Deployment", "name": targets}},
+            {
+                "target": {"kind": "ScaledObject", "name": targets},
+                "patch": yaml.safe_dump(
+                    [{"op": "replace", "path": "/spec/maxReplicaCount", "value": GPU_MAX_REPLICAS}]
+                ),
+            },
+        ]
+    body["images"] = [{"name": f"{REGISTRY}/{image}", "newTag": version} for image in IMAGES]
+    header = [
+        "# Written by `chorus k8s render`: Chorus for the models "
+        f"{', '.join(models)} of {repository}.",
+        "# Before `kubectl apply -k` this folder, the namespace needs the Secret chorus-nats:",
+        f"#   kubectl create namespace {namespace}",
+        f"#   kubectl -n {namespace} create secret generic chorus-nats \\",
+        '#     --from-literal=user=chorus --from-literal=password="$(openssl rand -hex 24)"',
+    ]
+    if gpu:
+        header.append(f"# On GPUs (model-gpu image, one nvidia.com/gpu each): {', '.join(gpu)}.")
+    (out / "kustomization.yaml").write_text(
+        "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
+    )
+    return out
+
+
+def _scaled_objects(names: dict[str, str]) -> list[dict[str, Any]]:
+    import yaml
+
+    path = PACKAGED_K8S / "components" / "keda" / "scaledobjects.yaml"
+    packaged = {d["metadata"]["name"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    template = packaged[f"chorus-model-{_TEMPLATE_MODEL}"]
+    objects = []
+    for model, name in names.items():
+        so = copy.deepcopy(template)
+        so["metadata"]["name"] = so["spec"]["scaleTargetRef"]["name"] = f"chorus-model-{name}"
+        so["metadata"]["labels"]["chorus.dev/model"] = model
+        trigger = so["spec"]["triggers"][0]["metadata"]
+        trigger["query"] = trigger["query"].replace(
+            f'model="{_TEMPLATE_MODEL}"', f'model="{model}"'
+        )
+        objects.append(so)
+    objects.append(packaged["chorus-router"])
+    return objects
+
+
+def add_arguments(sub: Any) -> None:
+    """`chorus k8s render` under the `chorus` parser's subcommands."""
+    k8s = sub.add_parser("k8s", help="Kubernetes manifests").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    r = k8s.add_parser(
+        "render",
+        help="write a kustomize overlay for your models (from the manifests in the package)",
+    )
+    r.add_argument("--out", type=Path, required=True, help="folder to write (kubectl apply -k)")
+    r.add_argument(
+        "--models", required=True, help="comma-separated model names, one Deployment each"
+    )
+    r.add_argument("--repository", default=DEFAULT_REPOSITORY, help="the store, nats:<bucket>")
+    r.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    r.add_argument("--prometheus", default=DEFAULT_PROMETHEUS, help="what KEDA queries")
+    r.add_argument(
+        "--gpu",
+        nargs="+",
+        default=[],
+        metavar="MODEL",
+        help="models run on a GPU (model-gpu image, one nvidia.com/gpu per replica)",
+    )
+    r.set_defaults(func=cmd_render, extras=("control",))
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    try:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        out = render(
+            args.out,
+            models,
+            repository=args.repository,
+            namespace=args.namespace,
+            prometheus=args.prometheus,
+            gpu=args.gpu,
+        )
+    except ChorusError as exc:
+        print(f"chorus k8s render: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}/kustomization.yaml: kubectl apply -k {out}")
+    return 0
