@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from dataclasses import replace
 from typing import Self
 
 import grpc
+import nats.errors
+from nats.aio.client import Client
+from nats.js.errors import ServiceUnavailableError
 
 from chorus.config import ModelServiceConfig
 from chorus.context import Priority
+from chorus.errors import describe_error
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.model_store import ModelStore, address
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
@@ -29,6 +34,7 @@ from chorus.services.store_sync import StoreSync
 from chorus.services.worker import NatsWorker
 
 log = logging.getLogger(__name__)
+STORE_START_S = 60.0
 KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
@@ -62,9 +68,7 @@ class ModelService(ServiceBase):
         if bucket is not None:
             # The store is on the bus: NATS first, then the model it holds.
             nc = await self._connect(cfg.nats_url, self.replica)
-            store = await ModelStore.open(nc, bucket)
-            self._store = StoreSync(store, cfg.model, cfg.cache_dir / bucket)
-            await self._store.fetch_all()
+            self._store = await _fetch_from_store(nc, bucket, cfg)
             cfg = replace(cfg, repository=self._store.root, reload_poll_s=0)
         metrics = ModelMetrics(cfg.model)
         self.metrics = metrics
@@ -162,6 +166,23 @@ class ModelService(ServiceBase):
         if self.host is not None:
             await self.host.close()
             self.host = None
+
+
+async def _fetch_from_store(nc: Client, bucket: str, cfg: ModelServiceConfig) -> StoreSync:
+    """The model's versions from the store; JetStream that does not answer yet (a cluster
+    electing a leader after losing a node) is asked again until the start-up budget ends."""
+    deadline = time.monotonic() + STORE_START_S
+    while True:
+        try:
+            sync = StoreSync(await ModelStore.open(nc, bucket), cfg.model, cfg.cache_dir / bucket)
+            await sync.fetch_all()
+            return sync
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("model %s: the model store did not answer (%s); asking again",
+                        cfg.model, describe_error(exc))  # fmt: skip
+            await asyncio.sleep(1.0)
 
 
 def _slots(model: OnnxModel) -> int:
