@@ -97,7 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         required=True, metavar="ACTION"
     )
     build = models.add_parser("build", help="train the demo models and write them as ONNX")
-    build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                       help="a folder, or the model store (nats: or nats:BUCKET): built in a "
+                            "temporary folder and pushed")  # fmt: skip
+    build.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.add_argument("--bench", action="store_true", help="also the CNN for throughput work")
     build.set_defaults(func=cmd_models_build, extras=("demo",))
@@ -123,7 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--replicas", type=int, default=1, help="processes `chorus up` starts")
     add.add_argument("--description", default="")
     add.add_argument("--force", action="store_true", help="replace an existing version")
-    add.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    add.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                     help="a folder, or the model store (nats: or nats:BUCKET): the version "
+                          "is pushed, numbered after the store's highest")  # fmt: skip
+    add.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
     add.set_defaults(func=cmd_models_add, extras=("services",))
     cal = models.add_parser(
         "calibrate", help="fit a classifier's temperature on held-out rows, store it"

@@ -12,6 +12,12 @@ import sys
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
+    from chorus.cli.store import through_store
+
+    return through_store(args, _build, keep_existing=not args.force)
+
+
+def _build(args: argparse.Namespace) -> int:
     from chorus.demo.build import build_demo
 
     written = build_demo(args.repository, force=args.force)
@@ -72,6 +78,12 @@ def cmd_models_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
+    from chorus.cli.store import through_store
+
+    return through_store(args, _add, numbered=args.name)
+
+
+def _add(args: argparse.Namespace) -> int:
     from chorus.services.add_model import AddError, AddRequest, add
 
     labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
@@ -219,16 +231,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{m.name:<10} {r.replica:<20} {r.device:<6} {r.in_flight:>9} "
                   f"{sum(r.queue.values()):>6} {r.ewma_ms:>7.2f} {r.capacity:>5} "
                   f"{r.heartbeat_age_s:>5.1f}s")  # fmt: skip
-    return 0
-
-
-def cmd_models_ls(args: argparse.Namespace) -> int:
-    from chorus.client import TaskClient
-
-    with TaskClient(args.router) as client:
-        for m in client.list_models().models:
-            does, devices = ",".join(m.capabilities), ",".join(m.devices)
-            print(f"{m.name} v{m.version}  {does}  replicas={len(m.replicas)} {devices}")
     return 0
 
 

@@ -86,9 +86,7 @@ def _check_locally(path: Path) -> None:
 
 def cmd_models_ls(args: argparse.Namespace) -> int:
     if args.router:
-        from chorus.cli.models import cmd_models_ls as live
-
-        return live(args)
+        return _alive(args.router)
     bucket = address(args.repository)
     if bucket is None:
         rows = [_row_from_folder(f) for f in _folders_or_none(args.repository)]
@@ -111,6 +109,16 @@ def cmd_models_ls(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['model']:16} {r['version']:8} {_size(r['size']):>9}  "
               f"{r['pushed_at'][:26] or '-':26} {','.join(r['capabilities'])}")  # fmt: skip
+    return 0
+
+
+def _alive(router: str) -> int:
+    from chorus.client import TaskClient
+
+    with TaskClient(router) as client:
+        for m in client.list_models().models:
+            does, devices = ",".join(m.capabilities), ",".join(m.devices)
+            print(f"{m.name} v{m.version}  {does}  replicas={len(m.replicas)} {devices}")
     return 0
 
 
@@ -168,6 +176,41 @@ def cmd_models_rm(args: argparse.Namespace) -> int:
         return 1
     for record in gone:
         print(f"removed {record.model} v{record.version} from {SCHEME}{bucket}")
+    return 0
+
+
+def through_store(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    numbered: str = "",
+    keep_existing: bool = False,
+) -> int:
+    """A command that writes a folder repository, pointed at the store instead: it writes a
+    temporary folder, and what it wrote is pushed. `numbered` names the model whose next
+    version number comes from the store; `keep_existing` leaves versions already stored."""
+    bucket = address(args.repository)
+    if bucket is None:
+        return run(args)
+    url = nats_url(args)
+    stored = asyncio.run(with_store(url, bucket, True, lambda s: s.versions(numbered)))
+    if numbered and not args.version:
+        numbers = [int(r.version) for r in stored if r.version.isdigit()]
+        args.version = str(max(numbers, default=0) + 1)
+    with tempfile.TemporaryDirectory(prefix="chorus-push-") as tmp:
+        code = run(argparse.Namespace(**{**vars(args), "repository": Path(tmp)}))
+        if code != 0:
+            return code
+        have = {(r.model, r.version) for r in stored} if keep_existing else set()
+        folders = [f for f in _folders_or_none(Path(tmp)) if identify(f)[:2] not in have]
+
+        async def push(store: ModelStore) -> list[StoredVersion]:
+            return [r for f in folders for r in await store.push(f)]
+
+        for record in asyncio.run(with_store(url, bucket, True, push)):
+            print(f"pushed {record.model} v{record.version} to {SCHEME}{bucket}")
+        if keep_existing and len(folders) < len(_folders_or_none(Path(tmp))):
+            print(f"versions already in {SCHEME}{bucket} were left as they are")
     return 0
 
 
