@@ -17,9 +17,9 @@ from nats.js.errors import ServiceUnavailableError
 
 from chorus.config import ModelServiceConfig
 from chorus.context import Priority
-from chorus.errors import describe_error
+from chorus.errors import NotFound, describe_error
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
-from chorus.model_store import ModelStore, address
+from chorus.model_store import ModelStore, StoreError, address
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
 from chorus.scheduler import PriorityScheduler
 from chorus.security import server_credentials
@@ -34,7 +34,8 @@ from chorus.services.store_sync import StoreSync
 from chorus.services.worker import NatsWorker
 
 log = logging.getLogger(__name__)
-STORE_START_S = 60.0
+STORE_RETRY_S = 1.0
+WAIT_LOG_S = 30.0
 KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
@@ -169,20 +170,22 @@ class ModelService(ServiceBase):
 
 
 async def _fetch_from_store(nc: Client, bucket: str, cfg: ModelServiceConfig) -> StoreSync:
-    """The model's versions from the store; JetStream that does not answer yet (a cluster
-    electing a leader after losing a node) is asked again until the start-up budget ends."""
-    deadline = time.monotonic() + STORE_START_S
+    """The model's versions from the store. A store that has no version of the model yet (a
+    pod started before its model was pushed) or does not answer yet (a cluster electing a
+    leader after losing a node) is asked again, one log line per WAIT_LOG_S, until it does;
+    a version refused for its digest is not waited on."""
+    said = 0.0
     while True:
         try:
             sync = StoreSync(await ModelStore.open(nc, bucket), cfg.model, cfg.cache_dir / bucket)
             await sync.fetch_all()
             return sync
-        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("model %s: the model store did not answer (%s); asking again",
-                        cfg.model, describe_error(exc))  # fmt: skip
-            await asyncio.sleep(1.0)
+        except (NotFound, StoreError, nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            if time.monotonic() - said >= WAIT_LOG_S:
+                said = time.monotonic()
+                why = describe_error(exc) if isinstance(exc, nats.errors.Error) else str(exc)
+                log.warning("model %s: waiting for the model store: %s", cfg.model, why)
+            await asyncio.sleep(STORE_RETRY_S)
 
 
 def _slots(model: OnnxModel) -> int:

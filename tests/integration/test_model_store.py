@@ -263,6 +263,29 @@ def test_a_model_service_starts_from_the_store_with_a_cluster_node_killed(
             mesh.stop()
 
 
+def test_a_model_service_started_before_its_model_is_pushed_waits_then_serves(
+    repo: Path, store_nats: str, tmp_path: Path
+) -> None:
+    mesh = Mesh(
+        Path("nats:early"), tmp_path / "mesh", models=[], nats_url=store_nats,
+        extra_env={"CHORUS_MODEL_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    started: list[str] = []
+    spawner = threading.Thread(
+        target=lambda: started.append(str(mesh.spawn("mlp", mesh.model_command("mlp")).ready))
+    )
+    try:
+        spawner.start()
+        time.sleep(3)
+        assert spawner.is_alive() and not started
+        assert "waiting for the model store" in (tmp_path / "mesh" / "logs" / "mlp.log").read_text()
+        _run("models", "push", str(repo / "mlp"), "--store", "nats:early", "--nats-url", store_nats)
+        spawner.join(timeout=60)
+        assert started, "the model service did not become ready once its model was pushed"
+    finally:
+        mesh.stop()
+
+
 async def _stream_replicas(url: str) -> int:
     nc = await connect_once(url)
     try:
