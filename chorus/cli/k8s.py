@@ -197,8 +197,15 @@ def add_arguments(sub: Any) -> None:
     )
     r.add_argument("--out", type=Path, required=True, help="folder to write (kubectl apply -k)")
     r.add_argument(
-        "--models", required=True, help="comma-separated model names, one Deployment each"
+        "--models",
+        help="comma-separated model names, one Deployment each (default: every model of "
+        "--from, else of the store named by --repository)",
     )
+    r.add_argument(
+        "--from", dest="source", type=Path, metavar="DIR",
+        help="a folder repository whose models to deploy (push it with `chorus models push`)",
+    )  # fmt: skip
+    r.add_argument("--nats-url", help="to list the store's models; default $CHORUS_NATS_URL")
     r.add_argument("--repository", default=DEFAULT_REPOSITORY, help="the store, nats:<bucket>")
     r.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     r.add_argument("--prometheus", default=DEFAULT_PROMETHEUS, help="what KEDA queries")
@@ -212,9 +219,30 @@ def add_arguments(sub: Any) -> None:
     r.set_defaults(func=cmd_render, extras=("control",))
 
 
+def _models(args: argparse.Namespace) -> list[str]:
+    """The models named, else those of the folder given, else those of the store."""
+    import asyncio
+
+    from chorus.cli.store import nats_url, with_store
+    from chorus.model_store import StoreError, address, identify, version_folders
+
+    if args.models:
+        return [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        if args.source is not None:
+            return sorted({identify(f)[0] for f in version_folders(args.source)})
+        bucket = address(args.repository)
+        if bucket is None:
+            return []
+        records = asyncio.run(with_store(nats_url(args), bucket, False, lambda s: s.versions()))
+    except StoreError as exc:
+        raise InvalidArgument(f"k8s: {exc}") from None
+    return sorted({r.model for r in records})
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     try:
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        models = _models(args)
         out = render(
             args.out,
             models,

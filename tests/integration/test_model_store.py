@@ -86,6 +86,15 @@ def test_ls_lists_what_was_pushed_with_each_files_digest(repo: Path, pushed: str
             assert digest == hashlib.sha256((folder / rel).read_bytes()).hexdigest()
 
 
+def test_k8s_render_deploys_the_models_of_the_store_or_of_a_folder(
+    repo: Path, pushed: str, tmp_path: Path
+) -> None:
+    _run("k8s", "render", "--out", str(tmp_path / "store"), "--nats-url", pushed)
+    _run("k8s", "render", "--out", str(tmp_path / "folder"), "--from", str(repo))
+    for out in ("store", "folder"):
+        assert sorted(p.name for p in (tmp_path / out / "models").iterdir()) == sorted(DEMO)
+
+
 def test_chorus_up_from_the_store_answers_as_from_the_folder(
     repo: Path, pushed: str, tmp_path: Path
 ) -> None:
