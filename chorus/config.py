@@ -3,19 +3,73 @@
 Each field can be set from the environment as CHORUS_<SECTION>_<FIELD> (for example
 CHORUS_ROUTER_GRPC_PORT=50051) or, for every section at once, CHORUS_<FIELD> (for example
 CHORUS_NATS_URL); command-line flags override the environment.
+
+Every value is checked where it is read: a number out of its range, a name outside its
+choices or a boolean that is not one (say "ture") is a ConfigError naming the variable, and
+`check_environment` names, at a service's start, every CHORUS_ variable nothing reads.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+log = logging.getLogger(__name__)
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 MiB = 1024 * 1024
+MAX_PORT = 65535
+MAX_JETSTREAM_REPLICAS = 5
+"""JetStream keeps at most five copies of a stream."""
+DEVICES = ("auto", "cpu", "cuda")
 
 T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting out of its range or of the wrong kind; `field` names it."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+Rule = tuple[Callable[[Any], bool], str]
+"""A check on one value, and what it expects (for the error). NaN fails every range."""
+PORT: Rule = (lambda v: 0 <= v <= MAX_PORT, f"a port from 0 (any free one) to {MAX_PORT}")
+POSITIVE: Rule = (lambda v: v > 0, "> 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+AT_LEAST_ONE: Rule = (lambda v: v >= 1, ">= 1")
+SHARE: Rule = (lambda v: 0 <= v <= 1, "between 0 and 1")
+OPEN_SHARE: Rule = (lambda v: 0 < v < 1, "strictly between 0 and 1")
+NOT_EMPTY: Rule = (lambda v: bool(str(v).strip()), "a non-empty value")
+REPLICAS: Rule = (
+    lambda v: 0 <= v <= MAX_JETSTREAM_REPLICAS,
+    f"0 (by the cluster's size) to {MAX_JETSTREAM_REPLICAS}",
+)
+
+
+def check(config: Any, rule: Rule, names: str) -> None:
+    """Raise ConfigError for the first of `names` (space-separated fields) whose value on
+    `config` breaks `rule`."""
+    accepts, expected = rule
+    for name in names.split():
+        value = getattr(config, name)
+        if not accepts(value):
+            raise ConfigError(f"{name}: expected {expected}, got {value!r}", name)
+
+
+def check_choice(config: Any, name: str, choices: Iterable[str]) -> None:
+    value, allowed = getattr(config, name), tuple(choices)
+    if value not in allowed:
+        raise ConfigError(
+            f"{name}: expected {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}", name
+        )
 
 
 @dataclass(frozen=True)
@@ -59,19 +113,17 @@ class ModelServiceConfig:
     """Fault injection: std of Gaussian noise added to float inputs (a degraded member)."""
 
     def __post_init__(self) -> None:
-        if self.delay_ms < 0 or self.noise < 0:
-            raise ValueError("delay_ms and noise must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
-        for name in ("instances", "intra_op_threads", "max_batch"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
-        if self.max_batch_delay_ms < 0 or self.reload_poll_s < 0:
-            raise ValueError("max_batch_delay_ms and reload_poll_s must be >= 0")
-        if self.keep_versions < 1:
-            raise ValueError(f"keep_versions: expected >= 1, got {self.keep_versions}")
-        if self.heartbeat_s <= 0:
-            raise ValueError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
+        check(self, NOT_EMPTY, "model nats_url host")
+        check(self, PORT, "grpc_port metrics_port")
+        check_choice(self, "device", DEVICES)
+        check(self, POSITIVE, "heartbeat_s default_budget_s aging_s")
+        check(self, AT_LEAST_ONE, "max_message_bytes max_concurrent_streams keep_versions")
+        check(
+            self,
+            NON_NEGATIVE,
+            "intra_op_threads instances queue_limit max_batch max_batch_delay_ms "
+            "reload_poll_s delay_ms noise",
+        )
 
 
 @dataclass(frozen=True)
@@ -125,10 +177,27 @@ class RouterConfig:
     """SubmitAsync calls with the same idempotency key within this window run once."""
 
     def __post_init__(self) -> None:
-        if self.default_budget_s <= 0:
-            raise ValueError(f"default_budget_s must be > 0, got {self.default_budget_s}")
-        if self.max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+        # default_policy and default_conflict_policy name the fuser's strategies and
+        # policies, which only the fuser knows; replica_choice is checked against the
+        # choosers when the router builds its calls (chorus.calls.choice.get).
+        check(
+            self, NOT_EMPTY, "nats_url host default_policy default_conflict_policy replica_choice"
+        )
+        check(self, PORT, "grpc_port metrics_port")
+        check(
+            self,
+            POSITIVE,
+            "default_budget_s max_deadline_s aging_s attempt_timeout_s ack_wait_s "
+            "result_ttl_s dedupe_window_s",
+        )
+        check(
+            self,
+            AT_LEAST_ONE,
+            "max_message_bytes max_concurrent_streams max_rows max_tensor_elements "
+            "max_concurrent_tasks max_attempts min_members breaker_failures "
+            "async_workers",
+        )
+        check(self, NON_NEGATIVE, "queue_limit coalesce_rows breaker_cooldown_s")
 
 
 @dataclass(frozen=True)
@@ -160,6 +229,13 @@ class FuserConfig:
     every task is fused alone, with the same replies."""
     metrics_port: int = 0
 
+    def __post_init__(self) -> None:
+        check(self, NOT_EMPTY, "nats_url host")
+        check(self, PORT, "metrics_port")
+        check(self, SHARE, "min_margin max_entropy min_vote_margin")
+        check(self, NON_NEGATIVE, "max_relative_spread max_spread")
+        check(self, OPEN_SHARE, "conformal_coverage")
+
 
 @dataclass(frozen=True)
 class JetStreamConfig:
@@ -169,6 +245,10 @@ class JetStreamConfig:
     """How often each service pings its NATS server. Two unanswered pings mark the server
     hung (frozen, partitioned) and the client moves to another node; nats-py's default of
     2 min would leave a service stalled on a hung node that long."""
+
+    def __post_init__(self) -> None:
+        check(self, REPLICAS, "replicas")
+        check(self, AT_LEAST_ONE, "ping_interval_s")
 
 
 @dataclass(frozen=True)
@@ -209,6 +289,43 @@ class TracingConfig:
     """gRPC OTLP collector, e.g. http://otel-collector:4317; empty turns tracing off."""
 
 
+@dataclass(frozen=True)
+class LivenessConfig:
+    stall_s: float = 10.0
+    """How long a service's event loop may go without running a tick before GET /livez
+    answers 503 (and Kubernetes restarts the pod). Inference runs on executor threads, so a
+    loop held this long is stuck, not busy."""
+
+    def __post_init__(self) -> None:
+        check(self, POSITIVE, "stall_s")
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "model": ModelServiceConfig,
+    "router": RouterConfig,
+    "fuser": FuserConfig,
+    "jetstream": JetStreamConfig,
+    "security": SecurityConfig,
+    "tracing": TracingConfig,
+    "liveness": LivenessConfig,
+}
+"""Each section's class: CHORUS_<SECTION>_<FIELD> and CHORUS_<FIELD> set its fields."""
+
+OTHER_VARIABLES: dict[str, str] = {
+    "CHORUS_MODELS": "the ensemble's members, listed in chorus-config by `chorus k8s render` "
+    "for the reader; no service reads it",
+    "CHORUS_IMAGE_REGISTRY": "scripts/build-images.sh and the image test: the registry",
+    "CHORUS_IMAGE_TARGETS": "scripts/build-images.sh: the images to build",
+    "CHORUS_TEST_BASE_IMAGE": "tests: the image test's base image",
+    "CHORUS_SOAK_S": "tests: the soak's length",
+    "CHORUS_FUZZ_EXAMPLES": "tests: the fuzzer's examples per target",
+}
+"""CHORUS_ variables that set no field but are no mistake: tools and tests read them, and a
+service started beside them (a test's child, a pod with the shared ConfigMap) sees them."""
+
+SECTION_PREFIXES = tuple(f"CHORUS_{section.upper()}_" for section in SECTIONS)
+
+
 def from_env(cls: type[T], section: str, env: dict[str, str] | None = None, **overrides: Any) -> T:
     """Build `cls` from defaults, then CHORUS_<SECTION>_<FIELD> variables, then `overrides`.
 
@@ -217,21 +334,79 @@ def from_env(cls: type[T], section: str, env: dict[str, str] | None = None, **ov
     source = os.environ if env is None else env
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         for key in (f"CHORUS_{section}_{f.name}".upper(), f"CHORUS_{f.name}".upper()):
             if key in source:
                 values[f.name] = _parse(hints[f.name], source[key], key)
+                keys[f.name] = f"{key}={source[key]!r}"
                 break
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return replace(cls(), **values)  # type: ignore[type-var]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    keys.update({k: f"{k}={v!r}" for k, v in given.items()})
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        where = keys.get(err.field)
+        raise ConfigError(f"{where}: {err}" if where else str(err), err.field) from None
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
 
 def _parse(kind: Any, raw: str, key: str) -> Any:
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in TRUE or word in FALSE:
+            return word in TRUE
+        raise ConfigError(
+            f"{key}: expected a boolean ({'/'.join(TRUE)} or {'/'.join(FALSE)}), got {raw!r}"
+        )
     try:
-        if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
         if kind in (int, float, str, Path):
             return kind(raw)
     except ValueError:
-        raise ValueError(f"{key}: expected {kind.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}") from None
     raise TypeError(f"{key}: unsupported type {kind}")
+
+
+def known_variables() -> frozenset[str]:
+    """Every CHORUS_ variable something reads: each section's fields in both forms, and
+    OTHER_VARIABLES."""
+    names = set(OTHER_VARIABLES)
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            names.add(f"CHORUS_{section}_{f.name}".upper())
+            names.add(f"CHORUS_{f.name}".upper())
+    return frozenset(names)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The CHORUS_ variables in `env` that nothing reads, each with the closest known name
+    (None when none is close), sorted."""
+    known = known_variables()
+    return [
+        (name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.8)), None))
+        for name in sorted(env)
+        if name.startswith("CHORUS_") and name not in known
+    ]
+
+
+def check_environment(env: Mapping[str, str] | None = None) -> None:
+    """Name every CHORUS_ variable nothing reads, once, at a service's start.
+
+    One under a section's prefix (CHORUS_ROUTER_MAX_ATEMPTS) is plainly meant for Chorus:
+    ignored, the service would run without a setting its operator believes is on, so it is a
+    ConfigError naming it and the closest known name. Any other (CHORUS_FOO) may belong to
+    someone else sharing the prefix, a script, a newer ConfigMap: a warning naming the same.
+    """
+    errors: list[str] = []
+    for name, closest in unknown_variables(os.environ if env is None else env):
+        hint = f" (did you mean {closest}?)" if closest else ""
+        if name.startswith(SECTION_PREFIXES):
+            errors.append(f"{name}: no such setting{hint}")
+        else:
+            log.warning("%s: not a Chorus setting, ignored%s", name, hint)
+    if errors:
+        raise ConfigError("; ".join(errors))

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 from wsgiref.simple_server import WSGIServer
@@ -17,7 +16,13 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Gauge
 
 from chorus import tracing
-from chorus.config import JetStreamConfig, SecurityConfig, TracingConfig, from_env
+from chorus.config import (
+    JetStreamConfig,
+    LivenessConfig,
+    SecurityConfig,
+    TracingConfig,
+    from_env,
+)
 from chorus.errors import describe_error
 from chorus.grpcserver import set_serving
 from chorus.jetstream import replicas_for, servers
@@ -30,15 +35,7 @@ NATS_ERROR_LOG_INTERVAL_S = 30.0
 """While NATS stays unreachable, one line per this many seconds, not a traceback per attempt."""
 
 LIVENESS_TICK_S = 1.0
-
-
-@dataclass
-class LivenessConfig:
-    """CHORUS_LIVENESS_STALL_S: how long the event loop may go without running a tick before
-    GET /livez answers 503 (and Kubernetes restarts the pod). Inference runs on executor
-    threads, so a loop held this long is stuck, not busy."""
-
-    stall_s: float = 10.0
+"""The event loop's tick for GET /livez; well under LivenessConfig.stall_s."""
 
 
 class ServiceBase:

@@ -37,6 +37,7 @@ from chorus.cli.serve import (
     cmd_serve_router,
 )
 from chorus.cli.store import add_arguments as store_arguments
+from chorus.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_MISSING
     try:
         return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"chorus {command}: configuration: {err}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as err:
         extra = extra_for(err.name or "")
         if extra is None:

@@ -103,9 +103,11 @@ def _start_mesh(args: argparse.Namespace) -> Any:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from chorus.config import check_environment
     from chorus.launch.mesh import StartFailed
     from chorus.services.repository import ManifestError
 
+    check_environment()  # once here, before every service says the same
     if args.replicas < 0:
         print("chorus up: --replicas must be at least 1", file=sys.stderr)
         return 2

@@ -84,9 +84,10 @@ def _event_loop_runner() -> Any:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
-    from chorus.config import ModelServiceConfig, from_env
+    from chorus.config import ModelServiceConfig, check_environment, from_env
     from chorus.services.app import ModelService
 
+    check_environment()
     cfg = from_env(
         ModelServiceConfig,
         "model",
@@ -113,9 +114,10 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_router(args: argparse.Namespace) -> int:
-    from chorus.config import RouterConfig, from_env
+    from chorus.config import RouterConfig, check_environment, from_env
     from chorus.router.app import RouterService
 
+    check_environment()
     cfg = from_env(
         RouterConfig,
         "router",
@@ -134,9 +136,10 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_fuser(args: argparse.Namespace) -> int:
-    from chorus.config import FuserConfig, from_env
+    from chorus.config import FuserConfig, check_environment, from_env
     from chorus.fuser.app import FuserService
 
+    check_environment()
     cfg = from_env(FuserConfig, "fuser", nats_url=args.nats_url, metrics_port=args.metrics_port)
     return _run_service(
         FuserService(cfg),

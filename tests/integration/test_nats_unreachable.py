@@ -3,7 +3,6 @@ SIGINT stops it within a second and it says on stderr what it was waiting for.""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -37,12 +36,7 @@ def test_stops_within_a_second_and_says_why(
     with log.open("wb") as err, out_log.open("wb") as out:
         command = [sys.executable, "-m", "chorus.cli", "serve", *_service_args(service, model_repo),
                    "--nats-url", dead, "--metrics-port", "0"]  # fmt: skip
-        proc = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=err,
-            env={**os.environ, "CHORUS_DATA_DIR": str(tmp_path)},
-        )
+        proc = subprocess.Popen(command, stdout=out, stderr=err)
         try:
             _wait_for(log, "retrying", timeout_s=60)
             sent = time.monotonic()
