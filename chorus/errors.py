@@ -7,7 +7,12 @@ application as INVALID_ARGUMENT with the member's own words.
 
 from __future__ import annotations
 
+import logging
+from typing import Protocol
+
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class ChorusError(Exception):
@@ -76,3 +81,22 @@ def describe_error(exc: BaseException) -> str:
     """One line for a connection error; nats-py's own are often empty or bare class names."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ErrorResponder(Protocol):
+    """A NATS micro request (nats.micro.request.Request), as far as answering an error."""
+
+    async def respond_error(self, code: str, description: str) -> None: ...
+
+
+async def respond_error(request: ErrorResponder, exc: Exception, where: str) -> str:
+    """Answer a NATS micro request whose handler raised `exc`: a ChorusError with its own code
+    and words; anything else is a bug, logged with its traceback and answered INTERNAL,
+    naming `where` ("model mlp", "fuser"). Returns the outcome's metric label: the code's
+    name in lower case."""
+    if isinstance(exc, ChorusError):
+        await request.respond_error(exc.code_name, exc.message)
+        return exc.code_name.lower()
+    log.error("%s: %r", where, exc, exc_info=exc)
+    await request.respond_error("INTERNAL", f"{where}: {exc!r}")
+    return "internal"

@@ -1,17 +1,54 @@
-"""Heartbeat: what a model replica tells the router about itself, once a second.
+"""Heartbeat: what a model replica tells the router about itself, once a second; and
+HeartbeatLoop, which sends any service's heartbeat on its interval.
 
 Control-plane traffic, so JSON keeps it readable with `nats sub chorus.hb.*`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chorus.spec import TensorSpec
 
+log = logging.getLogger(__name__)
+
 VERSION = 1
+
+
+class HeartbeatLoop:
+    """Calls `announce` every `interval_s` on a task of its own, from start() until stop();
+    a beat that fails is logged and the next one tried, so a NATS hiccup stops nothing."""
+
+    def __init__(self, announce: Callable[[], Awaitable[None]], interval_s: float, name: str):
+        self.announce = announce
+        self.interval_s = interval_s
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._forever(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.announce()
+            except Exception as exc:
+                log.warning("%s failed: %s", self.name, exc)
 
 
 @dataclass(frozen=True)

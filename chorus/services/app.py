@@ -32,6 +32,7 @@ from chorus.services.metrics import ModelMetrics
 from chorus.services.runtime import OnnxModel
 from chorus.services.store_sync import StoreSync
 from chorus.services.worker import NatsWorker
+from chorus.spawner import Spawner
 
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0
@@ -50,7 +51,7 @@ class ModelService(ServiceBase):
         self.grpc_port = 0
         self._server: grpc.aio.Server | None = None
         self._worker: NatsWorker | None = None
-        self._health_refresh: set[asyncio.Task[None]] = set()
+        self._health_refresh = Spawner()
         self._scheduler: PriorityScheduler | None = None
         self._store: StoreSync | None = None
 
@@ -144,9 +145,7 @@ class ModelService(ServiceBase):
         current = self.host.current
         if current is not None and self._scheduler is not None:
             self._scheduler.resize(_slots(current.model))
-        task = asyncio.create_task(self._announce())
-        self._health_refresh.add(task)
-        task.add_done_callback(self._health_refresh.discard)
+        self._health_refresh.spawn(self._announce(), name="announce-versions")
 
     async def _announce(self) -> None:
         await self._refresh_health()

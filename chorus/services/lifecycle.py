@@ -20,6 +20,7 @@ from chorus.services import repository
 from chorus.services.batcher import DynamicBatcher
 from chorus.services.repository import Manifest, version_key
 from chorus.services.runtime import OnnxModel, RunSettings
+from chorus.spawner import Spawner
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class ModelHost:
         self._states: dict[str, VersionState] = {}
         self._refused: dict[str, str] = {}
         self._lock = asyncio.Lock()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = Spawner()
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -221,9 +222,7 @@ class ModelHost:
 
     def _retire(self, loaded: Loaded) -> None:
         loaded.retiring = True
-        task = asyncio.create_task(self._close_when_idle(loaded))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.spawn(self._close_when_idle(loaded), name=f"close-{self.name}")
 
     async def _close_when_idle(self, loaded: Loaded) -> None:
         while loaded.users:
@@ -245,5 +244,4 @@ class ModelHost:
             self._watcher = None
         for v in list(self._loaded):
             self._retire(self._loaded.pop(v))
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.close()

@@ -6,10 +6,7 @@ heartbeats on chorus.hb.<model> add what the router needs to route (specs, load,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import logging
 
 import nats.micro
 from nats.aio.client import Client
@@ -30,15 +27,14 @@ from chorus.context import (
     CallContext,
     Priority,
 )
-from chorus.errors import ChorusError, DataLoss, InvalidArgument
-from chorus.heartbeat import Heartbeat
+from chorus.errors import DataLoss, InvalidArgument, respond_error
+from chorus.heartbeat import Heartbeat, HeartbeatLoop
 from chorus.pb import wire_pb2
 from chorus.services import heads
 from chorus.services.inference import InferenceCore
 from chorus.services.lifecycle import ModelHost
 from chorus.services.metrics import ModelMetrics
-
-log = logging.getLogger(__name__)
+from chorus.spawner import Spawner
 
 
 class NatsWorker:
@@ -62,8 +58,8 @@ class NatsWorker:
         self.default_budget_s = default_budget_s
         self._service: Service | None = None
         self._discover: Subscription | None = None
-        self._beat_task: asyncio.Task[None] | None = None
-        self._requests: set[asyncio.Task[None]] = set()
+        self._beat = HeartbeatLoop(self.announce, heartbeat_s, f"heartbeat-{self.name}")
+        self._requests = Spawner()
         self.core = core
 
     async def start(self) -> None:
@@ -96,22 +92,17 @@ class NatsWorker:
         )
         self._discover = await self.nc.subscribe(subjects.DISCOVER, cb=self._on_discover)
         await self.announce()
-        self._beat_task = asyncio.create_task(self._beat_forever(), name=f"heartbeat-{name}")
+        self._beat.start()
 
     async def stop(self) -> None:
-        if self._beat_task is not None:
-            self._beat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat_task
-            self._beat_task = None
+        await self._beat.stop()
         if self._discover is not None:
             await self._discover.unsubscribe()
             self._discover = None
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        if self._requests:
-            await asyncio.gather(*self._requests, return_exceptions=True)
+        await self._requests.close()
 
     def heartbeat(self) -> Heartbeat | None:
         """What the router should know; None while no version is loaded, so the registry
@@ -147,22 +138,12 @@ class NatsWorker:
         if beat is not None:
             await self.nc.publish(subjects.heartbeat(self.name), beat.to_json())
 
-    async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                await self.announce()
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)
-
     async def _on_discover(self, msg: Msg) -> None:
         await self.announce()
 
     async def _on_infer(self, request: Request) -> None:
         # nats-py runs one subscription's callbacks one after another; serve concurrently.
-        task = asyncio.create_task(self._serve(request))
-        self._requests.add(task)
-        task.add_done_callback(self._requests.discard)
+        self._requests.spawn(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
         with tracing.span(
@@ -218,13 +199,8 @@ class NatsWorker:
             await request.respond(reply.SerializeToString())
             rows = next(iter(inputs.values())).shape[0]
             self.metrics.observe("nats", "ok", rows, prediction.compute_ms / 1000)
-        except ChorusError as err:
-            self.metrics.observe("nats", err.code_name.lower())
-            await request.respond_error(err.code_name, err.message)
         except Exception as exc:
-            log.exception("inference failed")
-            self.metrics.observe("nats", "internal")
-            await request.respond_error("INTERNAL", f"model {self.name}: {exc!r}")
+            self.metrics.observe("nats", await respond_error(request, exc, f"model {self.name}"))
 
 
 def _tasks(headers: dict[str, str] | None) -> int:
