@@ -144,6 +144,7 @@ def test_every_variable_the_project_sets_or_reads_is_known() -> None:
         "CHORUS_TASKS",  # the durable tasks' streams, CHORUS_TASKS_<PRIORITY>
         "CHORUS_TASKS_NORMAL",
         "CHORUS_NATS_PASSWORD",  # the nats-server pod's own, never a Chorus service's
+        "CHORUS_PIP_EXTRA",  # a Dockerfile build argument, gone from the built image
         "CHORUS_SECURITY",  # CHORUS_SECURITY_* in prose
         "CHORUS_ROUTER_MAX_ATEMPTS",  # the README's and config.py's examples of a mistake
         "CHORUS_FOO",
