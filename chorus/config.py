@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
+
+from chorus.wire import DEFAULT_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ Rule = tuple[Callable[[Any], bool], str]
 PORT: Rule = (lambda v: 0 <= v <= MAX_PORT, f"a port from 0 (any free one) to {MAX_PORT}")
 POSITIVE: Rule = (lambda v: v > 0, "> 0")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+FINITE_NON_NEGATIVE: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
 AT_LEAST_ONE: Rule = (lambda v: v >= 1, ">= 1")
 SHARE: Rule = (lambda v: 0 <= v <= 1, "between 0 and 1")
 OPEN_SHARE: Rule = (lambda v: 0 < v < 1, "strictly between 0 and 1")
@@ -133,7 +137,7 @@ class RouterConfig:
     grpc_port: int = 50051
     metrics_port: int = 0
     default_budget_s: float = 5.0
-    default_policy: str = "soft_vote"
+    default_policy: str = DEFAULT_POLICY
     default_conflict_policy: str = "none"
     max_message_bytes: int = 4 * MiB
     max_concurrent_streams: int = 256
@@ -228,13 +232,20 @@ class FuserConfig:
     """Fuse tasks whose members answered together in one stacked pass (fuser.batch); off,
     every task is fused alone, with the same replies."""
     metrics_port: int = 0
+    default_budget_s: float = 10.0
+    """The deadline of a fuse request that carries none (a router always sends its task's
+    deadline; a hand-made request may not)."""
+    heartbeat_s: float = 1.0
+    """How often each replica tells routers it takes one-way tasks (subjects.FUSER_HEARTBEATS);
+    a router forgets a replica silent for 3 s (router.one_way.FUSER_TTL_S)."""
 
     def __post_init__(self) -> None:
         check(self, NOT_EMPTY, "nats_url host")
         check(self, PORT, "metrics_port")
         check(self, SHARE, "min_margin max_entropy min_vote_margin")
-        check(self, NON_NEGATIVE, "max_relative_spread max_spread")
+        check(self, FINITE_NON_NEGATIVE, "max_relative_spread max_spread")
         check(self, OPEN_SHARE, "conformal_coverage")
+        check(self, POSITIVE, "default_budget_s heartbeat_s")
 
 
 @dataclass(frozen=True)

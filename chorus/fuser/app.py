@@ -7,7 +7,6 @@ serve any request and a restart loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -30,12 +29,12 @@ from chorus.calls.client import CallPolicy, MemberCalls
 from chorus.calls.replicas import ReplicaBook
 from chorus.config import FuserConfig
 from chorus.context import CallContext
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.errors import InvalidArgument, respond_error
 from chorus.fuser.batch import FuseBatcher
 from chorus.fuser.collect import Collected, Collector
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import ConformalStore, nonconformity
-from chorus.fuser.fusion import DEFAULT_POLICY, Stacker, Tools, decode_members
+from chorus.fuser.fusion import Stacker, Tools, decode_members
 from chorus.fuser.members import NatsMembers
 from chorus.fuser.metrics import FuserMetrics
 from chorus.fuser.policies import Outcome
@@ -51,14 +50,14 @@ from chorus.fuser.reliability import ReliabilityStore
 from chorus.fuser.strategies import STRATEGIES
 from chorus.fuser.temperatures import TemperatureStore
 from chorus.fuser.weights import WeightStore
-from chorus.heartbeat import Heartbeat
+from chorus.heartbeat import Heartbeat, HeartbeatLoop
 from chorus.pb import task_pb2, wire_pb2
 from chorus.registry import Registry
 from chorus.service import ServiceBase
 from chorus.spawner import Spawner
+from chorus.wire import DEFAULT_POLICY
 
 log = logging.getLogger(__name__)
-FUSER_HEARTBEAT_S = 1.0
 
 
 class FuserService(ServiceBase):
@@ -72,7 +71,7 @@ class FuserService(ServiceBase):
         self._service: Service | None = None
         self._hb_sub: Subscription | None = None
         self._subs: list[Subscription] = []
-        self._beat: asyncio.Task[None] | None = None
+        self._beat = HeartbeatLoop(self._announce, config.heartbeat_s, "fuser-heartbeat")
         self.replica = uuid.uuid4().hex[:12]
         self._collector: Collector | None = None
         self._work = Spawner()
@@ -150,7 +149,7 @@ class FuserService(ServiceBase):
             )
         self._subs.append(await nc.subscribe(subjects.DISCOVER, cb=self._on_discover))
         await self._announce()
-        self._beat = asyncio.create_task(self._beat_forever(), name="fuser-heartbeat")
+        self._beat.start()
         log.info(
             "fuser %s serving on %s (queue %s)", self.replica, subjects.FUSE, subjects.FUSER_QUEUE
         )
@@ -167,20 +166,8 @@ class FuserService(ServiceBase):
     async def _reconnected(self) -> None:
         await self._announce()
 
-    async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FUSER_HEARTBEAT_S)
-            try:
-                await self._announce()
-            except Exception as exc:
-                log.warning("fuser heartbeat failed: %s", exc)
-
     async def stop(self) -> None:
-        if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
-            self._beat = None
+        await self._beat.stop()
         if self._service is not None:
             await self._service.stop()
             self._service = None
@@ -239,7 +226,9 @@ class FuserService(ServiceBase):
         start = time.perf_counter()
         policy = DEFAULT_POLICY
         try:
-            ctx = CallContext.from_headers(request.headers, default_budget_s=10.0)
+            ctx = CallContext.from_headers(
+                request.headers, default_budget_s=self.config.default_budget_s
+            )
             call = _parse(wire_pb2.FuseCall, request.data)
             policy = call.policy or DEFAULT_POLICY
             collected = await self._collector.collect(call, ctx) if call.expected else None
@@ -248,14 +237,8 @@ class FuserService(ServiceBase):
             if collected is not None:
                 collected.report(reply)
                 self._count(collected)
-        except ChorusError as err:
-            self.metrics.requests.labels(policy, err.code_name.lower()).inc()
-            await request.respond_error(err.code_name, err.message)
-            return
         except Exception as exc:
-            log.exception("fusion failed")
-            self.metrics.requests.labels(policy, "internal").inc()
-            await request.respond_error("INTERNAL", f"fuser: {exc!r}")
+            self.metrics.requests.labels(policy, await respond_error(request, exc, "fuser")).inc()
             return
         await request.respond(reply.SerializeToString())
         m = self.metrics
@@ -308,12 +291,8 @@ class FuserService(ServiceBase):
             capability = record.capability
             weights = await self._weights.learn(capability, losses(fb))
             await self._learn_calibration(fb)
-        except ChorusError as err:
-            await request.respond_error(err.code_name, err.message)
-            return
         except Exception as exc:
-            log.exception("feedback failed")
-            await request.respond_error("INTERNAL", f"fuser: feedback failed: {exc!r}")
+            await respond_error(request, exc, "fuser: feedback failed")
             return
         for model, weight in weights.items():
             self.metrics.weights.labels(capability, model).set(weight)

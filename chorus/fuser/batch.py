@@ -24,11 +24,12 @@ from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError
 from chorus.fuser import kinds, policies, strategies
 from chorus.fuser.conflict import ConflictReport
-from chorus.fuser.fusion import DEFAULT_POLICY, Tools, decode_members, fuse, reply_for
+from chorus.fuser.fusion import Tools, decode_members, fuse, reply_for
 from chorus.fuser.policies import Case, Outcome, Settings
 from chorus.fuser.strategies import Fused, MemberScores
 from chorus.fuser.strategies.base import check_members
 from chorus.pb import wire_pb2
+from chorus.wire import DEFAULT_POLICY
 
 STACKED = frozenset(s.name for s in strategies.CLASSIFICATION)
 FLAG_ONLY = "none"

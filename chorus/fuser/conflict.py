@@ -38,20 +38,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chorus.config import FuserConfig
 from chorus.errors import InvalidArgument
 from chorus.fuser.strategies.base import Fused, MemberScores, check_members, weighted_mean
 from chorus.fuser.strategies.weighted_mean import weighted_spread
 
+_DEFAULTS = FuserConfig()
+
 
 @dataclass(frozen=True)
 class ConflictThresholds:
-    """When a row counts as conflicted; see the module docstring for each measure."""
+    """When a row counts as conflicted; see the module docstring for each measure. The
+    defaults are FuserConfig's (CHORUS_FUSER_MIN_MARGIN, ...), which says why."""
 
-    min_margin: float = 0.2
-    max_entropy: float = 0.5
-    min_vote_margin: float = 0.34
-    max_spread: float = 1.0
-    max_relative_spread: float = 0.1
+    min_margin: float = _DEFAULTS.min_margin
+    max_entropy: float = _DEFAULTS.max_entropy
+    min_vote_margin: float = _DEFAULTS.min_vote_margin
+    max_spread: float = _DEFAULTS.max_spread
+    max_relative_spread: float = _DEFAULTS.max_relative_spread
 
     def __post_init__(self) -> None:
         for name in ("min_margin", "max_entropy", "min_vote_margin"):

@@ -22,12 +22,14 @@ import math
 import numpy as np
 from nats.js import JetStreamContext
 
+from chorus.config import FuserConfig
 from chorus.errors import InvalidArgument
 from chorus.fuser.watched import WatchedBucket
 from chorus.subjects import kv_key
 
 BUCKET = "chorus_conformal"
-DEFAULT_COVERAGE = 0.9
+DEFAULT_COVERAGE = FuserConfig().conformal_coverage
+"""CHORUS_FUSER_CONFORMAL_COVERAGE's default: the coverage of a request that names none."""
 MAX_SCORES = 20_000
 """Older calibration rows are dropped beyond this many, so the threshold follows the mesh."""
 

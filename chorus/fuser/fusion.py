@@ -25,9 +25,8 @@ from chorus.fuser.strategies import Fused, MemberScores
 from chorus.fuser.strategies.base import agreement, check_members
 from chorus.fuser.strategies.gated import gate_input, gated_fuse
 from chorus.pb import task_pb2, wire_pb2
+from chorus.wire import DEFAULT_POLICY, REGRESSION_POLICY
 
-DEFAULT_POLICY = "soft_vote"
-REGRESSION_POLICY = "weighted_mean"
 STACKING = "stacking"
 GATED = "gated"
 DAWID_SKENE = "dawid_skene"

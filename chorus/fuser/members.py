@@ -16,9 +16,9 @@ import numpy as np
 from chorus.calls.client import MemberCalls
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext
-from chorus.errors import Unavailable
 from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
+from chorus.wire import output
 
 
 class MemberClient(Protocol):
@@ -59,7 +59,4 @@ class NatsMembers:
         body = call.SerializeToString()
         digest = hashlib.sha256(body).hexdigest()
         reply, _ = await self.calls.call(model, self.replicas(model), body, digest, ctx)
-        for t in reply.outputs:
-            if t.name == scores_output:
-                return from_tensor(t, field=f"{model}.{scores_output}")
-        raise Unavailable(f"model {model}: reply has no {scores_output!r} output")
+        return from_tensor(output(reply, scores_output), field=f"{model}.{scores_output}")

@@ -34,6 +34,8 @@ from chorus.service import ServiceBase
 
 log = logging.getLogger(__name__)
 TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+STOP_GRACE_S = 2.0
+"""On stop, tasks already running on the gRPC server get this long to finish."""
 
 
 class RouterService(ServiceBase):
@@ -150,7 +152,7 @@ class RouterService(ServiceBase):
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.stop(grace=2.0)
+            await self._server.stop(grace=STOP_GRACE_S)
             self._server = None
         if self._durable is not None:
             await self._durable.stop()

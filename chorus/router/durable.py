@@ -63,6 +63,17 @@ STORE_RETRY_S = 15.0
 """How long a durable write keeps trying while JetStream elects new leaders: after a cluster
 node's loss that took 4-8 s here (nats-server's Raft election timeout), more on a loaded
 machine. A caller's own deadline, when shorter, wins."""
+STORE_RETRY_FIRST_S = 0.05
+STORE_RETRY_MAX_S = 1.0
+"""The pause between two tries of a durable write: doubling from the first to the most."""
+FETCH_WAIT_S = 1.0
+"""How long a durable worker's fetch waits for a task before asking again (and seeing stop)."""
+FETCH_ERROR_PAUSE_S = 0.5
+"""The pause after a failed fetch (NATS reconnecting), so a worker does not spin."""
+REDELIVER_FIRST_S = 0.5
+REDELIVER_MAX_S = 15.0
+"""A task the mesh could not run now (no live model, out of time) comes back after
+REDELIVER_FIRST_S x 2^attempts, at most REDELIVER_MAX_S."""
 
 
 async def _retrying(
@@ -70,7 +81,7 @@ async def _retrying(
 ) -> T:
     budget = STORE_RETRY_S if within_s is None else max(0.0, min(STORE_RETRY_S, within_s))
     deadline = time.monotonic() + budget
-    delay = 0.05
+    delay = STORE_RETRY_FIRST_S
     while True:
         try:
             return await write()
@@ -86,7 +97,7 @@ async def _retrying(
                     "same idempotency_key"
                 ) from None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
 
 
 def _transient(exc: APIError) -> bool:
@@ -273,14 +284,14 @@ class DurableTasks:
     async def _work(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             try:
-                msgs = await sub.fetch(1, timeout=1.0)
+                msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
             except NatsTimeout:
                 continue
             except Exception as exc:
                 if self._stopping.is_set():
                     return
                 log.warning("fetching durable tasks failed: %s", exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(FETCH_ERROR_PAUSE_S)
                 continue
             for msg in msgs:
                 try:
@@ -330,7 +341,8 @@ class DurableTasks:
         written = await _retrying(lambda: self._write(key, result, started), "result")
         if written is not None and result.status == task_pb2.TASK_STATUS_PENDING:
             # The mesh could not run it now (models gone, out of time): try again later.
-            await msg.nak(delay=min(0.5 * 2**attempts, 15.0))  # type: ignore[attr-defined]
+            delay = min(REDELIVER_FIRST_S * 2**attempts, REDELIVER_MAX_S)
+            await msg.nak(delay=delay)  # type: ignore[attr-defined]
         else:
             await msg.ack()  # type: ignore[attr-defined]
 

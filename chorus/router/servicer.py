@@ -19,6 +19,9 @@ from chorus.router.task import TaskRunner
 from chorus.security import Authorizer, peer_common_name
 
 log = logging.getLogger(__name__)
+SUBMIT_ASYNC_MARGIN_S = 0.1
+"""SubmitAsync stops trying to store a task this long before the caller's deadline, so the
+caller hears UNAVAILABLE (retry with the same key) rather than DEADLINE_EXCEEDED."""
 STREAM_IN_FLIGHT = 64
 """Tasks of one SubmitStream running at once; the router's scheduler still orders them with
 every other task by priority."""
@@ -128,7 +131,8 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     ) -> task_pb2.SubmitAsyncResponse:
         self._authorize(context, request.task)
         left = context.time_remaining()  # None without a deadline
-        return await self.durable.submit(request, None if left is None else left - 0.1)
+        within = None if left is None else left - SUBMIT_ASYNC_MARGIN_S
+        return await self.durable.submit(request, within)
 
     async def GetResult(
         self, request: task_pb2.GetResultRequest, context: grpc.aio.ServicerContext

@@ -37,6 +37,8 @@ from chorus.spawner import Spawner
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0
 WAIT_LOG_S = 30.0
+STOP_GRACE_S = 1.0
+"""On stop, requests already running on the gRPC (KServe) server get this long to finish."""
 KSERVE_SERVICE = kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
@@ -160,7 +162,7 @@ class ModelService(ServiceBase):
             await self._worker.stop()
             self._worker = None
         if self._server is not None:
-            await self._server.stop(grace=1.0)
+            await self._server.stop(grace=STOP_GRACE_S)
             self._server = None
         await super().stop()
         if self.host is not None:

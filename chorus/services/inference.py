@@ -18,6 +18,10 @@ from chorus.services.lifecycle import Loaded
 from chorus.services.metrics import ModelMetrics
 from chorus.services.runtime import Prediction
 
+EWMA_WEIGHT = 0.2
+"""The newest request's share of the smoothed time a request holds a slot (ewma_ms, sent in
+heartbeats for the router's replica choice): about the last five requests count."""
+
 
 class InferenceCore:
     def __init__(self, name: str, metrics: ModelMetrics, scheduler: PriorityScheduler) -> None:
@@ -62,4 +66,5 @@ class InferenceCore:
             return await loaded.batcher.infer(inputs, int(ctx.priority))
         finally:
             ms = (time.perf_counter() - start) * 1000
-            self.ewma_ms = ms if self.ewma_ms == 0 else 0.8 * self.ewma_ms + 0.2 * ms
+            old = self.ewma_ms
+            self.ewma_ms = ms if old == 0 else (1 - EWMA_WEIGHT) * old + EWMA_WEIGHT * ms

@@ -64,12 +64,17 @@ class RunSettings:
         def pick(service: float, model: float, default: float) -> float:
             return service or model or default
 
+        d = cls()
         return cls(
-            intra_op_threads=int(pick(config.intra_op_threads, manifest.intra_op_threads, 1)),
-            inter_op_threads=manifest.inter_op_threads or 1,
-            instances=int(pick(config.instances, manifest.instances, 1)),
-            max_batch=int(pick(config.max_batch, manifest.max_batch, 1)),
-            max_batch_delay_ms=pick(config.max_batch_delay_ms, manifest.max_batch_delay_ms, 2.0),
+            intra_op_threads=int(
+                pick(config.intra_op_threads, manifest.intra_op_threads, d.intra_op_threads)
+            ),
+            inter_op_threads=manifest.inter_op_threads or d.inter_op_threads,
+            instances=int(pick(config.instances, manifest.instances, d.instances)),
+            max_batch=int(pick(config.max_batch, manifest.max_batch, d.max_batch)),
+            max_batch_delay_ms=pick(
+                config.max_batch_delay_ms, manifest.max_batch_delay_ms, d.max_batch_delay_ms
+            ),
             graph_optimization=manifest.graph_optimization,
             execution_mode=manifest.execution_mode,
             warmup=manifest.warmup,

@@ -10,6 +10,7 @@ import numpy as np
 
 from chorus.context import CallContext
 from chorus.fuser.conflict import ConflictReport, ConflictThresholds, detect, spread_limit
+from chorus.fuser.conformal import DEFAULT_COVERAGE
 from chorus.fuser.members import MemberClient
 from chorus.fuser.strategies import Fused, MemberScores
 
@@ -25,7 +26,7 @@ class Settings:
     concede_below: float = 0.9
     """Only members less confident than this in a dissenting answer are asked again."""
     arbiter: str = ""
-    coverage: float = 0.9
+    coverage: float = DEFAULT_COVERAGE
     """conformal: the probability that a row's set (interval) holds the truth."""
     then: str = ""
     """conformal: what its conflicted rows get next ("" flags them, "arbiter", "escalate")."""

@@ -63,6 +63,8 @@ def test_bad_values_name_the_variable() -> None:
         ("fuser", "CHORUS_FUSER_CONFORMAL_COVERAGE", "1.5",
          "conformal_coverage: expected strictly between 0 and 1, got 1.5"),
         ("fuser", "CHORUS_FUSER_MIN_MARGIN", "-0.1", "min_margin: expected between 0 and 1"),
+        ("fuser", "CHORUS_FUSER_MAX_SPREAD", "inf", "max_spread: expected a finite number >= 0"),
+        ("fuser", "CHORUS_FUSER_DEFAULT_BUDGET_S", "0", "default_budget_s: expected > 0"),
         ("fuser", "CHORUS_FUSER_KEEP_TASKS", "maybe",
          "CHORUS_FUSER_KEEP_TASKS: expected a boolean"),
         ("model", "CHORUS_MODEL_KEEP_VERSIONS", "0", "keep_versions: expected >= 1, got 0"),
