@@ -51,6 +51,10 @@ class ReplicaBook:
             )
         return st
 
+    def sending(self, replica: str, change: int) -> None:
+        """Requests this caller has outstanding at `replica` go up or down by `change`."""
+        self.state(replica).outstanding += change
+
     def candidates(
         self, replicas: list[Heartbeat], now: float, exclude: set[str]
     ) -> list[Candidate]:

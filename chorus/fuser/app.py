@@ -27,6 +27,7 @@ from chorus import subjects, tracing
 from chorus.calls import choice
 from chorus.calls.client import CallPolicy, MemberCalls
 from chorus.calls.replicas import ReplicaBook
+from chorus.calls.transport import NatsTransport
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import InvalidArgument, respond_error
@@ -105,7 +106,11 @@ class FuserService(ServiceBase):
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         await nc.publish(subjects.DISCOVER, b"")
         calls = MemberCalls(
-            nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy(), self.metrics.calls
+            NatsTransport(nc),
+            ReplicaBook(),
+            choice.get("power_of_two"),
+            CallPolicy(),
+            self.metrics.calls,
         )
         self._collector = Collector(calls, self._replicas)
         self._subs.append(

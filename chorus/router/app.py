@@ -15,6 +15,7 @@ from chorus import subjects
 from chorus.calls import choice
 from chorus.calls.client import CallPolicy
 from chorus.calls.replicas import ReplicaBook
+from chorus.calls.transport import NatsTransport
 from chorus.config import RouterConfig
 from chorus.context import Priority
 from chorus.grpcserver import add_health_and_reflection, bind, make_server
@@ -71,8 +72,9 @@ class RouterService(ServiceBase):
         await nc.publish(subjects.DISCOVER, b"")
         await nc.flush()
 
+        transport = NatsTransport(nc)
         dispatcher = Dispatcher(
-            nc,
+            transport,
             ReplicaBook(failures_to_open=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s),
             choice.get(cfg.replica_choice),
             DispatchPolicy(
@@ -89,7 +91,7 @@ class RouterService(ServiceBase):
         if cfg.one_way:
             metrics = self.metrics
             one_way = OneWay(
-                nc, dispatcher.calls, fusers, coalesce_rows=cfg.coalesce_rows,
+                transport, dispatcher.calls, fusers, coalesce_rows=cfg.coalesce_rows,
                 observe=lambda model, tasks: metrics.call_tasks.labels(model).observe(tasks),
                 waiting=lambda model, change: metrics.member_waiting.labels(model).inc(change),
             )  # fmt: skip

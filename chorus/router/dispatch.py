@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from nats.aio.client import Client
 
 from chorus import subjects
 from chorus.calls.choice import ReplicaChooser
 from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
+from chorus.calls.clock import SYSTEM, Clock
 from chorus.calls.replicas import ReplicaBook
+from chorus.calls.transport import Transport
 from chorus.context import CAPABILITY, TASKS, CallContext
 from chorus.errors import ChorusError, Unavailable
 from chorus.heartbeat import Heartbeat
@@ -45,18 +43,20 @@ class DispatchPolicy:
 class Dispatcher:
     def __init__(
         self,
-        nc: Client,
+        transport: Transport,
         book: ReplicaBook,
         chooser: ReplicaChooser,
         policy: DispatchPolicy,
         metrics: RouterMetrics,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
         rng: random.Random | None = None,
     ) -> None:
-        self.nc = nc
+        self.transport = transport
         self.policy = policy
-        self.calls = MemberCalls(nc, book, chooser, policy.calls, metrics, clock=clock, rng=rng)
+        self.calls = MemberCalls(
+            transport, book, chooser, policy.calls, metrics, clock=clock, rng=rng
+        )
         self.coalescer = Coalescer(
             self._send,
             max_rows=policy.coalesce_rows,
@@ -149,7 +149,7 @@ def _head(reply: wire_pb2.InferReply, capability: str) -> wire_pb2.InferReply:
 
 
 async def fuse(
-    nc: Client,
+    transport: Transport,
     call: wire_pb2.FuseCall,
     ctx: CallContext,
     *,
@@ -161,7 +161,9 @@ async def fuse(
     body = call.SerializeToString()
     for attempt in range(attempts):
         try:
-            msg = await request(nc, subjects.FUSE, body, ctx, "fuser", timeout_s=attempt_timeout_s)
+            msg = await request(
+                transport, subjects.FUSE, body, ctx, "fuser", timeout_s=attempt_timeout_s
+            )
             return wire_pb2.FuseReply.FromString(msg.data)
         except RETRYABLE:
             if attempt == attempts - 1 or ctx.remaining_s() <= 0:
@@ -170,7 +172,7 @@ async def fuse(
 
 
 async def feedback(
-    nc: Client, req: task_pb2.FeedbackRequest, ctx: CallContext
+    transport: Transport, req: task_pb2.FeedbackRequest, ctx: CallContext
 ) -> task_pb2.FeedbackResponse:
-    msg = await request(nc, subjects.FEEDBACK, req.SerializeToString(), ctx, "fuser")
+    msg = await request(transport, subjects.FEEDBACK, req.SerializeToString(), ctx, "fuser")
     return task_pb2.FeedbackResponse.FromString(msg.data)

@@ -18,19 +18,17 @@ import functools
 import hashlib
 import random
 import secrets
-import time
-from collections.abc import Callable
+from dataclasses import replace
 from itertools import count
 from typing import Any
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry.trace import SpanKind
 
 from chorus import subjects, tracing
+from chorus.calls.attempts import Attempt
 from chorus.calls.client import MemberCalls, error_of
+from chorus.calls.clock import SYSTEM, Clock
+from chorus.calls.transport import Message, NoResponders, RequestTimeout, Transport
 from chorus.context import INPUT_SHA256, TASKS, CallContext
 from chorus.errors import ChorusError
 from chorus.heartbeat import Heartbeat
@@ -49,26 +47,25 @@ FUSER_TTL_S = 3.0
 """A fuser replica silent this long (three heartbeats) gets no more one-way tasks."""
 WAIT_SHARE = 1.5
 """The fuser waits for members up to this many attempt timeouts (retries included)."""
-OUTRUN = "CANCELLED"
 
 
 class FuserBook:
     """Live fuser replicas, from their heartbeats, with this router's one-way tasks on each."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Clock = SYSTEM) -> None:
         self.clock = clock
         self._seen: dict[str, float] = {}
         self._busy: dict[str, int] = {}
         self._rng = random.Random()
 
-    async def on_heartbeat(self, msg: Msg) -> None:
+    async def on_heartbeat(self, msg: Message) -> None:
         replica = msg.data.decode(errors="replace")
         if replica and replica.isalnum():
-            self._seen[replica] = self.clock()
+            self._seen[replica] = self.clock.monotonic()
 
     def pick(self) -> str | None:
         """The live replica with the fewest of this router's tasks (ties at random)."""
-        now = self.clock()
+        now = self.clock.monotonic()
         live = [r for r, t in self._seen.items() if now - t <= FUSER_TTL_S]
         if not live:
             return None
@@ -85,7 +82,7 @@ class FuserBook:
 class OneWay:
     def __init__(
         self,
-        nc: Client,
+        transport: Transport,
         calls: MemberCalls,
         fusers: FuserBook,
         *,
@@ -96,7 +93,7 @@ class OneWay:
         """Calls to a busy model are joined as on the two-hop path (`coalesce_rows`,
         `observe`, `waiting` as the Coalescer takes them), per fuser replica, since a joined
         call's answer goes to one."""
-        self.nc = nc
+        self.transport = transport
         self.calls = calls
         self.fusers = fusers
         self._prefix = secrets.token_hex(4)
@@ -146,9 +143,9 @@ class OneWay:
         self.fusers.started(fuser, 1)
         with tracing.span("request fuser", kind=SpanKind.CLIENT, subject=fuser):
             opened = asyncio.ensure_future(
-                self.nc.request(
-                    subjects.fuse_replica(fuser), call.SerializeToString(), timeout=budget,
-                    headers=tracing.inject(ctx.to_headers()),
+                self.transport.request(
+                    subjects.fuse_replica(fuser), call.SerializeToString(),
+                    tracing.inject(ctx.to_headers()), budget,
                 )
             )  # fmt: skip
         joiner = self._joiner(fuser)
@@ -160,10 +157,10 @@ class OneWay:
         ]
         try:
             msg = await opened
-        except NoRespondersError:
+        except NoResponders:
             self.fusers.gone(fuser)
             return None
-        except NatsTimeout:
+        except RequestTimeout:
             return None
         finally:
             self.fusers.started(fuser, -1)
@@ -210,9 +207,9 @@ class OneWay:
     ) -> tuple[wire_pb2.InferReply, float]:
         """One member call answering `fuser`; returns once a task it carries is answered
         (the fuser has the member's answer by then), which frees the model's slot."""
-        chosen = self.calls.chooser.choose(
-            self.calls.book.candidates(replicas, self.calls.clock(), set()), self.calls.rng
-        )
+        # No probe of a half-open breaker: the attempt's outcome comes back from the fuser, if
+        # at all, so a probe taken here could stay taken.
+        chosen = self.calls.pick(replicas, probe=False)
         replica = chosen.replica if chosen is not None else ""
         subject = subjects.infer_replica(model, replica) if replica else subjects.infer(model)
         if len(tasks) == 1:
@@ -223,9 +220,8 @@ class OneWay:
         for tag, _ in tasks:
             self._answered[tag] = answered
             self._sent_to[tag] = replica
-        state = self.calls.book.state(replica) if replica else None
-        if state is not None:
-            state.outstanding += 1
+        if replica:
+            self.calls.book.sending(replica, 1)
         # The answer goes to the fuser, so the slot is held until a task the call carries
         # is answered, or a few p95 round trips if that is sooner: a task held up by another
         # member (or one that never answers) must not hold this model's slot for long.
@@ -241,39 +237,32 @@ class OneWay:
                 headers = {**tracing.inject(ctx.to_headers()), INPUT_SHA256: digest}
                 if len(tasks) > 1:
                     headers[TASKS] = str(len(tasks))
-                await self.nc.publish(subject, body, reply=reply_to, headers=headers)
+                await self.transport.publish(subject, body, reply=reply_to, headers=headers)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     asyncio.shield(answered), timeout=max(0.0, min(hold_s, ctx.remaining_s()))
                 )
         finally:
-            if state is not None:
-                state.outstanding -= 1
+            if replica:
+                self.calls.book.sending(replica, -1)
             for tag, _ in tasks:
                 if self._answered.get(tag) is answered:
                     del self._answered[tag]
         return _NOTHING, 0.0
 
     def _learn(self, reply: wire_pb2.FuseReply) -> None:
-        """What the fuser saw of each replica feeds this router's choice and breakers."""
-        book, now = self.calls.book, self.calls.clock()
+        """What the fuser saw of each replica feeds this router's choice and breakers, as
+        its own attempts do."""
         for a in reply.attempts:
-            replica = a.replica or self._sent_to.get(a.call, "")
-            if not replica:
-                continue
-            st = book.state(replica)
-            if not a.code:
-                st.observe(a.latency_ms)
-                st.breaker.success()
-                if self.calls.metrics is not None:
-                    self.calls.metrics.chosen.labels(a.model, replica).inc()
-            elif a.code == OUTRUN:
-                st.observe(a.latency_ms)
-            elif a.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                st.observe(a.latency_ms)
-                st.breaker.failure(now)
+            attempt = Attempt.from_proto(a)
+            if not attempt.replica:
+                replica = self._sent_to.get(attempt.call, "")
+                if not replica:
+                    continue
+                attempt = replace(attempt, replica=replica)
+            self.calls.record(attempt)
         for answer in reply.answers:
-            book.record_latency(answer.model, answer.latency_ms)
+            self.calls.book.record_latency(answer.model, answer.latency_ms)
 
 
 _NOTHING = wire_pb2.InferReply()

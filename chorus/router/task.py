@@ -355,7 +355,10 @@ class TaskRunner:
                 temperature=hb.temperature,
             )
         return await dispatch.fuse(
-            self.nc, call, ctx, attempt_timeout_s=self.dispatcher.policy.calls.attempt_timeout_s
+            self.dispatcher.transport,
+            call,
+            ctx,
+            attempt_timeout_s=self.dispatcher.policy.calls.attempt_timeout_s,
         )
 
     async def _one_way(
@@ -491,7 +494,7 @@ class TaskRunner:
                 "labels: empty; send the true class of every row (or `values` for regression)"
             )
         ctx = CallContext.start(req.task_id, Priority.NORMAL, self.default_budget_s)
-        return await dispatch.feedback(self.nc, req, ctx)
+        return await dispatch.feedback(self.dispatcher.transport, req, ctx)
 
     def _check_inputs(self, inputs: Sequence[tensor_pb2.Tensor], roster: Roster) -> None:
         capability = roster.capability

@@ -19,6 +19,7 @@ from chorus import subjects
 from chorus.calls import choice
 from chorus.calls.client import CallPolicy, MemberCalls
 from chorus.calls.replicas import ReplicaBook
+from chorus.calls.transport import NatsTransport
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
 from chorus.errors import ChorusError
@@ -33,7 +34,9 @@ FUSER = "f1"
 async def collector(tmp_path: Path) -> AsyncIterator[tuple[Client, Collector]]:
     with NatsServer(tmp_path / "js") as server:
         nc = await nats.connect(server.url)
-        calls = MemberCalls(nc, ReplicaBook(), choice.get("power_of_two"), CallPolicy())
+        calls = MemberCalls(
+            NatsTransport(nc), ReplicaBook(), choice.get("power_of_two"), CallPolicy()
+        )
         found = Collector(calls, lambda model: [])
         await nc.subscribe(subjects.collect(FUSER), cb=found.on_answer)
         await nc.flush()

@@ -23,6 +23,7 @@ from chorus.calls import choice
 from chorus.calls.breaker import State
 from chorus.calls.client import CallCounters, CallPolicy, MemberCalls
 from chorus.calls.replicas import ReplicaBook
+from chorus.calls.transport import NatsTransport
 from chorus.codec import to_tensor
 from chorus.context import INPUT_SHA256, CallContext, Priority
 from chorus.errors import DataLoss, DeadlineExceeded
@@ -80,7 +81,7 @@ def _members(
     metrics: CallCounters | None = None,
 ) -> NatsMembers:
     policy = CallPolicy(attempt_timeout_s=attempt_s, hedge=False)
-    calls = MemberCalls(nc, book, choice.get("power_of_two"), policy, metrics)
+    calls = MemberCalls(NatsTransport(nc), book, choice.get("power_of_two"), policy, metrics)
     return NatsMembers(calls, lambda model: [_beat(r) for r in replicas])
 
 
