@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -18,6 +17,7 @@ from chorus.config import SecurityConfig, from_env
 from chorus.context import Priority
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.security import aio_channel, call_metadata, channel
+from chorus.spawner import cancel
 
 
 @dataclass(frozen=True)
@@ -184,9 +184,7 @@ class AsyncTaskClient:
             async for result in call:
                 yield result
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await cancel(writer)
 
     async def close(self) -> None:
         await self.channel.close()

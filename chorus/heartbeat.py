@@ -7,13 +7,13 @@ Control-plane traffic, so JSON keeps it readable with `nats sub chorus.hb.*`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chorus.spawner import cancel
 from chorus.spec import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,8 @@ class HeartbeatLoop:
             self._task = asyncio.create_task(self._forever(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _forever(self) -> None:
         while True:

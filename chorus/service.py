@@ -4,7 +4,6 @@ an idempotent start/stop usable as an async context manager."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from types import TracebackType
@@ -28,6 +27,7 @@ from chorus.grpcserver import set_serving
 from chorus.jetstream import replicas_for, servers
 from chorus.metrics import serve_metrics
 from chorus.security import nats_options
+from chorus.spawner import cancel
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,8 @@ class ServiceBase:
     async def stop(self) -> None:
         """Subclasses stop their own parts first, then call this."""
         tracing.shutdown()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        await cancel(self._ticker)
+        self._ticker = None
         if self._nc is not None:
             # Draining waits for a server; with NATS gone, close at once instead.
             if self._nc.is_connected:

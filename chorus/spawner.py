@@ -7,11 +7,22 @@ would serialise every request; handlers hand their work to a Spawner instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+async def cancel(task: asyncio.Future[Any] | None) -> None:
+    """Cancel `task` and wait until it has stopped (its `finally` blocks have run); None is
+    nothing to do. A stopped task's CancelledError is swallowed here."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Spawner:

@@ -15,6 +15,7 @@ from chorus.cli.defaults import (
     GC_FIRST_GENERATION,
     STOP_WHILE_STARTING_S,
 )
+from chorus.spawner import cancel
 
 
 def _run_service(service: Any, ready: dict[str, Any]) -> int:
@@ -51,9 +52,7 @@ async def _start_unless_stopped(service: Any, stop: asyncio.Event) -> bool:
     if starting.done():
         starting.result()
         return True
-    starting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await starting
+    await cancel(starting)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(service.stop(), STOP_WHILE_STARTING_S)
     from chorus.errors import describe_error

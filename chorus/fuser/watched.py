@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from chorus.jetstream import ensure_bucket
+from chorus.spawner import cancel
 
 CAS_ATTEMPTS = 20
 
@@ -69,11 +70,8 @@ class WatchedBucket(Generic[T]):
                 self._cache[entry.key] = self._decode(entry.value)
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await cancel(self._watch)
+        self._watch = None
 
     def cached(self, key: str) -> T | None:
         return self._cache.get(key)

@@ -8,7 +8,6 @@ nothing it does not need.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -16,8 +15,10 @@ from chorus import subjects
 from chorus.calls.choice import ReplicaChooser
 from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
 from chorus.calls.clock import SYSTEM, Clock
+from chorus.calls.payload import Payload
 from chorus.calls.replicas import ReplicaBook
 from chorus.calls.transport import Transport
+from chorus.config import RouterConfig
 from chorus.context import CAPABILITY, TASKS, CallContext
 from chorus.errors import ChorusError, Unavailable
 from chorus.heartbeat import Heartbeat
@@ -36,8 +37,9 @@ class FanOut:
 @dataclass(frozen=True)
 class DispatchPolicy:
     calls: CallPolicy = field(default_factory=CallPolicy)
-    coalesce_rows: int = 256
-    """Rows one joined call may carry when tasks wait for a model (0: every task alone)."""
+    coalesce_rows: int = RouterConfig().coalesce_rows
+    """Rows one joined call may carry when tasks wait for a model (0: every task alone); the
+    default is CHORUS_ROUTER_COALESCE_ROWS's."""
 
 
 class Dispatcher:
@@ -81,7 +83,7 @@ class Dispatcher:
     async def fan_out(
         self,
         members: dict[str, list[Heartbeat]],
-        payloads: dict[str, bytes],
+        payloads: dict[str, Payload],
         ctx: CallContext,
         capability: str = "",
         shared: dict[tuple[str, str], asyncio.Future[tuple[wire_pb2.InferReply, float]]]
@@ -92,12 +94,11 @@ class Dispatcher:
         Every body goes out with its SHA-256; a member checks it on arrival and echoes the
         digest it computed, so corruption on either leg is caught.
         """
-        digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
         models = list(payloads)
 
         async def member(m: str) -> tuple[wire_pb2.InferReply, float]:
-            replicas, body = members.get(m, []), payloads[m]
-            digest = digests[id(body)]
+            replicas, payload = members.get(m, []), payloads[m]
+            body, digest = payload.body, payload.digest
             if not replicas or not replicas[0].heads:
                 return await self.coalescer.call(m, replicas, body, digest, ctx)
             if shared is None:

@@ -45,7 +45,7 @@ from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFou
 from chorus.jetstream import ensure_bucket, ensure_stream
 from chorus.pb import task_pb2
 from chorus.router.task import TaskRunner
-from chorus.spawner import Spawner
+from chorus.spawner import Spawner, cancel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -335,9 +335,7 @@ class DurableTasks:
                 error_code=err.code_name, error_message=err.message, attempts=attempts,
             )  # fmt: skip
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            await cancel(keepalive)
         written = await _retrying(lambda: self._write(key, result, started), "result")
         if written is not None and result.status == task_pb2.TASK_STATUS_PENDING:
             # The mesh could not run it now (models gone, out of time): try again later.

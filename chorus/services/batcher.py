@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chorus.services.runtime import OnnxModel, Prediction
+from chorus.spawner import cancel
 
 
 @dataclass(order=True)
@@ -71,11 +72,8 @@ class DynamicBatcher:
         return await done
 
     async def close(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        await cancel(self._loop)
+        self._loop = None
 
     async def _run(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from chorus.services import repository
 from chorus.services.batcher import DynamicBatcher
 from chorus.services.repository import Manifest, version_key
 from chorus.services.runtime import OnnxModel, RunSettings
-from chorus.spawner import Spawner
+from chorus.spawner import Spawner, cancel
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +237,8 @@ class ModelHost:
             self._on_change()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await cancel(self._watcher)
+        self._watcher = None
         for v in list(self._loaded):
             self._retire(self._loaded.pop(v))
         await self._closing.close()

@@ -11,7 +11,6 @@ how a rollback is done (`chorus models rm MODEL --version V`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from chorus.errors import NotFound
 from chorus.model_store import DigestMismatch, ModelStore, StoredVersion, version_key
 from chorus.services import repository
 from chorus.services.lifecycle import ModelHost
+from chorus.spawner import cancel
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,5 @@ class StoreSync:
         log.info("model %s: version %s removed from the store", self.model, version)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None

@@ -1,4 +1,5 @@
-"""The parts every service shares: the heartbeat loop and the answer to a failed request."""
+"""The parts every service shares: the heartbeat loop, the answer to a failed request and
+stopping a task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from chorus.errors import InvalidArgument, respond_error
 from chorus.heartbeat import HeartbeatLoop
+from chorus.spawner import cancel
 
 
 class _Request:
@@ -61,3 +63,19 @@ async def test_the_heartbeat_loop_beats_survives_a_failed_beat_and_stops(
     assert len(beats) == stopped_at
     assert "heartbeat-test failed: nats down" in caplog.text
     await loop.stop()  # again: nothing to do
+
+
+async def test_cancel_waits_for_the_task_to_stop_and_takes_none() -> None:
+    cleaned: list[str] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cleaned.append("done")
+
+    task = asyncio.create_task(work())
+    await asyncio.sleep(0)
+    await cancel(task)
+    assert task.cancelled() and cleaned == ["done"]
+    await cancel(None)
