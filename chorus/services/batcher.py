@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from chorus.services.runtime import OnnxModel, Prediction
+from chorus.services.runtime import OnnxModel, Prediction, RunSettings
 from chorus.spawner import cancel
 
 
@@ -40,7 +40,7 @@ class DynamicBatcher:
         model: OnnxModel,
         *,
         max_batch: int = 1,
-        max_delay_s: float = 0.002,
+        max_delay_s: float = RunSettings().max_batch_delay_ms / 1000,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
