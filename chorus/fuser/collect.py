@@ -51,7 +51,7 @@ class Collected:
     """What the router needs back about the members, beside the fused answer."""
 
     answers: list[wire_pb2.MemberAnswer] = field(default_factory=list)
-    missing: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, ChorusError] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     joined: bool = False
     """A member answered in a joined call, so other tasks finished collecting with this one
@@ -59,7 +59,9 @@ class Collected:
 
     def report(self, reply: wire_pb2.FuseReply) -> None:
         reply.answers.extend(self.answers)
-        reply.missing.update(self.missing)
+        for model, err in self.missing.items():
+            why = reply.missing[model]
+            why.code, why.message = err.code_name, err.message
         reply.attempts.extend(a.to_proto() for a in self.attempts)
 
 
@@ -179,13 +181,13 @@ class Collector:
                     f"model {model}: no answer within {waited:.0f} ms"
                 )
                 errors[model] = err
-                collected.missing[model] = f"{err.code_name}: {err.message}"
+                collected.missing[model] = err
                 continue
             try:
                 scores = _output(m.answer, m.expected.scores_output)
             except ChorusError as err:
                 errors[model] = err
-                collected.missing[model] = f"{err.code_name}: {err.message}"
+                collected.missing[model] = err
                 continue
             call.members.add(
                 model=model,

@@ -133,7 +133,7 @@ class Attempt(_message.Message):
     def __init__(self, model: _Optional[str] = ..., replica: _Optional[str] = ..., latency_ms: _Optional[float] = ..., code: _Optional[str] = ..., call: _Optional[str] = ...) -> None: ...
 
 class FuseReply(_message.Message):
-    __slots__ = ("policy", "probabilities", "rows", "weights", "conflict_policy", "temperatures", "coverage", "calibration_rows", "answers", "missing", "attempts")
+    __slots__ = ("policy", "probabilities", "rows", "weights", "conflict_policy", "temperatures", "coverage", "calibration_rows", "answers", "attempts", "missing")
     class WeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -153,8 +153,8 @@ class FuseReply(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+        value: MemberError
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MemberError, _Mapping]] = ...) -> None: ...
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -164,8 +164,8 @@ class FuseReply(_message.Message):
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_FIELD_NUMBER: _ClassVar[int]
-    MISSING_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
     policy: str
     probabilities: _tensor_pb2.Tensor
     rows: _containers.RepeatedCompositeFieldContainer[_task_pb2.RowDecision]
@@ -175,9 +175,17 @@ class FuseReply(_message.Message):
     coverage: float
     calibration_rows: int
     answers: _containers.RepeatedCompositeFieldContainer[MemberAnswer]
-    missing: _containers.ScalarMap[str, str]
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
-    def __init__(self, policy: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ..., temperatures: _Optional[_Mapping[str, float]] = ..., coverage: _Optional[float] = ..., calibration_rows: _Optional[int] = ..., answers: _Optional[_Iterable[_Union[MemberAnswer, _Mapping]]] = ..., missing: _Optional[_Mapping[str, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+    missing: _containers.MessageMap[str, MemberError]
+    def __init__(self, policy: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[_task_pb2.RowDecision, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., conflict_policy: _Optional[str] = ..., temperatures: _Optional[_Mapping[str, float]] = ..., coverage: _Optional[float] = ..., calibration_rows: _Optional[int] = ..., answers: _Optional[_Iterable[_Union[MemberAnswer, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., missing: _Optional[_Mapping[str, MemberError]] = ...) -> None: ...
+
+class MemberError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReviewCase(_message.Message):
     __slots__ = ("task_id", "capability", "labels", "inputs", "members", "rows", "review_rows")

@@ -8,7 +8,6 @@ nothing it does not need.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ from chorus import subjects
 from chorus.calls.choice import ReplicaChooser
 from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
 from chorus.calls.clock import SYSTEM, Clock
+from chorus.calls.payload import Payload
 from chorus.calls.replicas import ReplicaBook
 from chorus.calls.transport import Transport
 from chorus.config import RouterConfig
@@ -83,7 +83,7 @@ class Dispatcher:
     async def fan_out(
         self,
         members: dict[str, list[Heartbeat]],
-        payloads: dict[str, bytes],
+        payloads: dict[str, Payload],
         ctx: CallContext,
         capability: str = "",
         shared: dict[tuple[str, str], asyncio.Future[tuple[wire_pb2.InferReply, float]]]
@@ -94,12 +94,11 @@ class Dispatcher:
         Every body goes out with its SHA-256; a member checks it on arrival and echoes the
         digest it computed, so corruption on either leg is caught.
         """
-        digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
         models = list(payloads)
 
         async def member(m: str) -> tuple[wire_pb2.InferReply, float]:
-            replicas, body = members.get(m, []), payloads[m]
-            digest = digests[id(body)]
+            replicas, payload = members.get(m, []), payloads[m]
+            body, digest = payload.body, payload.digest
             if not replicas or not replicas[0].heads:
                 return await self.coalescer.call(m, replicas, body, digest, ctx)
             if shared is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import random
 import secrets
 from dataclasses import replace
@@ -28,6 +27,7 @@ from chorus import subjects, tracing
 from chorus.calls.attempts import Attempt
 from chorus.calls.client import MemberCalls, error_of
 from chorus.calls.clock import SYSTEM, Clock
+from chorus.calls.payload import Payload
 from chorus.calls.transport import Message, NoResponders, RequestTimeout, Transport
 from chorus.context import INPUT_SHA256, TASKS, CallContext
 from chorus.errors import ChorusError
@@ -106,7 +106,7 @@ class OneWay:
     async def run(
         self,
         replicas: dict[str, list[Heartbeat]],
-        payloads: dict[str, bytes],
+        payloads: dict[str, Payload],
         call: wire_pb2.FuseCall,
         ctx: CallContext,
     ) -> tuple[FanOut, wire_pb2.FuseReply] | None:
@@ -127,16 +127,15 @@ class OneWay:
         call.attempt_timeout_ms = max(1, int(policy.attempt_timeout_s * 1000))
         call.hedge = policy.hedge
         bodies: dict[int, int] = {}
-        digests = {id(b): hashlib.sha256(b).hexdigest() for b in payloads.values()}
         tags: dict[str, str] = {}
-        for model, body in payloads.items():
+        for model, payload in payloads.items():
             hb = replicas[model][0]
-            index = bodies.setdefault(id(body), len(bodies))
+            index = bodies.setdefault(id(payload), len(bodies))
             if index == len(call.bodies):
-                call.bodies.append(body)
+                call.bodies.append(payload.body)
             tags[model] = f"{self._prefix}{next(self._tokens):x}"
             call.expected.add(
-                model=model, call=tags[model], body=index, input_sha256=digests[id(body)],
+                model=model, call=tags[model], body=index, input_sha256=payload.digest,
                 scores_output=hb.scores_output, output_kind=hb.output_kind,
                 temperature=hb.temperature,
             )  # fmt: skip
@@ -151,9 +150,9 @@ class OneWay:
         joiner = self._joiner(fuser)
         placing = [
             asyncio.ensure_future(
-                joiner.call(model, replicas[model], body, digests[id(body)], ctx, tags[model])
+                joiner.call(model, replicas[model], p.body, p.digest, ctx, tags[model])
             )
-            for model, body in payloads.items()
+            for model, p in payloads.items()
         ]
         try:
             msg = await opened
@@ -282,6 +281,5 @@ def _fan(reply: wire_pb2.FuseReply) -> FanOut:
         )
         out.latency_ms[a.model] = a.latency_ms
     for model, why in reply.missing.items():
-        code, _, message = why.partition(": ")
-        out.errors[model] = ChorusError.from_code_name(code, message)
+        out.errors[model] = ChorusError.from_code_name(why.code, why.message)
     return out

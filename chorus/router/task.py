@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
 from chorus import tracing
+from chorus.calls.clock import SYSTEM, Clock
+from chorus.calls.payload import Payload
 from chorus.calls.quorum import too_few_members
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext, Priority
@@ -85,6 +86,7 @@ class TaskRunner:
         max_tensor_elements: int = 1 << 22,
         max_deadline_s: float = 3600.0,
         one_way: OneWay | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.nc = nc
         self.registry = registry
@@ -102,6 +104,8 @@ class TaskRunner:
         self.max_deadline_s = max_deadline_s
         self.one_way = one_way
         """The router -> members -> fuser -> router path for single-stage tasks (None: off)."""
+        self.clock = clock
+        """Task latencies and waits for heartbeats; the registry's clock (monotonic)."""
 
     async def submit(
         self,
@@ -110,7 +114,7 @@ class TaskRunner:
         metadata: dict[str, str] | None = None,
     ) -> task_pb2.SubmitResponse:
         """`metadata` is the caller's gRPC metadata; a `traceparent` there continues its trace."""
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         priority = Priority.from_wire(req.priority)
         label = (req.pipeline and f"pipeline:{req.pipeline}") or req.capability
         outcome = "ok"
@@ -126,7 +130,7 @@ class TaskRunner:
             in_flight.dec()
             self.metrics.tasks.labels(label, priority.label, outcome).inc()
             if outcome == "ok":
-                self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+                self.metrics.latency.labels(label).observe(self.clock.monotonic() - start)
 
     def validate(self, req: task_pb2.SubmitRequest) -> None:
         """Everything that can be checked before a task is accepted (for async submission)."""
@@ -188,7 +192,7 @@ class TaskRunner:
             raise InvalidArgument(
                 "capability: empty; expected a capability such as 'classify/digits'"
             )
-        now = time.monotonic()
+        now = self.clock.monotonic()
         replicas = self.registry.models_for(capability, now)
         if not replicas:
             ago = self.registry.offered_s_ago(capability, now)
@@ -208,14 +212,14 @@ class TaskRunner:
         """`roster`, but a capability whose models went quiet a moment ago is waited for (up to
         half the task's time left) instead of failed: the router's own NATS connection moving
         to another node silences every heartbeat for a few seconds."""
-        give_up = time.monotonic() + min(ctx.remaining_s() / 2, RECENTLY_OFFERED_S)
+        give_up = self.clock.monotonic() + min(ctx.remaining_s() / 2, RECENTLY_OFFERED_S)
         while True:
             try:
                 return self.roster(capability)
             except Unavailable:
-                if time.monotonic() + WAIT_POLL_S > give_up:
+                if self.clock.monotonic() + WAIT_POLL_S > give_up:
                     raise
-            await asyncio.sleep(WAIT_POLL_S)
+            await self.clock.sleep(WAIT_POLL_S)
 
     def _pipeline(self, req: task_pb2.SubmitRequest) -> Pipeline:
         pipeline = self.pipelines.get(req.pipeline)
@@ -240,13 +244,13 @@ class TaskRunner:
             roster = await self.live_roster(stage.capability, ctx)
             self._check_inputs(tensors, roster)
             conflict = task_pb2.ConflictPolicy(**(stage.conflict or {}))
-            start = time.perf_counter()
+            start = self.clock.monotonic()
             done = await self._stage(
                 roster, tensors, stage.fusion_policy or "", conflict, task_pb2.Cascade(), ctx, {},
                 shared,
             )  # fmt: skip
             done.result.name = stage.name
-            done.result.latency_ms = (time.perf_counter() - start) * 1000
+            done.result.latency_ms = (self.clock.monotonic() - start) * 1000
             results[stage.name] = done.result
             return {t.name: from_tensor(t) for t in done.outputs}
 
@@ -268,7 +272,7 @@ class TaskRunner:
         conflict: task_pb2.ConflictPolicy,
         cascade: task_pb2.Cascade,
         ctx: CallContext,
-        payloads: dict[str, bytes],
+        payloads: dict[str, Payload],
         shared: Shared = None,
     ) -> StageDone:
         if cascade.threshold and roster.regression:
@@ -288,7 +292,7 @@ class TaskRunner:
         return self._done(roster, fan, fused, task_pb2.StageResult(capability=roster.capability))
 
     async def _fan_out(
-        self, roster: Roster, payloads: dict[str, bytes], ctx: CallContext, shared: Shared = None
+        self, roster: Roster, payloads: dict[str, Payload], ctx: CallContext, shared: Shared = None
     ) -> FanOut:
         fan = await self.dispatcher.fan_out(
             roster.replicas, payloads, ctx, roster.capability, shared
@@ -364,7 +368,7 @@ class TaskRunner:
     async def _one_way(
         self,
         roster: Roster,
-        payloads: dict[str, bytes],
+        payloads: dict[str, Payload],
         inputs: Sequence[tensor_pb2.Tensor],
         fusion_policy: str,
         conflict: task_pb2.ConflictPolicy,
@@ -468,9 +472,10 @@ class TaskRunner:
 
     def _payloads(
         self, inputs: Sequence[tensor_pb2.Tensor], members: dict[str, Heartbeat]
-    ) -> dict[str, bytes]:
-        """Each member's InferCall, holding only the inputs it takes (shared when equal)."""
-        by_names: dict[tuple[str, ...], bytes] = {}
+    ) -> dict[str, Payload]:
+        """Each member's InferCall, holding only the inputs it takes (shared when equal),
+        encoded and hashed once for whichever path carries it."""
+        by_names: dict[tuple[str, ...], Payload] = {}
         payloads = {}
         for model, hb in members.items():
             names = tuple(sorted(s.name for s in hb.inputs))
@@ -482,7 +487,7 @@ class TaskRunner:
                         f"inputs: {len(body)} bytes exceed the mesh's {self.nc.max_payload}-byte "
                         "message limit; send fewer rows per task"
                     )
-                by_names[names] = body
+                by_names[names] = Payload.of(body)
             payloads[model] = by_names[names]
         return payloads
 

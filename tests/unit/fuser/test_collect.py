@@ -177,8 +177,12 @@ def test_a_member_past_the_wait_is_named_missing_and_too_few_fail_the_task() -> 
         )
         collected = await found.collect(call, _ctx())
         assert elapsed() == pytest.approx(0.6)
-        assert "no answer within" in collected.missing["slow"]
-        assert collected.missing["slow"].startswith("DEADLINE_EXCEEDED: ")
+        slow = collected.missing["slow"]
+        assert isinstance(slow, DeadlineExceeded) and "no answer within" in slow.message
+        reply = wire_pb2.FuseReply()
+        collected.report(reply)
+        assert reply.missing["slow"].code == "DEADLINE_EXCEEDED"
+        assert reply.missing["slow"].message == slow.message
         strict = _task("w2", models=("slow",), wait_ms=300)
         with pytest.raises(DeadlineExceeded, match="0 member"):
             await found.collect(strict, _ctx())

@@ -16,6 +16,7 @@ from chorus.calls import choice
 from chorus.calls.attempts import Attempt
 from chorus.calls.breaker import State
 from chorus.calls.client import ERROR_CODE_HEADER, ERROR_HEADER, CallPolicy, MemberCalls
+from chorus.calls.payload import Payload
 from chorus.calls.replicas import ReplicaBook
 from chorus.codec import from_tensor
 from chorus.context import CallContext, Priority
@@ -77,9 +78,11 @@ def _fuser(bus: FakeTransport, beats: list[Heartbeat]) -> Collector:
     return found
 
 
-def _task(models: list[str], min_members: int = 1) -> tuple[dict[str, bytes], wire_pb2.FuseCall]:
-    body = infer_body(2)
-    return dict.fromkeys(models, body), wire_pb2.FuseCall(capability="c", min_members=min_members)
+def _task(models: list[str], min_members: int = 1) -> tuple[dict[str, Payload], wire_pb2.FuseCall]:
+    payload = Payload.of(infer_body(2))
+    return dict.fromkeys(models, payload), wire_pb2.FuseCall(
+        capability="c", min_members=min_members
+    )
 
 
 def _ctx() -> CallContext:
@@ -102,7 +105,8 @@ def test_members_answer_the_fuser_and_the_router_learns_from_its_attempts() -> N
         )
         # One body, sent once to the fuser and hashed once; members got it with its digest.
         assert len(call.bodies) == 1
-        assert {e.input_sha256 for e in call.expected} == {digest_of(payloads["a"])}
+        assert {e.input_sha256 for e in call.expected} == {digest_of(payloads["a"].body)}
+        assert call.bodies[0] == payloads["a"].body
         members = [s for s in bus.sent if s.subject.startswith("chorus.infer.")]
         assert {s.reply.split(".")[2] for s in members} == {FUSER}
         assert {(a.model, a.replica, a.code) for a in reply.attempts} == {
@@ -145,7 +149,9 @@ def test_failures_the_fuser_reports_open_the_routers_breakers() -> None:
 
         async def fuse(subject: str, payload: bytes, headers: dict[str, str]) -> FakeMsg:
             call = wire_pb2.FuseCall.FromString(payload)
-            reply = wire_pb2.FuseReply(missing={"a": "UNAVAILABLE: model a: stopping"})
+            reply = wire_pb2.FuseReply()
+            reply.missing["a"].code = "UNAVAILABLE"
+            reply.missing["a"].message = "model a: stopping: the model service is stopping"
             tok = call.expected[0].call
             reply.attempts.append(Attempt("a", "", 3.0, "UNAVAILABLE", tok).to_proto())
             return FakeMsg(subject, reply.SerializeToString())
@@ -157,7 +163,7 @@ def test_failures_the_fuser_reports_open_the_routers_breakers() -> None:
         ran = await one_way.run({"a": beats}, payloads, call, _ctx())
         assert ran is not None
         assert ran[0].errors["a"].code_name == "UNAVAILABLE"
-        assert ran[0].errors["a"].message == "model a: stopping"
+        assert ran[0].errors["a"].message == "model a: stopping: the model service is stopping"
         assert book.state("ra").breaker.state is State.OPEN
 
     run(main())
