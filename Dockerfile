@@ -1,45 +1,86 @@
-# syntax=docker/dockerfile:1
-# One image for every Chorus service (router, model, fuser) and the CLI:
-#   docker build -t ghcr.io/chorus-mesh/chorus:0.1.0 .
-#   docker run --rm ghcr.io/chorus-mesh/chorus:0.1.0 serve router
-# onnxruntime-gpu runs on CPU unless the CUDA and cuDNN libraries it loads are present; for GPU
-# nodes (k8s/overlays/gpu) build with them:
-#   docker build --build-arg CHORUS_PIP_EXTRA="onnxruntime-gpu[cuda,cudnn]" -t ... .
-# BASE_IMAGE picks another Python 3.11+ Debian image (a mirror, a pinned digest).
+# One image per role, each its own target, tagged with the package version:
+#   control    router, fuser, planner and the CLI; no ONNX Runtime     (extra: control)
+#   model-cpu  the model service on ONNX Runtime's CPU build           (extra: services-cpu)
+#   model-gpu  the model service on ONNX Runtime's CUDA build, with the CUDA and cuDNN wheels
+#              it loads, so the CUDA provider works on a node with only the NVIDIA driver
+#                                                                      (extra: services-gpu)
+# scripts/build-images.sh builds the three as ghcr.io/chorus-mesh/chorus-<target>:<version>;
+# by hand:
+#   docker build --target control -t ghcr.io/chorus-mesh/chorus-control:0.1.0 .
+#   docker run --rm ghcr.io/chorus-mesh/chorus-control:0.1.0 serve router
+# Always name a target: with none, the last one (model-gpu, the largest) is built.
+# BASE_IMAGE picks another Debian-based image with Python 3.11+ as python3 (a mirror, a pinned
+# digest, a local import).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
-RUN python -m venv /opt/chorus
-ENV PATH=/opt/chorus/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY chorus ./chorus
-ARG CHORUS_PIP_EXTRA=""
-RUN pip install . ${CHORUS_PIP_EXTRA} \
- && chorus --help > /dev/null
+RUN python3 -m venv /opt/wheel-builder \
+ && /opt/wheel-builder/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && rm -rf /opt/wheel-builder build
 
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.source="https://github.com/chorus-mesh/chorus" \
-      org.opencontainers.image.title="chorus" \
       org.opencontainers.image.description="A message-queue mesh in which many ONNX models work on one task together" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 chorus \
  && useradd --system --uid 10001 --gid chorus --no-create-home --home-dir /tmp \
       --shell /usr/sbin/nologin chorus
-COPY --from=build /opt/chorus /opt/chorus
 # HOME and every write go to /tmp (an emptyDir in Kubernetes), so the root filesystem can be
-# mounted read-only; models live in /models.
+# mounted read-only.
 ENV PATH=/opt/chorus/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp \
-    CHORUS_MODEL_REPOSITORY=/models
+    HOME=/tmp
 WORKDIR /tmp
-USER 10001:10001
-# router 50051 (gRPC), model 8001 (KServe v2 gRPC) as set in k8s/, metrics 9100
-EXPOSE 50051 8001 9100
 ENTRYPOINT ["chorus"]
 CMD ["--help"]
+
+# Each role's virtual environment, built where pip and the wheel are, copied alone into the
+# runtime stage. The stages run in file order under the classic builder, so each target
+# comes right after what it needs and builds nothing of the targets after it.
+FROM build AS venv-control
+RUN python3 -m venv /opt/chorus \
+ && /opt/chorus/bin/pip install "$(echo /wheels/chorus_mesh-*.whl)[control]" \
+ && /opt/chorus/bin/chorus --help > /dev/null \
+ && ! /opt/chorus/bin/python -c "import onnxruntime" 2> /dev/null
+
+FROM runtime AS control
+LABEL org.opencontainers.image.title="chorus-control"
+COPY --from=venv-control /opt/chorus /opt/chorus
+USER 10001:10001
+# router gRPC 50051, metrics 9100 (k8s/)
+EXPOSE 50051 9100
+
+FROM build AS venv-model-cpu
+RUN python3 -m venv /opt/chorus \
+ && /opt/chorus/bin/pip install "$(echo /wheels/chorus_mesh-*.whl)[services-cpu]" \
+ && /opt/chorus/bin/python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' not in ort.get_available_providers()"
+
+FROM runtime AS model-cpu
+LABEL org.opencontainers.image.title="chorus-model-cpu"
+COPY --from=venv-model-cpu /opt/chorus /opt/chorus
+# Models come from /models (a volume) or from the NATS object store, cached under /tmp.
+ENV CHORUS_MODEL_REPOSITORY=/models \
+    CHORUS_MODEL_CACHE_DIR=/tmp/chorus-models
+USER 10001:10001
+# KServe v2 gRPC 8001, metrics 9100 (k8s/)
+EXPOSE 8001 9100
+
+FROM build AS venv-model-gpu
+RUN python3 -m venv /opt/chorus \
+ && /opt/chorus/bin/pip install "$(echo /wheels/chorus_mesh-*.whl)[services-gpu]" \
+ && /opt/chorus/bin/python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers()"
+
+FROM runtime AS model-gpu
+LABEL org.opencontainers.image.title="chorus-model-gpu"
+COPY --from=venv-model-gpu /opt/chorus /opt/chorus
+ENV CHORUS_MODEL_REPOSITORY=/models \
+    CHORUS_MODEL_CACHE_DIR=/tmp/chorus-models
+USER 10001:10001
+EXPOSE 8001 9100
