@@ -165,6 +165,28 @@ def test_base_install_cli_names_the_extra_it_lacks(base_venv: Path, mesh: Mesh) 
         assert line.endswith(f"pip install 'chorus-mesh[{extra}]'"), line
 
 
+def test_base_install_pushes_lists_and_removes_models_in_the_store(
+    base_venv: Path, nats_url: str, model_repo: Path
+) -> None:
+    """The platform team's commands need no ONNX Runtime: the layout is checked, the files
+    streamed, the graph checked where the model service loads it."""
+    chorus = str(base_venv / "bin" / "chorus")
+    store = ["--nats-url", nats_url]
+
+    def run(*argv: str) -> str:
+        ran = subprocess.run([chorus, *argv], capture_output=True, text=True, timeout=60,
+                             env=_env())  # fmt: skip
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        return ran.stdout
+
+    pushed = run("models", "push", str(model_repo / "logreg"), "--store", "nats:base", *store)
+    assert "pushed logreg v1 to nats:base" in pushed
+    listed = json.loads(run("models", "ls", "--repository", "nats:base", "--json", *store))
+    assert [(r["model"], r["version"]) for r in listed] == [("logreg", "1")]
+    run("models", "rm", "logreg", "--repository", "nats:base", *store)
+    assert json.loads(run("models", "ls", "--repository", "nats:base", "--json", *store)) == []
+
+
 def _uv() -> str:
     try:
         from uv import find_uv_bin
