@@ -229,6 +229,19 @@ def fetch_to_temp(repository: Path, url: str) -> Path:
     return root
 
 
+def _said(action: str, command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """A store command whose refusal (a bad bucket name, a missing version) is one line."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except StoreError as err:
+            print(f"chorus models {action}: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def add_arguments(models: Any) -> None:
     """The store's subcommands on `chorus models`."""
     push = models.add_parser(
@@ -241,7 +254,7 @@ def add_arguments(models: Any) -> None:
                       help=f"{SCHEME} (bucket {DEFAULT_BUCKET}) or {SCHEME}BUCKET")  # fmt: skip
     push.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
     push.add_argument("--quiet", action="store_true", help="no line per file")
-    push.set_defaults(func=cmd_models_push)
+    push.set_defaults(func=_said("push", cmd_models_push))
 
     ls = models.add_parser("ls", help="the models and versions of the store or a folder")
     ls.add_argument("model", nargs="?", default="", help="only this model")
@@ -251,7 +264,7 @@ def add_arguments(models: Any) -> None:
     ls.add_argument("--router", metavar="HOST:PORT",
                     help="instead: the models a running router sees alive")  # fmt: skip
     ls.add_argument("--json", action="store_true", help="one JSON list")
-    ls.set_defaults(func=cmd_models_ls)
+    ls.set_defaults(func=_said("ls", cmd_models_ls))
 
     rm = models.add_parser(
         "rm",
@@ -263,4 +276,4 @@ def add_arguments(models: Any) -> None:
     rm.add_argument("--repository", type=Path, default=Path(SCHEME),
                     help=f"{SCHEME} or {SCHEME}BUCKET (default {SCHEME})")  # fmt: skip
     rm.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
-    rm.set_defaults(func=cmd_models_rm)
+    rm.set_defaults(func=_said("rm", cmd_models_rm))
