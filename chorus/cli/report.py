@@ -18,8 +18,8 @@ from chorus.context import CallContext, Priority
 from chorus.demo.build import ARBITER, GATE, STACKER, build_demo
 from chorus.demo.datasets import LABELS, digits_split
 from chorus.demo.members import CAPABILITY, MEMBERS
-from chorus.fuser.fusion import GATED, STACKING, Stacker, Tools, fuse
-from chorus.fuser.strategies import STRATEGIES
+from chorus.fuser.fusion import Tools, fuse
+from chorus.fuser.strategies import CLASSIFICATION, Stacker
 from chorus.pb import task_pb2, wire_pb2
 from chorus.services import repository
 from chorus.services.augment import infer_augmented
@@ -84,8 +84,7 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
 
         tools = Tools(
             client=LocalMembers(models),
-            stacker=lambda c: Stacker(STACKER, tuple(MEMBERS)),
-            gate=lambda c: Stacker(GATE, tuple(MEMBERS)),
+            served=lambda role, c: Stacker({"stack": STACKER, "gate": GATE}[role], tuple(MEMBERS)),
             arbiter=lambda c: ARBITER,
             review=review,
         )
@@ -101,7 +100,7 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
             return c
 
         strategies = []
-        for name in [*sorted(s for s in STRATEGIES if s not in REGRESSION), STACKING, GATED]:
+        for name in [*sorted(s.name for s in CLASSIFICATION), "stacking", "gated"]:
             _, out = await fuse(call(name, POLICY_RUNS[0][1]), ctx, tools)
             labels = out.fused.labels
             strategies.append(
@@ -121,9 +120,6 @@ async def evaluate(root: Path) -> tuple[list[Row], list[Row], list[Row]]:
     finally:
         for m in models.values():
             m.close()
-
-
-REGRESSION = {"weighted_mean", "median"}
 
 
 def render(members: list[Row], strategies: list[Row], policies: list[Row]) -> str:

@@ -8,7 +8,6 @@ serve any request and a restart loses nothing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -31,11 +30,12 @@ from chorus.calls.transport import NatsTransport
 from chorus.config import FuserConfig
 from chorus.context import CallContext
 from chorus.errors import InvalidArgument, respond_error
+from chorus.fuser import strategies
 from chorus.fuser.batch import FuseBatcher
 from chorus.fuser.collect import Collected, Collector
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import ConformalStore, nonconformity
-from chorus.fuser.fusion import Stacker, Tools, decode_members
+from chorus.fuser.fusion import Tools, decode_members
 from chorus.fuser.members import NatsMembers
 from chorus.fuser.metrics import FuserMetrics
 from chorus.fuser.policies import Outcome
@@ -48,7 +48,7 @@ from chorus.fuser.records import (
     member_scores,
 )
 from chorus.fuser.reliability import ReliabilityStore
-from chorus.fuser.strategies import STRATEGIES
+from chorus.fuser.strategies import Stacker
 from chorus.fuser.temperatures import TemperatureStore
 from chorus.fuser.weights import WeightStore
 from chorus.heartbeat import Heartbeat, HeartbeatLoop
@@ -119,8 +119,7 @@ class FuserService(ServiceBase):
         self._tools = Tools(
             client=NatsMembers(calls, self._replicas),
             weights=self._weights.get,
-            stacker=functools.partial(self._served, "stack"),
-            gate=functools.partial(self._served, "gate"),
+            served=self._served,
             arbiter=self._arbiter,
             review=review.publish,
             thresholds=ConflictThresholds(
@@ -316,9 +315,10 @@ class FuserService(ServiceBase):
             await self._temperatures.learn(
                 record.capability, {n: (used[n], p) for n, p in raw.items()}, fb.truth
             )
-        if record.policy in STRATEGIES:
+        strategy = strategies.scores_only(record.policy)
+        if strategy is not None:
             members = decode_members(record, {})
-            fused = STRATEGIES[record.policy].fuse(members).probabilities[fb.rows]
+            fused = strategy.fuse(members).probabilities[fb.rows]
             scores = nonconformity(fused, fb.truth, fb.regression)
             await self._conformal.put(record.capability, record.policy, scores, extend=True)
 

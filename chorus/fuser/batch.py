@@ -6,8 +6,10 @@ wait for the turn to end). Every classification strategy and the first conflict 
 row by row, and a one-row task pays the whole fixed cost of numpy's calls; stacking the
 waiting tasks' rows and fusing them once costs little more than fusing one. Only tasks that
 would be fused alike are stacked: the same capability, strategy, labels and members (in the
-same order, with the same weight, temperature, kind and priority), classification, and no
-conflict policy beyond flagging (the others may ask members again, per task). Everything else,
+same order, with the same weight, temperature, kind and priority), classification, and a
+strategy and conflict policy that declare themselves `stackable` (row by row from the scores
+alone: the plain voting strategies, and flagging conflicts; the others may ask members
+again, per task). Everything else,
 and every task that fails a check, goes through `fusion.fuse` alone, with the same errors.
 """
 
@@ -26,13 +28,11 @@ from chorus.fuser import kinds, policies, strategies
 from chorus.fuser.conflict import ConflictReport
 from chorus.fuser.fusion import Tools, decode_members, fuse, reply_for
 from chorus.fuser.policies import Case, Outcome, Settings
-from chorus.fuser.strategies import Fused, MemberScores
+from chorus.fuser.strategies import Fused, FusionStrategy, MemberScores
 from chorus.fuser.strategies.base import check_members
 from chorus.pb import wire_pb2
 from chorus.wire import DEFAULT_POLICY
 
-STACKED = frozenset(s.name for s in strategies.CLASSIFICATION)
-FLAG_ONLY = "none"
 MAX_ROWS = 1024
 """Rows one stacked pass may carry: a group that would pass it is fused at once, and the
 tasks after it start a new group."""
@@ -50,7 +50,8 @@ class _Waiting:
 
 @dataclass
 class _Group:
-    strategy: str
+    strategy: FusionStrategy
+    policy: str
     waiting: list[_Waiting] = field(default_factory=list)
     rows: int = 0
 
@@ -78,13 +79,13 @@ class FuseBatcher:
         found = self._stackable(call) if self.enabled and together else None
         if found is None:
             return await fuse(call, ctx, self.tools)
-        key, members, strategy = found
+        key, members, strategy, policy = found
         rows = members[0].probabilities.shape[0]
         group = self._groups.get(key)
         if group is None or group.rows + rows > MAX_ROWS:
             if group is not None:
                 self._run(group)
-            group = self._groups[key] = _Group(strategy)
+            group = self._groups[key] = _Group(strategy, policy)
         done: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
         group.waiting.append(_Waiting(call, members, rows, done))
         group.rows += rows
@@ -94,15 +95,17 @@ class FuseBatcher:
 
     def _stackable(
         self, call: wire_pb2.FuseCall
-    ) -> tuple[Hashable, list[MemberScores], str] | None:
-        """The group key and decoded members of a task that can be stacked, else None (the
-        task then goes alone, and any error it has is raised there)."""
-        if call.conflict.name not in ("", FLAG_ONLY) or not call.members:
+    ) -> tuple[Hashable, list[MemberScores], FusionStrategy, str] | None:
+        """The group key, decoded members, strategy and conflict policy of a task that can be
+        stacked, else None (the task then goes alone, and any error it has is raised there)."""
+        policy = policies.POLICIES.get(call.conflict.name or "none")
+        if policy is None or not policy.needs.stackable or not call.members:
             return None
         if any(m.output_kind == kinds.REGRESSION for m in call.members):
             return None
         name = call.policy or DEFAULT_POLICY
-        if name not in STACKED:
+        strategy = strategies.scores_only(name)
+        if strategy is None or not strategy.needs.stackable:
             return None
         try:
             members = decode_members(
@@ -120,11 +123,12 @@ class FuseBatcher:
         key = (
             call.capability,
             name,
+            policy.name,
             tuple(call.labels),
             classes,
             tuple((m.model, m.weight, m.temperature, m.output_kind, m.priority) for m in members),
         )
-        return key, members, name
+        return key, members, strategy, policy.name
 
     def _flush(self) -> None:
         self._flush_at = None
@@ -149,9 +153,11 @@ class FuseBatcher:
             part = rows_of(outcome, start, start + w.rows, w.members)
             start += w.rows
             if not w.done.done():
-                w.done.set_result((reply_for(group.strategy, FLAG_ONLY, part), part))
+                w.done.set_result((reply_for(group.strategy.name, group.policy, part), part))
 
-    def _fuse_stacked(self, strategy: str, tasks: Sequence[list[MemberScores]]) -> Outcome:
+    def _fuse_stacked(
+        self, strategy: FusionStrategy, tasks: Sequence[list[MemberScores]]
+    ) -> Outcome:
         first = tasks[0]
         members = [
             MemberScores(
@@ -166,7 +172,7 @@ class FuseBatcher:
             )
             for i, m in enumerate(first)
         ]  # fmt: skip
-        fused = strategies.get(strategy).fuse(members)
+        fused = strategy.fuse(members)
         return policies.base.first_pass(
             Case(
                 capability="",
@@ -177,7 +183,7 @@ class FuseBatcher:
                 thresholds=self.tools.thresholds,
                 settings=Settings(),
                 ctx=CallContext("", Priority.NORMAL, 0),
-                strategy=strategy,
+                strategy=strategy.name,
             ),
             fused,
         )

@@ -7,6 +7,7 @@ service and the offline fusion report.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -14,38 +15,25 @@ import numpy as np
 
 from chorus.codec import from_tensor, to_tensor
 from chorus.context import CallContext
-from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.errors import InvalidArgument
 from chorus.fuser import kinds, policies, strategies
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import DEFAULT_COVERAGE
 from chorus.fuser.members import MemberClient
 from chorus.fuser.policies import Case, Outcome, Settings
-from chorus.fuser.reliability import MIN_ROWS, Estimate
-from chorus.fuser.strategies import Fused, MemberScores
-from chorus.fuser.strategies.base import agreement, check_members
-from chorus.fuser.strategies.gated import gate_input, gated_fuse
+from chorus.fuser.reliability import Estimate
+from chorus.fuser.strategies import Fused, MemberScores, Stacker, Strategy, Task, TaskStrategy
 from chorus.pb import task_pb2, wire_pb2
 from chorus.wire import DEFAULT_POLICY, REGRESSION_POLICY
-
-STACKING = "stacking"
-GATED = "gated"
-DAWID_SKENE = "dawid_skene"
-REGRESSION_NAMES = frozenset(s.name for s in strategies.REGRESSION)
-
-
-@dataclass(frozen=True)
-class Stacker:
-    model: str
-    members: tuple[str, ...]
-    input_name: str = "input"
 
 
 @dataclass
 class Tools:
     client: MemberClient | None = None
     weights: Callable[[str], dict[str, float]] = lambda capability: {}
-    stacker: Callable[[str], Stacker | None] = lambda capability: None
-    gate: Callable[[str], Stacker | None] = lambda capability: None
+    served: Callable[[str, str], Stacker | None] = lambda role, capability: None
+    """The live model serving a role (a strategy's `needs.model`: stack, gate) for a
+    capability, over its members."""
     arbiter: Callable[[str], str | None] = lambda capability: None
     review: Callable[[wire_pb2.ReviewCase], Awaitable[None]] | None = None
     thresholds: ConflictThresholds = field(default_factory=ConflictThresholds)
@@ -91,12 +79,13 @@ def decode_members(
 def _strategy_name(call: wire_pb2.FuseCall, regression: bool) -> str:
     """The policy asked for, or the kind's default; a strategy of the other kind is refused."""
     name = call.policy or (REGRESSION_POLICY if regression else DEFAULT_POLICY)
-    if regression and name not in REGRESSION_NAMES:
+    found = strategies.STRATEGIES.get(name)
+    if regression and (found is None or not found.needs.regression):
         raise InvalidArgument(
             f"fusion_policy: {name!r} fuses classifiers, but capability {call.capability!r} is "
-            f"a regression; use one of {sorted(REGRESSION_NAMES)}"
+            f"a regression; use one of {strategies.names(regression=True)}"
         )
-    if not regression and name in REGRESSION_NAMES:
+    if not regression and found is not None and found.needs.regression:
         raise InvalidArgument(
             f"fusion_policy: {name!r} fuses regression values, but capability "
             f"{call.capability!r} is a classification; use e.g. {DEFAULT_POLICY!r}"
@@ -105,134 +94,30 @@ def _strategy_name(call: wire_pb2.FuseCall, regression: bool) -> str:
 
 
 def _fuse_fn(
-    name: str,
+    strategy: Strategy,
     capability: str,
     tools: Tools,
     ctx: CallContext,
     inputs: dict[str, np.ndarray],
 ) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
-    if name == GATED:
-        return _gated_fn(capability, tools, ctx, inputs)
-    if name == DAWID_SKENE:
-        return _dawid_skene_fn(capability, tools)
-    if name != STACKING:
-        strategy = strategies.get(name)
+    """The strategy as the conflict policies call it, given what its `needs` ask for."""
+    if not isinstance(strategy, TaskStrategy):
+        plain = strategy
 
-        async def plain(members: Sequence[MemberScores]) -> Fused:
-            return strategy.fuse(members)
+        async def scores_only(members: Sequence[MemberScores]) -> Fused:
+            return plain.fuse(members)
 
-        return plain
-
-    async def stacked(members: Sequence[MemberScores]) -> Fused:
-        found = _served_model(STACKING, "stack", tools.stacker(capability), tools, capability)
-        fallback = _without_missing(STACKING, found, members)
-        if fallback is not None:
-            return fallback
-        by_name = {m.model: m for m in members}
-        assert tools.client is not None
-        x = np.hstack([by_name[n].probabilities for n in found.members]).astype(np.float32)
-        probs = await tools.client.scores(
-            found.model, {found.input_name: x}, scores_output="probabilities",
-            augment=False, ctx=ctx,
-        )  # fmt: skip
-        labels = np.argmax(probs, axis=1)
-        confidence = probs[np.arange(len(labels)), labels]
-        rules = [
-            f"stacking: {found.model} over {list(found.members)} ({c:.3f})" for c in confidence
-        ]
-        return Fused(probs, labels, confidence, agreement(members, labels), rules)
-
-    return stacked
-
-
-def _served_model(
-    strategy: str, prefix: str, found: Stacker | None, tools: Tools, capability: str
-) -> Stacker:
-    """The model a strategy asks (stacker, gate), or why it cannot."""
-    if found is None or tools.client is None:
-        raise FailedPrecondition(
-            f"fusion_policy: {strategy} needs a model with capability "
-            f"'{prefix}:{capability}'; none is running"
-        )
-    return found
-
-
-def _without_missing(
-    strategy: str, found: Stacker, members: Sequence[MemberScores]
-) -> Fused | None:
-    """The soft vote, saying why, when a member the model was trained on did not answer."""
-    present = {m.model for m in members}
-    missing = [n for n in found.members if n not in present]
-    if not missing:
-        return None
-    fallback = strategies.get(DEFAULT_POLICY).fuse(members)
-    rules = [f"{strategy}: {missing} missing, so {r}" for r in fallback.rules]
-    return Fused(
-        fallback.probabilities, fallback.labels, fallback.confidence, fallback.agreement, rules
+        return scores_only
+    needs = strategy.needs
+    task = Task(
+        capability=capability,
+        ctx=ctx,
+        inputs=inputs,
+        client=tools.client,
+        model=tools.served(needs.model, capability) if needs.model else None,
+        reliability=tools.reliability(capability) if needs.reliability else None,
     )
-
-
-def _gated_fn(
-    capability: str, tools: Tools, ctx: CallContext, inputs: dict[str, np.ndarray]
-) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
-    """Per-row member weights from the gate model (served like any model), then a weighted
-    mean; falls back to the soft vote, and says so, when a member the gate knows is missing."""
-
-    async def gated(members: Sequence[MemberScores]) -> Fused:
-        found = _served_model(GATED, "gate", tools.gate(capability), tools, capability)
-        if len(inputs) != 1:
-            raise InvalidArgument("inputs: gated fusion needs the task's single input tensor")
-        fallback = _without_missing(GATED, found, members)
-        if fallback is not None:
-            return fallback
-        assert tools.client is not None
-        by_name = {m.model: m for m in members}
-        ordered = [by_name[n] for n in found.members]
-        pixels = next(iter(inputs.values()))
-        x = gate_input(pixels, [m.probabilities for m in ordered])
-        weights = await tools.client.scores(
-            found.model, {found.input_name: x}, scores_output="probabilities",
-            augment=False, ctx=ctx,
-        )  # fmt: skip
-        return gated_fuse(ordered, weights)
-
-    return gated
-
-
-def _dawid_skene_fn(
-    capability: str, tools: Tools
-) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
-    """Each row's posterior over the true label under the members' confusion matrices,
-    estimated from their votes alone (fuser.reliability), with each member's probabilities
-    as its evidence; the majority vote, saying so, until enough votes have been seen."""
-
-    async def dawid_skene(members: Sequence[MemberScores]) -> Fused:
-        _, classes = check_members(members)
-        found = tools.reliability(capability)
-        seen = found.counts.rows if found is not None else 0.0
-        if found is None or seen < MIN_ROWS:
-            fallback = strategies.get("majority_vote").fuse(members)
-            rules = [
-                f"dawid_skene: {seen:.0f} rows of votes seen (needs {MIN_ROWS}), so {r}"
-                for r in fallback.rules
-            ]
-            return Fused(fallback.probabilities, fallback.labels, fallback.confidence,
-                         fallback.agreement, rules)  # fmt: skip
-        counts = found.aligned([m.model for m in members], classes)
-        posterior = counts.posterior_from_scores([m.probabilities for m in members])
-        labels = np.argmax(posterior, axis=1)
-        confidence = posterior[np.arange(len(labels)), labels]
-        accuracy = ", ".join(
-            f"{m.model} {a:.2f}" for m, a in zip(members, counts.accuracy(), strict=True)
-        )
-        rules = [
-            f"dawid_skene: posterior {c:.3f} from {seen:.0f} rows of votes "
-            f"(estimated accuracy {accuracy})"
-            for c in confidence
-        ]
-        return Fused(posterior, labels, confidence, agreement(members, labels), rules)
-
-    return dawid_skene
+    return functools.partial(strategy.fuse_task, task=task)
 
 
 async def fuse(
@@ -247,7 +132,7 @@ async def fuse(
     regression = kind == kinds.REGRESSION
     name = _strategy_name(call, regression)
     inputs = {t.name: from_tensor(t) for t in call.inputs}
-    fuse_fn = _fuse_fn(name, call.capability, tools, ctx, inputs)
+    fuse_fn = _fuse_fn(strategies.get(name), call.capability, tools, ctx, inputs)
     fused = await fuse_fn(members)
     if not regression and call.labels and len(call.labels) != fused.probabilities.shape[1]:
         raise InvalidArgument(
@@ -263,8 +148,9 @@ async def fuse(
         coverage=call.conflict.coverage or tools.coverage,
         then=call.conflict.then,
     )
-    asks_arbiter = policy.name == "conformal" and call.conflict.then == "arbiter"
-    if (policy.name in ("negotiate", "arbiter") or asks_arbiter) and not inputs:
+    then = call.conflict.then
+    needs = policy.needs.then(then, policies.needs_of(then))
+    if needs.inputs and not inputs:
         raise InvalidArgument(f"inputs: conflict policy {policy.name!r} needs the task's inputs")
 
     async def review(rows: list[int], fused: Fused, members: Sequence[MemberScores]) -> None:
@@ -284,7 +170,7 @@ async def fuse(
         review=review if tools.review is not None else None,
         regression=regression,
         strategy=name,
-        calibration=tools.conformal(call.capability, name) if policy.name == "conformal" else None,
+        calibration=tools.conformal(call.capability, name) if needs.calibration else None,
     )
     outcome = await policy.resolve(case, fused)
     return reply_for(name, policy.name, outcome), outcome

@@ -1,7 +1,12 @@
-"""Conflict resolution policies, selected by name."""
+"""Conflict resolution policies, selected by name (`conflict.name`; empty is `none`).
+
+Each policy says what it needs (`needs`, chorus.needs); a new one is one module and a
+`register(...)` call.
+"""
 
 from __future__ import annotations
 
+from chorus import needs as declared
 from chorus.errors import InvalidArgument
 from chorus.fuser.policies.arbiter import Arbiter
 from chorus.fuser.policies.base import Case, ConflictPolicy, Outcome, Settings
@@ -10,10 +15,23 @@ from chorus.fuser.policies.escalate import Escalate
 from chorus.fuser.policies.negotiate import Negotiate
 from chorus.fuser.policies.none import NoPolicy
 from chorus.fuser.policies.quorum import Quorum
+from chorus.needs import Needs
 
-POLICIES: dict[str, ConflictPolicy] = {
-    p.name: p for p in (NoPolicy(), Quorum(), Negotiate(), Arbiter(), Escalate(), Conformal())
-}
+POLICIES: dict[str, ConflictPolicy] = {}
+"""Every registered conflict policy by name."""
+
+
+def register(policy: ConflictPolicy) -> ConflictPolicy:
+    """Makes `policy` selectable by its name, its needs declared (chorus.needs)."""
+    if policy.name in POLICIES:
+        raise ValueError(f"conflict policy {policy.name!r} is registered already")
+    declared.declare(declared.CONFLICT_POLICIES, policy.name, policy.needs)
+    POLICIES[policy.name] = policy
+    return policy
+
+
+for _p in (NoPolicy(), Quorum(), Negotiate(), Arbiter(), Escalate(), Conformal()):
+    register(_p)
 
 
 def get(name: str) -> ConflictPolicy:
@@ -25,4 +43,19 @@ def get(name: str) -> ConflictPolicy:
         ) from None
 
 
-__all__ = ["POLICIES", "Case", "ConflictPolicy", "Outcome", "Settings", "get"]
+def needs_of(name: str) -> Needs | None:
+    """The needs of the policy `name`, None for an unknown one."""
+    found = POLICIES.get(name)
+    return None if found is None else found.needs
+
+
+__all__ = [
+    "POLICIES",
+    "Case",
+    "ConflictPolicy",
+    "Outcome",
+    "Settings",
+    "get",
+    "needs_of",
+    "register",
+]

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.errors import FailedPrecondition
 from chorus.fuser.kinds import REGRESSION, as_scores
 from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome, rows_of
@@ -14,6 +15,7 @@ from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome, rows_of
 
 class Arbiter(ActsOnConflicts):
     name = "arbiter"
+    needs = declared.CONFLICT_POLICIES[name]
 
     async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
         """The arbiter's answer for `rows` of an outcome another step flagged."""

@@ -13,6 +13,7 @@ from chorus.fuser.conflict import ConflictReport, ConflictThresholds, detect, sp
 from chorus.fuser.conformal import DEFAULT_COVERAGE
 from chorus.fuser.members import MemberClient
 from chorus.fuser.strategies import Fused, MemberScores
+from chorus.needs import Needs
 
 FuseFn = Callable[[Sequence[MemberScores]], Awaitable[Fused]]
 ReviewFn = Callable[[list[int], Fused, Sequence[MemberScores]], Awaitable[None]]
@@ -73,6 +74,7 @@ class Outcome:
 
 class ConflictPolicy(Protocol):
     name: str
+    needs: Needs
 
     async def resolve(self, case: Case, fused: Fused) -> Outcome: ...
 

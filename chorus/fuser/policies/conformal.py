@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.errors import FailedPrecondition, InvalidArgument
 from chorus.fuser.conformal import intervals, label_sets, threshold
 from chorus.fuser.policies.arbiter import Arbiter
@@ -16,18 +17,18 @@ from chorus.fuser.policies.base import Case, Outcome, first_pass
 from chorus.fuser.policies.escalate import Escalate
 from chorus.fuser.strategies import Fused
 
-FOLLOW_UPS = ("", "none", "arbiter", "escalate")
-
 
 class Conformal:
     name = "conformal"
+    needs = declared.CONFLICT_POLICIES[name]
+    follow_ups = ("", "none", *needs.follow_ups)
 
     async def resolve(self, case: Case, fused: Fused) -> Outcome:
         then = case.settings.then
-        if then not in FOLLOW_UPS:
+        if then not in self.follow_ups:
             raise InvalidArgument(
                 f"conflict.then: unknown follow-up {then!r}; expected one of "
-                f"{[f for f in FOLLOW_UPS if f]} or empty (flag the rows)"
+                f"{[f for f in self.follow_ups if f]} or empty (flag the rows)"
             )
         scores = case.calibration
         if scores is None or len(scores) == 0:

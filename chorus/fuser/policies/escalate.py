@@ -7,12 +7,14 @@ reviewer takes it.
 
 from __future__ import annotations
 
+from chorus import needs as declared
 from chorus.errors import FailedPrecondition
 from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome
 
 
 class Escalate(ActsOnConflicts):
     name = "escalate"
+    needs = declared.CONFLICT_POLICIES[name]
 
     async def decide(self, case: Case, out: Outcome, rows: list[int]) -> Outcome:
         """Send `rows` of an outcome another step flagged to people."""

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.errors import FailedPrecondition
 from chorus.fuser.conflict import detect
 from chorus.fuser.kinds import as_scores
@@ -23,6 +24,7 @@ from chorus.fuser.strategies import Fused
 
 class Negotiate:
     name = "negotiate"
+    needs = declared.CONFLICT_POLICIES[name]
 
     async def resolve(self, case: Case, fused: Fused) -> Outcome:
         out = first_pass(case, fused)

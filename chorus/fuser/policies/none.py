@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from chorus import needs as declared
 from chorus.fuser.policies.base import Case, Outcome, first_pass
 from chorus.fuser.strategies import Fused
 
 
 class NoPolicy:
     name = "none"
+    needs = declared.CONFLICT_POLICIES[name]
 
     async def resolve(self, case: Case, fused: Fused) -> Outcome:
         return first_pass(case, fused)

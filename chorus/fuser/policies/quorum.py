@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chorus import needs as declared
 from chorus.fuser.policies.base import Case, Outcome, backing, first_pass
 from chorus.fuser.strategies import Fused
 
 
 class Quorum:
     name = "quorum"
+    needs = declared.CONFLICT_POLICIES[name]
 
     async def resolve(self, case: Case, fused: Fused) -> Outcome:
         out = first_pass(case, fused)

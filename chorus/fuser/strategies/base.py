@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from chorus.context import CallContext
 from chorus.errors import InvalidArgument
+from chorus.fuser.members import MemberClient
+from chorus.fuser.reliability import Estimate
+from chorus.needs import Needs
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,50 @@ class Fused:
     rules: list[str]
 
 
+@dataclass(frozen=True)
+class Stacker:
+    """A served model a strategy asks (a stacker, a gate): its name, the members it was
+    trained on, in order, and its input's name."""
+
+    model: str
+    members: tuple[str, ...]
+    input_name: str = "input"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a strategy may have besides the scores, each filled in only where its `needs`
+    say so: the task's inputs, the served model of its `needs.model` role, the members'
+    estimated reliability."""
+
+    capability: str
+    ctx: CallContext
+    inputs: Mapping[str, np.ndarray]
+    client: MemberClient | None = None
+    model: Stacker | None = None
+    reliability: Estimate | None = None
+
+
 class FusionStrategy(Protocol):
+    """A pure function of the members' scores (`needs.scores_only`)."""
+
     name: str
+    needs: Needs
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused: ...
+
+
+@runtime_checkable
+class TaskStrategy(Protocol):
+    """A strategy that needs more than the scores (its `needs` say what), given in `task`."""
+
+    name: str
+    needs: Needs
+
+    async def fuse_task(self, members: Sequence[MemberScores], task: Task) -> Fused: ...
+
+
+Strategy = FusionStrategy | TaskStrategy
 
 
 def check_members(members: Sequence[MemberScores], n_classes: int | None = None) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import (
     Fused,
     MemberScores,
@@ -37,6 +38,7 @@ TIE_RTOL = 1e-9
 
 class Borda:
     name = "borda"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, classes = check_members(members)

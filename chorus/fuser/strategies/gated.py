@@ -7,8 +7,9 @@ completely by an overconfident gate) and normalised per row; the fused distribut
 weighted mean of the members' probabilities. The members' static `weight` is not used: the
 gate's per-row weights take its place.
 
-Not registered in STRATEGIES: it needs the gate model's output, which the fusion service
-fetches (like stacking) and passes in as `gate_weights`.
+The gate is served like any model, with capability `gate:<capability>`; `Gated` asks it for
+the weights of the task's rows and falls back to the soft vote, saying so, when a member the
+gate knows is missing.
 """
 
 from __future__ import annotations
@@ -17,11 +18,35 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.errors import InvalidArgument
-from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
+from chorus.fuser.strategies.base import Fused, MemberScores, Task, agreement, check_members
+from chorus.fuser.strategies.served import served_model, without_missing
 
-NAME = "gated"
 DEFAULT_FLOOR = 0.05
+
+
+class Gated:
+    name = "gated"
+    needs = declared.STRATEGIES[name]
+
+    async def fuse_task(self, members: Sequence[MemberScores], task: Task) -> Fused:
+        found = served_model(self.name, self.needs.model, task)
+        if len(task.inputs) != 1:
+            raise InvalidArgument("inputs: gated fusion needs the task's single input tensor")
+        fallback = without_missing(self.name, found, members)
+        if fallback is not None:
+            return fallback
+        assert task.client is not None
+        by_name = {m.model: m for m in members}
+        ordered = [by_name[n] for n in found.members]
+        pixels = next(iter(task.inputs.values()))
+        x = gate_input(pixels, [m.probabilities for m in ordered])
+        weights = await task.client.scores(
+            found.model, {found.input_name: x}, scores_output="probabilities",
+            augment=False, ctx=task.ctx,
+        )  # fmt: skip
+        return gated_fuse(ordered, weights)
 
 
 def gate_input(pixels: np.ndarray, member_probabilities: Sequence[np.ndarray]) -> np.ndarray:

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
 
 
 class MajorityVote:
     name = "majority_vote"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, classes = check_members(members)

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
 
 
 class MaxConfidence:
     name = "max_confidence"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, _ = check_members(members)

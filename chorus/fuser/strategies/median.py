@@ -18,12 +18,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import Fused, MemberScores, member_weights
 from chorus.fuser.strategies.weighted_mean import check_values, regression_fused
 
 
 class Median:
     name = "median"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         values = check_values(members)

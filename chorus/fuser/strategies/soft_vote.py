@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import (
     Fused,
     MemberScores,
@@ -20,6 +21,7 @@ from chorus.fuser.strategies.base import (
 
 class SoftVote:
     name = "soft_vote"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, _ = check_members(members)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import (
     Fused,
     MemberScores,
@@ -29,6 +30,7 @@ from chorus.fuser.strategies.base import (
 
 class Threshold:
     name = "threshold"
+    needs = declared.STRATEGIES[name]
 
     def __init__(self, min_confidence: float = 0.6) -> None:
         if not (np.isfinite(min_confidence) and 0.0 <= min_confidence <= 1.0):

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.errors import InvalidArgument
 from chorus.fuser.strategies.base import Fused, MemberScores, check_members, member_weights
 
@@ -77,6 +78,7 @@ def regression_fused(
 
 class WeightedMean:
     name = "weighted_mean"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         values = check_values(members)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chorus import needs as declared
 from chorus.fuser.strategies.base import (
     Fused,
     MemberScores,
@@ -48,6 +49,7 @@ def _tied(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 class WeightedVote:
     name = "weighted_vote"
+    needs = declared.STRATEGIES[name]
 
     def fuse(self, members: Sequence[MemberScores]) -> Fused:
         rows, classes = check_members(members)

@@ -40,6 +40,9 @@ def test_registry_keeps_old_and_adds_new() -> None:
         "max_confidence",
         "borda",
         "threshold",
+        "stacking",
+        "gated",
+        "dawid_skene",
         "weighted_mean",
         "median",
     }
