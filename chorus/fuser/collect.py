@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from chorus.calls.attempts import Attempt
@@ -210,6 +210,8 @@ class Collector:
         needed = min(max(1, call.min_members), len(members))
         if len(call.members) < needed:
             raise too_few_members(call.capability, errors, len(call.members), needed)
+        if call.inputs_in_bodies and not call.inputs:
+            call.inputs.extend(inputs_of(call.bodies))
         return collected
 
     async def _member(
@@ -296,6 +298,20 @@ def _settle_first(m: _Member, replica: str, outcome: Outcome) -> None:
         answer.set_result(checked(model, outcome, m.expected.input_sha256))
     except DataLoss as err:
         answer.set_exception(err)
+
+
+def inputs_of(bodies: Sequence[bytes]) -> list[tensor_pb2.Tensor]:
+    """The task's inputs out of the members' InferCall bodies: each tensor once, in the order
+    first seen (a body holds the inputs its member takes, in the task's order)."""
+    seen: dict[str, tensor_pb2.Tensor] = {}
+    for body in bodies:
+        try:
+            call = wire_pb2.InferCall.FromString(body)
+        except Exception:
+            raise InvalidArgument("bodies: one is not an InferCall") from None
+        for t in call.inputs:
+            seen.setdefault(t.name, t)
+    return list(seen.values())
 
 
 def _output(reply: wire_pb2.InferReply, name: str) -> tensor_pb2.Tensor:

@@ -53,7 +53,7 @@ class MemberScores(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., probabilities: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., weight: _Optional[float] = ..., scores_output: _Optional[str] = ..., priority: _Optional[int] = ..., output_kind: _Optional[str] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class FuseCall(_message.Message):
-    __slots__ = ("policy", "labels", "members", "capability", "task_id", "inputs", "conflict", "expected", "bodies", "min_members", "wait_ms", "max_attempts", "attempt_timeout_ms", "hedge")
+    __slots__ = ("policy", "labels", "members", "capability", "task_id", "inputs", "conflict", "expected", "bodies", "min_members", "wait_ms", "max_attempts", "attempt_timeout_ms", "hedge", "inputs_in_bodies")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class FuseCall(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     HEDGE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_IN_BODIES_FIELD_NUMBER: _ClassVar[int]
     policy: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     members: _containers.RepeatedCompositeFieldContainer[MemberScores]
@@ -82,7 +83,8 @@ class FuseCall(_message.Message):
     max_attempts: int
     attempt_timeout_ms: int
     hedge: bool
-    def __init__(self, policy: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberScores, _Mapping]]] = ..., capability: _Optional[str] = ..., task_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., conflict: _Optional[_Union[_task_pb2.ConflictPolicy, _Mapping]] = ..., expected: _Optional[_Iterable[_Union[Expected, _Mapping]]] = ..., bodies: _Optional[_Iterable[bytes]] = ..., min_members: _Optional[int] = ..., wait_ms: _Optional[int] = ..., max_attempts: _Optional[int] = ..., attempt_timeout_ms: _Optional[int] = ..., hedge: _Optional[bool] = ...) -> None: ...
+    inputs_in_bodies: bool
+    def __init__(self, policy: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[MemberScores, _Mapping]]] = ..., capability: _Optional[str] = ..., task_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., conflict: _Optional[_Union[_task_pb2.ConflictPolicy, _Mapping]] = ..., expected: _Optional[_Iterable[_Union[Expected, _Mapping]]] = ..., bodies: _Optional[_Iterable[bytes]] = ..., min_members: _Optional[int] = ..., wait_ms: _Optional[int] = ..., max_attempts: _Optional[int] = ..., attempt_timeout_ms: _Optional[int] = ..., hedge: _Optional[bool] = ..., inputs_in_bodies: _Optional[bool] = ...) -> None: ...
 
 class Expected(_message.Message):
     __slots__ = ("model", "replica", "call", "body", "input_sha256", "scores_output", "output_kind", "temperature")

@@ -316,8 +316,11 @@ class TaskRunner:
         fusion_policy: str,
         conflict: task_pb2.ConflictPolicy,
         ctx: CallContext,
+        *,
+        inputs_in_bodies: bool = False,
     ) -> wire_pb2.FuseCall:
-        """The fuser's task, less the members' scores."""
+        """The fuser's task, less the members' scores. `inputs_in_bodies`: the members'
+        bodies go with it (the one-way path), and the fuser reads the inputs from those."""
         call = wire_pb2.FuseCall(
             policy=fusion_policy
             or (REGRESSION_POLICY if roster.regression else self.default_policy),
@@ -334,7 +337,10 @@ class TaskRunner:
             or follow_up
             or call.policy in STRATEGIES_NEEDING_INPUTS
         ):
-            call.inputs.extend(inputs)
+            if inputs_in_bodies:
+                call.inputs_in_bodies = True
+            else:
+                call.inputs.extend(inputs)
         return call
 
     async def _fuse(
@@ -376,7 +382,7 @@ class TaskRunner:
     ) -> StageDone | None:
         """The stage over the one-way path; None when no fuser took it (go two-hop)."""
         assert self.one_way is not None
-        call = self._fuse_call(roster, inputs, fusion_policy, conflict, ctx)
+        call = self._fuse_call(roster, inputs, fusion_policy, conflict, ctx, inputs_in_bodies=True)
         call.min_members = self.min_members
         ran = await self.one_way.run(roster.replicas, payloads, call, ctx)
         if ran is None:

@@ -213,3 +213,23 @@ def test_a_body_index_past_the_bodies_sent_is_refused() -> None:
             await found.collect(call, _ctx())
 
     run(main())
+
+
+def test_inputs_left_in_the_bodies_are_read_back_once_each() -> None:
+    async def main() -> None:
+        bus = FakeTransport()
+        found = _collector(bus)
+        x = to_tensor("x", np.ones((1, 2), np.float32))
+        caption = to_tensor("caption", np.zeros((1, 3), np.float32))
+        both = wire_pb2.InferCall(inputs=[x, caption]).SerializeToString()
+        call = _task("i1", models=("m", "n"), inputs_in_bodies=True)
+        call.bodies.append(both)
+        call.expected[1].body = 1
+        call.expected[1].input_sha256 = digest_of(both)
+        await _answer(bus, "i1m", np.ones((1, 2), np.float32))
+        await _answer(bus, "i1n", np.ones((1, 2), np.float32), model="n")
+        await found.collect(call, _ctx())
+        assert [t.name for t in call.inputs] == ["x", "caption"]
+        np.testing.assert_array_equal(from_tensor(call.inputs[1]), np.zeros((1, 3)))
+
+    run(main())
