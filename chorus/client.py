@@ -13,8 +13,9 @@ import grpc
 import numpy as np
 
 from chorus.codec import from_tensor, to_tensor
-from chorus.config import SecurityConfig, from_env
+from chorus.config import SecurityConfig
 from chorus.context import Priority
+from chorus.environment import from_env
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.security import aio_channel, call_metadata, channel
 from chorus.spawner import cancel

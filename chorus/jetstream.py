@@ -19,7 +19,8 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from chorus.config import JetStreamConfig, from_env
+from chorus.config import JetStreamConfig
+from chorus.environment import from_env
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import nats.errors
 from nats.aio.client import Client
 
-from chorus.config import SecurityConfig, from_env
+from chorus.config import SecurityConfig
+from chorus.environment import from_env
 from chorus.errors import describe_error
 from chorus.jetstream import servers
 from chorus.security import nats_options

@@ -15,13 +15,8 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Gauge
 
 from chorus import tracing
-from chorus.config import (
-    JetStreamConfig,
-    LivenessConfig,
-    SecurityConfig,
-    TracingConfig,
-    from_env,
-)
+from chorus.config import JetStreamConfig, LivenessConfig, SecurityConfig, TracingConfig
+from chorus.environment import from_env
 from chorus.errors import describe_error
 from chorus.grpcserver import set_serving
 from chorus.jetstream import replicas_for, servers

@@ -103,7 +103,7 @@ def _start_mesh(args: argparse.Namespace) -> Any:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from chorus.config import check_environment
+    from chorus.environment import check_environment
     from chorus.launch.mesh import StartFailed
     from chorus.services.repository import ManifestError
 

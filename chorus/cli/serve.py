@@ -83,7 +83,8 @@ def _event_loop_runner() -> Any:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
-    from chorus.config import ModelServiceConfig, check_environment, from_env
+    from chorus.config import ModelServiceConfig
+    from chorus.environment import check_environment, from_env
     from chorus.services.app import ModelService
 
     check_environment()
@@ -113,7 +114,8 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_router(args: argparse.Namespace) -> int:
-    from chorus.config import RouterConfig, check_environment, from_env
+    from chorus.config import RouterConfig
+    from chorus.environment import check_environment, from_env
     from chorus.router.app import RouterService
 
     check_environment()
@@ -135,7 +137,8 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_fuser(args: argparse.Namespace) -> int:
-    from chorus.config import FuserConfig, check_environment, from_env
+    from chorus.config import FuserConfig
+    from chorus.environment import check_environment, from_env
     from chorus.fuser.app import FuserService
 
     check_environment()

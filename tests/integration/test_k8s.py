@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry
 
 from chorus import __version__
 from chorus.cli.k8s import render
-from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, SecurityConfig, from_env
+from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, SecurityConfig
+from chorus.environment import from_env
 from chorus.fuser.metrics import FuserMetrics
 from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
 from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling

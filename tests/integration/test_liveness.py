@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from chorus.config import FuserConfig, from_env
+from chorus.config import FuserConfig
+from chorus.environment import from_env
 from chorus.fuser.app import FuserService
 from chorus.launch.natsserver import free_port
 

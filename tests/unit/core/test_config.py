@@ -7,13 +7,15 @@ from typing import Any
 import pytest
 
 from chorus.config import (
-    OTHER_VARIABLES,
     SECTIONS,
     ConfigError,
     FuserConfig,
     JetStreamConfig,
     ModelServiceConfig,
     RouterConfig,
+)
+from chorus.environment import (
+    OTHER_VARIABLES,
     check_environment,
     from_env,
     known_variables,
