@@ -13,7 +13,7 @@ import numpy as np
 from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
-from chorus import tracing
+from chorus import needs, tracing
 from chorus.calls.clock import SYSTEM, Clock
 from chorus.calls.payload import Payload
 from chorus.calls.quorum import too_few_members
@@ -32,15 +32,12 @@ from chorus.router.pipeline import Pipeline, Stage, run_pipeline
 from chorus.router.plan_routing import PlanSplits
 from chorus.scheduler import PriorityScheduler
 from chorus.spec import check_tensor
+from chorus.wire import REGRESSION_POLICY
 
 RECENTLY_OFFERED_S = 10.0
 """A capability offered this recently and silent now is UNAVAILABLE (and waited for), not
 NOT_FOUND: long enough to cover a client moving to another NATS node (about 3 s here)."""
 WAIT_POLL_S = 0.05
-REGRESSION_POLICY = "weighted_mean"
-NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
-"""Conflict policies that look at the task's inputs again, so the fuser must receive them."""
-STRATEGIES_NEEDING_INPUTS = ("gated",)
 Shared = dict[tuple[str, str], "asyncio.Future[tuple[wire_pb2.InferReply, float]]"] | None
 """One pipeline run's calls to multi-task models, shared by the stages that ask the same."""
 
@@ -331,12 +328,7 @@ class TaskRunner:
         )
         if not call.conflict.name:
             call.conflict.name = self.default_conflict_policy
-        follow_up = call.conflict.name == "conformal" and call.conflict.then in NEEDS_INPUTS
-        if (
-            call.conflict.name in NEEDS_INPUTS
-            or follow_up
-            or call.policy in STRATEGIES_NEEDING_INPUTS
-        ):
+        if needs.sends_inputs(call.policy, call.conflict.name, call.conflict.then):
             if inputs_in_bodies:
                 call.inputs_in_bodies = True
             else:
