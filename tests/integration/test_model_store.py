@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import tritonclient.grpc as tc
 from onnx import TensorProto, helper, numpy_helper
 
-from chorus import model_control
 from chorus.client import TaskClient
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsCluster, NatsServer, wait_for_jetstream
@@ -166,7 +166,14 @@ def _wait_for(check: object, timeout_s: float = 20.0) -> None:
 
 
 def _serving(service: str) -> dict[str, tuple[str, str]]:
-    return {v: (state, reason) for _, v, state, reason in model_control.index(service)}
+    """The service's versions, read as a KServe client does (tritonclient; this process may
+    not also import chorus's copy of the same proto, see test_kserve.py)."""
+    client = tc.InferenceServerClient(service)
+    try:
+        index = client.get_model_repository_index()
+    finally:
+        client.close()
+    return {m.version: (m.state, m.reason) for m in index.models}
 
 
 def test_push_under_load_swaps_in_with_no_failed_request_then_corruption_and_rollback(
