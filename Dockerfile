@@ -4,11 +4,13 @@
 #   model-gpu  the model service on ONNX Runtime's CUDA build, with the CUDA and cuDNN wheels
 #              it loads, so the CUDA provider works on a node with only the NVIDIA driver
 #                                                                      (extra: services-gpu)
+#   demo       model-cpu plus the demo's training, for the demo overlay's push Job
+#                                                         (extras: services-cpu, train)
 # scripts/build-images.sh builds the three as ghcr.io/chorus-mesh/chorus-<target>:<version>;
 # by hand:
 #   docker build --target control -t ghcr.io/chorus-mesh/chorus-control:0.1.0 .
 #   docker run --rm ghcr.io/chorus-mesh/chorus-control:0.1.0 serve router
-# Always name a target: with none, the last one (model-gpu, the largest) is built.
+# Always name a target: with none, the last one (demo) is built.
 # BASE_IMAGE picks another Debian-based image with Python 3.11+ as python3 (a mirror, a pinned
 # digest, a local import).
 ARG BASE_IMAGE=python:3.11-slim
@@ -84,3 +86,13 @@ ENV CHORUS_MODEL_REPOSITORY=/models \
     CHORUS_MODEL_CACHE_DIR=/tmp/chorus-models
 USER 10001:10001
 EXPOSE 8001 9100
+
+FROM build AS venv-demo
+RUN python3 -m venv /opt/chorus \
+ && /opt/chorus/bin/pip install "$(echo /wheels/chorus_mesh-*.whl)[services-cpu,train]" \
+ && /opt/chorus/bin/python -c "import onnxruntime, sklearn, skl2onnx"
+
+FROM runtime AS demo
+LABEL org.opencontainers.image.title="chorus-demo"
+COPY --from=venv-demo /opt/chorus /opt/chorus
+USER 10001:10001

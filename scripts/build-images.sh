@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 registry=${CHORUS_IMAGE_REGISTRY:-ghcr.io/chorus-mesh}
-for target in ${CHORUS_IMAGE_TARGETS:-control model-cpu model-gpu}; do
+for target in ${CHORUS_IMAGE_TARGETS:-control model-cpu model-gpu demo}; do
   tag="$registry/chorus-$target:$version"
   docker build --target "$target" -t "$tag" "$@" . >&2
   echo "$tag"

@@ -22,7 +22,8 @@ CONTROL = (
     "yaml",
 )
 SERVICES = (*CONTROL, "onnx", "onnxruntime")
-DEMO = (*SERVICES, "sklearn", "skl2onnx")
+TRAIN = ("sklearn", "skl2onnx")
+DEMO = (*SERVICES, *TRAIN)
 BENCH = (*DEMO, "psutil", "tqdm", "matplotlib")
 
 # What each extra brings, as importable modules; `local` brings a program, not a module.
@@ -30,6 +31,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "control": CONTROL,
     "services": SERVICES,
     "local": (),
+    "train": TRAIN,
     "demo": DEMO,
     "bench": BENCH,
 }

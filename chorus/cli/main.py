@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.add_argument("--bench", action="store_true", help="also the CNN for throughput work")
-    build.set_defaults(func=cmd_models_build, extras=("demo",))
+    build.set_defaults(func=cmd_models_build, extras=("services", "train"))
     add = models.add_parser(
         "add", help="add an ONNX file to a repository; the graph gives inputs and outputs"
     )

@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.timeout(2400),
 ]
 BASE = os.environ.get("CHORUS_TEST_BASE_IMAGE", "python:3.11-slim")
-TARGETS = ("control", "model-cpu", "model-gpu")
+TARGETS = ("control", "model-cpu", "model-gpu", "demo")
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 UID = "10001:10001"
 
@@ -104,6 +104,11 @@ def test_control_image_has_the_cli_and_no_onnx_runtime(images: dict[str, str]) -
     assert "No module named 'onnxruntime'" in ort.stderr
     assert _python(image, "import scipy, yaml, prometheus_client, grpc_health").returncode == 0
     assert _config(image)["User"] == UID
+
+
+def test_demo_image_carries_the_training_model_pods_do_not(images: dict[str, str]) -> None:
+    assert _python(images["demo"], "import sklearn, skl2onnx, onnxruntime").returncode == 0
+    assert _python(images["model-cpu"], "import sklearn").returncode != 0
 
 
 def test_model_cpu_image_runs_onnx_runtime_on_cpu(images: dict[str, str]) -> None:

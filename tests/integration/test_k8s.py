@@ -49,7 +49,7 @@ NAMESPACE = "chorus"
 NATS_URLS = ",".join(f"nats://nats-{i}.nats-headless:4222" for i in range(3))
 IMAGES = {
     role: f"ghcr.io/chorus-mesh/chorus-{role}:{__version__}"
-    for role in ("control", "model-cpu", "model-gpu")
+    for role in ("control", "model-cpu", "model-gpu", "demo")
 }
 GPU_MODELS = {"gpu": {"mlp"}}
 """Models each overlay puts on a GPU; every other model stays on CPU."""
@@ -541,7 +541,7 @@ def _expected_image(obj: dict[str, Any], overlay: str) -> str:
         on_gpu = labels["chorus.dev/model"] in GPU_MODELS.get(overlay, set())
         return IMAGES["model-gpu" if on_gpu else "model-cpu"]
     if obj["kind"] == "Job":
-        return IMAGES["model-cpu"]  # onnxruntime trains and exports the demo models there
+        return IMAGES["demo"]  # model-cpu plus the training the model pods do not carry
     return IMAGES["control"]
 
 
@@ -825,8 +825,8 @@ def _assert_nothing_trains_but_the_push_job(objs: list[dict[str, Any]]) -> None:
         for c in _containers(obj):
             line = " ".join([*c.get("command", []), *c.get("args", [])])
             if obj["kind"] == "Job" and obj["metadata"]["name"] == "chorus-push-demo-models":
-                assert "models build --repository /tmp/demo" in line
-                assert "models push /tmp/demo" in line
+                # Built in the Job's /tmp and pushed to the store the model pods load from.
+                assert 'models build --repository "$CHORUS_MODEL_REPOSITORY"' in line
             else:
                 assert "build" not in line, f"{obj['metadata']['name']}/{c['name']}: {line}"
 
@@ -836,6 +836,7 @@ def test_no_container_trains_models_but_the_demo_push_job(
     built: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
     _assert_nothing_trains_but_the_push_job(built[overlay])
+    assert _config(built[overlay])["CHORUS_MODEL_REPOSITORY"].startswith("nats:")
     (job,) = _of(built[overlay], "Job").values()
     pod = _pod_spec(job)
     assert pod["securityContext"]["runAsNonRoot"] is True
