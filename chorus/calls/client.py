@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from chorus import subjects, tracing
 from chorus.calls.attempts import FAILED, OUTRUN, Attempt
+from chorus.calls.breaker import State
 from chorus.calls.choice import Candidate, ReplicaChooser
 from chorus.calls.clock import SYSTEM, Clock
 from chorus.calls.replicas import ReplicaBook
@@ -192,6 +193,8 @@ class MemberCalls:
         self.clock = clock
         self.rng = rng or random.Random()
         self._views: dict[str, tuple[float, float, bool]] = {}
+        self._shown: dict[str, State] = {}
+        """The breaker state each replica's circuit gauge last showed."""
 
     async def call(
         self,
@@ -252,21 +255,23 @@ class MemberCalls:
             if attempt.answered and self.metrics is not None:
                 self.metrics.chosen.labels(attempt.model, "queue-group").inc()
             return
+        st = self.book.state(replica)
         if attempt.answered:
-            st = self.book.state(replica)
             st.observe(attempt.latency_ms)
             st.breaker.success()
             if self.metrics is not None:
                 self.metrics.chosen.labels(attempt.model, replica).inc()
         elif attempt.code == OUTRUN:
-            self.book.state(replica).observe(attempt.latency_ms)
+            st.observe(attempt.latency_ms)
             return
         elif attempt.code in FAILED:
-            self.book.state(replica).breaker.failure(self.clock.monotonic())
+            st.breaker.failure(self.clock.monotonic())
         else:
             return
-        if self.metrics is not None:
-            state = self.book.state(replica).breaker.state
+        state = st.breaker.state
+        if self.metrics is not None and self._shown.get(replica) is not state:
+            # Only when it changes: a gauge label lookup on every answer costs the hot path.
+            self._shown[replica] = state
             self.metrics.circuit.labels(attempt.model, replica).set(state.value)
 
     def patience(

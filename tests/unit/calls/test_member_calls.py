@@ -263,6 +263,8 @@ def test_record_applies_reported_attempts_as_the_callers_own() -> None:
         assert registry.get_sample_value("t_replica_requests_total", chosen) == 1
         circuit = {"model": "m", "replica": "b"}
         assert registry.get_sample_value("t_circuit_state", circuit) == State.OPEN.value
+        closed = {"model": "m", "replica": "a"}  # shown once, then only when it changes
+        assert registry.get_sample_value("t_circuit_state", closed) == State.CLOSED.value
 
     run(main())
 
