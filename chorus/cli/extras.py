@@ -24,7 +24,8 @@ CONTROL = (
 SERVICES = (*CONTROL, "onnx", "onnxruntime")
 TRAIN = ("sklearn", "skl2onnx")
 DEMO = (*SERVICES, *TRAIN)
-BENCH = (*DEMO, "psutil", "tqdm", "matplotlib")
+# matplotlib only draws the plot: `chorus bench` records without it and says how to plot.
+BENCH = (*DEMO, "psutil", "tqdm")
 
 # What each extra brings, as importable modules; `local` brings a program, not a module.
 EXTRAS: dict[str, tuple[str, ...]] = {
