@@ -184,6 +184,16 @@ class AsyncTaskClient:
         try:
             async for result in call:
                 yield result
+        except grpc.aio.AioRpcError as err:
+            # A write already waiting on flow control when the deadline came fails as INTERNAL.
+            if stop_at is None or err.code() != grpc.StatusCode.INTERNAL or loop.time() < stop_at:
+                raise
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                err.initial_metadata(),
+                err.trailing_metadata(),
+                f"Deadline Exceeded (a write was under way: {err.details()})",
+            ) from None
         finally:
             await cancel(writer)
 
