@@ -15,6 +15,7 @@ taken; `address()` tells the two apart.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -224,9 +225,9 @@ class ModelStore:
                 rel = path.relative_to(version_dir).as_posix()
                 if rel.startswith(".") or "/." in rel:
                     continue
-                files[rel] = await asyncio.to_thread(sha256_file, path)
                 with path.open("rb") as f:
                     info = await self._objects.put(f"{FILES}{model}/{version}/{rel}", f)
+                files[rel] = _hex(info.digest)
                 size += int(info.size or 0)
                 if on_file is not None:
                     on_file(f"{model}/{version}/{rel}", int(info.size or 0))
@@ -329,6 +330,13 @@ class ModelStore:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+
+def _hex(object_digest: str | None) -> str:
+    """The object store's own SHA-256 of the bytes it took ("SHA-256=<base64url>"), as hex:
+    the digest of exactly what was uploaded, with no second read of the file."""
+    encoded = (object_digest or "").partition("=")[2]
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
 def _matches(dest: Path, record: StoredVersion) -> bool:
