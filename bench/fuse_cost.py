@@ -41,7 +41,7 @@ MEMBERS, CLASSES, DISTINCT = 3, 10, 256
 def _calls(strategy: str) -> list[Any]:
     import numpy as np
 
-    from chorus.codec import to_tensor
+    from chorus.core.codec import to_tensor
     from chorus.pb import wire_pb2
 
     rng = np.random.default_rng(14)
@@ -58,7 +58,7 @@ def _calls(strategy: str) -> list[Any]:
 
 
 async def _alone(strategy: str, n: int) -> float:
-    from chorus.context import CallContext, Priority
+    from chorus.core.context import CallContext, Priority
     from chorus.fuser.fusion import Tools, fuse
 
     calls, tools = _calls(strategy), Tools()
@@ -72,7 +72,7 @@ async def _alone(strategy: str, n: int) -> float:
 
 
 async def _stacked(n: int, per_turn: int = 16) -> float:
-    from chorus.context import CallContext, Priority
+    from chorus.core.context import CallContext, Priority
     from chorus.fuser.batch import FuseBatcher
     from chorus.fuser.fusion import Tools
 

@@ -6,7 +6,7 @@ from getrusage) per call, over --calls calls after 500 unmeasured ones. Server l
 turns for --rounds rounds:
 
 - `none`: no interceptor;
-- `error-status`: `chorus.grpcserver.ErrorStatus` as every Chorus server carries it;
+- `error-status`: `chorus.core.grpcserver.ErrorStatus` as every Chorus server carries it;
 - `wrap-per-call`: the same interceptor building the wrapped handler on every call, as it
   did before it kept them.
 
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chorus.bench.stats import machine  # noqa: E402
-from chorus.grpcserver import ErrorStatus  # noqa: E402
+from chorus.core.grpcserver import ErrorStatus  # noqa: E402
 from chorus.launch.natsserver import free_port  # noqa: E402
 
 LAYOUTS = ("none", "error-status", "wrap-per-call")

@@ -12,13 +12,13 @@ from typing import Any, Self
 import grpc
 import numpy as np
 
-from chorus.codec import from_tensor, to_tensor
-from chorus.config import SecurityConfig
-from chorus.context import Priority
-from chorus.environment import from_env
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.config import SecurityConfig
+from chorus.core.context import Priority
+from chorus.core.environment import from_env
+from chorus.core.security import aio_channel, call_metadata, channel
+from chorus.core.spawner import cancel
 from chorus.pb import task_pb2, task_pb2_grpc
-from chorus.security import aio_channel, call_metadata, channel
-from chorus.spawner import cancel
 
 
 @dataclass(frozen=True)

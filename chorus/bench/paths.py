@@ -248,7 +248,7 @@ def service_path(mesh: Mesh, workload: Workload) -> GrpcPath:
 
 def mesh_path(mesh: Mesh, workload: Workload) -> GrpcPath:
     """The router's Submit: router -> members over NATS -> fuser over NATS -> router."""
-    from chorus.codec import to_tensor
+    from chorus.core.codec import to_tensor
     from chorus.pb import task_pb2, task_pb2_grpc
 
     messages = [

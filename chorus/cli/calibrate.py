@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from chorus.calibration import (
+from chorus.core.calibration import (
     brier,
     expected_calibration_error,
     fit_temperature,

@@ -17,8 +17,8 @@ import numpy as np
 
 from chorus.cli.submit_inputs import InputError, read_input, typed_inputs
 from chorus.client import TaskClient
+from chorus.core.natsclient import NatsUnreachable, connect_once
 from chorus.fuser.conformal import ConformalStore, label_sets, nonconformity, threshold
-from chorus.natsclient import NatsUnreachable, connect_once
 
 BATCH_ROWS = 512
 

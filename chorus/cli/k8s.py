@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus import __version__
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.core.errors import ChorusError, InvalidArgument
 from chorus.planner.k8s import PACKAGED_K8S
 
 DEFAULT_NAMESPACE = "chorus"
@@ -224,7 +224,7 @@ def _models(args: argparse.Namespace) -> list[str]:
     import asyncio
 
     from chorus.cli.store import nats_url, with_store
-    from chorus.model_store import StoreError, address, identify, version_folders
+    from chorus.core.model_store import StoreError, address, identify, version_folders
 
     if args.models:
         return [m.strip() for m in args.models.split(",") if m.strip()]

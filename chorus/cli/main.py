@@ -37,7 +37,7 @@ from chorus.cli.serve import (
     cmd_serve_router,
 )
 from chorus.cli.store import add_arguments as store_arguments
-from chorus.config import ConfigError
+from chorus.core.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +82,7 @@ def _unreachable(err: Exception) -> str | None:
 
     if isinstance(err, grpc.RpcError) and hasattr(err, "code"):
         return f"{err.code().name}: {err.details()}"
-    from chorus.natsclient import NatsUnreachable
+    from chorus.core.natsclient import NatsUnreachable
 
     if isinstance(err, NatsUnreachable):
         return f"cannot reach {err}"

@@ -119,7 +119,7 @@ def _add(args: argparse.Namespace) -> int:
 
 def cmd_models_check(args: argparse.Namespace) -> int:
     from chorus.cli.store import fetch_to_temp, nats_url
-    from chorus.model_store import DigestMismatch, address
+    from chorus.core.model_store import DigestMismatch, address
     from chorus.services import repository
 
     root = args.repository
@@ -173,7 +173,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     async def live() -> None:
         import nats
 
-        from chorus.jetstream import servers
+        from chorus.core.jetstream import servers
         from chorus.planner.live import LivePlanner
 
         nc = await nats.connect(servers(args.nats_url))
@@ -237,7 +237,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_models_control(args: argparse.Namespace) -> int:
     import grpc
 
-    from chorus import model_control
+    from chorus.core import model_control
 
     try:
         if args.action == "index":

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
 from chorus.demo.build import ARBITER, GATE, STACKER, build_demo
 from chorus.demo.datasets import LABELS, digits_split
 from chorus.demo.members import CAPABILITY, MEMBERS

@@ -19,10 +19,10 @@ import numpy as np
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from chorus.codec import from_tensor
-from chorus.natsclient import connect_once
+from chorus.core.codec import from_tensor
+from chorus.core.natsclient import connect_once
+from chorus.core.subjects import kv_key
 from chorus.pb import task_pb2, task_pb2_grpc, wire_pb2
-from chorus.subjects import kv_key
 
 STREAM = "CHORUS_REVIEW"
 CONSUMER = "chorus-reviewers"

@@ -64,8 +64,8 @@ def _stored_plan(
 
 
 def _start_mesh(args: argparse.Namespace) -> Any:
+    from chorus.core.model_store import address
     from chorus.launch.mesh import Mesh
-    from chorus.model_store import address
 
     bucket = address(args.repository) if args.repository is not None else None
     extra_env = {}
@@ -103,7 +103,7 @@ def _start_mesh(args: argparse.Namespace) -> Any:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from chorus.environment import check_environment
+    from chorus.core.environment import check_environment
     from chorus.launch.mesh import StartFailed
     from chorus.services.repository import ManifestError
 
@@ -138,7 +138,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.input:
         from chorus.cli.submit_inputs import Options, run_submit_inputs
-        from chorus.context import Priority
+        from chorus.core.context import Priority
 
         return run_submit_inputs(
             Options(

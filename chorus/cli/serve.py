@@ -15,7 +15,7 @@ from chorus.cli.defaults import (
     GC_FIRST_GENERATION,
     STOP_WHILE_STARTING_S,
 )
-from chorus.spawner import cancel
+from chorus.core.spawner import cancel
 
 
 def _run_service(service: Any, ready: dict[str, Any]) -> int:
@@ -55,7 +55,7 @@ async def _start_unless_stopped(service: Any, stop: asyncio.Event) -> bool:
     await cancel(starting)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(service.stop(), STOP_WHILE_STARTING_S)
-    from chorus.errors import describe_error
+    from chorus.core.errors import describe_error
 
     waited = getattr(service, "nats_url", "") or "NATS"
     last = getattr(service, "nats_error", None)
@@ -83,8 +83,8 @@ def _event_loop_runner() -> Any:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
-    from chorus.config import ModelServiceConfig
-    from chorus.environment import check_environment, from_env
+    from chorus.core.config import ModelServiceConfig
+    from chorus.core.environment import check_environment, from_env
     from chorus.services.app import ModelService
 
     check_environment()
@@ -114,8 +114,8 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_router(args: argparse.Namespace) -> int:
-    from chorus.config import RouterConfig
-    from chorus.environment import check_environment, from_env
+    from chorus.core.config import RouterConfig
+    from chorus.core.environment import check_environment, from_env
     from chorus.router.app import RouterService
 
     check_environment()
@@ -137,8 +137,8 @@ def cmd_serve_router(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_fuser(args: argparse.Namespace) -> int:
-    from chorus.config import FuserConfig
-    from chorus.environment import check_environment, from_env
+    from chorus.core.config import FuserConfig
+    from chorus.core.environment import check_environment, from_env
     from chorus.fuser.app import FuserService
 
     check_environment()

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chorus.config import DEFAULT_NATS_URL
-from chorus.model_store import (
+from chorus.core.config import DEFAULT_NATS_URL
+from chorus.core.model_store import (
     DEFAULT_BUCKET,
     SCHEME,
     ModelStore,
@@ -36,7 +36,7 @@ def nats_url(args: argparse.Namespace) -> str:
 async def with_store(
     url: str, bucket: str, create: bool, work: Callable[[ModelStore], Awaitable[T]]
 ) -> T:
-    from chorus.natsclient import connect_once
+    from chorus.core.natsclient import connect_once
 
     nc = await connect_once(url)
     try:

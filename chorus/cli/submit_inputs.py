@@ -15,9 +15,9 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict
 
 from chorus.client import TaskClient, TaskResult
-from chorus.codec import numpy_dtype
-from chorus.context import Priority
-from chorus.errors import InvalidArgument
+from chorus.core.codec import numpy_dtype
+from chorus.core.context import Priority
+from chorus.core.errors import InvalidArgument
 from chorus.pb import task_pb2
 
 

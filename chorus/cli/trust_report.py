@@ -3,7 +3,7 @@
 Three measures, each on the demo's digits and on a second dataset (breast cancer, three
 scikit-learn members trained here; diabetes for regression), with the fuser's own code:
 - calibration: ECE and Brier of each member and strategy, before and after each member's
-  temperature is fitted (chorus.calibration) on a calibration half of the held-out rows;
+  temperature is fitted (chorus.core.calibration) on a calibration half of the held-out rows;
 - conformal: the empirical coverage and size of 90% sets (intervals) on the other half;
 - reliability without labels: each member's Dawid-Skene accuracy next to its true one,
   with one member degraded by input noise as the `--noise` fault does.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chorus.calibration import brier, expected_calibration_error, fit_temperature, temper
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
+from chorus.core.calibration import brier, expected_calibration_error, fit_temperature, temper
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
 from chorus.demo.datasets import digits_split
 from chorus.fuser.conformal import intervals, label_sets, nonconformity, threshold
 from chorus.fuser.fusion import Tools, fuse

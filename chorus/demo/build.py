@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from chorus.core.spec import TensorSpec
 from chorus.demo.build_text import NAME as CAPTION_MODEL
 from chorus.demo.build_text import build_caption_model
 from chorus.demo.datasets import LABELS, digits_split
 from chorus.demo.members import CAPABILITY, MEMBERS, final_step, stacking_data
 from chorus.services import repository
 from chorus.services.repository import Manifest
-from chorus.spec import TensorSpec
 
 MULTIMODAL = "classify/digits+caption"
 ARBITER = "knn"

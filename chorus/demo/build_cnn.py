@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from chorus.core.spec import TensorSpec
 from chorus.services import repository
 from chorus.services.repository import Manifest, RuntimeOptions
-from chorus.spec import TensorSpec
 
 NAME = "cnn"
 CAPABILITY = "classify/bench-images"

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from chorus.core.spec import TensorSpec
 from chorus.demo.datasets import LABELS, digits_split
 from chorus.demo.members import CAPABILITY, MEMBERS, N_FEATURES, final_step, stacking_data
 from chorus.services import repository
 from chorus.services.repository import Manifest
-from chorus.spec import TensorSpec
 
 if TYPE_CHECKING:
     from onnx import GraphProto

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from chorus.core.spec import TensorSpec
 from chorus.demo.datasets import LABELS, Split, digits_split
 from chorus.services import repository
 from chorus.services.heads import apply_head
 from chorus.services.repository import Head, Manifest
-from chorus.spec import TensorSpec
 
 NAME = "multitask"
 DIGITS = "classify/digits"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from chorus.core.spec import TensorSpec
 from chorus.demo.datasets import LABELS, digit_captions, digits_split
 from chorus.services import repository
 from chorus.services.repository import Manifest
-from chorus.spec import TensorSpec
 
 NAME = "caption"
 CAPABILITIES = ("classify/digits-text", "classify/digits+caption")

@@ -22,14 +22,19 @@ from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
 import chorus
-from chorus import subjects, tracing
-from chorus.calls import choice
-from chorus.calls.client import CallPolicy, MemberCalls
-from chorus.calls.replicas import ReplicaBook
-from chorus.calls.transport import NatsTransport
-from chorus.config import FuserConfig
-from chorus.context import CallContext
-from chorus.errors import InvalidArgument, respond_error
+from chorus.core import subjects, tracing
+from chorus.core.calls import choice
+from chorus.core.calls.client import CallPolicy, MemberCalls
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.transport import NatsTransport
+from chorus.core.config import FuserConfig
+from chorus.core.context import CallContext
+from chorus.core.errors import InvalidArgument, respond_error
+from chorus.core.heartbeat import Heartbeat, HeartbeatLoop
+from chorus.core.registry import Registry
+from chorus.core.service import ServiceBase
+from chorus.core.spawner import Spawner
+from chorus.core.wire import DEFAULT_POLICY
 from chorus.fuser import strategies
 from chorus.fuser.batch import FuseBatcher
 from chorus.fuser.collect import Collected, Collector
@@ -51,12 +56,7 @@ from chorus.fuser.reliability import ReliabilityStore
 from chorus.fuser.strategies import Stacker
 from chorus.fuser.temperatures import TemperatureStore
 from chorus.fuser.weights import WeightStore
-from chorus.heartbeat import Heartbeat, HeartbeatLoop
 from chorus.pb import task_pb2, wire_pb2
-from chorus.registry import Registry
-from chorus.service import ServiceBase
-from chorus.spawner import Spawner
-from chorus.wire import DEFAULT_POLICY
 
 log = logging.getLogger(__name__)
 

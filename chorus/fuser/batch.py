@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from chorus.codec import from_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError
+from chorus.core.codec import from_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError
+from chorus.core.wire import DEFAULT_POLICY
 from chorus.fuser import kinds, policies, strategies
 from chorus.fuser.conflict import ConflictReport
 from chorus.fuser.fusion import Tools, decode_members, fuse, reply_for
@@ -31,7 +32,6 @@ from chorus.fuser.policies import Case, Outcome, Settings
 from chorus.fuser.strategies import Fused, FusionStrategy, MemberScores
 from chorus.fuser.strategies.base import check_members
 from chorus.pb import wire_pb2
-from chorus.wire import DEFAULT_POLICY
 
 MAX_ROWS = 1024
 """Rows one stacked pass may carry: a group that would pass it is fused at once, and the

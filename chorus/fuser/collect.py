@@ -15,14 +15,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from chorus.calls.attempts import Attempt
-from chorus.calls.client import CallPolicy, InFlight, MemberCalls, checked, error_of
-from chorus.calls.quorum import too_few_members
-from chorus.calls.rows import split_rows
-from chorus.calls.transport import Message
-from chorus.context import CallContext
-from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, InvalidArgument, Unavailable
-from chorus.heartbeat import Heartbeat
+from chorus.core.calls.attempts import Attempt
+from chorus.core.calls.client import CallPolicy, InFlight, MemberCalls, checked, error_of
+from chorus.core.calls.quorum import too_few_members
+from chorus.core.calls.rows import split_rows
+from chorus.core.calls.transport import Message
+from chorus.core.context import CallContext
+from chorus.core.errors import ChorusError, DataLoss, DeadlineExceeded, InvalidArgument, Unavailable
+from chorus.core.heartbeat import Heartbeat
 from chorus.pb import tensor_pb2, wire_pb2
 
 EARLY_KEEP_S = 10.0

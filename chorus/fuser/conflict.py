@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chorus.config import FuserConfig
-from chorus.errors import InvalidArgument
+from chorus.core.config import FuserConfig
+from chorus.core.errors import InvalidArgument
 from chorus.fuser.strategies.base import Fused, MemberScores, check_members, weighted_mean
 from chorus.fuser.strategies.weighted_mean import weighted_spread
 

@@ -22,10 +22,10 @@ import math
 import numpy as np
 from nats.js import JetStreamContext
 
-from chorus.config import FuserConfig
-from chorus.errors import InvalidArgument
+from chorus.core.config import FuserConfig
+from chorus.core.errors import InvalidArgument
+from chorus.core.subjects import kv_key
 from chorus.fuser.watched import WatchedBucket
-from chorus.subjects import kv_key
 
 BUCKET = "chorus_conformal"
 DEFAULT_COVERAGE = FuserConfig().conformal_coverage

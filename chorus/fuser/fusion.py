@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext
-from chorus.errors import InvalidArgument
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext
+from chorus.core.errors import InvalidArgument
+from chorus.core.wire import DEFAULT_POLICY, REGRESSION_POLICY
 from chorus.fuser import kinds, policies, strategies
 from chorus.fuser.conflict import ConflictThresholds
 from chorus.fuser.conformal import DEFAULT_COVERAGE
@@ -24,7 +25,6 @@ from chorus.fuser.policies import Case, Outcome, Settings
 from chorus.fuser.reliability import Estimate
 from chorus.fuser.strategies import Fused, MemberScores, Stacker, Strategy, Task, TaskStrategy
 from chorus.pb import task_pb2, wire_pb2
-from chorus.wire import DEFAULT_POLICY, REGRESSION_POLICY
 
 
 @dataclass

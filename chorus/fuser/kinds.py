@@ -3,7 +3,7 @@
 A member says what its scores output holds (its manifest's `output_kind`); the fuser turns
 every classifier's scores into probabilities, so a soft vote never averages raw logits with
 another member's probabilities, and reads a regressor's output as values [rows, k]. A
-classifier's temperature (fitted by `chorus models calibrate`, chorus.calibration) divides its
+classifier's temperature (fitted by `chorus models calibrate`, chorus.core.calibration) divides its
 logits, or its log-probabilities, before the softmax. Members of
 one task must agree on classification or regression: mixing them has no meaning.
 """
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.calibration import temper
-from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.core.calibration import temper
+from chorus.core.errors import FailedPrecondition, InvalidArgument
 
 PROBABILITIES, LOGITS, BINARY, REGRESSION = "probabilities", "logits", "binary", "regression"
 KINDS = (PROBABILITIES, LOGITS, BINARY, REGRESSION)

@@ -13,12 +13,12 @@ from typing import Protocol
 
 import numpy as np
 
-from chorus.calls.client import MemberCalls
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext
-from chorus.heartbeat import Heartbeat
+from chorus.core.calls.client import MemberCalls
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.wire import output
 from chorus.pb import wire_pb2
-from chorus.wire import output
 
 
 class MemberClient(Protocol):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from chorus.calls.client import CallCounters
-from chorus.metrics import LATENCY_BUCKETS_S
+from chorus.core.calls.client import CallCounters
+from chorus.core.metrics import LATENCY_BUCKETS_S
 
 
 class FuserMetrics:

@@ -13,12 +13,12 @@ from nats.js.api import StreamConfig
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from chorus.codec import from_tensor
-from chorus.errors import InvalidArgument, NotFound
+from chorus.core.codec import from_tensor
+from chorus.core.errors import InvalidArgument, NotFound
+from chorus.core.jetstream import ensure_bucket, ensure_stream
+from chorus.core.subjects import kv_key
 from chorus.fuser.kinds import REGRESSION, as_scores
-from chorus.jetstream import ensure_bucket, ensure_stream
 from chorus.pb import wire_pb2
-from chorus.subjects import kv_key
 
 TASKS_BUCKET = "chorus_fused_tasks"
 TASKS_TTL_S = 24 * 3600

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from nats.js import JetStreamContext
 
+from chorus.core.subjects import kv_key
 from chorus.fuser.watched import WatchedBucket
-from chorus.subjects import kv_key
 
 BUCKET = "chorus_reliability"
 SMOOTHING = 0.5

@@ -14,9 +14,9 @@ import math
 import numpy as np
 from nats.js import JetStreamContext
 
-from chorus.calibration import T_BOUNDS, nll, temper
+from chorus.core.calibration import T_BOUNDS, nll, temper
+from chorus.core.subjects import kv_key
 from chorus.fuser.watched import WatchedBucket, decode_floats, encode_floats
-from chorus.subjects import kv_key
 
 BUCKET = "chorus_temperatures"
 STEP = 0.2

@@ -13,8 +13,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from chorus.jetstream import ensure_bucket
-from chorus.spawner import cancel
+from chorus.core.jetstream import ensure_bucket
+from chorus.core.spawner import cancel
 
 CAS_ATTEMPTS = 20
 

@@ -16,8 +16,8 @@ import math
 
 from nats.js import JetStreamContext
 
+from chorus.core.subjects import kv_key
 from chorus.fuser.watched import WatchedBucket, decode_floats, encode_floats
-from chorus.subjects import kv_key
 
 BUCKET = "chorus_weights"
 ETA = 0.1

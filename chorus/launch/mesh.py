@@ -183,8 +183,8 @@ class Mesh(Running):
 
         deadline = time.monotonic() + timeout_s
         from chorus.client import TaskClient
-        from chorus.config import SecurityConfig
-        from chorus.environment import from_env
+        from chorus.core.config import SecurityConfig
+        from chorus.core.environment import from_env
 
         security = from_env(SecurityConfig, "security", env={**os.environ, **self.extra_env})
         with TaskClient(self.router_target, security) as client:

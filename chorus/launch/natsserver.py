@@ -220,7 +220,7 @@ def wait_for_jetstream(url: str, timeout_s: float = 30.0) -> None:
 
     import nats
 
-    from chorus.jetstream import servers
+    from chorus.core.jetstream import servers
 
     async def ready() -> None:
         deadline = time.monotonic() + timeout_s

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from chorus.errors import ChorusError
+from chorus.core.errors import ChorusError
 from chorus.planner.inputs import load_inputs
 from chorus.planner.k8s import DEFAULT_BASE, write_overlay
 from chorus.planner.model import Allocation

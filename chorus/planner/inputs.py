@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from chorus.context import Priority
-from chorus.errors import InvalidArgument, NotFound
+from chorus.core.context import Priority
+from chorus.core.errors import InvalidArgument, NotFound
 from chorus.planner.model import (
     DEFAULT_TARGET_UTILISATION,
     Capacity,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chorus.errors import InvalidArgument, NotFound
+from chorus.core.errors import InvalidArgument, NotFound
 from chorus.planner.inputs import finite
 from chorus.planner.model import Allocation
 

@@ -17,12 +17,12 @@ import time
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from chorus import subjects
-from chorus.errors import ChorusError
+from chorus.core import subjects
+from chorus.core.errors import ChorusError
+from chorus.core.registry import Registry
 from chorus.planner.model import Allocation, PlanInputs
 from chorus.planner.replan import needs_replan, with_measurements
 from chorus.planner.solve import solve
-from chorus.registry import Registry
 
 log = logging.getLogger(__name__)
 PLAN_SUBJECT = subjects.PLAN

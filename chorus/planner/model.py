@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chorus.context import Priority
-from chorus.errors import NotFound, ResourceExhausted
+from chorus.core.context import Priority
+from chorus.core.errors import NotFound, ResourceExhausted
 
 DEFAULT_TARGET_UTILISATION = 0.8
 # --- inputs ----------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from chorus.errors import InvalidArgument
-from chorus.heartbeat import Heartbeat
+from chorus.core.errors import InvalidArgument
+from chorus.core.heartbeat import Heartbeat
 from chorus.planner.model import ModelOption, PlanInputs
 
 # --- when to re-solve ------------------------------------------------------------------------

@@ -39,7 +39,7 @@ minimise ``sum_k s[k]`` with the same integer replicas and constraints: its opti
 total shortfall (demand minus the most the capacity can serve at the target utilisation). How a
 shared shortfall is attributed to demands that compete for the same device is not unique, so a
 second solve keeps the total at that optimum and puts the shortfall on the lowest priorities
-first (batch, then normal, then critical: chorus.context.Priority). The error
+first (batch, then normal, then critical: chorus.core.context.Priority). The error
 (:class:`Infeasible`, a ``ResourceExhausted``) names every short capability and priority with
 its shortfall in rps, and says why (no option within the latency cap, or the capacity/replica
 limits it meets). A capability that no option offers at all is ``NotFound``; malformed input is
@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from chorus.context import Priority
-from chorus.errors import ChorusError, NotFound, ResourceExhausted
+from chorus.core.context import Priority
+from chorus.core.errors import ChorusError, NotFound, ResourceExhausted
 from chorus.planner.inputs import validate
 from chorus.planner.model import (
     Allocation,

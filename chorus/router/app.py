@@ -11,16 +11,19 @@ import grpc
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from chorus import subjects
-from chorus.calls import choice
-from chorus.calls.client import CallPolicy
-from chorus.calls.replicas import ReplicaBook
-from chorus.calls.transport import NatsTransport
-from chorus.config import RouterConfig
-from chorus.context import Priority
-from chorus.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.core import subjects
+from chorus.core.calls import choice
+from chorus.core.calls.client import CallPolicy
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.transport import NatsTransport
+from chorus.core.config import RouterConfig
+from chorus.core.context import Priority
+from chorus.core.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.core.registry import Registry
+from chorus.core.scheduler import PriorityScheduler
+from chorus.core.security import Authorizer, server_credentials
+from chorus.core.service import ServiceBase
 from chorus.pb import task_pb2, task_pb2_grpc
-from chorus.registry import Registry
 from chorus.router.dispatch import Dispatcher, DispatchPolicy
 from chorus.router.durable import DurableTasks
 from chorus.router.metrics import RouterMetrics
@@ -29,9 +32,6 @@ from chorus.router.pipeline import load_pipelines
 from chorus.router.plan_routing import PlanSplits
 from chorus.router.servicer import TaskServicer
 from chorus.router.task import TaskRunner
-from chorus.scheduler import PriorityScheduler
-from chorus.security import Authorizer, server_credentials
-from chorus.service import ServiceBase
 
 log = logging.getLogger(__name__)
 TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.core.errors import ChorusError, InvalidArgument
 
 Ask = Callable[[list[str], list[int]], Awaitable[tuple[np.ndarray, np.ndarray]]]
 """Asks `members` about the task rows `rows` (indices into the task's rows) and returns the

@@ -15,10 +15,10 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from chorus.calls.rows import split_rows
-from chorus.context import CallContext
-from chorus.errors import DeadlineExceeded
-from chorus.heartbeat import Heartbeat
+from chorus.core.calls.rows import split_rows
+from chorus.core.context import CallContext
+from chorus.core.errors import DeadlineExceeded
+from chorus.core.heartbeat import Heartbeat
 from chorus.pb import tensor_pb2, wire_pb2
 
 Send = Callable[

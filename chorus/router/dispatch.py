@@ -11,17 +11,17 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 
-from chorus import subjects
-from chorus.calls.choice import ReplicaChooser
-from chorus.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
-from chorus.calls.clock import SYSTEM, Clock
-from chorus.calls.payload import Payload
-from chorus.calls.replicas import ReplicaBook
-from chorus.calls.transport import Transport
-from chorus.config import RouterConfig
-from chorus.context import CAPABILITY, TASKS, CallContext
-from chorus.errors import ChorusError, Unavailable
-from chorus.heartbeat import Heartbeat
+from chorus.core import subjects
+from chorus.core.calls.choice import ReplicaChooser
+from chorus.core.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
+from chorus.core.calls.clock import SYSTEM, Clock
+from chorus.core.calls.payload import Payload
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.transport import Transport
+from chorus.core.config import RouterConfig
+from chorus.core.context import CAPABILITY, TASKS, CallContext
+from chorus.core.errors import ChorusError, Unavailable
+from chorus.core.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
 from chorus.router.coalesce import Coalescer
 from chorus.router.metrics import RouterMetrics

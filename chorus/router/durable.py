@@ -39,13 +39,13 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from chorus import subjects
-from chorus.context import Priority
-from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
-from chorus.jetstream import ensure_bucket, ensure_stream
+from chorus.core import subjects
+from chorus.core.context import Priority
+from chorus.core.errors import ChorusError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from chorus.core.jetstream import ensure_bucket, ensure_stream
+from chorus.core.spawner import Spawner, cancel
 from chorus.pb import task_pb2
 from chorus.router.task import TaskRunner
-from chorus.spawner import Spawner, cancel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

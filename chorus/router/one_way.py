@@ -23,15 +23,15 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from chorus import subjects, tracing
-from chorus.calls.attempts import Attempt
-from chorus.calls.client import MemberCalls, error_of
-from chorus.calls.clock import SYSTEM, Clock
-from chorus.calls.payload import Payload
-from chorus.calls.transport import Message, NoResponders, RequestTimeout, Transport
-from chorus.context import INPUT_SHA256, TASKS, CallContext
-from chorus.errors import ChorusError
-from chorus.heartbeat import Heartbeat
+from chorus.core import subjects, tracing
+from chorus.core.calls.attempts import Attempt
+from chorus.core.calls.client import MemberCalls, error_of
+from chorus.core.calls.clock import SYSTEM, Clock
+from chorus.core.calls.payload import Payload
+from chorus.core.calls.transport import Message, NoResponders, RequestTimeout, Transport
+from chorus.core.context import INPUT_SHA256, TASKS, CallContext
+from chorus.core.errors import ChorusError
+from chorus.core.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 from chorus.router.coalesce import Coalescer, Observe
 from chorus.router.dispatch import FanOut

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chorus.codec import to_tensor
-from chorus.context import CallContext
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext
 from chorus.pb import task_pb2, tensor_pb2, wire_pb2
 from chorus.router.cascade import CascadeResult
 from chorus.router.dispatch import FanOut

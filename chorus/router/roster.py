@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chorus.calls.clock import Clock
-from chorus.context import CallContext
-from chorus.errors import InvalidArgument, NotFound, Unavailable
-from chorus.heartbeat import Heartbeat
-from chorus.registry import Registry
+from chorus.core.calls.clock import Clock
+from chorus.core.context import CallContext
+from chorus.core.errors import InvalidArgument, NotFound, Unavailable
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.registry import Registry
 
 RECENTLY_OFFERED_S = 10.0
 """A capability offered this recently and silent now is UNAVAILABLE (and waited for), not

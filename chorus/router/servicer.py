@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from chorus import tracing
-from chorus.errors import ChorusError
+from chorus.core import tracing
+from chorus.core.errors import ChorusError
+from chorus.core.registry import Registry
+from chorus.core.security import Authorizer, peer_common_name
 from chorus.pb import task_pb2, task_pb2_grpc
-from chorus.registry import Registry
 from chorus.router.durable import DurableTasks
 from chorus.router.task import TaskRunner
-from chorus.security import Authorizer, peer_common_name
 
 log = logging.getLogger(__name__)
 SUBMIT_ASYNC_MARGIN_S = 0.1
@@ -56,7 +56,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         for capability in needed:
             self.authorizer.check(caller, capability)
 
-    # A ChorusError raised here becomes the call's status (chorus.grpcserver.ErrorStatus).
+    # A ChorusError raised here becomes the call's status (chorus.core.grpcserver.ErrorStatus).
 
     async def Submit(
         self, request: task_pb2.SubmitRequest, context: grpc.aio.ServicerContext

@@ -11,12 +11,13 @@ from __future__ import annotations
 from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
-from chorus import tracing
-from chorus.calls.clock import SYSTEM, Clock
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError
+from chorus.core import tracing
+from chorus.core.calls.clock import SYSTEM, Clock
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError
+from chorus.core.registry import Registry
+from chorus.core.scheduler import PriorityScheduler
 from chorus.pb import task_pb2
-from chorus.registry import Registry
 from chorus.router import dispatch
 from chorus.router.dispatch import Dispatcher
 from chorus.router.metrics import RouterMetrics
@@ -27,7 +28,6 @@ from chorus.router.plan_routing import PlanSplits
 from chorus.router.reply import submit_response
 from chorus.router.roster import Roster, Rosters
 from chorus.router.validate import Limits, check_feedback, find_pipeline
-from chorus.scheduler import PriorityScheduler
 
 
 class TaskRunner:

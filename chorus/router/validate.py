@@ -8,13 +8,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from chorus.codec import from_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import InvalidArgument, NotFound
+from chorus.core.codec import from_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import InvalidArgument, NotFound
+from chorus.core.spec import check_tensor
 from chorus.pb import task_pb2, tensor_pb2
 from chorus.router.pipeline import Pipeline
 from chorus.router.roster import Roster
-from chorus.spec import check_tensor
 
 
 @dataclass(frozen=True)

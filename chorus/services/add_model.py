@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from chorus.codec import numpy_dtype
+from chorus.core.codec import numpy_dtype
+from chorus.core.spec import TensorSpec
 from chorus.services import graph, repository
 from chorus.services.manifest import OUTPUT_KINDS, ManifestError, parse
-from chorus.spec import TensorSpec
 
 SUM_TOLERANCE = 1e-3
 

@@ -15,15 +15,16 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.errors import ServiceUnavailableError
 
-from chorus.config import ModelServiceConfig
-from chorus.context import Priority
-from chorus.errors import NotFound, describe_error
-from chorus.grpcserver import add_health_and_reflection, bind, make_server
-from chorus.model_store import ModelStore, StoreError, address
+from chorus.core.config import ModelServiceConfig
+from chorus.core.context import Priority
+from chorus.core.errors import NotFound, describe_error
+from chorus.core.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.core.model_store import ModelStore, StoreError, address
+from chorus.core.scheduler import PriorityScheduler
+from chorus.core.security import server_credentials
+from chorus.core.service import ServiceBase
+from chorus.core.spawner import Spawner
 from chorus.pb import kserve_v2_pb2, kserve_v2_pb2_grpc
-from chorus.scheduler import PriorityScheduler
-from chorus.security import server_credentials
-from chorus.service import ServiceBase
 from chorus.services.gpu_metrics import nvml_collector
 from chorus.services.inference import InferenceCore
 from chorus.services.kserve import KServeServicer
@@ -32,7 +33,6 @@ from chorus.services.metrics import ModelMetrics
 from chorus.services.runtime import OnnxModel
 from chorus.services.store_sync import StoreSync
 from chorus.services.worker import NatsWorker
-from chorus.spawner import Spawner
 
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.errors import FailedPrecondition
+from chorus.core.errors import FailedPrecondition
 from chorus.services.runtime import OnnxModel, Prediction
 
 

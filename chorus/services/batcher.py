@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from chorus.core.spawner import cancel
 from chorus.services.runtime import OnnxModel, Prediction, RunSettings
-from chorus.spawner import cancel
 
 
 @dataclass(order=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from chorus.spec import TensorSpec
+from chorus.core.spec import TensorSpec
 
 _DATATYPES: dict[int, str] = {
     onnx.TensorProto.BOOL: "BOOL",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.core.errors import FailedPrecondition, InvalidArgument
 from chorus.services.repository import Head, Manifest
 
 ALL = "*"

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from chorus.context import CallContext
-from chorus.scheduler import PriorityScheduler
+from chorus.core.context import CallContext
+from chorus.core.scheduler import PriorityScheduler
 from chorus.services.augment import infer_augmented
 from chorus.services.lifecycle import Loaded
 from chorus.services.metrics import ModelMetrics

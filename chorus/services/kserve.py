@@ -12,9 +12,9 @@ import grpc
 import numpy as np
 
 import chorus
-from chorus.codec import datatype_of, from_bytes, numpy_dtype, to_bytes
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError, InvalidArgument, NotFound
+from chorus.core.codec import datatype_of, from_bytes, numpy_dtype, to_bytes
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError, InvalidArgument, NotFound
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
 from chorus.services.inference import InferenceCore

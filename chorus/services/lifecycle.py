@@ -14,13 +14,13 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chorus.config import ModelServiceConfig
-from chorus.errors import FailedPrecondition, NotFound, Unavailable
+from chorus.core.config import ModelServiceConfig
+from chorus.core.errors import FailedPrecondition, NotFound, Unavailable
+from chorus.core.spawner import Spawner, cancel
 from chorus.services import repository
 from chorus.services.batcher import DynamicBatcher
 from chorus.services.repository import Manifest, version_key
 from chorus.services.runtime import OnnxModel, RunSettings
-from chorus.spawner import Spawner, cancel
 
 log = logging.getLogger(__name__)
 

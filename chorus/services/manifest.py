@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chorus.core.spec import TensorSpec
 from chorus.services import graph
-from chorus.spec import TensorSpec
 
 MANIFEST = "manifest.json"
 HeadKind = Literal["softmax", "binary"]

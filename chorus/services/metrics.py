@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from chorus.metrics import LATENCY_BUCKETS_S
+from chorus.core.metrics import LATENCY_BUCKETS_S
 
 
 class ModelMetrics:

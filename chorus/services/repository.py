@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from chorus.errors import NotFound
-from chorus.model_store import version_key
+from chorus.core.errors import NotFound
+from chorus.core.model_store import version_key
 from chorus.services import graph
 from chorus.services.manifest import (
     HEAD_KINDS,

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from chorus.codec import numpy_dtype
-from chorus.config import ModelServiceConfig
-from chorus.errors import InvalidArgument
+from chorus.core.codec import numpy_dtype
+from chorus.core.config import ModelServiceConfig
+from chorus.core.errors import InvalidArgument
+from chorus.core.spec import check_tensor
 from chorus.services import providers
 from chorus.services.repository import ModelVersion, RuntimeOptions
-from chorus.spec import check_tensor
 
 log = logging.getLogger(__name__)
 

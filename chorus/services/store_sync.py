@@ -15,11 +15,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from chorus.errors import NotFound
-from chorus.model_store import DigestMismatch, ModelStore, StoredVersion, version_key
+from chorus.core.errors import NotFound
+from chorus.core.model_store import DigestMismatch, ModelStore, StoredVersion, version_key
+from chorus.core.spawner import cancel
 from chorus.services import repository
 from chorus.services.lifecycle import ModelHost
-from chorus.spawner import cancel
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
 import chorus
-from chorus import subjects, tracing
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import (
+from chorus.core import subjects, tracing
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import (
     CAPABILITY,
     INPUT_SHA256,
     MAX_TASKS_PER_CALL,
@@ -27,14 +27,14 @@ from chorus.context import (
     CallContext,
     Priority,
 )
-from chorus.errors import DataLoss, InvalidArgument, respond_error
-from chorus.heartbeat import Heartbeat, HeartbeatLoop
+from chorus.core.errors import DataLoss, InvalidArgument, respond_error
+from chorus.core.heartbeat import Heartbeat, HeartbeatLoop
+from chorus.core.spawner import Spawner
 from chorus.pb import wire_pb2
 from chorus.services import heads
 from chorus.services.inference import InferenceCore
 from chorus.services.lifecycle import ModelHost
 from chorus.services.metrics import ModelMetrics
-from chorus.spawner import Spawner
 
 
 class NatsWorker:
@@ -180,7 +180,7 @@ class NatsWorker:
             try:
                 call.ParseFromString(request.data)
             except Exception:
-                raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
+                raise InvalidArgument("body: not a chorus.core.wire.v1.InferCall message") from None
             inputs = {t.name: from_tensor(t) for t in call.inputs}
             capability = (request.headers or {}).get(CAPABILITY)
             with self.host.use() as loaded:

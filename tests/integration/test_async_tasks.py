@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient
-from chorus.codec import to_tensor
+from chorus.core.codec import to_tensor
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer

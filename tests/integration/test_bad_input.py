@@ -9,9 +9,9 @@ import nats
 import numpy as np
 import pytest
 
-from chorus import subjects
 from chorus.client import TaskClient
-from chorus.codec import to_tensor
+from chorus.core import subjects
+from chorus.core.codec import to_tensor
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2, wire_pb2

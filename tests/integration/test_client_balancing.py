@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from chorus.client import AsyncTaskClient, TaskClient
-from chorus.config import SecurityConfig
+from chorus.core.config import SecurityConfig
 from chorus.launch.natsserver import free_port
 from chorus.pb import task_pb2, task_pb2_grpc
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient, TaskResult
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext, Priority
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import DataLoss, DeadlineExceeded, Unavailable
+from chorus.core.heartbeat import Heartbeat
 from chorus.demo.datasets import digits_split
 from chorus.demo.members import MEMBERS
-from chorus.errors import DataLoss, DeadlineExceeded, Unavailable
-from chorus.heartbeat import Heartbeat
 from chorus.launch.mesh import Mesh
 from chorus.pb import wire_pb2
 from chorus.router.coalesce import Coalescer

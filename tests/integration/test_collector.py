@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from nats.aio.client import Client
 
-from chorus import subjects
-from chorus.calls import choice
-from chorus.calls.client import CallPolicy, MemberCalls
-from chorus.calls.replicas import ReplicaBook
-from chorus.calls.transport import NatsTransport
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError
+from chorus.core import subjects
+from chorus.core.calls import choice
+from chorus.core.calls.client import CallPolicy, MemberCalls
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.transport import NatsTransport
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError
 from chorus.fuser.collect import Collector
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import wire_pb2

@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from chorus import subjects
+from chorus.core import subjects
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import task_pb2
 from chorus.router.durable import RESULTS, DurableTasks

@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 from nats.js.api import ConsumerConfig
 
-from chorus import subjects
 from chorus.client import TaskClient, decode
-from chorus.codec import to_tensor
+from chorus.core import subjects
+from chorus.core.codec import to_tensor
 from chorus.demo.build_text import TEST_SEED
 from chorus.demo.datasets import digit_captions, digits_split
 from chorus.fuser.records import REVIEW_STREAM, review_subject

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from chorus.errors import InvalidArgument, NotFound
-from chorus.grpcserver import bind, make_server
+from chorus.core.errors import InvalidArgument, NotFound
+from chorus.core.grpcserver import bind, make_server
 from chorus.launch.natsserver import free_port
 from chorus.pb import task_pb2, task_pb2_grpc
 

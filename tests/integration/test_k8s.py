@@ -31,13 +31,13 @@ from prometheus_client import CollectorRegistry
 
 from chorus import __version__
 from chorus.cli.k8s import render
-from chorus.config import FuserConfig, ModelServiceConfig, RouterConfig, SecurityConfig
-from chorus.environment import from_env
+from chorus.core.config import FuserConfig, ModelServiceConfig, RouterConfig, SecurityConfig
+from chorus.core.environment import from_env
+from chorus.core.security import nats_options
 from chorus.fuser.metrics import FuserMetrics
 from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
 from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from chorus.router.metrics import RouterMetrics
-from chorus.security import nats_options
 from chorus.services.metrics import ModelMetrics
 from tests.support import k8s_refs
 

@@ -23,9 +23,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from chorus import subjects
+from chorus.core import subjects
+from chorus.core.heartbeat import Heartbeat
 from chorus.demo.datasets import digits_split
-from chorus.heartbeat import Heartbeat
 from chorus.launch.mesh import Mesh
 from chorus.services import repository
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import nats
 
-from chorus import subjects
-from chorus.heartbeat import Heartbeat
+from chorus.core import subjects
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.spec import TensorSpec
 from chorus.launch.natsserver import NatsServer
 from chorus.planner import Demand, ModelOption, PlanInputs
 from chorus.planner.live import PLAN_SUBJECT, LivePlanner
-from chorus.spec import TensorSpec
 
 
 def beat(ewma_ms: float) -> bytes:

@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from chorus.config import FuserConfig
-from chorus.environment import from_env
+from chorus.core.config import FuserConfig
+from chorus.core.environment import from_env
 from chorus.fuser.app import FuserService
 from chorus.launch.natsserver import free_port
 

@@ -18,20 +18,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
-from chorus import subjects
-from chorus.calls import choice
-from chorus.calls.breaker import State
-from chorus.calls.client import CallCounters, CallPolicy, MemberCalls
-from chorus.calls.replicas import ReplicaBook
-from chorus.calls.transport import NatsTransport
-from chorus.codec import to_tensor
-from chorus.context import INPUT_SHA256, CallContext, Priority
-from chorus.errors import DataLoss, DeadlineExceeded
+from chorus.core import subjects
+from chorus.core.calls import choice
+from chorus.core.calls.breaker import State
+from chorus.core.calls.client import CallCounters, CallPolicy, MemberCalls
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.transport import NatsTransport
+from chorus.core.codec import to_tensor
+from chorus.core.context import INPUT_SHA256, CallContext, Priority
+from chorus.core.errors import DataLoss, DeadlineExceeded
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.spec import TensorSpec
 from chorus.fuser.members import NatsMembers
-from chorus.heartbeat import Heartbeat
 from chorus.launch.natsserver import NatsServer
 from chorus.pb import wire_pb2
-from chorus.spec import TensorSpec
 
 SCORES = np.array([[0.25, 0.75]], np.float32)
 

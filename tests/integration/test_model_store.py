@@ -27,10 +27,10 @@ import tritonclient.grpc as tc
 from onnx import TensorProto, helper, numpy_helper
 
 from chorus.client import TaskClient
+from chorus.core.model_store import FILES, ModelStore, StoredVersion
+from chorus.core.natsclient import connect_once
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsCluster, NatsServer, wait_for_jetstream
-from chorus.model_store import FILES, ModelStore, StoredVersion
-from chorus.natsclient import connect_once
 from tests.support import CAPABILITY, DEMO, X, request
 
 CHORUS = [sys.executable, "-m", "chorus.cli"]
@@ -331,8 +331,8 @@ def _big_model(folder: Path, mb: int) -> None:
 ROUND_TRIP = """
 import asyncio, sys
 from pathlib import Path
-from chorus.model_store import ModelStore
-from chorus.natsclient import connect_once
+from chorus.core.model_store import ModelStore
+from chorus.core.natsclient import connect_once
 
 async def main(url: str, folder: Path, cache: Path) -> None:
     nc = await connect_once(url)

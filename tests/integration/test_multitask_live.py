@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from chorus.client import TaskClient
-from chorus.codec import from_tensor, to_tensor
+from chorus.core.codec import from_tensor, to_tensor
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer

@@ -12,13 +12,13 @@ import nats
 import numpy as np
 import pytest
 
-from chorus import subjects
 from chorus.client import TaskClient
-from chorus.heartbeat import Heartbeat
+from chorus.core import subjects
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.spec import TensorSpec
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
 from chorus.planner.autoscale import prometheus_scaling
-from chorus.spec import TensorSpec
 from tests.support import DEMO, scrape, total
 from tests.support.k8s_refs import referenced_metric_names, scaled_objects
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from chorus.client import TaskClient, decode
-from chorus.codec import from_tensor, to_tensor
+from chorus.core.codec import from_tensor, to_tensor
 from chorus.demo.build_text import TEST_SEED
 from chorus.demo.datasets import digit_captions, digits_split
 from chorus.pb import task_pb2

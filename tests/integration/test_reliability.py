@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
 from chorus.demo.datasets import LABELS, digits_split
 from chorus.fuser.fusion import Tools, fuse
 from chorus.fuser.reliability import MIN_ROWS, ReliabilityStore, estimate

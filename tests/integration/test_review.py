@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from chorus.client import TaskClient, decode
-from chorus.codec import to_tensor
+from chorus.core.codec import to_tensor
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer

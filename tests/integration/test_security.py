@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from chorus.client import TaskClient
-from chorus.config import SecurityConfig
+from chorus.core.config import SecurityConfig
+from chorus.core.security import nats_options
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
-from chorus.security import nats_options
 from tests.support.pki import Authority
 
 X = {"input": np.zeros((1, 64), np.float32)}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chorus.client import AsyncTaskClient, submit_request
-from chorus.codec import from_tensor, to_tensor
+from chorus.core.codec import from_tensor, to_tensor
 from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2
 from tests.support import CAPABILITY, request

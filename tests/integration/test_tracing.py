@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from chorus.client import TaskClient
-from chorus.codec import to_tensor
+from chorus.core.codec import to_tensor
 from chorus.launch.mesh import Mesh
 from chorus.pb import task_pb2
 from tests.support import DEMO

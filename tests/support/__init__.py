@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from chorus.codec import to_tensor
+from chorus.core.codec import to_tensor
 from chorus.demo.build import ARBITER, GATE, STACKER
 from chorus.demo.datasets import digits_split
 from chorus.demo.members import MEMBERS

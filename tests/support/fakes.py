@@ -4,7 +4,7 @@ network, no real waiting.
 `run(main())` runs a coroutine on an event loop whose clock is virtual: when nothing is
 ready, time jumps to the next timer instead of sleeping, so a 2 s attempt timeout costs
 microseconds, and task deadlines (wall-clock `CallContext`s) read the same virtual time.
-`FakeTransport` implements `chorus.calls.transport.Transport` over scripted replicas
+`FakeTransport` implements `chorus.core.calls.transport.Transport` over scripted replicas
 (`FakeReplica`: slow, failing, silent, gone, or answering for another input), records what
 was sent, and delivers one-way answers to whatever `subscribe`d to the reply subject.
 """
@@ -22,15 +22,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-import chorus.context
-from chorus import subjects
-from chorus.calls.client import ERROR_CODE_HEADER, ERROR_HEADER
-from chorus.calls.transport import NoResponders, RequestTimeout
-from chorus.codec import to_tensor
-from chorus.context import INPUT_SHA256
-from chorus.heartbeat import Heartbeat
+import chorus.core.context
+from chorus.core import subjects
+from chorus.core.calls.client import ERROR_CODE_HEADER, ERROR_HEADER
+from chorus.core.calls.transport import NoResponders, RequestTimeout
+from chorus.core.codec import to_tensor
+from chorus.core.context import INPUT_SHA256
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.spec import TensorSpec
 from chorus.pb import wire_pb2
-from chorus.spec import TensorSpec
 
 T = TypeVar("T")
 EPOCH = 1_800_000_000.0
@@ -75,12 +75,12 @@ class LoopClock:
 
 @contextlib.contextmanager
 def _virtual_wall(loop: VirtualLoop) -> Iterator[None]:
-    real = chorus.context.__dict__["time"]
-    setattr(chorus.context, "time", types.SimpleNamespace(time=lambda: EPOCH + loop.now))  # noqa: B010
+    real = chorus.core.context.__dict__["time"]
+    setattr(chorus.core.context, "time", types.SimpleNamespace(time=lambda: EPOCH + loop.now))  # noqa: B010
     try:
         yield
     finally:
-        setattr(chorus.context, "time", real)  # noqa: B010
+        setattr(chorus.core.context, "time", real)  # noqa: B010
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

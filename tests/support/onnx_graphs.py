@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from chorus.spec import TensorSpec
+from chorus.core.spec import TensorSpec
 
 _ELEM = {"FP32": onnx.TensorProto.FLOAT, "INT64": onnx.TensorProto.INT64,
          "FP64": onnx.TensorProto.DOUBLE, "BYTES": onnx.TensorProto.STRING}  # fmt: skip

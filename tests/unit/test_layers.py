@@ -38,7 +38,7 @@ def _copy(tmp_path: Path) -> Path:
 def test_the_source_tree_keeps_its_layers() -> None:
     run = _lint(REPO)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "2 kept, 0 broken" in run.stdout
+    assert "3 kept, 0 broken" in run.stdout
 
 
 def test_the_router_reaching_into_the_fuser_breaks_them(tmp_path: Path) -> None:
@@ -53,11 +53,20 @@ def test_the_router_reaching_into_the_fuser_breaks_them(tmp_path: Path) -> None:
 
 def test_the_core_importing_a_service_breaks_them(tmp_path: Path) -> None:
     root = _copy(tmp_path)
-    with (root / "chorus/codec.py").open("a") as f:
+    with (root / "chorus/core/codec.py").open("a") as f:
         f.write("\nfrom chorus.router import task  # noqa: E402, F401\n")
     run = _lint(root)
     assert run.returncode == 1
-    assert "chorus.codec -> chorus.router.task" in run.stdout
+    assert "chorus.core.codec -> chorus.router.task" in run.stdout
+
+
+def test_the_wire_formats_reaching_up_into_the_member_calls_break_them(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    with (root / "chorus/core/wire.py").open("a") as f:
+        f.write("\nfrom chorus.core.calls import client  # noqa: E402, F401\n")
+    run = _lint(root)
+    assert run.returncode == 1
+    assert "chorus.core.wire -> chorus.core.calls.client" in run.stdout
 
 
 def test_a_module_in_no_layer_breaks_them(tmp_path: Path) -> None:

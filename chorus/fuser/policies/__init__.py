@@ -1,13 +1,14 @@
 """Conflict resolution policies, selected by name (`conflict.name`; empty is `none`).
 
-Each policy says what it needs (`needs`, chorus.needs); a new one is one module and a
+Each policy says what it needs (`needs`, chorus.core.needs); a new one is one module and a
 `register(...)` call.
 """
 
 from __future__ import annotations
 
-from chorus import needs as declared
-from chorus.errors import InvalidArgument
+from chorus.core import needs as declared
+from chorus.core.errors import InvalidArgument
+from chorus.core.needs import Needs
 from chorus.fuser.policies.arbiter import Arbiter
 from chorus.fuser.policies.base import Case, ConflictPolicy, Outcome, Settings
 from chorus.fuser.policies.conformal import Conformal
@@ -15,14 +16,13 @@ from chorus.fuser.policies.escalate import Escalate
 from chorus.fuser.policies.negotiate import Negotiate
 from chorus.fuser.policies.none import NoPolicy
 from chorus.fuser.policies.quorum import Quorum
-from chorus.needs import Needs
 
 POLICIES: dict[str, ConflictPolicy] = {}
 """Every registered conflict policy by name."""
 
 
 def register(policy: ConflictPolicy) -> ConflictPolicy:
-    """Makes `policy` selectable by its name, its needs declared (chorus.needs)."""
+    """Makes `policy` selectable by its name, its needs declared (chorus.core.needs)."""
     if policy.name in POLICIES:
         raise ValueError(f"conflict policy {policy.name!r} is registered already")
     declared.declare(declared.CONFLICT_POLICIES, policy.name, policy.needs)

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from chorus import needs as declared
-from chorus.errors import FailedPrecondition
+from chorus.core import needs as declared
+from chorus.core.errors import FailedPrecondition
 from chorus.fuser.kinds import REGRESSION, as_scores
 from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome, rows_of
 

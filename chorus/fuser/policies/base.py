@@ -8,12 +8,12 @@ from typing import Protocol
 
 import numpy as np
 
-from chorus.context import CallContext
+from chorus.core.context import CallContext
+from chorus.core.needs import Needs
 from chorus.fuser.conflict import ConflictReport, ConflictThresholds, detect, spread_limit
 from chorus.fuser.conformal import DEFAULT_COVERAGE
 from chorus.fuser.members import MemberClient
 from chorus.fuser.strategies import Fused, MemberScores
-from chorus.needs import Needs
 
 FuseFn = Callable[[Sequence[MemberScores]], Awaitable[Fused]]
 ReviewFn = Callable[[list[int], Fused, Sequence[MemberScores]], Awaitable[None]]

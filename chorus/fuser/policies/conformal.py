@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from chorus import needs as declared
-from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.core import needs as declared
+from chorus.core.errors import FailedPrecondition, InvalidArgument
 from chorus.fuser.conformal import intervals, label_sets, threshold
 from chorus.fuser.policies.arbiter import Arbiter
 from chorus.fuser.policies.base import Case, Outcome, first_pass

@@ -7,8 +7,8 @@ reviewer takes it.
 
 from __future__ import annotations
 
-from chorus import needs as declared
-from chorus.errors import FailedPrecondition
+from chorus.core import needs as declared
+from chorus.core.errors import FailedPrecondition
 from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome
 
 

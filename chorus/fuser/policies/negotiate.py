@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from chorus import needs as declared
-from chorus.errors import FailedPrecondition
+from chorus.core import needs as declared
+from chorus.core.errors import FailedPrecondition
 from chorus.fuser.conflict import detect
 from chorus.fuser.kinds import as_scores
 from chorus.fuser.policies.base import Case, Outcome, first_pass, rows_of

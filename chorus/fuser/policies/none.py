@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chorus import needs as declared
+from chorus.core import needs as declared
 from chorus.fuser.policies.base import Case, Outcome, first_pass
 from chorus.fuser.strategies import Fused
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from chorus import needs as declared
+from chorus.core import needs as declared
 from chorus.fuser.policies.base import Case, Outcome, backing, first_pass
 from chorus.fuser.strategies import Fused
 

@@ -6,14 +6,14 @@ meta-model), gated (a served gate model and the task's input) and dawid_skene (t
 estimated reliability). Regression, reading members' `probabilities` as predicted values:
 weighted_mean, median.
 
-Each strategy says what it needs (`needs`, chorus.needs); a new one is one module and a
+Each strategy says what it needs (`needs`, chorus.core.needs); a new one is one module and a
 `register(...)` call.
 """
 
 from __future__ import annotations
 
-from chorus import needs as declared
-from chorus.errors import InvalidArgument
+from chorus.core import needs as declared
+from chorus.core.errors import InvalidArgument
 from chorus.fuser.strategies.base import (
     Fused,
     FusionStrategy,
@@ -51,7 +51,7 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def register(strategy: Strategy) -> Strategy:
-    """Makes `strategy` selectable by its name, its needs declared (chorus.needs)."""
+    """Makes `strategy` selectable by its name, its needs declared (chorus.core.needs)."""
     if strategy.name in STRATEGIES:
         raise ValueError(f"fusion strategy {strategy.name!r} is registered already")
     declared.declare(declared.STRATEGIES, strategy.name, strategy.needs)

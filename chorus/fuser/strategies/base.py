@@ -10,11 +10,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from chorus.context import CallContext
-from chorus.errors import InvalidArgument
+from chorus.core.context import CallContext
+from chorus.core.errors import InvalidArgument
+from chorus.core.needs import Needs
 from chorus.fuser.members import MemberClient
 from chorus.fuser.reliability import Estimate
-from chorus.needs import Needs
 
 
 @dataclass(frozen=True)

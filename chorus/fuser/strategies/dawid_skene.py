@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus import needs as declared
+from chorus.core import needs as declared
 from chorus.fuser.reliability import MIN_ROWS
 from chorus.fuser.strategies.base import Fused, MemberScores, Task, agreement, check_members
 from chorus.fuser.strategies.majority_vote import MajorityVote

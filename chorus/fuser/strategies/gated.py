@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus import needs as declared
-from chorus.errors import InvalidArgument
+from chorus.core import needs as declared
+from chorus.core.errors import InvalidArgument
 from chorus.fuser.strategies.base import Fused, MemberScores, Task, agreement, check_members
 from chorus.fuser.strategies.served import served_model, without_missing
 

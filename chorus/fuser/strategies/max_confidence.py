@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus import needs as declared
+from chorus.core import needs as declared
 from chorus.fuser.strategies.base import Fused, MemberScores, agreement, check_members
 
 

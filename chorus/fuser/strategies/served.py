@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chorus.errors import FailedPrecondition
+from chorus.core.errors import FailedPrecondition
 from chorus.fuser.strategies.base import Fused, MemberScores, Stacker, Task
 from chorus.fuser.strategies.soft_vote import SoftVote
 
 FALLBACK = SoftVote()
-"""The default classification strategy (chorus.wire.DEFAULT_POLICY)."""
+"""The default classification strategy (chorus.core.wire.DEFAULT_POLICY)."""
 
 
 def served_model(strategy: str, role: str, task: Task) -> Stacker:

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus import needs as declared
-from chorus.errors import InvalidArgument
+from chorus.core import needs as declared
+from chorus.core.errors import InvalidArgument
 from chorus.fuser.strategies.base import Fused, MemberScores, check_members, member_weights
 
 TOLERANCE = 1e-9

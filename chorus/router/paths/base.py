@@ -10,19 +10,19 @@ from typing import Protocol
 
 from nats.aio.client import Client
 
-from chorus import needs
-from chorus.calls.payload import Payload
-from chorus.calls.quorum import too_few_members
-from chorus.context import CallContext
-from chorus.errors import InvalidArgument, Unavailable
-from chorus.heartbeat import Heartbeat
+from chorus.core import needs
+from chorus.core.calls.payload import Payload
+from chorus.core.calls.quorum import too_few_members
+from chorus.core.context import CallContext
+from chorus.core.errors import InvalidArgument, Unavailable
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.wire import REGRESSION_POLICY
 from chorus.pb import task_pb2, tensor_pb2, wire_pb2
 from chorus.router import dispatch
 from chorus.router.dispatch import Dispatcher, FanOut
 from chorus.router.metrics import RouterMetrics
 from chorus.router.reply import StageDone
 from chorus.router.roster import Roster
-from chorus.wire import REGRESSION_POLICY
 
 Shared = dict[tuple[str, str], "asyncio.Future[tuple[wire_pb2.InferReply, float]]"] | None
 """One pipeline run's calls to multi-task models, shared by the stages that ask the same."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.codec import from_tensor, to_tensor
+from chorus.core.codec import from_tensor, to_tensor
 from chorus.pb import task_pb2
 from chorus.router.cascade import CascadeConfig, run_cascade
 from chorus.router.paths.base import Members, StageTask

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.calls.clock import Clock
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext
+from chorus.core.calls.clock import Clock
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext
 from chorus.pb import task_pb2
 from chorus.router.paths.base import Shared, StageTask
 from chorus.router.paths.choose import Paths

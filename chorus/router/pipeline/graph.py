@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from chorus.errors import InvalidArgument, NotFound
+from chorus.core.errors import InvalidArgument, NotFound
 from chorus.router.pipeline.spec import (
     PIPELINE_KEYS,
     check_keys,

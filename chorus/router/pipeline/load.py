@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from chorus.errors import InvalidArgument, NotFound
+from chorus.core.errors import InvalidArgument, NotFound
 from chorus.router.pipeline.graph import Pipeline
 
 

@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.core.errors import ChorusError, InvalidArgument
 from chorus.router.pipeline.graph import Pipeline
 from chorus.router.pipeline.stage import Source, Stage
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chorus.errors import InvalidArgument
+from chorus.core.errors import InvalidArgument
 from chorus.pb import task_pb2
 from chorus.router.pipeline.stage import Stage
 

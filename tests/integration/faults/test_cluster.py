@@ -20,7 +20,7 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from chorus.jetstream import ensure_bucket, ensure_stream, servers
+from chorus.core.jetstream import ensure_bucket, ensure_stream, servers
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsCluster
 from chorus.pb import task_pb2, task_pb2_grpc

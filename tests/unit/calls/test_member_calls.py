@@ -10,13 +10,13 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from chorus.calls import choice
-from chorus.calls.attempts import OUTRUN, Attempt
-from chorus.calls.breaker import State
-from chorus.calls.client import CallCounters, CallPolicy, InFlight, MemberCalls
-from chorus.calls.replicas import ReplicaBook
-from chorus.context import INPUT_SHA256, CallContext, Priority
-from chorus.errors import DataLoss, DeadlineExceeded, InvalidArgument, Unavailable
+from chorus.core.calls import choice
+from chorus.core.calls.attempts import OUTRUN, Attempt
+from chorus.core.calls.breaker import State
+from chorus.core.calls.client import CallCounters, CallPolicy, InFlight, MemberCalls
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.context import INPUT_SHA256, CallContext, Priority
+from chorus.core.errors import DataLoss, DeadlineExceeded, InvalidArgument, Unavailable
 from chorus.pb import wire_pb2
 from tests.support.fakes import (
     FakeReplica,

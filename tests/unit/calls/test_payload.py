@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 
-from chorus.calls.payload import Payload
-from chorus.codec import from_tensor, to_tensor
+from chorus.core.calls.payload import Payload
+from chorus.core.codec import from_tensor, to_tensor
 from chorus.pb import wire_pb2
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from chorus.codec import DATATYPES, from_bytes, from_tensor, numpy_dtype, to_bytes, to_tensor
-from chorus.errors import InvalidArgument
+from chorus.core.codec import DATATYPES, from_bytes, from_tensor, numpy_dtype, to_bytes, to_tensor
+from chorus.core.errors import InvalidArgument
 
 
 @pytest.mark.parametrize("datatype", DATATYPES)

@@ -5,9 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from chorus.codec import datatype_of, from_bytes, from_tensor, numpy_dtype, to_bytes, to_tensor
-from chorus.errors import InvalidArgument
-from chorus.spec import TensorSpec, check_tensor
+from chorus.core.codec import datatype_of, from_bytes, from_tensor, numpy_dtype, to_bytes, to_tensor
+from chorus.core.errors import InvalidArgument
+from chorus.core.spec import TensorSpec, check_tensor
 
 
 def _wire(*elements: bytes) -> bytes:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chorus.config import (
+from chorus.core.config import (
     SECTIONS,
     ConfigError,
     FuserConfig,
@@ -14,7 +14,7 @@ from chorus.config import (
     ModelServiceConfig,
     RouterConfig,
 )
-from chorus.environment import (
+from chorus.core.environment import (
     OTHER_VARIABLES,
     check_environment,
     from_env,
@@ -131,7 +131,7 @@ def test_an_unknown_variable_outside_the_sections_is_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     env = {"CHORUS_NATS_ULR": "nats://x:1", "CHORUS_SOMETHING_ELSE": "1", "PATH": "/bin"}
-    with caplog.at_level(logging.WARNING, logger="chorus.config"):
+    with caplog.at_level(logging.WARNING, logger="chorus.core.config"):
         check_environment(env)
     assert [r.getMessage() for r in caplog.records] == [
         "CHORUS_NATS_ULR: not a Chorus setting, ignored (did you mean CHORUS_NATS_URL?)",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chorus.model_store import (
+from chorus.core.model_store import (
     DEFAULT_BUCKET,
     DigestMismatch,
     StoredVersion,

@@ -1,4 +1,4 @@
-"""The router asks chorus.needs whether a task's fuser needs its inputs: the same answer the
+"""The router asks chorus.core.needs whether a task's fuser needs its inputs: the same answer the
 names it once wrote out gave, for every strategy, policy and follow-up."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from chorus import needs
+from chorus.core import needs
 
 OLD_NEEDS_INPUTS = ("negotiate", "arbiter", "escalate")
 OLD_STRATEGIES_NEEDING_INPUTS = ("gated",)

@@ -1,6 +1,6 @@
-from chorus.heartbeat import Heartbeat
-from chorus.registry import Registry
-from chorus.spec import TensorSpec
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.registry import Registry
+from chorus.core.spec import TensorSpec
 
 
 def hb(

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from chorus.context import CallContext, Priority
-from chorus.errors import DeadlineExceeded, ResourceExhausted
-from chorus.scheduler import PriorityScheduler
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import DeadlineExceeded, ResourceExhausted
+from chorus.core.scheduler import PriorityScheduler
 
 LIMITS = {Priority.CRITICAL: 2, Priority.NORMAL: 2, Priority.BATCH: 2}
 

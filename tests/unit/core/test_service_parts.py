@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from chorus.errors import InvalidArgument, respond_error
-from chorus.heartbeat import HeartbeatLoop
-from chorus.spawner import cancel
+from chorus.core.errors import InvalidArgument, respond_error
+from chorus.core.heartbeat import HeartbeatLoop
+from chorus.core.spawner import cancel
 
 
 class _Request:

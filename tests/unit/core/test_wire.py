@@ -1,14 +1,14 @@
-"""The router-fuser contract beyond the proto (chorus.wire)."""
+"""The router-fuser contract beyond the proto (chorus.core.wire)."""
 
 from __future__ import annotations
 
 import pytest
 
-from chorus.config import RouterConfig
-from chorus.errors import Unavailable
+from chorus.core.config import RouterConfig
+from chorus.core.errors import Unavailable
+from chorus.core.wire import DEFAULT_POLICY, REGRESSION_POLICY, output
 from chorus.fuser import strategies
 from chorus.pb import tensor_pb2, wire_pb2
-from chorus.wire import DEFAULT_POLICY, REGRESSION_POLICY, output
 
 
 def test_a_named_output_is_taken_from_a_reply_and_a_missing_one_names_the_model() -> None:

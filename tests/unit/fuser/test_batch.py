@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError, InvalidArgument
 from chorus.fuser import batch
 from chorus.fuser.batch import FuseBatcher
 from chorus.fuser.fusion import Tools, fuse

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.calibration import (
+from chorus.core.calibration import (
     brier,
     expected_calibration_error,
     fit_temperature,
     nll,
     temper,
 )
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
 from chorus.fuser import kinds
 from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import wire_pb2

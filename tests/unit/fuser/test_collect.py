@@ -9,16 +9,16 @@ import random
 import numpy as np
 import pytest
 
-from chorus import subjects
-from chorus.calls import choice
-from chorus.calls.attempts import OUTRUN
-from chorus.calls.client import CallPolicy, MemberCalls
-from chorus.calls.replicas import ReplicaBook
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument
+from chorus.core import subjects
+from chorus.core.calls import choice
+from chorus.core.calls.attempts import OUTRUN
+from chorus.core.calls.client import CallPolicy, MemberCalls
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError, DeadlineExceeded, InvalidArgument
+from chorus.core.heartbeat import Heartbeat
 from chorus.fuser.collect import Collector
-from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 from tests.support.fakes import (
     FakeMsg,

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from chorus.errors import InvalidArgument
+from chorus.core.errors import InvalidArgument
 from chorus.fuser.conflict import ConflictThresholds, detect, entropy, margin, vote_margin
 from chorus.fuser.strategies import MemberScores
 from chorus.fuser.strategies.soft_vote import SoftVote

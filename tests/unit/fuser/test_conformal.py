@@ -14,10 +14,10 @@ from mapie.regression import SplitConformalRegressor
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from chorus.cli.trust_report import cancer_members, diabetes_members
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import FailedPrecondition, InvalidArgument
 from chorus.demo.datasets import LABELS, digits_split
-from chorus.errors import FailedPrecondition, InvalidArgument
 from chorus.fuser.conformal import intervals, label_sets, nonconformity, threshold
 from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import task_pb2, wire_pb2

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import InvalidArgument
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import InvalidArgument
 from chorus.fuser import strategies
 from chorus.fuser.fusion import Tools, fuse
 from chorus.fuser.strategies import MemberScores

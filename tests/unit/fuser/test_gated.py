@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 from threadpoolctl import threadpool_limits
 
+from chorus.core.errors import InvalidArgument
 from chorus.demo.build import build_demo
 from chorus.demo.build_gate import GATE_CAPABILITY, NAME, build_gate_model
 from chorus.demo.datasets import digits_split
 from chorus.demo.members import MEMBERS
-from chorus.errors import InvalidArgument
 from chorus.fuser.strategies.base import MemberScores
 from chorus.fuser.strategies.gated import gate_input, gated_fuse
 from chorus.fuser.strategies.soft_vote import SoftVote

@@ -12,17 +12,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from chorus import needs as declared
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import InvalidArgument
+from chorus.core import needs as declared
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import InvalidArgument
+from chorus.core.needs import Needs
 from chorus.fuser import policies, strategies
 from chorus.fuser.batch import FuseBatcher
 from chorus.fuser.fusion import Tools, fuse
 from chorus.fuser.policies.base import ActsOnConflicts, Case, Outcome
 from chorus.fuser.strategies import Fused, MemberScores
 from chorus.fuser.strategies.base import agreement, check_members
-from chorus.needs import Needs
 from chorus.pb import task_pb2, wire_pb2
 
 CTX = CallContext.start("t-new", Priority.NORMAL, 5.0)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import FailedPrecondition, InvalidArgument
 from chorus.fuser.fusion import Tools, fuse
 from chorus.pb import task_pb2, wire_pb2
 

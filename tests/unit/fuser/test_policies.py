@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import FailedPrecondition, InvalidArgument
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import FailedPrecondition, InvalidArgument
+from chorus.core.subjects import kv_key
 from chorus.fuser.fusion import Tools, fuse
 from chorus.fuser.weights import hedge
 from chorus.pb import task_pb2, wire_pb2
-from chorus.subjects import kv_key
 
 CTX = CallContext.start("t-7", Priority.CRITICAL, 5.0)
 # Row 0: all agree on 0. Row 1: a 2-1 split (a, b say 1; c says 2, unsure).

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from chorus.errors import InvalidArgument
+from chorus.core.errors import InvalidArgument
 from chorus.fuser import strategies
 from chorus.fuser.strategies import (
     CLASSIFICATION,

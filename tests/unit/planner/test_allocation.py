@@ -17,9 +17,9 @@ import yaml
 from scipy.optimize import linprog
 
 from chorus import planner as al
-from chorus.context import Priority
-from chorus.errors import InvalidArgument, NotFound, ResourceExhausted
-from chorus.heartbeat import Heartbeat
+from chorus.core.context import Priority
+from chorus.core.errors import InvalidArgument, NotFound, ResourceExhausted
+from chorus.core.heartbeat import Heartbeat
 from chorus.planner import Capacity, Demand, ModelOption, PlanInputs
 from chorus.planner.cli import main as plan_main
 from chorus.planner.cli import render

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chorus.errors import ChorusError, InvalidArgument
+from chorus.core.errors import ChorusError, InvalidArgument
 from chorus.router.cascade import (
     CascadeConfig,
     CascadeResult,

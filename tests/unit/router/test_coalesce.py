@@ -9,10 +9,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from chorus.codec import from_tensor, to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import DeadlineExceeded, Unavailable
-from chorus.heartbeat import Heartbeat
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import DeadlineExceeded, Unavailable
+from chorus.core.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 from chorus.router.coalesce import Coalescer
 from tests.support.fakes import FakeReplica, digest_of, elapsed, infer_body, run

@@ -11,18 +11,18 @@ import random
 import numpy as np
 import pytest
 
-from chorus import subjects
-from chorus.calls import choice
-from chorus.calls.attempts import Attempt
-from chorus.calls.breaker import State
-from chorus.calls.client import ERROR_CODE_HEADER, ERROR_HEADER, CallPolicy, MemberCalls
-from chorus.calls.payload import Payload
-from chorus.calls.replicas import ReplicaBook
-from chorus.codec import from_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import ChorusError, FailedPrecondition
+from chorus.core import subjects
+from chorus.core.calls import choice
+from chorus.core.calls.attempts import Attempt
+from chorus.core.calls.breaker import State
+from chorus.core.calls.client import ERROR_CODE_HEADER, ERROR_HEADER, CallPolicy, MemberCalls
+from chorus.core.calls.payload import Payload
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.codec import from_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import ChorusError, FailedPrecondition
+from chorus.core.heartbeat import Heartbeat
 from chorus.fuser.collect import Collector
-from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 from chorus.router.one_way import FUSER_TTL_S, FuserBook, OneWay
 from tests.support.fakes import (

@@ -8,15 +8,15 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from chorus.codec import to_tensor
-from chorus.context import CallContext, Priority
-from chorus.errors import InvalidArgument
-from chorus.heartbeat import Heartbeat
+from chorus.core.codec import to_tensor
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import InvalidArgument
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.spec import TensorSpec
 from chorus.pb import task_pb2
 from chorus.router.paths import CascadePath, Members, OneWayPath, Paths, StageTask, TwoHop
 from chorus.router.roster import Roster
 from chorus.router.validate import Limits, check_cascade
-from chorus.spec import TensorSpec
 
 
 def _hb(model: str, heads: dict[str, dict[str, Any]] | None = None) -> Heartbeat:

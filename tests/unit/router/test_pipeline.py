@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chorus.errors import ChorusError, InvalidArgument, NotFound, Unavailable
+from chorus.core.errors import ChorusError, InvalidArgument, NotFound, Unavailable
 from chorus.router.pipeline import (
     Pipeline,
     PipelineResult,

@@ -8,7 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from chorus.codec import from_tensor, to_tensor
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.errors import InvalidArgument
 from chorus.demo import datasets
 from chorus.demo.build_text import TEST_SEED, TRAIN_SEED, build_caption_model, caption_pipeline
 from chorus.demo.datasets import (
@@ -21,7 +22,6 @@ from chorus.demo.datasets import (
     digit_captions,
     digits_split,
 )
-from chorus.errors import InvalidArgument
 from chorus.services import repository
 from chorus.services.runtime import OnnxModel
 

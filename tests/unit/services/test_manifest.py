@@ -12,10 +12,10 @@ import onnx
 import pytest
 from onnx import helper
 
+from chorus.core.spec import TensorSpec
 from chorus.services import repository
 from chorus.services.add_model import AddError, AddRequest, add
 from chorus.services.manifest import KEYS, ManifestError, schema_table
-from chorus.spec import TensorSpec
 from tests.support import REPO
 from tests.support.onnx_graphs import linear
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus.config import ModelServiceConfig
-from chorus.errors import NotFound, Unavailable
+from chorus.core.config import ModelServiceConfig
+from chorus.core.errors import NotFound, Unavailable
 from chorus.services import repository
 from chorus.services.lifecycle import READY, UNAVAILABLE, ModelHost
 

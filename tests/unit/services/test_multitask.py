@@ -12,9 +12,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from chorus.codec import from_tensor, to_tensor
-from chorus.config import ModelServiceConfig
-from chorus.context import CAPABILITY, INPUT_SHA256, PRIORITY, Priority
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.config import ModelServiceConfig
+from chorus.core.context import CAPABILITY, INPUT_SHA256, PRIORITY, Priority
+from chorus.core.errors import FailedPrecondition, InvalidArgument
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.scheduler import PriorityScheduler
+from chorus.core.spec import TensorSpec
 from chorus.demo.build_multitask import (
     CAPABILITIES,
     DIGITS,
@@ -27,10 +31,7 @@ from chorus.demo.build_multitask import (
     multitask_target,
 )
 from chorus.demo.datasets import LABELS, digits_split
-from chorus.errors import FailedPrecondition, InvalidArgument
-from chorus.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
-from chorus.scheduler import PriorityScheduler
 from chorus.services import repository
 from chorus.services.augment import infer_augmented
 from chorus.services.heads import (
@@ -48,7 +49,6 @@ from chorus.services.metrics import ModelMetrics
 from chorus.services.repository import Head, Manifest
 from chorus.services.runtime import OnnxModel
 from chorus.services.worker import NatsWorker
-from chorus.spec import TensorSpec
 from tests.support.onnx_graphs import declaring
 
 # ---------------------------------------------------------------- fixtures and helpers

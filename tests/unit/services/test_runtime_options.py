@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus.config import ModelServiceConfig
+from chorus.core.config import ModelServiceConfig
 from chorus.services import providers, repository
 from chorus.services.repository import Manifest, RuntimeOptions
 from chorus.services.runtime import OnnxModel, RunSettings

@@ -21,16 +21,16 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from chorus import subjects, tracing
-from chorus.calls.attempts import FAILED, OUTRUN, Attempt
-from chorus.calls.breaker import State
-from chorus.calls.choice import Candidate, ReplicaChooser
-from chorus.calls.clock import SYSTEM, Clock
-from chorus.calls.replicas import ReplicaBook
-from chorus.calls.transport import Message, NoResponders, RequestTimeout, Transport
-from chorus.context import INPUT_SHA256, CallContext
-from chorus.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
-from chorus.heartbeat import Heartbeat
+from chorus.core import subjects, tracing
+from chorus.core.calls.attempts import FAILED, OUTRUN, Attempt
+from chorus.core.calls.breaker import State
+from chorus.core.calls.choice import Candidate, ReplicaChooser
+from chorus.core.calls.clock import SYSTEM, Clock
+from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.transport import Message, NoResponders, RequestTimeout, Transport
+from chorus.core.context import INPUT_SHA256, CallContext
+from chorus.core.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
+from chorus.core.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"

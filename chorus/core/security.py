@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
-from chorus.config import SecurityConfig
-from chorus.errors import ChorusError
+from chorus.core.config import SecurityConfig
+from chorus.core.errors import ChorusError
 
 API_KEY_HEADER = "x-api-key"
 

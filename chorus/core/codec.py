@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chorus.errors import InvalidArgument
+from chorus.core.errors import InvalidArgument
 from chorus.pb import tensor_pb2
 
 _TO_NUMPY: dict[str, np.dtype] = {

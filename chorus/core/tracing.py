@@ -15,7 +15,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from chorus.config import TracingConfig
+from chorus.core.config import TracingConfig
 
 log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chorus.heartbeat import Heartbeat
+from chorus.core.heartbeat import Heartbeat
 
 
 @dataclass(frozen=True)

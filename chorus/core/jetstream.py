@@ -19,8 +19,8 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from chorus.config import JetStreamConfig
-from chorus.environment import from_env
+from chorus.core.config import JetStreamConfig
+from chorus.core.environment import from_env
 
 log = logging.getLogger(__name__)
 

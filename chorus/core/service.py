@@ -14,15 +14,15 @@ from grpc_health.v1 import health
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Gauge
 
-from chorus import tracing
-from chorus.config import JetStreamConfig, LivenessConfig, SecurityConfig, TracingConfig
-from chorus.environment import from_env
-from chorus.errors import describe_error
-from chorus.grpcserver import set_serving
-from chorus.jetstream import replicas_for, servers
-from chorus.metrics import serve_metrics
-from chorus.security import nats_options
-from chorus.spawner import cancel
+from chorus.core import tracing
+from chorus.core.config import JetStreamConfig, LivenessConfig, SecurityConfig, TracingConfig
+from chorus.core.environment import from_env
+from chorus.core.errors import describe_error
+from chorus.core.grpcserver import set_serving
+from chorus.core.jetstream import replicas_for, servers
+from chorus.core.metrics import serve_metrics
+from chorus.core.security import nats_options
+from chorus.core.spawner import cancel
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from chorus.calls.choice.base import Candidate
+from chorus.core.calls.choice.base import Candidate
 
 
 class QueueGroup:

@@ -3,7 +3,7 @@ path) and the fuser (one-way path) so a caller sees the same code and message ei
 
 from __future__ import annotations
 
-from chorus.errors import ChorusError, DeadlineExceeded, InvalidArgument, Unavailable
+from chorus.core.errors import ChorusError, DeadlineExceeded, InvalidArgument, Unavailable
 
 
 def too_few_members(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chorus.calls.choice.base import Candidate, ReplicaChooser
-from chorus.calls.choice.power_of_two import PowerOfTwo
-from chorus.calls.choice.queue_group import QueueGroup
+from chorus.core.calls.choice.base import Candidate, ReplicaChooser
+from chorus.core.calls.choice.power_of_two import PowerOfTwo
+from chorus.core.calls.choice.queue_group import QueueGroup
 
 CHOOSERS: dict[str, ReplicaChooser] = {c.name: c for c in (PowerOfTwo(), QueueGroup())}
 

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chorus.spawner import cancel
-from chorus.spec import TensorSpec
+from chorus.core.spawner import cancel
+from chorus.core.spec import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,13 @@ class Heartbeat:
 
     def to_json(self) -> bytes:
         d = asdict(self)
-        d["type"] = f"chorus.heartbeat.v{VERSION}"
+        d["type"] = f"chorus.core.heartbeat.v{VERSION}"
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Heartbeat:
         d = json.loads(data)
-        if d.get("type") != f"chorus.heartbeat.v{VERSION}":
+        if d.get("type") != f"chorus.core.heartbeat.v{VERSION}":
             raise ValueError(f"not a v{VERSION} heartbeat: type={d.get('type')!r}")
         return cls(
             model=d["model"],

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chorus.config import SecurityConfig
-from chorus.environment import from_env
+from chorus.core.config import SecurityConfig
+from chorus.core.environment import from_env
+from chorus.core.security import call_metadata, channel
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
-from chorus.security import call_metadata, channel
 
 
 def _call(

@@ -33,8 +33,8 @@ from nats.js.api import ObjectStoreConfig
 from nats.js.errors import BadRequestError, DigestMismatchError, NotFoundError
 from nats.js.object_store import ObjectStore
 
-from chorus.errors import FailedPrecondition
-from chorus.jetstream import raise_replicas, replicas_for
+from chorus.core.errors import FailedPrecondition
+from chorus.core.jetstream import raise_replicas, replicas_for
 
 SCHEME = "nats:"
 DEFAULT_BUCKET = "chorus-models"

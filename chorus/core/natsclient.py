@@ -7,11 +7,11 @@ from __future__ import annotations
 import nats.errors
 from nats.aio.client import Client
 
-from chorus.config import SecurityConfig
-from chorus.environment import from_env
-from chorus.errors import describe_error
-from chorus.jetstream import servers
-from chorus.security import nats_options
+from chorus.core.config import SecurityConfig
+from chorus.core.environment import from_env
+from chorus.core.errors import describe_error
+from chorus.core.jetstream import servers
+from chorus.core.security import nats_options
 
 CONNECT_TIMEOUT_S = 5
 

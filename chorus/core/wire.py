@@ -5,7 +5,7 @@ the core both import, never in one service for the other to copy."""
 
 from __future__ import annotations
 
-from chorus.errors import Unavailable
+from chorus.core.errors import Unavailable
 from chorus.pb import tensor_pb2, wire_pb2
 
 DEFAULT_POLICY = "soft_vote"

@@ -1,4 +1,4 @@
-"""Settings from the environment: each field of a config section (chorus.config) can be set
+"""Settings from the environment: each field of a config section (chorus.core.config) can be set
 as CHORUS_<SECTION>_<FIELD> (for example CHORUS_ROUTER_GRPC_PORT=50051) or, for every section
 at once, CHORUS_<FIELD> (for example CHORUS_NATS_URL); command-line flags override the
 environment.
@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from chorus.config import SECTIONS, ConfigError
+from chorus.core.config import SECTIONS, ConfigError
 
 log = logging.getLogger(__name__)
 

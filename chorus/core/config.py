@@ -2,7 +2,7 @@
 
 Each section is a frozen dataclass whose `__post_init__` checks its values: a number out of
 its range or a name outside its choices is a ConfigError naming the field. Reading them from
-the environment (CHORUS_<SECTION>_<FIELD>, CHORUS_<FIELD>) is chorus.environment's job.
+the environment (CHORUS_<SECTION>_<FIELD>, CHORUS_<FIELD>) is chorus.core.environment's job.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chorus.wire import DEFAULT_POLICY
+from chorus.core.wire import DEFAULT_POLICY
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 MiB = 1024 * 1024
@@ -172,7 +172,7 @@ class RouterConfig:
     def __post_init__(self) -> None:
         # default_policy and default_conflict_policy name the fuser's strategies and
         # policies, which only the fuser knows; replica_choice is checked against the
-        # choosers when the router builds its calls (chorus.calls.choice.get).
+        # choosers when the router builds its calls (chorus.core.calls.choice.get).
         check(
             self, NOT_EMPTY, "nats_url host default_policy default_conflict_policy replica_choice"
         )

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from chorus.context import CallContext, Priority
-from chorus.errors import DeadlineExceeded, ResourceExhausted
+from chorus.core.context import CallContext, Priority
+from chorus.core.errors import DeadlineExceeded, ResourceExhausted
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
-from chorus.errors import DeadlineExceeded, InvalidArgument
+from chorus.core.errors import DeadlineExceeded, InvalidArgument
 
 TASK_ID = "Chorus-Task-Id"
 PRIORITY = "Chorus-Priority"

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from chorus.calls.breaker import CircuitBreaker
-from chorus.calls.choice import Candidate
-from chorus.heartbeat import Heartbeat
+from chorus.core.calls.breaker import CircuitBreaker
+from chorus.core.calls.choice import Candidate
+from chorus.core.heartbeat import Heartbeat
 
 EWMA_ALPHA = 0.2
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from chorus.codec import numpy_dtype
-from chorus.errors import InvalidArgument
+from chorus.core.codec import numpy_dtype
+from chorus.core.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

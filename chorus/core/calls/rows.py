@@ -3,7 +3,7 @@ for two-hop joined calls, the fuser for one-way ones."""
 
 from __future__ import annotations
 
-from chorus.errors import DataLoss
+from chorus.core.errors import DataLoss
 from chorus.pb import tensor_pb2, wire_pb2
 
 
