@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -23,7 +24,15 @@ from chorus.fuser.conformal import DEFAULT_COVERAGE
 from chorus.fuser.members import MemberClient
 from chorus.fuser.policies import Case, Outcome, Settings
 from chorus.fuser.reliability import Estimate
-from chorus.fuser.strategies import Fused, MemberScores, Stacker, Strategy, Task, TaskStrategy
+from chorus.fuser.strategies import (
+    Fused,
+    MemberScores,
+    Stacker,
+    Strategy,
+    Task,
+    TaskStrategy,
+    from_scores,
+)
 from chorus.pb import task_pb2, wire_pb2
 
 
@@ -101,14 +110,15 @@ def _fuse_fn(
     inputs: dict[str, np.ndarray],
 ) -> Callable[[Sequence[MemberScores]], Awaitable[Fused]]:
     """The strategy as the conflict policies call it, given what its `needs` ask for."""
-    if not isinstance(strategy, TaskStrategy):
+    if from_scores(strategy):
         plain = strategy
 
         async def scores_only(members: Sequence[MemberScores]) -> Fused:
             return plain.fuse(members)
 
         return scores_only
-    needs = strategy.needs
+    by_task = cast(TaskStrategy, strategy)
+    needs = by_task.needs
     task = Task(
         capability=capability,
         ctx=ctx,
@@ -117,7 +127,7 @@ def _fuse_fn(
         model=tools.served(needs.model, capability) if needs.model else None,
         reliability=tools.reliability(capability) if needs.reliability else None,
     )
-    return functools.partial(strategy.fuse_task, task=task)
+    return functools.partial(by_task.fuse_task, task=task)
 
 
 async def fuse(

@@ -22,6 +22,7 @@ from chorus.fuser.strategies.base import (
     Strategy,
     Task,
     TaskStrategy,
+    from_scores,
 )
 from chorus.fuser.strategies.borda import Borda
 from chorus.fuser.strategies.dawid_skene import DawidSkene
@@ -76,7 +77,7 @@ def get(name: str) -> Strategy:
 def scores_only(name: str) -> FusionStrategy | None:
     """The strategy `name` when it is a pure function of the members' scores, else None."""
     found = STRATEGIES.get(name)
-    return None if found is None or isinstance(found, TaskStrategy) else found
+    return found if found is not None and from_scores(found) else None
 
 
 def names(*, regression: bool) -> list[str]:
@@ -95,6 +96,7 @@ __all__ = [
     "Strategy",
     "Task",
     "TaskStrategy",
+    "from_scores",
     "get",
     "names",
     "register",
