@@ -15,9 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from chorus.core.calls.attempts import Attempt
-from chorus.core.calls.client import CallPolicy, InFlight, MemberCalls, checked, error_of
+from chorus.core.calls.attempts import Attempt, InFlight
+from chorus.core.calls.client import CallPolicy, MemberCalls
 from chorus.core.calls.quorum import too_few_members
+from chorus.core.calls.request import checked, error_of
 from chorus.core.calls.rows import split_rows
 from chorus.core.calls.transport import Message
 from chorus.core.context import CallContext

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from chorus.core import subjects
 from chorus.core.calls.choice import ReplicaChooser
-from chorus.core.calls.client import RETRYABLE, CallPolicy, MemberCalls, request
+from chorus.core.calls.client import RETRYABLE, CallPolicy, MemberCalls
 from chorus.core.calls.clock import SYSTEM, Clock
 from chorus.core.calls.payload import Payload
 from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.request import request
 from chorus.core.calls.transport import Transport
 from chorus.core.config import RouterConfig
 from chorus.core.context import CAPABILITY, TASKS, CallContext

@@ -25,9 +25,10 @@ from opentelemetry.trace import SpanKind
 
 from chorus.core import subjects, tracing
 from chorus.core.calls.attempts import Attempt
-from chorus.core.calls.client import MemberCalls, error_of
+from chorus.core.calls.client import MemberCalls
 from chorus.core.calls.clock import SYSTEM, Clock
 from chorus.core.calls.payload import Payload
+from chorus.core.calls.request import error_of
 from chorus.core.calls.transport import Message, NoResponders, RequestTimeout, Transport
 from chorus.core.context import INPUT_SHA256, TASKS, CallContext
 from chorus.core.errors import ChorusError

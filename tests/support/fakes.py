@@ -24,7 +24,7 @@ import numpy as np
 
 import chorus.core.context
 from chorus.core import subjects
-from chorus.core.calls.client import ERROR_CODE_HEADER, ERROR_HEADER
+from chorus.core.calls.request import ERROR_CODE_HEADER, ERROR_HEADER
 from chorus.core.calls.transport import NoResponders, RequestTimeout
 from chorus.core.codec import to_tensor
 from chorus.core.context import INPUT_SHA256

@@ -4,6 +4,7 @@ it: the router's own calls and the fuser's on the one-way path (which sends them
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from chorus.pb import wire_pb2
@@ -42,3 +43,20 @@ class Attempt:
     @classmethod
     def from_proto(cls, a: wire_pb2.Attempt) -> Attempt:
         return cls(a.model, a.replica, a.latency_ms, a.code, a.call)
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A first attempt another process sent (the router, on the one-way path), whose answer
+    arrives here: `answer` is settled with the reply or the error, `replica` filled in with
+    who took it when that is known."""
+
+    answer: asyncio.Future[wire_pb2.InferReply]
+    started: float
+    """When this caller began waiting for it (its clock)."""
+    call: str = ""
+    """The sender's token for it, reported in its Attempt."""
+    replica: str = ""
+    patience: float | None = None
+    """How long it is waited for alone before another replica is asked (`patience`); None:
+    until it ends."""

@@ -18,23 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from chorus.core import subjects, tracing
-from chorus.core.calls.attempts import FAILED, OUTRUN, Attempt
+from chorus.core import subjects
+from chorus.core.calls.attempts import FAILED, OUTRUN, Attempt, InFlight
 from chorus.core.calls.breaker import State
 from chorus.core.calls.choice import Candidate, ReplicaChooser
 from chorus.core.calls.clock import SYSTEM, Clock
 from chorus.core.calls.replicas import ReplicaBook
-from chorus.core.calls.transport import Message, NoResponders, RequestTimeout, Transport
+from chorus.core.calls.request import checked, request
+from chorus.core.calls.transport import Transport
 from chorus.core.context import INPUT_SHA256, CallContext
-from chorus.core.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
+from chorus.core.errors import ChorusError, DeadlineExceeded, Unavailable
 from chorus.core.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
-ERROR_HEADER = "Nats-Service-Error"
 RETRYABLE = (Unavailable, DeadlineExceeded)
 """Worth another replica: it is gone or slow. Bad input or a corrupt reply is not."""
 UNMEASURED_WAITS = 4
@@ -101,23 +99,6 @@ class CallCounters:
 
 
 @dataclass(slots=True)
-class InFlight:
-    """A first attempt another process sent (the router, on the one-way path), whose answer
-    arrives here: `answer` is settled with the reply or the error, `replica` filled in with
-    who took it when that is known."""
-
-    answer: asyncio.Future[wire_pb2.InferReply]
-    started: float
-    """When this caller began waiting for it (its clock)."""
-    call: str = ""
-    """The sender's token for it, reported in its Attempt."""
-    replica: str = ""
-    patience: float | None = None
-    """How long it is waited for alone before another replica is asked (`patience`); None:
-    until it ends."""
-
-
-@dataclass(slots=True)
 class _Call:
     model: str
     replicas: list[Heartbeat]
@@ -128,49 +109,6 @@ class _Call:
     policy: CallPolicy
     tried: set[str]
     report: list[Attempt] | None
-
-
-def checked(model: str, reply: wire_pb2.InferReply, digest: str) -> wire_pb2.InferReply:
-    """`reply`, unless it echoes the SHA-256 of an input other than the one sent."""
-    if reply.input_sha256 and reply.input_sha256 != digest:
-        raise DataLoss(f"model {model}: answered an input other than the one sent")
-    return reply
-
-
-def error_of(msg: Message) -> ChorusError | None:
-    """The error a micro service put in the reply headers, if any."""
-    headers = msg.headers or {}
-    code = headers.get(ERROR_CODE_HEADER)
-    if code is None:
-        return None
-    return ChorusError.from_code_name(code, headers.get(ERROR_HEADER, ""))
-
-
-async def request(
-    transport: Transport,
-    subject: str,
-    payload: bytes,
-    ctx: CallContext,
-    who: str,
-    extra_headers: dict[str, str] | None = None,
-    timeout_s: float | None = None,
-) -> Message:
-    """One request within the task's deadline (and `timeout_s`), its failures as
-    ChorusErrors that name `who`."""
-    left = ctx.check(f"{who} was asked")
-    timeout = min(left, timeout_s) if timeout_s else left
-    with tracing.span(f"request {who}", kind=SpanKind.CLIENT, subject=subject):
-        headers = tracing.inject({**ctx.to_headers(), **(extra_headers or {})})
-        try:
-            msg = await transport.request(subject, payload, headers, timeout)
-        except NoResponders:
-            raise Unavailable(f"{who}: no replica is subscribed to {subject}") from None
-        except RequestTimeout:
-            raise DeadlineExceeded(f"{who}: no answer within {timeout * 1000:.0f} ms") from None
-    err = error_of(msg)
-    if err is not None:
-        raise type(err)(f"{who}: {err.message}")
-    return msg
 
 
 class MemberCalls:

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from chorus.core.calls import choice
-from chorus.core.calls.attempts import OUTRUN, Attempt
+from chorus.core.calls.attempts import OUTRUN, Attempt, InFlight
 from chorus.core.calls.breaker import State
-from chorus.core.calls.client import CallCounters, CallPolicy, InFlight, MemberCalls
+from chorus.core.calls.client import CallCounters, CallPolicy, MemberCalls
 from chorus.core.calls.replicas import ReplicaBook
 from chorus.core.context import INPUT_SHA256, CallContext, Priority
 from chorus.core.errors import DataLoss, DeadlineExceeded, InvalidArgument, Unavailable

@@ -15,9 +15,10 @@ from chorus.core import subjects
 from chorus.core.calls import choice
 from chorus.core.calls.attempts import Attempt
 from chorus.core.calls.breaker import State
-from chorus.core.calls.client import ERROR_CODE_HEADER, ERROR_HEADER, CallPolicy, MemberCalls
+from chorus.core.calls.client import CallPolicy, MemberCalls
 from chorus.core.calls.payload import Payload
 from chorus.core.calls.replicas import ReplicaBook
+from chorus.core.calls.request import ERROR_CODE_HEADER, ERROR_HEADER
 from chorus.core.codec import from_tensor
 from chorus.core.context import CallContext, Priority
 from chorus.core.errors import ChorusError, FailedPrecondition
