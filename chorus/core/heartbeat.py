@@ -19,6 +19,20 @@ from chorus.core.spec import TensorSpec
 log = logging.getLogger(__name__)
 
 VERSION = 1
+HEAD_LABEL, HEAD_PROBABILITIES = "label", "probabilities"
+"""The outputs of a multi-task model's reply for one head (chorus.services.heads): the head's
+label index and its probabilities, already turned from the head's columns (logits through a
+softmax after the model's temperature), so nothing downstream tempers them again."""
+
+
+@dataclass(frozen=True)
+class ScoresSource:
+    """Where a member's reply for one capability carries its scores, and how the fuser reads
+    them (chorus.fuser.kinds.as_scores)."""
+
+    output: str
+    kind: str
+    temperature: float
 
 
 class HeartbeatLoop:
@@ -77,6 +91,15 @@ class Heartbeat:
     @property
     def regression(self) -> bool:
         return self.output_kind == "regression"
+
+    def scores_for(self, capability: str) -> ScoresSource:
+        """The scores a reply to `capability` carries: a head's probabilities for a multi-task
+        model asked for one of its heads (the model applied its temperature there, so the
+        fuser takes them as they are: a second softmax or temperature would flatten them),
+        else the model's own scores output as its manifest's output_kind says."""
+        if capability in self.heads:
+            return ScoresSource(HEAD_PROBABILITIES, "probabilities", 1.0)
+        return ScoresSource(self.scores_output, self.output_kind, self.temperature)
 
     def to_json(self) -> bytes:
         d = asdict(self)

@@ -26,7 +26,7 @@ GREATER_THAN_FOUR = "classify/greater-than-four"
 CAPABILITIES = (DIGITS, PARITY, GREATER_THAN_FOUR)
 N_FEATURES = 64
 HEADS: dict[str, Head] = {
-    DIGITS: Head(columns=tuple(range(10)), labels=LABELS, kind="softmax"),
+    DIGITS: Head(columns=tuple(range(10)), labels=LABELS, kind="probabilities"),
     PARITY: Head(columns=(10,), labels=("even", "odd"), kind="binary"),
     GREATER_THAN_FOUR: Head(columns=(11,), labels=("<=4", ">4"), kind="binary"),
 }

@@ -6,6 +6,12 @@ those columns become what a single-task model would have answered for that capab
 "label" (int64 [rows], an index into the head's labels) and "probabilities" (float32
 [rows, len(labels)]). A model without heads passes through unchanged.
 
+A head's kind says what its columns hold (manifest.HEAD_KINDS): logits take a softmax after
+the manifest's temperature, probabilities are renormalised over the head's columns, a binary
+column p (or a logit, through a sigmoid) becomes [1 - p, p]. The temperature is applied here,
+once, for every kind, so the probabilities a head answers are the model's calibrated ones;
+the router hands them to the fuser as probabilities at temperature 1 (Heartbeat.scores_for).
+
 On NATS a call names the head it wants in the `Chorus-Capability` header; "*" asks for every
 head at once, as "<capability>/label" and "<capability>/probabilities".
 """
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from chorus.core.calibration import temper
 from chorus.core.errors import FailedPrecondition, InvalidArgument
+from chorus.core.heartbeat import HEAD_LABEL, HEAD_PROBABILITIES
 from chorus.services.repository import Head, Manifest
 
 ALL = "*"
@@ -34,20 +42,44 @@ def apply_head(
             f"model {manifest.name!r}: head {capability!r} reads columns {list(head.columns)} "
             f"of {manifest.scores_output!r}, which has {scores.shape[1]}"
         )
-    if head.kind == "binary":
-        p = np.clip(scores[:, head.columns[0]], 0.0, 1.0)
-        probabilities = np.stack([1.0 - p, p], axis=1)
-    else:
-        picked = np.clip(scores[:, list(head.columns)], 0.0, None)
+    probabilities = head_probabilities(head, scores, manifest.temperature)
+    return {
+        HEAD_LABEL: np.argmax(probabilities, axis=1).astype(np.int64),
+        HEAD_PROBABILITIES: probabilities,
+    }
+
+
+def head_probabilities(head: Head, scores: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 [rows, len(head.labels)]: the head's columns of `scores` as probabilities, by
+    what its kind says they hold, tempered by `temperature` (> 0) once."""
+    if not temperature > 0:
+        raise FailedPrecondition(f"temperature: expected > 0, got {temperature}")
+    picked = np.asarray(scores, dtype=np.float64)[:, list(head.columns)]
+    if head.kind == "logits":
+        probabilities = _softmax(picked / temperature)
+    elif head.kind == "binary_logit":
+        # sigmoid(z / T) as a softmax over [0, z / T]: stable for any z.
+        z = picked[:, 0] / temperature
+        probabilities = _softmax(np.stack([np.zeros_like(z), z], axis=1))
+    elif head.kind == "binary":
+        p = np.clip(picked[:, 0], 0.0, 1.0)
+        probabilities = temper(np.stack([1.0 - p, p], axis=1), temperature)
+    elif head.kind == "probabilities":
+        picked = np.clip(picked, 0.0, None)
         total = picked.sum(axis=1, keepdims=True)
         # A row with no mass on this head's columns says nothing: uniform, not NaN.
         uniform = np.full_like(picked, 1.0 / picked.shape[1])
-        probabilities = np.divide(picked, total, out=uniform, where=total > 0)
-    probabilities = probabilities.astype(np.float32)
-    return {
-        "label": np.argmax(probabilities, axis=1).astype(np.int64),
-        "probabilities": probabilities,
-    }
+        probabilities = temper(np.divide(picked, total, out=uniform, where=total > 0), temperature)
+    else:  # Head refuses other kinds; this keeps a new kind from passing through unread.
+        raise FailedPrecondition(f"head kind {head.kind!r}: no transform for it")
+    return probabilities.astype(np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    if z.shape[0] == 0:
+        return z
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def all_heads(

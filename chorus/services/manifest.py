@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,8 +24,16 @@ from chorus.core.spec import TensorSpec
 from chorus.services import graph
 
 MANIFEST = "manifest.json"
-HeadKind = Literal["softmax", "binary"]
-HEAD_KINDS: tuple[HeadKind, ...] = ("softmax", "binary")
+HeadKind = Literal["probabilities", "logits", "binary", "binary_logit"]
+HEAD_KINDS: tuple[HeadKind, ...] = ("probabilities", "logits", "binary", "binary_logit")
+"""What a head's columns hold, named for it: `probabilities` (one column per label,
+renormalised over the head), `logits` (one column per label, softmax(z / temperature)),
+`binary` (one column holding p, read as [1 - p, p]), `binary_logit` (one column holding a
+logit z, p = sigmoid(z / temperature)). Left out, a head's kind follows `output_kind`."""
+OLD_HEAD_KIND = "softmax"
+"""The kind every one-label-per-column head had before kinds said what the columns hold. It
+never took a softmax (it renormalised), so it reads as the model's own kind, `logits` under
+output_kind `logits` and `probabilities` otherwise, with a FutureWarning."""
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
 OUTPUT_KINDS = ("probabilities", "logits", "binary", "regression")
@@ -88,40 +97,66 @@ class RuntimeOptions:
         return cls(**d)
 
 
+def default_head_kind(output_kind: str) -> HeadKind:
+    """A head's kind when its manifest leaves it out: what the model says its scores are."""
+    if output_kind == "logits":
+        return "logits"
+    if output_kind == "binary":
+        return "binary"
+    return "probabilities"
+
+
+def renamed_head_kind(output_kind: str) -> HeadKind:
+    """What the old "softmax" (one label per column) means under `output_kind`."""
+    return "logits" if output_kind == "logits" else "probabilities"
+
+
 @dataclass(frozen=True)
 class Head:
-    """One capability's share of a multi-task model's scores output.
-
-    "softmax": the selected columns, renormalised to sum to 1, one label per column.
-    "binary": one column holding p, expanded to [1 - p, p] over two labels.
-    """
+    """One capability's share of a multi-task model's scores output; `kind` says what its
+    columns hold (HEAD_KINDS), and so how they become the capability's probabilities."""
 
     columns: tuple[int, ...]
     labels: tuple[str, ...]
-    kind: HeadKind = "softmax"
+    kind: HeadKind = "probabilities"
 
     def __post_init__(self) -> None:
+        if self.kind == OLD_HEAD_KIND:
+            raise ValueError(
+                f"head kind: {OLD_HEAD_KIND!r} is the old name; expected one of {HEAD_KINDS} "
+                "('probabilities' renormalises the columns, 'logits' takes their softmax)"
+            )
         if self.kind not in HEAD_KINDS:
             raise ValueError(f"head kind: expected one of {HEAD_KINDS}, got {self.kind!r}")
         if not self.columns or any(c < 0 for c in self.columns):
             raise ValueError(f"head columns: expected column indices >= 0, got {self.columns}")
-        if self.kind == "binary" and (len(self.columns) != 1 or len(self.labels) != 2):
+        if self.binary and (len(self.columns) != 1 or len(self.labels) != 2):
             raise ValueError(
-                f"binary head: expected 1 column and 2 labels, got {len(self.columns)} "
+                f"{self.kind} head: expected 1 column and 2 labels, got {len(self.columns)} "
                 f"column(s) and {len(self.labels)} label(s)"
             )
-        if self.kind == "softmax" and len(self.columns) != len(self.labels):
+        if not self.binary and len(self.columns) != len(self.labels):
             raise ValueError(
-                f"softmax head: expected one label per column, got {len(self.columns)} "
+                f"{self.kind} head: expected one label per column, got {len(self.columns)} "
                 f"column(s) and {len(self.labels)} label(s)"
             )
 
+    @property
+    def binary(self) -> bool:
+        """One column read as [1 - p, p] over two labels."""
+        return self.kind in ("binary", "binary_logit")
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Head:
+    def from_dict(cls, d: dict[str, Any], output_kind: str = "probabilities") -> Head:
+        """A head as a manifest writes it; a missing kind, or the old "softmax", reads as the
+        model's `output_kind` says (`parse` warns about "softmax", this does not)."""
+        kind = d.get("kind", default_head_kind(output_kind))
+        if kind == OLD_HEAD_KIND:
+            kind = renamed_head_kind(output_kind)
         return cls(
             columns=tuple(int(c) for c in d["columns"]),
             labels=tuple(str(label) for label in d["labels"]),
-            kind=d.get("kind", "softmax"),
+            kind=kind,
         )
 
 
@@ -180,7 +215,10 @@ class Manifest:
             metrics={k: float(v) for k, v in d.get("metrics", {}).items()},
             augment=d.get("augment", ""),
             members=tuple(d.get("members", ())),
-            heads={str(k): Head.from_dict(v) for k, v in d.get("heads", {}).items()},
+            heads={
+                str(k): Head.from_dict(v, d.get("output_kind", "probabilities"))
+                for k, v in d.get("heads", {}).items()
+            },
             runtime=RuntimeOptions.from_dict(d.get("runtime", {})),
             output_kind=d.get("output_kind", "probabilities"),
             temperature=float(d.get("temperature", 1.0)),
@@ -261,7 +299,13 @@ KEYS: tuple[Key, ...] = (
         lambda v: isinstance(v, str) and (not v or v.startswith("shift2d:"))),
     Key("members", "list of strings", "[]",
         "for a stacking or gate model: the members whose scores it takes, in order", _strings),
-    Key("heads", "object", "{}", "multi-task models: capability -> {columns, labels, kind}",
+    Key("heads", "object", "{}",
+        "multi-task models: capability -> {columns, labels, kind}, the scores' columns that "
+        "answer it; `kind` says what they hold: `probabilities` (renormalised over the head), "
+        "`logits` (a softmax after `temperature`), `binary` (one column p, read as [1-p, p]) or "
+        "`binary_logit` (one logit z, p = sigmoid(z / temperature)); left out, it follows "
+        "`output_kind`, and the old `softmax` reads the same way with a warning. A head "
+        "answers probabilities, which the fuser takes as they are",
         lambda v: isinstance(v, dict)),
     Key("runtime", "object", "{}",
         "ONNX Runtime options: graph_optimization, execution_mode, intra_op_threads, "
@@ -321,11 +365,12 @@ def parse(
         raise fail("scores_output", f"{scores_output!r} is not an output (outputs: "
                     f"{[s.name for s in outputs]})")  # fmt: skip
     _check_scores(scores, kind, labels, raw.get("heads"), fail)
+    heads = _heads(raw.get("heads", {}), kind, scores, source, fail)
     try:
         d = {
             **raw, "name": name, "version": version, "labels": list(labels),
             "inputs": [asdict(s) for s in inputs], "outputs": [asdict(s) for s in outputs],
-            "scores_output": scores_output,
+            "scores_output": scores_output, "heads": heads,
         }  # fmt: skip
         return Manifest.from_dict(d)
     except (ValueError, KeyError, TypeError) as exc:
@@ -401,6 +446,68 @@ def _check_scores(
     if not heads and shape[1] != -1 and shape[1] != len(labels):
         raise fail("labels", f"{len(labels)} labels for the {shape[1]} columns of "
                     f"{scores.name!r}")  # fmt: skip
+
+
+HEAD_KEYS = ("columns", "labels", "kind")
+
+
+def _heads(
+    heads: dict[str, Any],
+    kind: str,
+    scores: TensorSpec,
+    source: Path,
+    fail: Callable[[str, str], ManifestError],
+) -> dict[str, dict[str, Any]]:
+    """Each head checked, its kind filled in from `output_kind` where left out; the old
+    "softmax" read as that too, with a FutureWarning naming the file and the head."""
+    if heads and kind == "regression":
+        raise fail("heads", "a regression model has no heads (a head cuts class scores)")
+    out: dict[str, dict[str, Any]] = {}
+    for capability, head in heads.items():
+        key = f"heads.{capability}"
+        if not isinstance(head, dict):
+            raise fail(key, f"expected an object {{columns, labels, kind}}, got {json.dumps(head)}")
+        unknown = sorted(set(head) - set(HEAD_KEYS))
+        if unknown:
+            raise fail(key, f"unknown key(s) {unknown}; a head takes {list(HEAD_KEYS)}")
+        columns = head.get("columns")
+        if not (isinstance(columns, list) and columns and all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in columns
+        )):  # fmt: skip
+            raise fail(f"{key}.columns", "expected a non-empty list of column indices >= 0, "
+                        f"got {json.dumps(columns)}")  # fmt: skip
+        width = scores.shape[-1] if len(scores.shape) == 2 else -1
+        if width != -1 and max(columns) >= width:
+            raise fail(f"{key}.columns", f"{columns} reach past the {width} columns of "
+                        f"{scores.name!r}")  # fmt: skip
+        if not _strings(head.get("labels")):
+            raise fail(f"{key}.labels", f"expected a list of strings, got "
+                        f"{json.dumps(head.get('labels'))}")  # fmt: skip
+        head_kind = head.get("kind", default_head_kind(kind))
+        if head_kind == OLD_HEAD_KIND:
+            head_kind = renamed_head_kind(kind)
+            warnings.warn(
+                f"{source}: {key}.kind: {OLD_HEAD_KIND!r} is deprecated and read as "
+                f"{head_kind!r} (output_kind {kind!r}); write {head_kind!r} (what the columns "
+                "hold: 'probabilities' are renormalised, 'logits' take a softmax)",
+                FutureWarning,
+                stacklevel=2,
+            )
+        if head_kind not in HEAD_KINDS:
+            raise fail(f"{key}.kind", f"expected one of {list(HEAD_KINDS)}, got "
+                        f"{json.dumps(head_kind)}")  # fmt: skip
+        if head_kind == "binary" and kind == "logits":
+            raise fail(f"{key}.kind", "'binary' reads its column as a probability p, but "
+                        "output_kind 'logits' says the scores are logits: a logit column is "
+                        "'binary_logit' (p = sigmoid(z / temperature)); a model whose scores mix "
+                        "probabilities and logits declares output_kind 'probabilities' and "
+                        "marks its logit heads 'logits' or 'binary_logit'")  # fmt: skip
+        try:
+            Head(tuple(columns), tuple(head["labels"]), head_kind)
+        except ValueError as exc:
+            raise fail(key, str(exc)) from None
+        out[capability] = {"columns": columns, "labels": head["labels"], "kind": head_kind}
+    return out
 
 
 def schema_table() -> str:

@@ -147,14 +147,14 @@ class Members:
         first = roster.first
         call = self.fuse_call(roster, inputs, fusion_policy, conflict, ctx)
         for model, reply in fan.replies.items():
-            hb = first[model]
+            scores = first[model].scores_for(roster.capability)
             call.members.add(
                 model=model,
                 version=reply.version,
-                probabilities=_output(reply, hb.scores_output),
-                scores_output=hb.scores_output,
-                output_kind=hb.output_kind,
-                temperature=hb.temperature,
+                probabilities=_output(reply, scores.output),
+                scores_output=scores.output,
+                output_kind=scores.kind,
+                temperature=scores.temperature,
             )
         return await dispatch.fuse(
             self.dispatcher.transport,

@@ -90,7 +90,7 @@ def _manifest(heads: dict[str, Head] | None = None, **kw: Any) -> Manifest:
 
 
 HEADS = {
-    "abc": Head(columns=(0, 1, 2), labels=("a", "b", "c"), kind="softmax"),
+    "abc": Head(columns=(0, 1, 2), labels=("a", "b", "c"), kind="probabilities"),
     "flag": Head(columns=(3,), labels=("no", "yes"), kind="binary"),
     "odd-pair": Head(columns=(4, 0), labels=("x", "y")),
 }
@@ -158,7 +158,7 @@ def test_built_manifest_advertises_three_heads(built: repository.ModelVersion) -
     m = built.manifest
     assert m.capabilities == (DIGITS, PARITY, GREATER_THAN_FOUR)
     assert m.scores_output == "probabilities"
-    assert m.heads[DIGITS] == Head(tuple(range(10)), LABELS, "softmax")
+    assert m.heads[DIGITS] == Head(tuple(range(10)), LABELS, "probabilities")
     assert m.heads[PARITY] == Head((10,), ("even", "odd"), "binary")
     assert m.heads[GREATER_THAN_FOUR] == Head((11,), ("<=4", ">4"), "binary")
     assert primary_labels(m) == LABELS
@@ -183,7 +183,7 @@ async def test_heads_survive_test_time_augmentation(built: repository.ModelVersi
 # ---------------------------------------------------------------- services/heads.py
 
 
-def test_softmax_head_selects_and_renormalises() -> None:
+def test_probabilities_head_selects_and_renormalises() -> None:
     out = apply_head(_manifest(HEADS), "abc", {"probabilities": SCORES})
     assert set(out) == {"label", "probabilities"}
     p = out["probabilities"]
@@ -197,7 +197,7 @@ def test_softmax_head_selects_and_renormalises() -> None:
     np.testing.assert_array_equal(out["label"], [1, 2, 0, 0])
 
 
-def test_softmax_head_keeps_column_order() -> None:
+def test_probabilities_head_keeps_column_order() -> None:
     out = apply_head(_manifest(HEADS), "odd-pair", {"probabilities": SCORES})
     np.testing.assert_allclose(out["probabilities"][0], [1 / 3, 2 / 3], atol=1e-6)
     np.testing.assert_allclose(out["probabilities"][1], [5 / 6, 1 / 6], atol=1e-6)
@@ -300,11 +300,14 @@ def test_primary_labels_and_heartbeat_heads() -> None:
     ("columns", "labels", "kind", "match"),
     [
         ((0,), ("a", "b"), "sigmoid", "head kind"),
-        ((), (), "softmax", "head columns"),
-        ((-1,), ("a",), "softmax", "head columns"),
+        ((0, 1), ("a", "b"), "softmax", "old name"),
+        ((), (), "probabilities", "head columns"),
+        ((-1,), ("a",), "logits", "head columns"),
         ((0, 1), ("a", "b"), "binary", "binary head"),
         ((0,), ("a",), "binary", "binary head"),
-        ((0, 1), ("a",), "softmax", "one label per column"),
+        ((0,), ("a", "b", "c"), "binary_logit", "binary_logit head"),
+        ((0, 1), ("a",), "probabilities", "one label per column"),
+        ((0, 1), ("a",), "logits", "one label per column"),
     ],
 )
 def test_head_rejects_inconsistent_definitions(
