@@ -11,6 +11,8 @@ FEEDBACK = f"{PREFIX}.feedback"
 PLAN = f"{PREFIX}.plan"
 HEARTBEATS = f"{PREFIX}.hb.*"
 DISCOVER = f"{PREFIX}.discover"
+ROUTER_STATUS = f"{PREFIX}.router.status"
+"""Any router replica answers with its live numbers (JSON): the NATS face of a gRPC service."""
 FUSER_HEARTBEATS = f"{PREFIX}.fuser.hb"
 """Each fuser replica's id, every second: where the router may send one-way tasks."""
 

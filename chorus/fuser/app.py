@@ -11,9 +11,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
-import nats.micro
 import numpy as np
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -21,8 +20,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
-import chorus
-from chorus.core import subjects, tracing
+from chorus.core import micro, subjects, tracing
 from chorus.core.calls import choice
 from chorus.core.calls.client import CallPolicy, MemberCalls
 from chorus.core.calls.replicas import ReplicaBook
@@ -83,6 +81,10 @@ class FuserService(ServiceBase):
         self._conformal: ConformalStore | None = None
         self._reliability: ReliabilityStore | None = None
         self._temperatures: TemperatureStore | None = None
+        self._fusing = 0
+        """Fuse requests being served now (both fuse endpoints), for `$SRV.STATS`."""
+        self._feedback_outcomes: dict[str, int] = {}
+        """Feedback requests answered, by outcome, for `$SRV.STATS` (no metric counts them)."""
 
     async def start(self) -> Self:
         if self._service is not None:
@@ -137,20 +139,26 @@ class FuserService(ServiceBase):
         self._batcher = FuseBatcher(
             self._tools, observe=self.metrics.stacked.observe, enabled=cfg.stack_tasks
         )
-        self._service = await nats.micro.add_service(
+        fuse, feedback = self._fuse_stats, self._feedback_stats
+        self._service = await micro.register(
             nc,
             name="chorus-fuser",
-            version=chorus.__version__,
             description="merges member outputs, settles conflicts, explains the decision",
+            metadata={"replica": self.replica},
+            endpoints=[
+                micro.Endpoint("fuse", subjects.FUSE, subjects.FUSER_QUEUE, self._on_fuse, fuse),
+                micro.Endpoint(
+                    "fuse-replica",
+                    subjects.fuse_replica(self.replica),
+                    self.replica,
+                    self._on_fuse,
+                    fuse,
+                ),
+                micro.Endpoint(
+                    "feedback", subjects.FEEDBACK, subjects.FUSER_QUEUE, self._on_feedback, feedback
+                ),
+            ],
         )
-        for name, subject, queue, handler in (
-            ("fuse", subjects.FUSE, subjects.FUSER_QUEUE, self._on_fuse),
-            ("fuse-replica", subjects.fuse_replica(self.replica), self.replica, self._on_fuse),
-            ("feedback", subjects.FEEDBACK, subjects.FUSER_QUEUE, self._on_feedback),
-        ):
-            await self._service.add_endpoint(
-                name=name, subject=subject, queue_group=queue, handler=handler
-            )
         self._subs.append(await nc.subscribe(subjects.DISCOVER, cb=self._on_discover))
         await self._announce()
         self._beat.start()
@@ -221,8 +229,26 @@ class FuserService(ServiceBase):
         self._work.spawn(self._fuse(request), name="fuse")
 
     async def _fuse(self, request: Request) -> None:
-        with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
-            await self._fuse_traced(request)
+        self._fusing += 1
+        try:
+            with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
+                await self._fuse_traced(request)
+        finally:
+            self._fusing -= 1
+
+    def _fuse_stats(self) -> dict[str, Any]:
+        """The fuse endpoints' live numbers for `$SRV.STATS`, read from the metrics."""
+        m = self.metrics
+        return {
+            "in_flight": self._fusing,
+            "requests": micro.totals(m.requests, "outcome"),
+            "mean_fuse_ms": micro.mean(m.latency) * 1000,
+            "mean_stacked_tasks": micro.mean(m.stacked),
+            "collected": micro.totals(m.collected, "outcome"),
+        }
+
+    def _feedback_stats(self) -> dict[str, Any]:
+        return {"requests": dict(self._feedback_outcomes)}
 
     async def _fuse_traced(self, request: Request) -> None:
         assert self._batcher is not None and self._records is not None
@@ -296,12 +322,16 @@ class FuserService(ServiceBase):
             weights = await self._weights.learn(capability, losses(fb))
             await self._learn_calibration(fb)
         except Exception as exc:
-            await respond_error(request, exc, "fuser: feedback failed")
+            self._answered(await respond_error(request, exc, "fuser: feedback failed"))
             return
         for model, weight in weights.items():
             self.metrics.weights.labels(capability, model).set(weight)
         reply = task_pb2.FeedbackResponse(capability=capability, weights=weights)
         await request.respond(reply.SerializeToString())
+        self._answered("ok")
+
+    def _answered(self, outcome: str) -> None:
+        self._feedback_outcomes[outcome] = self._feedback_outcomes.get(outcome, 0) + 1
 
     async def _learn_calibration(self, fb: Feedback) -> None:
         """Truth refines what the fuser says about its confidence: each classifier's

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
-from typing import Self
+from typing import Any, Self
 
 import grpc
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.micro.request import Request
+from nats.micro.service import Service
 
-from chorus.core import subjects
+from chorus.core import micro, subjects
 from chorus.core.calls import choice
 from chorus.core.calls.client import CallPolicy
 from chorus.core.calls.replicas import ReplicaBook
@@ -55,6 +58,8 @@ class RouterService(ServiceBase):
         self._plan_sub: Subscription | None = None
         self._fuser_sub: Subscription | None = None
         self._counted: set[str] = set()
+        self._service: Service | None = None
+        self._scheduler: PriorityScheduler | None = None
 
     async def start(self) -> Self:
         if self._server is not None:
@@ -101,6 +106,7 @@ class RouterService(ServiceBase):
             dict.fromkeys(Priority, cfg.queue_limit),
             aging_s=cfg.aging_s,
         )
+        self._scheduler = scheduler
         for p in Priority:
             self.metrics.queue.labels(p.label).set_function(functools.partial(scheduler.depth, p))
         runner = TaskRunner(
@@ -142,6 +148,23 @@ class RouterService(ServiceBase):
             self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
         )
         await self._server.start()
+        # Tasks come over gRPC, so the micro service's one endpoint is the router's status;
+        # registering makes every router replica visible to `nats micro ls|stats` too.
+        self._service = await micro.register(
+            nc,
+            name="chorus-router",
+            description="the task API: decomposes tasks, dispatches members, returns the answer",
+            metadata={
+                "grpc_port": str(self.grpc_port),
+                "one_way": str(cfg.one_way).lower(),
+                "replica_choice": cfg.replica_choice,
+            },
+            endpoints=[
+                micro.Endpoint(
+                    "status", subjects.ROUTER_STATUS, "router", self._on_status, self.stats
+                )
+            ],
+        )
         await self._ready(health, [TASK_SERVICE])
         log.info(
             "router serving: gRPC %s:%d, NATS %s, metrics :%d",
@@ -153,6 +176,9 @@ class RouterService(ServiceBase):
         return self
 
     async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
         if self._server is not None:
             await self._server.stop(grace=STOP_GRACE_S)
             self._server = None
@@ -169,6 +195,24 @@ class RouterService(ServiceBase):
             await self._fuser_sub.unsubscribe()
             self._fuser_sub = None
         await super().stop()
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's live task numbers, for `$SRV.STATS` and chorus.router.status: read
+        from its scheduler and its metrics, nothing kept anew."""
+        scheduler, m = self._scheduler, self.metrics
+        assert scheduler is not None, "start the router first"
+        return {
+            "in_flight": {p.label: 0 for p in Priority} | micro.totals(m.in_flight, "priority"),
+            "queued": {p.label: scheduler.depth(p) for p in Priority},
+            "slots": scheduler.slots,
+            "tasks": micro.totals(m.tasks, "outcome"),
+            "mean_task_ms": micro.mean(m.latency) * 1000,
+            "mean_call_tasks": micro.mean(m.call_tasks),
+            "live_replicas": len(self.registry.live(time.monotonic())),
+        }
+
+    async def _on_status(self, request: Request) -> None:
+        await request.respond(json.dumps(self.stats()).encode())
 
     async def _on_plan(self, msg: Msg) -> None:
         assert self._splits is not None

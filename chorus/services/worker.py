@@ -7,8 +7,8 @@ heartbeats on chorus.hb.<model> add what the router needs to route (specs, load,
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-import nats.micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -16,8 +16,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
-import chorus
-from chorus.core import subjects, tracing
+from chorus.core import micro, subjects, tracing
 from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.context import (
     CAPABILITY,
@@ -69,10 +68,9 @@ class NatsWorker:
         current = self.host.current
         assert current is not None, "start the worker once a version is loaded"
         manifest = current.manifest
-        self._service = await nats.micro.add_service(
+        self._service = await micro.register(
             self.nc,
             name=f"chorus-model-{name}",
-            version=chorus.__version__,
             description=manifest.description or name,
             metadata={
                 "model": name,
@@ -80,15 +78,16 @@ class NatsWorker:
                 "capabilities": ",".join(manifest.capabilities),
                 "replica": self.replica,
             },
-        )
-        await self._service.add_endpoint(
-            name="infer", subject=subjects.infer(name), queue_group=name, handler=self._on_infer
-        )
-        await self._service.add_endpoint(
-            name="infer-replica",
-            subject=subjects.infer_replica(name, self.replica),
-            queue_group=self.replica,
-            handler=self._on_infer,
+            endpoints=[
+                micro.Endpoint("infer", subjects.infer(name), name, self._on_infer, self.stats),
+                micro.Endpoint(
+                    "infer-replica",
+                    subjects.infer_replica(name, self.replica),
+                    self.replica,
+                    self._on_infer,
+                    self.stats,
+                ),
+            ],
         )
         self._discover = await self.nc.subscribe(subjects.DISCOVER, cb=self._on_discover)
         await self.announce()
@@ -131,6 +130,24 @@ class NatsWorker:
             output_kind=manifest.output_kind,
             temperature=manifest.temperature,
         )
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's live numbers for `$SRV.STATS` (both endpoints share one core, so
+        they report the same): read from the scheduler and the metrics, nothing kept anew."""
+        core, metrics = self.core, self.metrics
+        current = self.host.current
+        return {
+            "version": current.manifest.version if current is not None else "",
+            "in_flight": core.in_flight,
+            "queued": {p.label: core.scheduler.depth(p) for p in Priority},
+            "slots": core.scheduler.slots,
+            "requests": micro.totals(
+                metrics.requests, "outcome", model=self.name, transport="nats"
+            ),
+            "mean_batch_rows": micro.mean(metrics.rows, model=self.name),
+            "mean_compute_ms": micro.mean(metrics.latency, model=self.name) * 1000,
+            "ewma_ms": core.ewma_ms,
+        }
 
     async def announce(self) -> None:
         """Heartbeat now (at start, on discovery, and when the loaded versions change)."""
