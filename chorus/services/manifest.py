@@ -274,7 +274,7 @@ KEYS: tuple[Key, ...] = (
         "what the scores are: `probabilities`, `logits` (softmax before fusion), `binary` "
         "(one column p, read as [1-p, p]) or `regression` (a value per row)",
         lambda v: v in OUTPUT_KINDS),
-    Key("labels", "list of strings", "required unless regression",
+    Key("labels", "list of strings", "required unless regression or `heads`",
         "class names in score-column order (two for `binary`); for regression, optional "
         "names of the value columns", _strings),
     Key("scores_output", "string", "the one float output that fits",
@@ -351,8 +351,9 @@ def parse(
     kind = raw.get("output_kind", "probabilities")
     _check_capabilities(raw["capabilities"], kind, fail)
     labels = tuple(raw.get("labels", ()))
-    if kind != "regression" and not labels:
-        raise fail("labels", f"missing; a {kind} model needs its class names in column order")
+    if kind != "regression" and not labels and not raw.get("heads"):
+        raise fail("labels", f"missing; a {kind} model needs its class names in column order "
+                    "(a multi-task model's heads carry their own)")  # fmt: skip
     if kind == "binary" and len(labels) != 2:
         raise fail("labels", f"a binary model has 2 labels ([1-p, p]), got {len(labels)}")
     if "temperature" in raw and kind == "regression":

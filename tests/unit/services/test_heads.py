@@ -235,6 +235,17 @@ def test_a_bad_head_is_refused_naming_it(tmp_path: Path, heads: Any, key: str, s
     assert says in str(refused.value)
 
 
+def test_a_multi_task_model_needs_no_labels_of_its_own(tmp_path: Path) -> None:
+    heads = {"classify/colour": _head([0, 1, 2], ["r", "g", "b"])}
+    _net(tmp_path / "heads", heads, labels=[])
+    m = repository.load(tmp_path / "heads", "net").manifest
+    assert m.labels == () and m.heads["classify/colour"].labels == ("r", "g", "b")
+    source = _net(tmp_path / "plain", {}, labels=[], capabilities=["classify/x"])
+    with pytest.raises(ManifestError, match="labels: missing") as refused:
+        repository.load(tmp_path / "plain", "net")
+    assert str(refused.value).startswith(f"{source}: ")
+
+
 def test_a_regression_has_no_heads(tmp_path: Path) -> None:
     source = _net(tmp_path, {"regress/x": _head([0], ["v"])}, output_kind="regression",
                   capabilities=["regress/x"], labels=[])  # fmt: skip
