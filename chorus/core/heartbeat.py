@@ -98,18 +98,18 @@ class Heartbeat:
         fuser takes them as they are: a second softmax or temperature would flatten them),
         else the model's own scores output as its manifest's output_kind says."""
         if capability in self.heads:
-            return ScoresSource(HEAD_PROBABILITIES, "probabilities", 1.0)
+            return ScoresSource(HEAD_PROBABILITIES, "probabilities", self.temperature)
         return ScoresSource(self.scores_output, self.output_kind, self.temperature)
 
     def to_json(self) -> bytes:
         d = asdict(self)
-        d["type"] = f"chorus.core.heartbeat.v{VERSION}"
+        d["type"] = f"chorus.heartbeat.v{VERSION}"
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Heartbeat:
         d = json.loads(data)
-        if d.get("type") != f"chorus.core.heartbeat.v{VERSION}":
+        if d.get("type") != f"chorus.heartbeat.v{VERSION}":
             raise ValueError(f"not a v{VERSION} heartbeat: type={d.get('type')!r}")
         return cls(
             model=d["model"],

@@ -197,7 +197,7 @@ class NatsWorker:
             try:
                 call.ParseFromString(request.data)
             except Exception:
-                raise InvalidArgument("body: not a chorus.core.wire.v1.InferCall message") from None
+                raise InvalidArgument("body: not a chorus.wire.v1.InferCall message") from None
             inputs = {t.name: from_tensor(t) for t in call.inputs}
             capability = (request.headers or {}).get(CAPABILITY)
             with self.host.use() as loaded:
