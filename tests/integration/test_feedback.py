@@ -11,7 +11,6 @@ from chorus.client import TaskClient
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
-from chorus.pb import task_pb2
 from tests.support import DEMO
 
 NOISY = "forest"
@@ -43,11 +42,9 @@ def test_feedback_demotes_a_noisy_member_and_survives_restart(
             result = client.submit("classify/digits", {"input": x_fb[i : i + 1]})
             for m in DEMO:
                 member_hits[m] += int(result.members[m]["label"][0] == y_fb[i])
-            learned = client.stub.Feedback(
-                task_pb2.FeedbackRequest(task_id=result.response.task_id, labels=[int(y_fb[i])]),
-                timeout=10,
-            )
-        weights = dict(learned.weights)
+            learned = client.feedback(result.task_id, labels=[int(y_fb[i])])
+        assert learned.capability == "classify/digits"
+        weights = learned.weights
         after, used = _fused_accuracy(client, x_ev, y_ev)
         clean_best = max(member_hits[m] for m in DEMO if m != NOISY) / len(x_fb)
         print(

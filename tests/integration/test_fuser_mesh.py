@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from nats.js.api import ConsumerConfig
 
-from chorus.client import TaskClient, decode
+from chorus.client import AsyncTaskClient, NotFound, TaskClient, decode
 from chorus.core import subjects
 from chorus.core.codec import to_tensor
 from chorus.demo.build_text import TEST_SEED
@@ -162,9 +162,10 @@ def test_multimodal_late_fusion_beats_each_modality(client: TaskClient) -> None:
     assert fused > image and fused > text
 
 
-def test_feedback_for_an_unknown_task_is_not_found(client: TaskClient) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        client.stub.Feedback(task_pb2.FeedbackRequest(task_id="nope", labels=[1]), timeout=10)
+async def test_feedback_for_an_unknown_task_is_not_found(mesh: Mesh) -> None:
+    async with AsyncTaskClient(mesh.router_target) as client:
+        with pytest.raises(NotFound) as info:
+            await client.feedback("nope", labels=[1])
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "no fused task 'nope'" in info.value.details()
 
