@@ -87,6 +87,9 @@ class Heartbeat:
     output_kind: str = "probabilities"
     """What the scores output holds (the manifest's output_kind): the fuser reads it so."""
     temperature: float = 1.0
+    group: str = ""
+    """The co-hosted group this member runs in ("" alone): every member of a group replica
+    shares its `replica`, and the group answers a whole task on `group:<name>`."""
 
     @property
     def regression(self) -> bool:
@@ -98,7 +101,7 @@ class Heartbeat:
         fuser takes them as they are: a second softmax or temperature would flatten them),
         else the model's own scores output as its manifest's output_kind says."""
         if capability in self.heads:
-            return ScoresSource(HEAD_PROBABILITIES, "probabilities", self.temperature)
+            return ScoresSource(HEAD_PROBABILITIES, "probabilities", 1.0)
         return ScoresSource(self.scores_output, self.output_kind, self.temperature)
 
     def to_json(self) -> bytes:
@@ -130,4 +133,5 @@ class Heartbeat:
             heads={str(k): dict(v) for k, v in d.get("heads", {}).items()},
             output_kind=str(d.get("output_kind", "probabilities")),
             temperature=float(d.get("temperature", 1.0)),
+            group=str(d.get("group", "")),
         )
