@@ -87,9 +87,6 @@ class Heartbeat:
     output_kind: str = "probabilities"
     """What the scores output holds (the manifest's output_kind): the fuser reads it so."""
     temperature: float = 1.0
-    group: str = ""
-    """The co-hosted group this member runs in ("" alone): every member of a group replica
-    shares its `replica`, and the group answers a whole task on `group:<name>`."""
 
     @property
     def regression(self) -> bool:
@@ -133,5 +130,4 @@ class Heartbeat:
             heads={str(k): dict(v) for k, v in d.get("heads", {}).items()},
             output_kind=str(d.get("output_kind", "probabilities")),
             temperature=float(d.get("temperature", 1.0)),
-            group=str(d.get("group", "")),
         )
