@@ -366,7 +366,7 @@ def parse(
         raise fail("scores_output", f"{scores_output!r} is not an output (outputs: "
                     f"{[s.name for s in outputs]})")  # fmt: skip
     _check_scores(scores, kind, labels, raw.get("heads"), fail)
-    heads = _heads(raw.get("heads", {}), kind, scores, source, fail)
+    heads = _heads(raw.get("heads", {}), raw["capabilities"], kind, scores, source, fail)
     try:
         d = {
             **raw, "name": name, "version": version, "labels": list(labels),
@@ -454,6 +454,7 @@ HEAD_KEYS = ("columns", "labels", "kind")
 
 def _heads(
     heads: dict[str, Any],
+    capabilities: list[str],
     kind: str,
     scores: TensorSpec,
     source: Path,
@@ -463,9 +464,16 @@ def _heads(
     "softmax" read as that too, with a FutureWarning naming the file and the head."""
     if heads and kind == "regression":
         raise fail("heads", "a regression model has no heads (a head cuts class scores)")
+    # A role (arbiter:, stack:, gate:) is asked without a head and answers with the raw scores.
+    headless = [c for c in capabilities if c not in heads and not c.startswith(ROLES)]
+    if heads and headless:
+        raise fail("heads", f"no head for {headless}: a multi-task model answers each of its "
+                    "capabilities from a head (add one, or serve it as another model)")  # fmt: skip
     out: dict[str, dict[str, Any]] = {}
     for capability, head in heads.items():
         key = f"heads.{capability}"
+        if capability not in capabilities:
+            raise fail(key, f"{capability!r} is not among the capabilities {capabilities}")
         if not isinstance(head, dict):
             raise fail(key, f"expected an object {{columns, labels, kind}}, got {json.dumps(head)}")
         unknown = sorted(set(head) - set(HEAD_KEYS))

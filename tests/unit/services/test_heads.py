@@ -246,6 +246,26 @@ def test_a_multi_task_model_needs_no_labels_of_its_own(tmp_path: Path) -> None:
     assert str(refused.value).startswith(f"{source}: ")
 
 
+def test_heads_and_capabilities_match(tmp_path: Path) -> None:
+    colour = {"classify/colour": _head([0, 1, 2], ["r", "g", "b"])}
+    source = _net(tmp_path / "a", colour, capabilities=["classify/colour", "classify/size"])
+    with pytest.raises(ManifestError) as refused:
+        repository.load(tmp_path / "a", "net")
+    assert str(refused.value).startswith(f"{source}: heads: no head for ['classify/size']")
+    source = _net(tmp_path / "b", colour, capabilities=["classify/size"])
+    with pytest.raises(ManifestError) as refused:
+        repository.load(tmp_path / "b", "net")
+    assert str(refused.value).startswith(f"{source}: heads: no head for ['classify/size']")
+    source = _net(tmp_path / "c", {**colour, "classify/size": _head([3, 4], ["s", "l"])},
+                  capabilities=["classify/colour"])  # fmt: skip
+    with pytest.raises(ManifestError) as refused:
+        repository.load(tmp_path / "c", "net")
+    assert str(refused.value) == (
+        f"{source}: heads.classify/size: 'classify/size' is not among the capabilities "
+        "['classify/colour']"
+    )
+
+
 def test_a_regression_has_no_heads(tmp_path: Path) -> None:
     source = _net(tmp_path, {"regress/x": _head([0], ["v"])}, output_kind="regression",
                   capabilities=["regress/x"], labels=[])  # fmt: skip
