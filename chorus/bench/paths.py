@@ -19,13 +19,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import psutil
 
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import free_port
+
+if TYPE_CHECKING:
+    from chorus.bench.triton import TritonEnv, TritonServer
 
 CAPABILITY = "classify/digits"
 WORKLOAD = "one digit (1x64 FP32) per request; 3 members (logreg, forest, mlp); soft vote"
@@ -392,4 +395,91 @@ def _ray_name(proc: psutil.Process) -> str:
         return "ray"
     if title.startswith("ray::"):
         return title.split()[0].split(".")[0].split(":")[-1] or "ray"
+    return proc.name()
+
+
+TRITON_LAYOUTS = {"triton-ensemble": "ensemble", "triton-single": "single"}
+"""Bench path -> layout: Triton's ensemble of a model per member and a vote model, and one
+model holding the three sessions and the vote."""
+TRITON_MODEL = "digits"
+"""The model the callers ask for, in both layouts."""
+
+
+@contextlib.contextmanager
+def running_triton(env: TritonEnv, workload: Workload, layout: str) -> Iterator[TritonServer]:
+    """tritonserver serving the workload's members in `layout` as model TRITON_MODEL."""
+    from chorus.bench.triton import Tensor, TritonServer, ensemble_models, whole_model
+
+    x = Tensor("input", "TYPE_FP32", (workload.rows[0].shape[1],))
+    probs = Tensor("probabilities", "TYPE_FP32", (_classes(workload),))
+    with tempfile.TemporaryDirectory(prefix="chorus-triton-") as tmp:
+        root = Path(tmp) / "models"
+        if layout == "ensemble":
+            members = {m: workload.onnx_path(m) for m in workload.members}
+            ensemble_models(root, TRITON_MODEL, members, x, probs)
+        elif layout == "single":
+            whole_model(root, TRITON_MODEL, [workload.onnx_path(m) for m in workload.members],
+                        x, probs)  # fmt: skip
+        else:
+            raise ValueError(f"Triton layout {layout!r}: expected one of ensemble, single")
+        with TritonServer(env, root, Path(tmp)) as server:
+            yield server
+
+
+def _classes(workload: Workload) -> int:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(workload.onnx_path(workload.members[0])), providers=["CPUExecutionProvider"]
+    )
+    (probs,) = (o for o in session.get_outputs() if o.name == "probabilities")
+    return int(probs.shape[1])
+
+
+def triton_infer_requests(workload: Workload) -> list[Any]:
+    """One KServe v2 ModelInferRequest per row for TRITON_MODEL: what a Chorus model service
+    is sent too, from the same stubs."""
+    from chorus.pb import kserve_v2_pb2 as kpb
+
+    messages = []
+    for row in workload.rows:
+        req = kpb.ModelInferRequest(model_name=TRITON_MODEL, raw_input_contents=[row.tobytes()])
+        req.inputs.add(name="input", datatype="FP32", shape=row.shape)
+        messages.append(req)
+    return messages
+
+
+def triton_path(server: TritonServer, workload: Workload, name: str) -> GrpcPath:
+    """Triton's ModelInfer, driven like the mesh's Submit: the same callers on one channel."""
+    from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
+
+    def services() -> list[tuple[str, psutil.Process]]:
+        if server.proc is None:
+            return []
+        try:
+            root = psutil.Process(server.proc.pid)
+            return [("tritonserver", root)] + [
+                (_triton_name(p), p) for p in root.children(recursive=True)
+            ]
+        except psutil.NoSuchProcess:
+            return []
+
+    return GrpcPath(
+        name,
+        server.target,
+        lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer,
+        triton_infer_requests(workload),
+        services,
+    )
+
+
+def _triton_name(proc: psutil.Process) -> str:
+    """A Python backend stub is named by its model: its first argument is
+    `<repository>/<model>/<version>/model.py`."""
+    try:
+        args = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "triton"
+    if len(args) > 1 and args[1].endswith("model.py"):
+        return Path(args[1]).parents[1].name
     return proc.name()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from chorus.bench import plot
 from chorus.bench.paths import (
     RAY_LAYOUTS,
+    TRITON_LAYOUTS,
     WARM_UP,
     WORKLOAD,
     BarePath,
@@ -31,12 +32,15 @@ from chorus.bench.paths import (
     load_workload,
     mesh_path,
     running_mesh,
+    running_triton,
     service_path,
+    triton_path,
 )
 from chorus.bench.stats import latency_stats, machine
+from chorus.bench.triton import TritonEnv, TritonUnavailable, default_venv, ensure_venv
 from chorus.bench.usage import Gpus, Sampler
 
-PATHS = ("bare", "service", "mesh", "ray", "ray-single")
+PATHS = ("bare", "service", "mesh", "ray", "ray-single", "triton-ensemble", "triton-single")
 """Also the order they run in: the mesh is up only while service and mesh are measured."""
 NAME = "bench"
 
@@ -47,6 +51,8 @@ class Options:
     concurrency: tuple[int, ...] = (1, 16)
     paths: tuple[str, ...] = ("bare", "service", "mesh")
     ray_python: Path | None = None
+    triton_venv: Path | None = None
+    """The Triton virtualenv; None: chorus.bench.triton.default_venv(), built on first use."""
     repository: Path = Path("models")
     out: Path = Path("bench/results")
     progress: bool = True
@@ -74,6 +80,8 @@ def _paths(options: Options, workload: Workload, *, backwards: bool) -> Generato
         groups.append(lambda: _mesh_paths(options, workload, wanted))
     for name in (p for p in wanted if p in RAY_LAYOUTS):
         groups.append(functools.partial(_ray_path, options, workload, name))
+    for name in (p for p in wanted if p in TRITON_LAYOUTS):
+        groups.append(functools.partial(_triton_path, options, workload, name))
     for group in reversed(groups) if backwards else groups:
         yield from group()
 
@@ -98,6 +106,16 @@ def _ray_path(options: Options, workload: Workload, name: str) -> Generator[Benc
             yield ray
         finally:
             ray.close()
+
+
+def _triton_path(options: Options, workload: Workload, name: str) -> Generator[BenchPath]:
+    env = ensure_venv(options.triton_venv, build=False)  # run() built it
+    with running_triton(env, workload, TRITON_LAYOUTS[name]) as server:
+        grpc_path = triton_path(server, workload, name)
+        try:
+            yield grpc_path
+        finally:
+            grpc_path.close()
 
 
 @contextlib.contextmanager
@@ -125,29 +143,42 @@ def _progress(bar: tqdm[Any], phase: Phase) -> Iterator[None]:
         bar.update(phase.done - shown)
 
 
+BASELINES = {"ray": tuple(RAY_LAYOUTS), "triton": tuple(TRITON_LAYOUTS)}
+"""Each peer's layouts: the summary quotes the mesh against each and against the faster."""
+
+
 def _summary(results: dict[str, dict[str, Any]], concurrency: tuple[int, ...]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     bare, mesh = results.get("bare@1"), results.get("mesh@1")
     if bare and mesh:
         summary["mesh_added_p50_ms_at_conc_1"] = round(mesh["p50_ms"] - bare["p50_ms"], 3)
-    ratios: list[dict[str, float]] = []
-    for ray in RAY_LAYOUTS:
-        ratio = {
-            f"conc {c}": round(
-                results[f"mesh@{c}"]["throughput_rps"] / results[f"{ray}@{c}"]["throughput_rps"],
-                2,
-            )
-            for c in concurrency
-            if f"mesh@{c}" in results and f"{ray}@{c}" in results
-        }
-        if ratio:
-            summary[f"mesh_over_{ray.replace('-', '_')}_throughput"] = ratio
-            ratios.append(ratio)
-    # Against the faster Ray Serve: the smaller ratio at each concurrency.
     keys = [f"conc {c}" for c in concurrency]
-    fastest = {k: min(r[k] for r in ratios if k in r) for k in keys if any(k in r for r in ratios)}
-    if fastest:
-        summary["mesh_over_fastest_ray_throughput"] = fastest
+    for peer, layouts in BASELINES.items():
+        ratios: list[dict[str, float]] = []
+        for layout in layouts:
+            ratio = {
+                f"conc {c}": round(
+                    results[f"mesh@{c}"]["throughput_rps"]
+                    / results[f"{layout}@{c}"]["throughput_rps"],
+                    2,
+                )
+                for c in concurrency
+                if f"mesh@{c}" in results and f"{layout}@{c}" in results
+            }
+            if ratio:
+                summary[f"mesh_over_{layout.replace('-', '_')}_throughput"] = ratio
+                ratios.append(ratio)
+        # Against the faster layout: the smaller ratio at each concurrency.
+        fastest = {
+            k: min(r[k] for r in ratios if k in r) for k in keys if any(k in r for r in ratios)
+        }
+        if fastest:
+            summary[f"mesh_over_fastest_{peer}_throughput"] = fastest
+    for layout in TRITON_LAYOUTS:
+        if mesh and f"{layout}@1" in results:
+            summary[f"mesh_p50_over_{layout.replace('-', '_')}_p50_at_conc_1"] = round(
+                mesh["p50_ms"] / results[f"{layout}@1"]["p50_ms"], 2
+            )
     return summary
 
 
@@ -172,6 +203,14 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
     workload, built = load_workload(options.repository)
     for path in built:
         say(f"built demo model {path}")
+    triton: TritonEnv | None = None
+    if set(TRITON_LAYOUTS) & set(options.paths):
+        try:
+            triton = ensure_venv(options.triton_venv, build=False)
+        except TritonUnavailable:
+            say(f"building the Triton virtualenv at {options.triton_venv or default_venv()} "
+                "(once; a few minutes)")  # fmt: skip
+            triton = ensure_venv(options.triton_venv)
     record: dict[str, Any] = {
         "benchmark": NAME,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -185,6 +224,7 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
             "service_model": workload.members[-1],
             "fuser_keeps_tasks": options.keep_tasks,
             "rounds": options.rounds,
+            **({"triton": triton.settings()} if triton is not None else {}),
             # What the services read besides defaults (values are settings or file paths).
             "environment": {
                 k: v
@@ -212,6 +252,8 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
     )
     if options.rounds > 1:
         record["rounds"] = rounds
+    for key, value in record["summary"].items():
+        say(f"summary  {key}  {json.dumps(value)}")
 
     options.out.mkdir(parents=True, exist_ok=True)
     stem = f"{NAME}-{platform.node()}-{dt.date.today().isoformat()}"

@@ -264,11 +264,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=2000, help="per path and concurrency")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     bench.add_argument("--paths", nargs="+",
-                       choices=["bare", "service", "mesh", "ray", "ray-single"],
+                       choices=["bare", "service", "mesh", "ray", "ray-single",
+                                "triton-ensemble", "triton-single"],
                        help="default: bare service mesh, and both Ray Serve layouts with "
-                       "--ray-python")  # fmt: skip
+                       "--ray-python; the Triton layouts only when named")  # fmt: skip
     bench.add_argument("--ray-python", type=Path,
                        help="a python with ray[serve], onnxruntime, numpy and aiohttp")  # fmt: skip
+    bench.add_argument("--triton-venv", type=Path,
+                       help="the virtualenv with nvidia-pytriton for the triton paths (default "
+                       "~/.cache/chorus/triton-venv, built there on first use)")  # fmt: skip
     bench.add_argument("--repository", type=Path, default=DEMO_REPOSITORY)
     bench.add_argument("--out", type=Path, default=Path("bench/results"))
     bench.add_argument("--keep-tasks", action="store_true",

@@ -204,6 +204,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             concurrency=tuple(dict.fromkeys(args.concurrency)),
             paths=tuple(paths),
             ray_python=args.ray_python,
+            triton_venv=args.triton_venv,
             repository=args.repository,
             out=args.out,
             progress=not args.no_progress,
