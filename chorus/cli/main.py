@@ -33,6 +33,7 @@ from chorus.cli.models import (
 from chorus.cli.run import cmd_bench, cmd_demo, cmd_submit, cmd_up
 from chorus.cli.serve import (
     cmd_serve_fuser,
+    cmd_serve_group,
     cmd_serve_model,
     cmd_serve_router,
 )
@@ -225,6 +226,18 @@ def _parser() -> argparse.ArgumentParser:
     sf = serve.add_parser("fuser", help="a fuser replica")
     _common(sf)
     sf.set_defaults(func=cmd_serve_fuser, extras=("control",))
+    sg = serve.add_parser(
+        "group", help="a co-hosted group: its members' model services and a fuser in one process"
+    )
+    sg.add_argument("--name", required=True,
+                    help="the group's name: tasks come on chorus.infer.group:NAME")  # fmt: skip
+    sg.add_argument("--models", required=True, help="its members, comma-separated")
+    sg.add_argument("--repository", type=Path,
+                    help="a folder or nats:BUCKET (default $CHORUS_MODEL_REPOSITORY)")  # fmt: skip
+    sg.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                    help="where the members run (default auto: CUDA when usable)")  # fmt: skip
+    _common(sg)
+    sg.set_defaults(func=cmd_serve_group, extras=("services", "control"))
 
     up = sub.add_parser(
         "up", help="start nats-server, every model of a repository, the fuser and the router"

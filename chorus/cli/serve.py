@@ -147,3 +147,33 @@ def cmd_serve_fuser(args: argparse.Namespace) -> int:
         FuserService(cfg),
         {"service": "fuser", "metrics": lambda s: f"{cfg.host}:{s.metrics_port}"},
     )
+
+
+def cmd_serve_group(args: argparse.Namespace) -> int:
+    from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
+    from chorus.core.environment import check_environment, from_env
+    from chorus.group.service import GroupService
+
+    check_environment()
+    cfg = from_env(
+        GroupConfig,
+        "group",
+        name=args.name,
+        models=args.models,
+        nats_url=args.nats_url,
+        metrics_port=args.metrics_port,
+    )
+    model = from_env(ModelServiceConfig, "model", repository=args.repository, device=args.device)
+    fuser = from_env(FuserConfig, "fuser")
+    return _run_service(
+        GroupService(cfg, model, fuser),
+        {
+            "service": "group",
+            "name": cfg.name,
+            "replica": lambda s: s.replica,
+            "metrics": lambda s: f"{cfg.host}:{s.fuser.metrics_port}",
+            "members": lambda s: {
+                name: f"{cfg.host}:{member.grpc_port}" for name, member in s.members.items()
+            },
+        },
+    )

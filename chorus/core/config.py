@@ -74,6 +74,10 @@ class ModelServiceConfig:
     grpc_port: int = 0
     metrics_port: int = 0
     replica: str = ""
+    group: str = ""
+    """The co-hosted group this model runs in ("" alone); set by `chorus serve group`."""
+    group_replica: str = ""
+    """That group's replica (its process), which the group's members share."""
     heartbeat_s: float = 1.0
     device: str = "auto"
     intra_op_threads: int = 0
@@ -300,8 +304,36 @@ class LivenessConfig:
         check(self, POSITIVE, "stall_s")
 
 
+@dataclass(frozen=True)
+class GroupConfig:
+    """A co-hosted group (`chorus serve group`): its members' model services and a fuser in
+    one process, each member still its own session, KServe v2 model, subjects and heartbeats;
+    the members' own settings are CHORUS_MODEL_*'s, the fuser's CHORUS_FUSER_*'s."""
+
+    name: str = ""
+    """The group's name: tasks come on chorus.infer.group:<name>[.<replica>]."""
+    models: str = ""
+    """Its members, comma-separated, as they are named in the repository."""
+    nats_url: str = DEFAULT_NATS_URL
+    host: str = "127.0.0.1"
+    metrics_port: int = 0
+    replica: str = ""
+    """This group replica's name, shared by its members' heartbeats ("" makes one)."""
+    default_budget_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        check(self, NOT_EMPTY, "name models nats_url host")
+        check(self, PORT, "metrics_port")
+        check(self, POSITIVE, "default_budget_s")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.models.split(",") if m.strip())
+
+
 SECTIONS: dict[str, type[Any]] = {
     "model": ModelServiceConfig,
+    "group": GroupConfig,
     "router": RouterConfig,
     "fuser": FuserConfig,
     "jetstream": JetStreamConfig,

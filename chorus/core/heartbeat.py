@@ -87,6 +87,11 @@ class Heartbeat:
     output_kind: str = "probabilities"
     """What the scores output holds (the manifest's output_kind): the fuser reads it so."""
     temperature: float = 1.0
+    group: str = ""
+    """The co-hosted group this member runs in ("" alone): the group answers a whole task on
+    `group:<name>`."""
+    group_replica: str = ""
+    """The group replica (the process) this member runs in, shared by its co-hosted members."""
 
     @property
     def regression(self) -> bool:
@@ -130,4 +135,6 @@ class Heartbeat:
             heads={str(k): dict(v) for k, v in d.get("heads", {}).items()},
             output_kind=str(d.get("output_kind", "probabilities")),
             temperature=float(d.get("temperature", 1.0)),
+            group=str(d.get("group", "")),
+            group_replica=str(d.get("group_replica", "")),
         )

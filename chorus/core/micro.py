@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import nats.micro
 from nats.aio.client import Client
@@ -29,6 +29,28 @@ from prometheus_client import Counter, Gauge, Histogram
 import chorus
 
 log = logging.getLogger(__name__)
+
+
+class Responder(Protocol):
+    """A micro request as a handler uses it: nats.micro's Request, or one a co-hosted group
+    hands a service in its own process (chorus.group.local)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+
+    async def respond(self, data: bytes = ..., headers: dict[str, str] | None = ...) -> None: ...
+
+    async def respond_error(
+        self,
+        code: str,
+        description: str,
+        data: bytes = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> None: ...
+
 
 Data = Callable[[], dict[str, Any]]
 """An endpoint's live numbers, as one JSON object (keys and values JSON can carry)."""

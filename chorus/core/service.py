@@ -57,6 +57,13 @@ class ServiceBase:
     async def start(self) -> Self:
         raise NotImplementedError
 
+    @property
+    def nc(self) -> Client:
+        """This service's NATS connection, once started (a co-hosted group shares its fuser's)."""
+        if self._nc is None:
+            raise RuntimeError(f"{self.kind} service: not connected to NATS yet")
+        return self._nc
+
     async def stop(self) -> None:
         """Subclasses stop their own parts first, then call this."""
         tracing.shutdown()

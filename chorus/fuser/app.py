@@ -228,7 +228,12 @@ class FuserService(ServiceBase):
     async def _on_fuse(self, request: Request) -> None:
         self._work.spawn(self._fuse(request), name="fuse")
 
-    async def _fuse(self, request: Request) -> None:
+    async def serve_fuse(self, request: micro.Responder) -> None:
+        """A fuse request from a co-hosted group in this process (chorus.group), served by
+        the one handler the bus's requests go through."""
+        await self._fuse(request)
+
+    async def _fuse(self, request: micro.Responder) -> None:
         self._fusing += 1
         try:
             with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
@@ -250,7 +255,7 @@ class FuserService(ServiceBase):
     def _feedback_stats(self) -> dict[str, Any]:
         return {"requests": dict(self._feedback_outcomes)}
 
-    async def _fuse_traced(self, request: Request) -> None:
+    async def _fuse_traced(self, request: micro.Responder) -> None:
         assert self._batcher is not None and self._records is not None
         assert self._collector is not None
         start = time.perf_counter()

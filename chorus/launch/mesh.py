@@ -100,11 +100,14 @@ class Mesh(Running):
         model_args: dict[str, list[str]] | None = None,
         replicas: dict[str, int] | None = None,
         nats_cluster: int = 1,
+        groups: dict[str, list[str]] | None = None,
     ) -> None:
         """`model_args` adds flags to one model's `chorus serve model`, e.g. a fault flag;
         `replicas` starts that many processes of a model (one by default); `nats_cluster`
         of 3 or more runs a JetStream cluster of that many nodes instead of one server
-        (`nats_port` is then the first node's)."""
+        (`nats_port` is then the first node's). `groups` co-hosts models: each group's members
+        run in `chorus serve group` processes (`replicas["group:<name>"]` of them, one by
+        default) instead of a process each."""
         self.repository = repository
         self.data_dir = data_dir
         self.models = models
@@ -115,6 +118,7 @@ class Mesh(Running):
         self.extra_env = extra_env or {}
         self.model_args = model_args or {}
         self.replicas = replicas or {}
+        self.groups = groups or {}
         self.nats: NatsServer | NatsCluster | None = None
         if nats_url is None and nats_cluster > 1:
             self.nats = NatsCluster(data_dir / "jetstream", nats_cluster, first_port=nats_port)
@@ -160,10 +164,18 @@ class Mesh(Running):
             nats = ["--nats-url", self.nats_url]
             for i in range(self.fusers):
                 self.spawn(f"fuser-{i}" if self.fusers > 1 else "fuser", ["fuser", *nats])
+            grouped = {m for members in self.groups.values() for m in members}
             for m in self.models:
+                if m in grouped:
+                    continue
                 count = self.replicas.get(m, 1)
                 for i in range(count):
                     self.spawn(m if count == 1 else f"{m}-{i}", self.model_command(m))
+            for g, members in self.groups.items():
+                count = self.replicas.get(f"group:{g}", 1)
+                for i in range(count):
+                    name = f"group-{g}" if count == 1 else f"group-{g}-{i}"
+                    self.spawn(name, self.group_command(g, members))
             router = self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
             self.router_port = int(str(router.ready["grpc"]).rsplit(":", 1)[1])
             router.args[router.args.index("--grpc-port") + 1] = str(self.router_port)
@@ -177,6 +189,12 @@ class Mesh(Running):
         return [
             "model", "--model", model, "--repository", str(self.repository),
             "--nats-url", self.nats_url, *self.model_args.get(model, []),
+        ]  # fmt: skip
+
+    def group_command(self, group: str, members: list[str]) -> list[str]:
+        return [
+            "group", "--name", group, "--models", ",".join(members),
+            "--repository", str(self.repository), "--nats-url", self.nats_url,
         ]  # fmt: skip
 
     def wait_for_models(self, count: int, timeout_s: float = 30.0) -> None:

@@ -17,20 +17,22 @@ class InferCall(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., augment: _Optional[bool] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("model", "version", "replica", "outputs", "compute_ms", "input_sha256")
+    __slots__ = ("model", "version", "replica", "outputs", "compute_ms", "input_sha256", "fused")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    FUSED_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     replica: str
     outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     compute_ms: float
     input_sha256: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., input_sha256: _Optional[str] = ...) -> None: ...
+    fused: FuseReply
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., replica: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., input_sha256: _Optional[str] = ..., fused: _Optional[_Union[FuseReply, _Mapping]] = ...) -> None: ...
 
 class MemberScores(_message.Message):
     __slots__ = ("model", "version", "probabilities", "weight", "scores_output", "priority", "output_kind", "temperature")

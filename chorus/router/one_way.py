@@ -180,7 +180,7 @@ class OneWay:
         finally:
             for tag in tags.values():
                 self._sent_to.pop(tag, None)
-        return _fan(reply), reply
+        return fanned(reply), reply
 
     def _joiner(self, fuser: str) -> Coalescer:
         joiner = self._joiners.get(fuser)
@@ -274,7 +274,8 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _fan(reply: wire_pb2.FuseReply) -> FanOut:
+def fanned(reply: wire_pb2.FuseReply) -> FanOut:
+    """The members' answers a fused reply carries, as the two-hop path's fan-out holds them."""
     out = FanOut()
     for a in reply.answers:
         out.replies[a.model] = wire_pb2.InferReply(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chorus.core.calls.clock import Clock
 from chorus.core.context import CallContext
@@ -37,6 +37,29 @@ class Roster:
     def regression(self) -> bool:
         """Members answer with values, not classes (the fuser refuses a mix)."""
         return all(hb.regression for hb in self.first.values())
+
+    @property
+    def group(self) -> tuple[str, list[Heartbeat]] | None:
+        """The co-hosted group that holds every member, and a heartbeat per group replica
+        that holds them all (its first member's, named for the group replica: the members
+        share its process and its load); None when no group replica holds the whole roster."""
+        name = ""
+        held: set[str] | None = None
+        per_replica: dict[str, Heartbeat] = {}
+        for beats in self.replicas.values():
+            mine = set()
+            for hb in beats:
+                if not hb.group:
+                    continue
+                if name and hb.group != name:
+                    return None
+                name = hb.group
+                mine.add(hb.group_replica)
+                per_replica.setdefault(hb.group_replica, hb)
+            held = mine if held is None else held & mine
+        if not name or not held:
+            return None
+        return name, [replace(per_replica[r], replica=r) for r in sorted(held)]
 
     @property
     def multi_task(self) -> bool:

@@ -56,6 +56,8 @@ class ModelService(ServiceBase):
         self._health_refresh = Spawner()
         self._scheduler: PriorityScheduler | None = None
         self._store: StoreSync | None = None
+        self.core: InferenceCore | None = None
+        """How requests run, whichever way they come (a co-hosted group calls it directly)."""
 
     @property
     def model(self) -> OnnxModel | None:
@@ -91,7 +93,7 @@ class ModelService(ServiceBase):
             metrics.queue.labels(cfg.model, p.label).set_function(
                 functools.partial(self.scheduler.depth, p)
             )
-        core = InferenceCore(cfg.model, metrics, self.scheduler)
+        core = self.core = InferenceCore(cfg.model, metrics, self.scheduler)
         if first.model.device == "cuda":
             gpu = nvml_collector(cfg.model)
             if gpu is not None:
@@ -119,6 +121,8 @@ class ModelService(ServiceBase):
             heartbeat_s=cfg.heartbeat_s,
             default_budget_s=cfg.default_budget_s,
             core=core,
+            group=cfg.group,
+            group_replica=cfg.group_replica,
         )
         await self._worker.start()
         await self._ready(health, [KSERVE_SERVICE])

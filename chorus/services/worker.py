@@ -47,12 +47,16 @@ class NatsWorker:
         heartbeat_s: float,
         default_budget_s: float,
         core: InferenceCore,
+        group: str = "",
+        group_replica: str = "",
     ) -> None:
         self.nc = nc
         self.host = host
         self.name = host.name
         self.metrics = metrics
         self.replica = replica
+        self.group = group
+        self.group_replica = group_replica
         self.heartbeat_s = heartbeat_s
         self.default_budget_s = default_budget_s
         self._service: Service | None = None
@@ -129,6 +133,8 @@ class NatsWorker:
             heads=heads.heartbeat_heads(manifest),
             output_kind=manifest.output_kind,
             temperature=manifest.temperature,
+            group=self.group,
+            group_replica=self.group_replica,
         )
 
     def stats(self) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""GroupService: a capability's members and a fuser in one process, answering a whole task in
+one message.
+
+Each member is the same `ModelService` a member alone runs (its own ONNX Runtime session,
+KServe v2 model, NATS subjects and heartbeats, so it stays addressable, observable and
+replaceable alone); every member's heartbeat names the group and this process's replica. The
+router sends a task for the group to `chorus.infer.group:<name>[.<replica>]` through the same
+member calls it uses for a model (replica choice, retries, hedging, breakers, deadlines), as a
+FuseCall carrying the task's inputs. Here each member runs it through its own scheduler and
+batcher (tasks arriving together share ONNX Runtime calls), and the fuser co-hosted with them
+fuses the scores through its one handler, with the strategies, conflict policies, weights and
+calibration it shares with every fuser through JetStream. The answer is an InferReply whose
+`fused` is the fuser's reply with each member's answer in it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Self
+
+import numpy as np
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from chorus.core import micro, subjects
+from chorus.core.calls.quorum import too_few_members
+from chorus.core.codec import from_tensor, to_tensor
+from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
+from chorus.core.context import INPUT_SHA256, CallContext
+from chorus.core.errors import ChorusError, DataLoss, InvalidArgument, Unavailable, respond_error
+from chorus.core.spawner import Spawner
+from chorus.fuser.app import FuserService
+from chorus.group.local import LocalRequest
+from chorus.pb import tensor_pb2, wire_pb2
+from chorus.services import heads
+from chorus.services.app import ModelService
+
+log = logging.getLogger(__name__)
+PREFIX = "group:"
+"""A group's name on the bus, where a model's would be: chorus.infer.group:<name>."""
+
+
+def model_name(group: str) -> str:
+    """What the router calls the group in its member calls, breakers and metrics."""
+    return f"{PREFIX}{group}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    model: str
+    version: str
+    scores: tensor_pb2.Tensor
+    outputs: list[tensor_pb2.Tensor]
+    latency_ms: float
+
+
+class GroupService:
+    kind = "group"
+
+    def __init__(self, config: GroupConfig, model: ModelServiceConfig, fuser: FuserConfig) -> None:
+        """`model`: the settings every member starts from (its repository, batching, device);
+        each member's name is its own, its group and group replica this one's."""
+        self.config = config
+        self.replica = config.replica or f"{config.name}-{uuid.uuid4().hex[:8]}"
+        self.members = {
+            name: ModelService(
+                replace(
+                    model,
+                    model=name,
+                    replica=f"{self.replica}-{name}",
+                    group=config.name,
+                    group_replica=self.replica,
+                    nats_url=config.nats_url,
+                    metrics_port=0,
+                    grpc_port=0,
+                )
+            )
+            for name in config.members
+        }
+        self.fuser = FuserService(
+            replace(fuser, nats_url=config.nats_url, metrics_port=config.metrics_port)
+        )
+        self._service: Service | None = None
+        self._requests = Spawner()
+        self.served = 0
+
+    async def start(self) -> Self:
+        if self._service is not None:
+            return self
+        await asyncio.gather(*(m.start() for m in self.members.values()))
+        await self.fuser.start()
+        nc = self.fuser.nc
+        name = model_name(self.config.name)
+        self._service = await micro.register(
+            nc,
+            name=f"chorus-group-{self.config.name}",
+            description=f"members {', '.join(self.members)} and a fuser in one process",
+            metadata={"group": self.config.name, "replica": self.replica},
+            endpoints=[
+                micro.Endpoint("task", subjects.infer(name), name, self._on_task, self.stats),
+                micro.Endpoint(
+                    "task-replica",
+                    subjects.infer_replica(name, self.replica),
+                    self.replica,
+                    self._on_task,
+                    self.stats,
+                ),
+            ],
+        )
+        log.info("group %s (%s) serving %s", self.config.name, self.replica, list(self.members))
+        return self
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        await self._requests.close()
+        await self.fuser.stop()
+        await asyncio.gather(*(m.stop() for m in self.members.values()))
+
+    def stats(self) -> dict[str, object]:
+        return {"tasks": self.served, "members": list(self.members), "in_flight": 0}
+
+    async def _on_task(self, request: Request) -> None:
+        self._requests.spawn(self._serve(request))
+
+    async def _serve(self, request: Request) -> None:
+        try:
+            reply = await self.answer(request.data, request.headers)
+        except Exception as exc:
+            await respond_error(request, exc, f"group {self.config.name}")
+            return
+        self.served += 1
+        await request.respond(reply.SerializeToString())
+
+    async def answer(self, data: bytes, headers: dict[str, str] | None) -> wire_pb2.InferReply:
+        """The whole task: every expected member run here, their scores fused here."""
+        ctx = CallContext.from_headers(headers, default_budget_s=self.config.default_budget_s)
+        ctx.check(f"group {self.config.name} ({self.replica}) started it")
+        digest = hashlib.sha256(data).hexdigest()
+        sent = (headers or {}).get(INPUT_SHA256)
+        if sent is not None and sent != digest:
+            raise DataLoss(
+                f"group {self.config.name}: input altered in transit: header {INPUT_SHA256} "
+                f"is {sent[:16]}..., the body hashes to {digest[:16]}..."
+            )
+        try:
+            call = wire_pb2.FuseCall.FromString(data)
+        except Exception:
+            raise InvalidArgument("body: not a chorus.wire.v1.FuseCall message") from None
+        inputs = {t.name: from_tensor(t) for t in call.inputs}
+        expected = list(call.expected)
+        for e in expected:
+            if e.model not in self.members:
+                raise InvalidArgument(
+                    f"expected[{e.model!r}]: not a member of group {self.config.name} "
+                    f"(members: {', '.join(self.members)})"
+                )
+        ran = await asyncio.gather(
+            *(self._run(e, inputs, ctx) for e in expected),
+            return_exceptions=True,
+        )
+        fuse = wire_pb2.FuseCall(
+            policy=call.policy,
+            labels=call.labels,
+            capability=call.capability,
+            task_id=call.task_id,
+            conflict=call.conflict,
+            inputs=call.inputs,
+        )
+        answers: list[_Answer] = []
+        errors: dict[str, ChorusError] = {}
+        for e, got in zip(expected, ran, strict=True):
+            if isinstance(got, ChorusError):
+                errors[e.model] = got
+            elif isinstance(got, BaseException):
+                errors[e.model] = Unavailable(f"model {e.model}: {got!r}")
+            else:
+                answers.append(got)
+                fuse.members.add(
+                    model=e.model, version=got.version, probabilities=got.scores,
+                    scores_output=e.scores_output, output_kind=e.output_kind,
+                    temperature=e.temperature,
+                )  # fmt: skip
+        needed = min(max(1, call.min_members), len(expected))
+        if len(answers) < needed:
+            raise too_few_members(call.capability, errors, len(answers), needed)
+        local = LocalRequest(fuse.SerializeToString(), headers)
+        await self.fuser.serve_fuse(local)
+        fused = wire_pb2.FuseReply.FromString(await local.answer())
+        for a in answers:
+            fused.answers.add(
+                model=a.model, version=a.version, replica=f"{self.replica}-{a.model}",
+                outputs=a.outputs,
+                latency_ms=a.latency_ms,
+            )  # fmt: skip
+        for model, why in errors.items():
+            fused.missing[model].code = why.code_name
+            fused.missing[model].message = why.message
+        return wire_pb2.InferReply(
+            model=model_name(self.config.name),
+            replica=self.replica,
+            input_sha256=digest,
+            fused=fused,
+        )
+
+    async def _run(
+        self,
+        e: wire_pb2.Expected,
+        inputs: dict[str, np.ndarray],
+        ctx: CallContext,
+    ) -> _Answer:
+        """One member on the task's inputs it takes, queued and batched as a call from the bus
+        would be (a multi-task member is never co-hosted: the router asks it through the
+        two-hop path, which cuts its reply down to a head)."""
+        service = self.members[e.model]
+        host, core = service.host, service.core
+        if host is None or core is None:
+            raise Unavailable(f"model {e.model}: not loaded yet")
+        start = time.perf_counter()
+        with core.serving(), host.use() as loaded:
+            manifest = loaded.manifest
+            taken = {s.name for s in manifest.inputs}
+            prediction = await core.run(
+                ctx, loaded, {n: a for n, a in inputs.items() if n in taken}
+            )
+        outputs = heads.reply_outputs(manifest, None, prediction.outputs)
+        if e.scores_output not in outputs:
+            raise Unavailable(f"model {e.model}: reply has no {e.scores_output!r} output")
+        tensors = [to_tensor(n, a) for n, a in outputs.items()]
+        scores = next(t for t in tensors if t.name == e.scores_output)
+        return _Answer(
+            e.model, manifest.version, scores, tensors, (time.perf_counter() - start) * 1000
+        )

@@ -1,0 +1,106 @@
+"""A co-hosted group on real processes: the digits members and a fuser in `chorus serve group`
+processes (two replicas), a real router and nats-server. Each member's answer equals bare ONNX
+Runtime on the same rows and the fused answer their soft vote; a group replica killed mid-run
+loses no task; bad bytes sent to the group get a clear error and it keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from chorus.client import TaskClient
+from chorus.core.calls.request import ERROR_CODE_HEADER, ERROR_HEADER
+from chorus.launch.mesh import Mesh
+from tests.support import DEMO
+
+GROUP = "digits"
+CAPABILITY = "classify/digits"
+
+
+@pytest.fixture(scope="module")
+def group_mesh(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with Mesh(
+        model_repo,
+        tmp_path_factory.mktemp("cohosted"),
+        models=list(DEMO),
+        groups={GROUP: list(DEMO)},
+        replicas={f"group:{GROUP}": 2},
+    ) as running:
+        yield running
+
+
+def _bare(model_repo: Path, model: str, x: np.ndarray) -> np.ndarray:
+    manifest = json.loads((model_repo / model / "1" / "manifest.json").read_text())
+    session = ort.InferenceSession(
+        str(model_repo / model / "1" / manifest["file"]), providers=["CPUExecutionProvider"]
+    )
+    out = session.run([manifest["scores_output"]], {manifest["inputs"][0]["name"]: x})
+    return np.asarray(out[0])
+
+
+def test_members_answer_as_bare_onnx_runtime_and_the_group_fuses_their_soft_vote(
+    group_mesh: Mesh, model_repo: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    with TaskClient(group_mesh.router_target) as client:
+        for _ in range(5):
+            x = (rng.random((3, 64)) * 16).astype(np.float32)
+            result = client.submit(CAPABILITY, {"input": x}, policy="soft_vote")
+            replicas = {m.replica for m in result.response.members}
+            # Every member answered from one group replica: its name is the member's prefix.
+            groups = {r.rsplit("-", 1)[0] for r in replicas}
+            assert len(groups) == 1, replicas
+            assert groups.pop().startswith(f"{GROUP}-")
+            own = []
+            for model in DEMO:
+                expected = _bare(model_repo, model, x)
+                got = result.members[model]["probabilities"]
+                np.testing.assert_allclose(got, expected, atol=1e-6)
+                own.append(expected)
+            np.testing.assert_allclose(result.probabilities, np.mean(own, axis=0), atol=1e-5)
+            assert list(result.labels) == list(np.argmax(np.mean(own, axis=0), axis=1))
+
+
+def test_a_group_replica_killed_mid_run_loses_no_task(group_mesh: Mesh) -> None:
+    x = np.full((1, 64), 3.0, np.float32)
+    answered = 0
+    with TaskClient(group_mesh.router_target) as client:
+        for i in range(60):
+            if i == 20:
+                group_mesh.child(f"group-{GROUP}-0").proc.kill()
+            result = client.submit(CAPABILITY, {"input": x}, deadline_ms=10000)
+            assert result.probabilities.shape == (1, 10)
+            answered += 1
+        assert answered == 60
+        late = {
+            m.replica.rsplit("-", 1)[0]
+            for m in client.submit(CAPABILITY, {"input": x}).response.members
+        }
+    alive = group_mesh.child(f"group-{GROUP}-1")
+    assert alive.proc.poll() is None
+    assert len(late) == 1
+
+
+def test_bad_bytes_to_the_group_get_a_clear_error_and_it_keeps_serving(group_mesh: Mesh) -> None:
+    async def ask() -> tuple[str, str]:
+        nc = await nats.connect(group_mesh.nats_url)
+        try:
+            msg = await nc.request(f"chorus.infer.group:{GROUP}", b"\xff not a call", timeout=5)
+        finally:
+            await nc.close()
+        headers = msg.headers or {}
+        return headers.get(ERROR_CODE_HEADER, ""), headers.get(ERROR_HEADER, "")
+
+    code, why = asyncio.run(ask())
+    assert code == "INVALID_ARGUMENT"
+    assert "FuseCall" in why and "body" in why
+    with TaskClient(group_mesh.router_target) as client:
+        result = client.submit(CAPABILITY, {"input": np.zeros((1, 64), np.float32)})
+    assert result.probabilities.shape == (1, 10)
