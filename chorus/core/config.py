@@ -8,6 +8,7 @@ the environment (CHORUS_<SECTION>_<FIELD>, CHORUS_<FIELD>) is chorus.core.enviro
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,13 +323,28 @@ class GroupConfig:
     default_budget_s: float = 10.0
 
     def __post_init__(self) -> None:
-        check(self, NOT_EMPTY, "name models nats_url host")
+        check(self, NOT_EMPTY, "nats_url host")
         check(self, PORT, "metrics_port")
         check(self, POSITIVE, "default_budget_s")
+        if self.name and not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ConfigError(
+                f"name: expected letters, digits, '-' or '_' (one NATS subject token), "
+                f"got {self.name!r}",
+                "name",
+            )
 
     @property
     def members(self) -> tuple[str, ...]:
-        return tuple(m.strip() for m in self.models.split(",") if m.strip())
+        """The members named; a group must have a name and at least one (checked where one
+        starts: the defaults describe no group)."""
+        found = tuple(m.strip() for m in self.models.split(",") if m.strip())
+        if not self.name or not found:
+            raise ConfigError(
+                f"a group needs a name and its members (got name {self.name!r}, "
+                f"models {self.models!r})",
+                "name" if not self.name else "models",
+            )
+        return found
 
 
 SECTIONS: dict[str, type[Any]] = {

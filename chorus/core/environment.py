@@ -32,6 +32,8 @@ OTHER_VARIABLES: dict[str, str] = {
     "CHORUS_TEST_BASE_IMAGE": "tests: the image test's base image",
     "CHORUS_SOAK_S": "tests: the soak's length",
     "CHORUS_FUZZ_EXAMPLES": "tests: the fuzzer's examples per target",
+    "CHORUS_ROUTER": "the client and every CLI command: the router's address (flags win)",
+    "CHORUS_TEST_TRITON": "tests: build the Triton baseline's virtualenv (1) instead of skipping",
 }
 """CHORUS_ variables that set no field but are no mistake: tools and tests read them, and a
 service started beside them (a test's child, a pod with the shared ConfigMap) sees them."""
