@@ -249,8 +249,9 @@ def service_path(mesh: Mesh, workload: Workload) -> GrpcPath:
     )
 
 
-def mesh_path(mesh: Mesh, workload: Workload) -> GrpcPath:
-    """The router's Submit: router -> members over NATS -> fuser over NATS -> router."""
+def mesh_path(mesh: Mesh, workload: Workload, name: str = "mesh") -> GrpcPath:
+    """The router's Submit: router -> members over NATS -> fuser over NATS -> router; or,
+    with the members co-hosted (`name` "cohosted"), router -> the group's process -> router."""
     from chorus.core.codec import to_tensor
     from chorus.pb import task_pb2, task_pb2_grpc
 
@@ -265,7 +266,7 @@ def mesh_path(mesh: Mesh, workload: Workload) -> GrpcPath:
         return [(named.get(p.pid, p.name()), p) for p in psutil.Process().children(True)]
 
     return GrpcPath(
-        "mesh",
+        name,
         mesh.router_target,
         lambda ch: task_pb2_grpc.TaskServiceStub(ch).Submit,
         messages,
@@ -274,12 +275,17 @@ def mesh_path(mesh: Mesh, workload: Workload) -> GrpcPath:
 
 
 @contextlib.contextmanager
-def running_mesh(workload: Workload, *, full: bool, keep_tasks: bool) -> Iterator[Mesh]:
+def running_mesh(
+    workload: Workload, *, full: bool, keep_tasks: bool, cohosted: bool = False
+) -> Iterator[Mesh]:
     """The whole mesh, or with `full` off only nats-server and the one member that the
-    service path measures, so that idle services do not share its cores."""
+    service path measures, so that idle services do not share its cores. `cohosted`: the
+    members and a fuser in one `chorus serve group` process instead of one each."""
     env = {"CHORUS_FUSER_KEEP_TASKS": "1" if keep_tasks else "0"}
+    members = list(workload.members)
+    groups = {COHOSTED_GROUP: members} if cohosted else None
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
-        mesh = Mesh(workload.repository, Path(tmp), models=list(workload.members), extra_env=env)
+        mesh = Mesh(workload.repository, Path(tmp), models=members, extra_env=env, groups=groups)
         try:
             if full:
                 mesh.start()
@@ -291,6 +297,9 @@ def running_mesh(workload: Workload, *, full: bool, keep_tasks: bool) -> Iterato
             yield mesh
         finally:
             mesh.stop()
+
+
+COHOSTED_GROUP = "bench"
 
 
 RAY_LAYOUTS = {"ray": "graph", "ray-single": "single"}

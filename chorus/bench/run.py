@@ -40,7 +40,16 @@ from chorus.bench.stats import latency_stats, machine
 from chorus.bench.triton import TritonEnv, TritonUnavailable, default_venv, ensure_venv
 from chorus.bench.usage import Gpus, Sampler
 
-PATHS = ("bare", "service", "mesh", "ray", "ray-single", "triton-ensemble", "triton-single")
+PATHS = (
+    "bare",
+    "service",
+    "mesh",
+    "cohosted",
+    "ray",
+    "ray-single",
+    "triton-ensemble",
+    "triton-single",
+)
 """Also the order they run in: the mesh is up only while service and mesh are measured."""
 NAME = "bench"
 
@@ -78,6 +87,8 @@ def _paths(options: Options, workload: Workload, *, backwards: bool) -> Generato
         groups.append(lambda: iter([BarePath(workload)]))
     if "service" in wanted or "mesh" in wanted:
         groups.append(lambda: _mesh_paths(options, workload, wanted))
+    if "cohosted" in wanted:
+        groups.append(lambda: _cohosted_path(options, workload))
     for name in (p for p in wanted if p in RAY_LAYOUTS):
         groups.append(functools.partial(_ray_path, options, workload, name))
     for name in (p for p in wanted if p in TRITON_LAYOUTS):
@@ -95,6 +106,15 @@ def _mesh_paths(options: Options, workload: Workload, wanted: list[str]) -> Gene
                     yield grpc_path
                 finally:
                     grpc_path.close()
+
+
+def _cohosted_path(options: Options, workload: Workload) -> Generator[BenchPath]:
+    with running_mesh(workload, full=True, keep_tasks=options.keep_tasks, cohosted=True) as m:
+        grpc_path = mesh_path(m, workload, "cohosted")
+        try:
+            yield grpc_path
+        finally:
+            grpc_path.close()
 
 
 def _ray_path(options: Options, workload: Workload, name: str) -> Generator[BenchPath]:

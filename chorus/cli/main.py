@@ -277,10 +277,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=2000, help="per path and concurrency")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     bench.add_argument("--paths", nargs="+",
-                       choices=["bare", "service", "mesh", "ray", "ray-single",
+                       choices=["bare", "service", "mesh", "cohosted", "ray", "ray-single",
                                 "triton-ensemble", "triton-single"],
                        help="default: bare service mesh, and both Ray Serve layouts with "
-                       "--ray-python; the Triton layouts only when named")  # fmt: skip
+                       "--ray-python; cohosted (the members and a fuser in one group "
+                       "process) and the Triton layouts only when named")  # fmt: skip
     bench.add_argument("--ray-python", type=Path,
                        help="a python with ray[serve], onnxruntime, numpy and aiohttp")  # fmt: skip
     bench.add_argument("--triton-venv", type=Path,
