@@ -75,6 +75,9 @@ _BY_CODE: dict[str, type[ChorusError]] = {
         DataLoss,
     )
 }
+CODE_NAMES: tuple[str, ...] = tuple(_BY_CODE)
+"""The gRPC status name of every error family: what a failed call's `outcome` label can be
+(lowercased), so metrics can start every outcome's series at 0."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -209,7 +209,8 @@ class FuserService(ServiceBase):
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError):
-            self.models.observe_json(msg.data, time.monotonic())
+            hb = self.models.observe_json(msg.data, time.monotonic())
+            self.metrics.saw_model(hb.model, hb.replica)
 
     def _replicas(self, model: str) -> list[Heartbeat]:
         return [hb for hb in self.models.live(time.monotonic()) if hb.model == model]

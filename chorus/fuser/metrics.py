@@ -1,11 +1,20 @@
-"""Prometheus metrics of one fuser replica."""
+"""Prometheus metrics of one fuser replica.
+
+The default fusion policy's series start at 0 (every outcome, agreed and conflicted rows), and
+a model's on its first heartbeat, so queries read 0 before the first task rather than nothing.
+Another policy's series appear on its first use."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.core.calls.client import CallCounters
-from chorus.core.metrics import LATENCY_BUCKETS_S
+from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, start_at_zero
+from chorus.core.wire import DEFAULT_POLICY
+
+COLLECTED_OUTCOMES = ("ok", "retried", "missing")
+NO_CONFLICT_POLICY = "none"
+"""The router's default conflict policy: rows end agreed or conflicted."""
 
 
 class FuserMetrics:
@@ -64,3 +73,23 @@ class FuserMetrics:
             ["policy"],
             registry=self.registry,
         )
+        start_at_zero(self.requests, *[(DEFAULT_POLICY, o) for o in OUTCOMES])
+        for per_policy in (self.latency, self.agreement, self.conflicts):
+            start_at_zero(per_policy, (DEFAULT_POLICY,))
+        start_at_zero(
+            self.decisions,
+            *[(DEFAULT_POLICY, NO_CONFLICT_POLICY, s) for s in ("agreed", "conflicted")],
+        )
+        self._models: set[str] = set()
+
+    def saw_model(self, model: str, replica: str = "") -> None:
+        """Start a model's series at 0 (answers collected, retries, hedges, and a replica's
+        breaker as closed); cheap to call on every heartbeat."""
+        if replica:
+            start_at_zero(self.calls.circuit, (model, replica))
+        if model in self._models:
+            return
+        self._models.add(model)
+        start_at_zero(self.collected, *[(model, o) for o in COLLECTED_OUTCOMES])
+        start_at_zero(self.calls.retries, (model,))
+        start_at_zero(self.calls.hedges, (model,))

@@ -234,6 +234,7 @@ class RouterService(ServiceBase):
         except ValueError as exc:
             log.warning("ignoring heartbeat on %s: %s", msg.subject, exc)
             return
+        self.metrics.saw_model(hb.model, hb.capabilities, hb.replica)
         self.metrics.heartbeats.labels(hb.model).inc()
         counts: dict[str, int] = {}
         for live in self.registry.live(now):

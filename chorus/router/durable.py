@@ -45,6 +45,7 @@ from chorus.core.errors import ChorusError, DeadlineExceeded, InvalidArgument, N
 from chorus.core.jetstream import ensure_bucket, ensure_stream
 from chorus.core.spawner import Spawner, cancel
 from chorus.pb import task_pb2
+from chorus.router.backlog import read_backlogs
 from chorus.router.task import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,11 @@ class DurableTasks:
             self._subs.append(sub)
             for i in range(self.workers):
                 self._loops.spawn(self._work(sub), name=f"tasks-{p.label}-{i}")
+        streams = {p: stream_name(p) for p in Priority}
+        self._loops.spawn(
+            read_backlogs(self.js, self.runner.metrics, streams, CONSUMER, self._stopping),
+            name="backlogs",
+        )
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -1,11 +1,16 @@
-"""Prometheus metrics of one router replica."""
+"""Prometheus metrics of one router replica.
+
+Every labelled series starts at 0 as soon as its label values are known (priorities at once;
+a model and its capabilities on its first heartbeat; a pipeline when loaded), so the
+dashboard, the autoscalers and the alerts read 0 before the first task rather than nothing."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.core.calls.client import CallCounters
-from chorus.core.metrics import LATENCY_BUCKETS_S
+from chorus.core.context import Priority
+from chorus.core.metrics import ERROR_OUTCOMES, LATENCY_BUCKETS_S, OUTCOMES, start_at_zero
 
 
 class RouterMetrics:
@@ -82,3 +87,48 @@ class RouterMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.async_backlog = Gauge(
+            "chorus_router_async_backlog",
+            "Async tasks in JetStream not yet taken by any router, by priority "
+            "(read from the shared consumer every few seconds; the same on every router)",
+            ["priority"],
+            registry=self.registry,
+        )
+        self.review_backlog = Gauge(
+            "chorus_router_review_backlog",
+            "Review cases (rows the fuser escalated) no reviewer has answered yet "
+            "(read from JetStream every few seconds; the same on every router)",
+            registry=self.registry,
+        )
+        priorities = [(p.label,) for p in Priority]
+        start_at_zero(self.in_flight, *priorities)
+        start_at_zero(self.async_backlog, *priorities)
+        self._models: set[str] = set()
+        self._capabilities: set[str] = set()
+
+    def saw_model(self, model: str, capabilities: tuple[str, ...] = (), replica: str = "") -> None:
+        """Start a model's series (its capabilities', and a replica's breaker as closed) at 0;
+        cheap to call on every heartbeat."""
+        if model not in self._models:
+            self._models.add(model)
+            one = [(model,)]
+            for per_model in (
+                self.member_latency, self.call_tasks, self.member_waiting, self.replicas,
+                self.heartbeats, self.retries, self.hedges,
+            ):  # fmt: skip
+                start_at_zero(per_model, *one)
+            start_at_zero(self.member_errors, *[(model, o) for o in ERROR_OUTCOMES])
+        if replica:
+            start_at_zero(self.circuit, (model, replica))
+        for capability in capabilities:
+            if ":" not in capability:  # "stack:…", "arbiter:…": roles, not task capabilities
+                self.saw_capability(capability)
+
+    def saw_capability(self, capability: str) -> None:
+        """Start a capability's (or "pipeline:<name>"'s) task counts and latency at 0, for
+        every priority and outcome."""
+        if capability in self._capabilities:
+            return
+        self._capabilities.add(capability)
+        start_at_zero(self.latency, (capability,))
+        start_at_zero(self.tasks, *[(capability, p.label, o) for p in Priority for o in OUTCOMES])

@@ -55,6 +55,8 @@ class TaskRunner:
         self.dispatcher = dispatcher
         self.scheduler = scheduler
         self.pipelines = pipelines or {}
+        for name in self.pipelines:
+            metrics.saw_capability(f"pipeline:{name}")
         self.splits = splits
         self.clock = clock
         """Task latencies and waits for heartbeats; the registry's clock (monotonic)."""

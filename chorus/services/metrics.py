@@ -1,10 +1,18 @@
-"""Prometheus metrics of one model service (its own registry, so tests can run several)."""
+"""Prometheus metrics of one model service (its own registry, so tests can run several).
+
+Every series starts at 0 when the service starts (each transport and outcome, each priority's
+queue), so the dashboard and the autoscalers read 0 from an idle replica rather than nothing.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from chorus.core.metrics import LATENCY_BUCKETS_S
+from chorus.core.context import Priority
+from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, start_at_zero
+
+TRANSPORTS = ("nats", "grpc")
+"""How a request reached the model: a member call over NATS, or KServe v2 over gRPC."""
 
 
 class ModelMetrics:
@@ -46,6 +54,10 @@ class ModelMetrics:
             registry=self.registry,
         )
         self.model = model
+        start_at_zero(self.requests, *[(model, t, o) for t in TRANSPORTS for o in OUTCOMES])
+        for per_model in (self.latency, self.rows, self.in_flight):
+            start_at_zero(per_model, (model,))
+        start_at_zero(self.queue, *[(model, p.label) for p in Priority])
 
     def loaded(self, versions: list[tuple[str, str]]) -> None:
         """The (version, provider) pairs loaded now; unloaded ones leave the gauge."""

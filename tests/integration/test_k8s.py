@@ -20,6 +20,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -38,6 +39,7 @@ from chorus.fuser.metrics import FuserMetrics
 from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
 from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from chorus.router.metrics import RouterMetrics
+from chorus.services.gpu_metrics import NvmlCollector
 from chorus.services.metrics import ModelMetrics
 from tests.support import k8s_refs
 
@@ -80,10 +82,41 @@ def _exported(registry: CollectorRegistry) -> set[str]:
 # What the services export (Prometheus text names), read from their own registries: anything
 # the dashboard or the autoscalers query must be defined by one of them. (Whether it shows
 # up under load is test_observability's question.)
+class _NoGpu:
+    """Stands in for pynvml, so the GPU collector's metric names can be read on a CPU host."""
+
+    def nvmlDeviceGetMemoryInfo(self, handle: object) -> SimpleNamespace:
+        return SimpleNamespace(used=0, total=0)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:
+        return SimpleNamespace(gpu=0)
+
+
+def _gpu_registry() -> CollectorRegistry:
+    collector = NvmlCollector.__new__(NvmlCollector)
+    collector._nvml, collector._handle = _NoGpu(), None
+    collector.model, collector.device = "m", "0"
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
+# ServiceBase adds chorus_<kind>_nats_connected to each service's registry when it serves
+# metrics (the kinds of chorus/router/app.py, chorus/fuser/app.py, chorus/services/app.py; not
+# imported here, as the model service's module loads the KServe proto tritonclient clashes with).
+SERVICE_KINDS = ("router", "fuser", "model")
 KNOWN_METRICS: frozenset[str] = frozenset(
-    name
-    for registry in (RouterMetrics().registry, FuserMetrics().registry, ModelMetrics("m").registry)
-    for name in _exported(registry)
+    {
+        name
+        for registry in (
+            RouterMetrics().registry,
+            FuserMetrics().registry,
+            ModelMetrics("m").registry,
+            _gpu_registry(),
+        )
+        for name in _exported(registry)
+    }
+    | {f"chorus_{kind}_nats_connected" for kind in SERVICE_KINDS}
 )
 
 
@@ -239,9 +272,59 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
     },
 }
 
+_DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w|y))+$"}
+PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": _DURATION,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": _DURATION,
+                                        "labels": _LABELS,
+                                        "annotations": _LABELS,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT_SCHEMA,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR_SCHEMA,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE_SCHEMA,
 }
 
 
@@ -329,6 +412,7 @@ def test_overlay_builds_with_the_expected_objects(
     assert set(_of(objs, "PodDisruptionBudget")) == {*deployments, "nats"}
     assert set(_of(objs, "StatefulSet")) == {"nats"}
     assert set(_of(objs, "ServiceMonitor")) == {"chorus"}
+    assert set(_of(objs, "PrometheusRule")) == {"chorus"}
     assert set(_model_deployments(objs)) == set(MODELS)
     autoscaler = "HorizontalPodAutoscaler" if overlay == "cpu-hpa" else "ScaledObject"
     other = "ScaledObject" if overlay == "cpu-hpa" else "HorizontalPodAutoscaler"
@@ -1007,13 +1091,20 @@ def test_every_referenced_metric_is_exported() -> None:
     assert referenced, "found no metric names: the reference scanner is broken"
     unknown = referenced - KNOWN_METRICS
     assert not unknown, f"queried but not exported by any Chorus service: {sorted(unknown)}"
+    # A name pattern must select exported metrics, and only those (no one matches up, say).
+    patterns = k8s_refs.referenced_name_patterns()
+    for pattern in patterns:
+        matched = {n for n in KNOWN_METRICS if re.match(pattern, n)}
+        assert matched and all(n.startswith("chorus_") for n in matched), pattern
     # Each source is scanned (a source whose queries silently vanished would pass the above).
     for queries in (
         k8s_refs.dashboard_queries(),
         k8s_refs.keda_queries(),
         k8s_refs.adapter_queries(),
     ):
-        assert queries and all(k8s_refs.promql_metric_names(q) for q in queries)
+        assert queries and all(
+            k8s_refs.promql_metric_names(q) or k8s_refs.promql_name_patterns(q) for q in queries
+        )
 
 
 def test_promql_scanner() -> None:
@@ -1075,6 +1166,40 @@ def test_dashboard_shape() -> None:
     (table,) = [p for p in panels if p["type"] == "table"]
     assert "chorus_model_info" in exprs[table["title"]]
     assert "provider" in exprs[table["title"]]
+
+    # What an operator is paged about has a panel (issue 28).
+    for needles in (
+        ("nats_connected",),
+        ("chorus_router_queue_depth", "by (priority)"),
+        ("chorus_router_in_flight", "by (priority)"),
+        ("chorus_router_retries_total",),
+        ("chorus_router_hedges_total",),
+        ("chorus_router_circuit_state",),
+        ("chorus_router_one_way_fallbacks_total",),
+        ("chorus_model_gpu_memory_used_bytes",),
+        ("chorus_model_gpu_utilization_ratio",),
+        ('status="needs_review"',),
+        ("chorus_fuser_model_weight",),
+        ("chorus_router_async_backlog",),
+        ("chorus_router_review_backlog",),
+    ):
+        panel_with(*needles)
+    # Every panel says what its numbers are.
+    for p in panels:
+        if p["type"] != "row":
+            assert p["fieldConfig"]["defaults"].get("unit"), f"no unit: {p['title']}"
+    # Batch size: a mean and the whole distribution, never a quantile of integer buckets.
+    batch = [p for p in panels if "chorus_model_batch_size" in exprs[p["title"]]]
+    assert {p["type"] for p in batch} >= {"timeseries", "heatmap"}
+    assert not any("histogram_quantile" in exprs[p["title"]] for p in batch)
+    # The demand panel reads what KEDA reads: the 1 m average, not the instant value.
+    demand = exprs[panel_with("chorus_router_member_waiting")]
+    assert "avg_over_time(chorus_model_in_flight" in demand and "[1m]" in demand
+    # Variables resolve before the first task: $namespace from a series every router exports
+    # from its start (not from task counts), and $capability, $model, $pod beside it.
+    assert set(variables) >= {"namespace", "capability", "model", "pod"}
+    assert "chorus_router_nats_connected" in variables["namespace"]["definition"]
+    assert "chorus_router_tasks_total" not in variables["namespace"]["definition"]
 
 
 # --- chorus/planner/autoscale.py ------------------------------------------------------------------

@@ -26,11 +26,20 @@ DASHBOARD = K8S / "base" / "grafana" / "chorus-dashboard.json"
 KEDA_OBJECTS = K8S / "components" / "keda" / "scaledobjects.yaml"
 HPA_OBJECTS = K8S / "components" / "hpa" / "hpa.yaml"
 ADAPTER_VALUES = K8S / "components" / "hpa" / "prometheus-adapter-values.yaml"
+ALERTS = K8S / "base" / "alerts.yaml"
 
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?P<expr>.*?)(?:,\s*[a-zA-Z_]\w*)?\)\s*$", re.S)
 _GRAFANA_RANGES = re.compile(r"\$\{?__(?:rate_interval|interval|range)\}?")
 _EQUAL = promql_parser.MatchOp.Equal
 _ADAPTER_TEMPLATES = {"<<.LabelMatchers>>": 'namespace="chorus"', "<<.GroupBy>>": "pod"}
+
+
+def fill_adapter_templates(expr: str) -> str:
+    """An adapter rule's query as prometheus-adapter sends it for the namespace `chorus`,
+    grouped by pod."""
+    for template, value in _ADAPTER_TEMPLATES.items():
+        expr = expr.replace(template, value)
+    return expr
 
 
 def parse_promql(expr: str) -> promql_parser.Expr:
@@ -61,6 +70,23 @@ def promql_metric_names(expr: str) -> set[str]:
 
     promql_parser.walk(parse_promql(expr), pre_visit=visit)
     return names
+
+
+def promql_name_patterns(expr: str) -> set[str]:
+    """The `__name__=~"…"` regular expressions an expression selects metrics by (a Grafana
+    variable over several services' metrics, say), anchored as Prometheus anchors them."""
+    patterns: set[str] = set()
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            patterns.update(
+                f"^(?:{m.value})$"
+                for m in node.matchers.matchers
+                if m.name == "__name__" and m.op == promql_parser.MatchOp.Re
+            )
+
+    promql_parser.walk(parse_promql(expr), pre_visit=visit)
+    return patterns
 
 
 def _walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -95,6 +121,17 @@ def dashboard_queries() -> list[str]:
             elif text:
                 queries.append(text)
     return queries
+
+
+def dashboard_variable_selector(variable: dict[str, Any]) -> str:
+    """The series selector of a query variable's `label_values(selector, label)`, which
+    Grafana sends to Prometheus' series API."""
+    query = variable.get("query")
+    raw = query.get("query", "") if isinstance(query, dict) else str(query or "")
+    match = _LABEL_VALUES.match(raw)
+    if match is None:
+        raise ValueError(f"variable {variable.get('name')}: not label_values(...): {raw}")
+    return match.group("expr")
 
 
 def _yaml_objects(path: Path) -> list[dict[str, Any]]:
@@ -179,3 +216,31 @@ def referenced_metric_names() -> set[str]:
     for expr in [*dashboard_queries(), *keda_queries(), *adapter_queries()]:
         names |= promql_metric_names(expr)
     return names
+
+
+def referenced_name_patterns() -> set[str]:
+    """Every `__name__` regular expression the dashboard, KEDA and adapter queries use."""
+    patterns: set[str] = set()
+    for expr in [*dashboard_queries(), *keda_queries(), *adapter_queries()]:
+        patterns |= promql_name_patterns(expr)
+    return patterns
+
+
+def prometheus_rule() -> dict[str, Any]:
+    """The PrometheusRule of the alerts (and the recording rules they read)."""
+    (rule,) = _yaml_objects(ALERTS)
+    return rule
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    """The rule groups as a Prometheus rule file (`groups:`) holds them."""
+    groups: list[dict[str, Any]] = prometheus_rule()["spec"]["groups"]
+    return groups
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [r for g in rule_groups() for r in g["rules"] if "alert" in r]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [r for g in rule_groups() for r in g["rules"] if "record" in r]
