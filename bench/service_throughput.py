@@ -7,10 +7,14 @@ CNN (`chorus/demo/build_cnn.py`):
            Load comes from Python (grpc.aio, in this process) and, where it runs, from
            Triton's perf_analyzer (C++): one image per call, one image per message on
            ModelStreamInfer streams, and 8 images per call (the batcher still runs 64)
+  triton   with --triton: NVIDIA Triton (the nvidia-pytriton wheel's tritonserver, see
+           chorus/bench/triton.py) serving the same ONNX file as one Python-backend model
+           running ONNX Runtime, dynamic batching with Triton's defaults (max_batch_size
+           = --batch), one instance, driven by the same grpc.aio callers over KServe v2
 
-Both use one ONNX Runtime thread, so the ratio is about what the service adds around it.
+All use one ONNX Runtime thread, so the ratio is about what the service adds around it.
 
-    python bench/service_throughput.py [--seconds 8] [--concurrency 64] [--batch 64]
+    python bench/service_throughput.py [--seconds 8] [--concurrency 64] [--batch 64] [--triton]
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chorus.bench import perfanalyzer  # noqa: E402
+from chorus.bench import triton as triton_server  # noqa: E402
 from chorus.bench.stats import machine  # noqa: E402
-from chorus.demo.build_cnn import NAME, SHAPE, build_cnn  # noqa: E402
+from chorus.demo.build_cnn import CLASSES, NAME, SHAPE, build_cnn  # noqa: E402
 from chorus.launch.mesh import Mesh  # noqa: E402
 from chorus.launch.natsserver import NatsServer  # noqa: E402
 from chorus.pb import kserve_v2_pb2 as kpb  # noqa: E402
@@ -55,9 +60,11 @@ def bare(path: Path, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-async def service(target: str, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+async def service(
+    target: str, concurrency: int, seconds: float, model: str = NAME
+) -> tuple[float, list[float]]:
     image = np.random.default_rng(1).random((1, *SHAPE), dtype=np.float32)
-    req = kpb.ModelInferRequest(model_name=NAME, raw_input_contents=[image.tobytes()])
+    req = kpb.ModelInferRequest(model_name=model, raw_input_contents=[image.tobytes()])
     req.inputs.add(name="input", datatype="FP32", shape=image.shape)
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(target) as ch:
@@ -112,6 +119,24 @@ def perf_analyzer(
     }
 
 
+def triton(path: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The same model and callers through Triton, configured as its docs advise."""
+    env = triton_server.ensure_venv(args.triton_venv)
+    x = triton_server.Tensor("input", "TYPE_FP32", SHAPE)
+    probs = triton_server.Tensor("probabilities", "TYPE_FP32", (CLASSES,))
+    with tempfile.TemporaryDirectory(prefix="chorus-triton-") as tmp:
+        root = Path(tmp) / "models"
+        triton_server.member_model(root, NAME, path, x, probs, max_batch=args.batch)
+        with triton_server.TritonServer(env, root, Path(tmp)) as server:
+            ips, lat = asyncio.run(service(server.target, args.concurrency, args.seconds))
+    q = np.quantile(np.array(lat) * 1000, [0.5, 0.95, 0.99])
+    return {
+        "images_per_s": round(ips, 1),
+        "latency_ms": {"p50": round(q[0], 2), "p95": round(q[1], 2), "p99": round(q[2], 2)},
+        "settings": env.settings(),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0)
@@ -119,6 +144,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repository", default=str(REPO / "models"))
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--triton", action="store_true", help="also NVIDIA Triton on the same model")
+    p.add_argument("--triton-venv", type=Path, help="default: built under ~/.cache/chorus")
     args = p.parse_args()
     root = Path(args.repository)
     build_cnn(root)
@@ -134,6 +161,7 @@ def main() -> None:
             kind: perf_analyzer(target, args.concurrency, args.seconds, *how)
             for kind, how in PERF_RUNS.items()
         }
+    on_triton = triton(path, args) if args.triton else None
     # Bare ONNX Runtime before and after the service phases: the host's speed drifts by a
     # few percent over a run, and the ratio should not depend on which end it was measured.
     after = bare(path, args.batch, args.seconds)
@@ -150,6 +178,12 @@ def main() -> None:
         "service_images_per_s": round(svc_ips, 1),
         "ratio": round(svc_ips / bare_ips, 3),
         "service_latency_ms": {"p50": round(q[0], 2), "p95": round(q[1], 2), "p99": round(q[2], 2)},
+        "triton": on_triton,
+        "service_over_triton": (
+            round(svc_ips / float(on_triton["images_per_s"]), 3)  # type: ignore[arg-type]
+            if on_triton
+            else None
+        ),
         "perf_analyzer": external,
         "perf_analyzer_ratio": {
             kind: round(float(r["images_per_s"]) / bare_ips, 3)  # type: ignore[arg-type]

@@ -164,40 +164,51 @@ def _progress(bar: tqdm[Any], phase: Phase) -> Iterator[None]:
 
 
 BASELINES = {"ray": tuple(RAY_LAYOUTS), "triton": tuple(TRITON_LAYOUTS)}
-"""Each peer's layouts: the summary quotes the mesh against each and against the faster."""
+"""Each peer's layouts: the summary quotes Chorus against each and against the faster."""
+SUBJECTS = ("mesh", "cohosted")
+"""Chorus's own shapes, each quoted against bare ONNX Runtime and every peer measured."""
 
 
 def _summary(results: dict[str, dict[str, Any]], concurrency: tuple[int, ...]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    bare, mesh = results.get("bare@1"), results.get("mesh@1")
-    if bare and mesh:
-        summary["mesh_added_p50_ms_at_conc_1"] = round(mesh["p50_ms"] - bare["p50_ms"], 3)
+    for subject in SUBJECTS:
+        summary.update(_subject_summary(results, concurrency, subject))
+    return summary
+
+
+def _subject_summary(
+    results: dict[str, dict[str, Any]], concurrency: tuple[int, ...], subject: str
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    bare, ours = results.get("bare@1"), results.get(f"{subject}@1")
+    if bare and ours:
+        summary[f"{subject}_added_p50_ms_at_conc_1"] = round(ours["p50_ms"] - bare["p50_ms"], 3)
     keys = [f"conc {c}" for c in concurrency]
     for peer, layouts in BASELINES.items():
         ratios: list[dict[str, float]] = []
         for layout in layouts:
             ratio = {
                 f"conc {c}": round(
-                    results[f"mesh@{c}"]["throughput_rps"]
+                    results[f"{subject}@{c}"]["throughput_rps"]
                     / results[f"{layout}@{c}"]["throughput_rps"],
                     2,
                 )
                 for c in concurrency
-                if f"mesh@{c}" in results and f"{layout}@{c}" in results
+                if f"{subject}@{c}" in results and f"{layout}@{c}" in results
             }
             if ratio:
-                summary[f"mesh_over_{layout.replace('-', '_')}_throughput"] = ratio
+                summary[f"{subject}_over_{layout.replace('-', '_')}_throughput"] = ratio
                 ratios.append(ratio)
         # Against the faster layout: the smaller ratio at each concurrency.
         fastest = {
             k: min(r[k] for r in ratios if k in r) for k in keys if any(k in r for r in ratios)
         }
         if fastest:
-            summary[f"mesh_over_fastest_{peer}_throughput"] = fastest
+            summary[f"{subject}_over_fastest_{peer}_throughput"] = fastest
     for layout in TRITON_LAYOUTS:
-        if mesh and f"{layout}@1" in results:
-            summary[f"mesh_p50_over_{layout.replace('-', '_')}_p50_at_conc_1"] = round(
-                mesh["p50_ms"] / results[f"{layout}@1"]["p50_ms"], 2
+        if ours and f"{layout}@1" in results:
+            summary[f"{subject}_p50_over_{layout.replace('-', '_')}_p50_at_conc_1"] = round(
+                ours["p50_ms"] / results[f"{layout}@1"]["p50_ms"], 2
             )
     return summary
 
@@ -322,7 +333,7 @@ def _round(
                 }
                 r["cpu"]["ms_per_task"] = _cpu_ms_per_task(r)
                 say(
-                    f"{prefix}{key:<11} {r['throughput_rps']:>9.1f} req/s  p50 {r['p50_ms']:.3f}  "
+                    f"{prefix}{key:<18} {r['throughput_rps']:>9.1f} req/s  p50 {r['p50_ms']:.3f}  "
                     f"p95 {r['p95_ms']:.3f}  p99 {r['p99_ms']:.3f} ms  "
                     f"cpu {r['cpu']['machine_percent']:.0f}%"
                 )

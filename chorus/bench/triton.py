@@ -31,18 +31,33 @@ import psutil
 
 from chorus.launch.natsserver import Running, free_port
 
-REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime>=1.23,<2", "numpy<2")
-"""What the Triton virtualenv holds; its marker file records them, and a change rebuilds it."""
+PYTRITON = "nvidia-pytriton==0.7.0"
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
 MARKER = ".chorus-triton"
 PIP_TIMEOUT_S = 900.0
 READY_TIMEOUT_S = 120.0
+SERVER_READY = "/inference.GRPCInferenceService/ServerReady"
+READY = b"\x08\x01"
+"""ServerReadyResponse{ready: true} on the wire: field 1, varint, 1."""
 MAX_BATCH = 64
 """Each model's max_batch_size: above the callers' concurrency, so one batch can take all."""
 
 
 class TritonUnavailable(RuntimeError):
     """Triton cannot run here; the message says why."""
+
+
+def requirements() -> tuple[str, ...]:
+    """What the Triton virtualenv holds: the wheel, numpy<2 (which it pins), and the ONNX
+    Runtime this process runs, so that both sides of a comparison run the same one. The
+    virtualenv's marker file records them, and a change rebuilds it."""
+    try:
+        import onnxruntime
+
+        ort = f"onnxruntime=={onnxruntime.__version__}"
+    except ImportError:
+        ort = "onnxruntime>=1.23,<2"
+    return (PYTRITON, ort, "numpy<2")
 
 
 def default_venv() -> Path:
@@ -112,10 +127,10 @@ class TritonEnv:
 
 def ensure_venv(venv: Path | None = None, *, build: bool = True) -> TritonEnv:
     """The Triton virtualenv at `venv` (default_venv() if None), built with pip from the
-    package index when it is missing or was built for other REQUIREMENTS and `build` is on.
+    package index when it is missing or was built for other requirements() and `build` is on.
     Raises TritonUnavailable when it is absent and `build` is off, or when pip fails."""
     venv = venv or default_venv()
-    wanted = "\n".join(REQUIREMENTS) + "\n"
+    wanted = "\n".join(requirements()) + "\n"
     marker = venv / MARKER
     if marker.exists() and marker.read_text() == wanted:
         return TritonEnv.at(venv)
@@ -132,7 +147,7 @@ def ensure_venv(venv: Path | None = None, *, build: bool = True) -> TritonEnv:
         try:
             _run([sys.executable, "-m", "venv", str(venv)])
             _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  *REQUIREMENTS])  # fmt: skip
+                  *requirements()])  # fmt: skip
         except TritonUnavailable:
             shutil.rmtree(venv, ignore_errors=True)
             raise
@@ -327,20 +342,21 @@ class TritonServer(Running):
         return self
 
     def _wait_ready(self) -> None:
-        import grpc
+        """Until KServe v2 ServerReady says so (with --strict-readiness: every model loaded).
 
-        from chorus.pb import kserve_v2_pb2 as kpb
-        from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
+        Asked as raw bytes, not through the KServe stubs: a process that already holds
+        tritonclient's copy of that proto (the test suite) cannot load Chorus's."""
+        import grpc
 
         assert self.proc is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         with grpc.insecure_channel(self.target) as channel:
-            stub = kpb_grpc.GRPCInferenceServiceStub(channel)
+            server_ready = channel.unary_unary(SERVER_READY)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"tritonserver exited ({self.log}):\n{self.log_tail()}")
                 with contextlib.suppress(grpc.RpcError):
-                    if stub.ServerReady(kpb.ServerReadyRequest(), timeout=1.0).ready:
+                    if server_ready(b"", timeout=1.0) == READY:
                         return
                 time.sleep(0.2)
         raise RuntimeError(f"tritonserver not ready in {READY_TIMEOUT_S}s:\n{self.log_tail()}")

@@ -14,27 +14,24 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from chorus.bench.paths import (
-    TRITON_MODEL,
-    Phase,
-    Workload,
-    load_workload,
-    running_triton,
-    triton_infer_requests,
-    triton_path,
-)
+# tritonclient's copy of the KServe v2 proto: the suite's process loads that one (see
+# test_kserve.py), so nothing here may load Chorus's (chorus.pb.kserve_v2_pb2); the bench's
+# own callers, which do, run in the `chorus bench` subprocess below.
+from tritonclient.grpc import service_pb2 as kpb
+from tritonclient.grpc import service_pb2_grpc as kpb_grpc
+
+from chorus.bench.paths import TRITON_MODEL, Workload, load_workload, running_triton
 from chorus.bench.triton import TritonEnv, TritonServer, TritonUnavailable, ensure_venv
-from chorus.pb import kserve_v2_pb2 as kpb
-from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
 
 BUILD = "CHORUS_TEST_TRITON"
-ROWS = 12
+ROWS = 24
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +64,12 @@ def _bare_soft_vote(workload: Workload, rows: np.ndarray) -> np.ndarray:
     return np.mean([s.run(["probabilities"], {"input": rows})[0] for s in sessions], axis=0)
 
 
+def _request(row: np.ndarray) -> kpb.ModelInferRequest:
+    req = kpb.ModelInferRequest(model_name=TRITON_MODEL, raw_input_contents=[row.tobytes()])
+    req.inputs.add(name="input", datatype="FP32", shape=row.shape)
+    return req
+
+
 def _outputs(reply: kpb.ModelInferResponse) -> dict[str, np.ndarray]:
     dtypes = {"FP32": np.float32, "INT64": np.int64}
     return {
@@ -76,11 +79,13 @@ def _outputs(reply: kpb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 
 def test_each_layout_answers_the_bare_soft_vote(server: TritonServer, workload: Workload) -> None:
-    requests = triton_infer_requests(workload)[:ROWS]
-    want = _bare_soft_vote(workload, np.concatenate(workload.rows[:ROWS]))
-    with grpc.insecure_channel(server.target) as channel:
+    """Eight callers at once, so that the dynamic batcher hands one `execute` several
+    requests: each must still get its own row's answer back."""
+    rows = workload.rows[:ROWS]
+    want = _bare_soft_vote(workload, np.concatenate(rows))
+    with grpc.insecure_channel(server.target) as channel, ThreadPoolExecutor(8) as pool:
         infer = kpb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-        replies = [_outputs(infer(r, timeout=10)) for r in requests]
+        replies = list(pool.map(lambda row: _outputs(infer(_request(row), timeout=10)), rows))
     got = np.concatenate([r["probabilities"] for r in replies])
     assert got.shape == want.shape == (ROWS, 10)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -88,37 +93,27 @@ def test_each_layout_answers_the_bare_soft_vote(server: TritonServer, workload: 
     assert labels.tolist() == want.argmax(axis=1).tolist()
 
 
-def test_the_bench_path_drives_it_with_concurrent_callers(
-    server: TritonServer, workload: Workload
+def test_chorus_bench_records_both_layouts_beside_bare(
+    triton_env: TritonEnv, model_repo: Path, tmp_path: Path
 ) -> None:
-    """Concurrent callers make the dynamic batcher gather several requests into one execute;
-    every caller still gets its own answer (checked above) and the phase counts each one."""
-    path = triton_path(server, workload, "triton")
-    try:
-        path.warm(5)
-        phase = Phase()
-        path.drive(4, 40, phase)
-        assert len(phase.latencies_s) == 40 and phase.elapsed_s > 0
-        # The server and a backend stub per Python model, each named by its model.
-        stubs = {p.parents[1].name for p in server.repository.glob("*/1/model.py")}
-        names = [name for name, _ in path.services() or []]
-        assert sorted(names) == sorted(["tritonserver", *stubs])
-    finally:
-        path.close()
-
-
-def test_chorus_bench_records_triton_beside_bare(triton_env: TritonEnv, model_repo: Path,
-                                                 tmp_path: Path) -> None:  # fmt: skip
     run = subprocess.run(
         [sys.executable, "-m", "chorus.cli", "bench", "--requests", "20", "--concurrency", "1",
-         "2", "--paths", "bare", "triton-single", "--repository", str(model_repo),
-         "--triton-venv", str(triton_env.venv), "--out", str(tmp_path), "--no-progress"],
+         "4", "--paths", "bare", "triton-ensemble", "triton-single", "--repository",
+         str(model_repo), "--triton-venv", str(triton_env.venv), "--out", str(tmp_path),
+         "--no-progress"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     (record_path,) = tmp_path.glob("bench-*.json")
     record = json.loads(record_path.read_text())
-    assert set(record["results"]) == {f"{p}@{c}" for p in ("bare", "triton-single") for c in (1, 2)}
+    paths = ("bare", "triton-ensemble", "triton-single")
+    assert set(record["results"]) == {f"{p}@{c}" for p in paths for c in (1, 4)}
+    assert all(r["requests"] == 20 for r in record["results"].values())
     assert record["settings"]["triton"]["nvidia_pytriton"] == triton_env.version()
-    cpu = record["results"]["triton-single@2"]["cpu"]["per_service_s"]
-    assert set(cpu) == {"tritonserver", TRITON_MODEL}
+    # CPU charged to the server and to each Python model's stub, by the model's name.
+    per_service = {p: set(record["results"][f"{p}@4"]["cpu"]["per_service_s"]) for p in paths[1:]}
+    assert per_service == {
+        "triton-ensemble": {"tritonserver", "logreg", "forest", "mlp", "soft_vote"},
+        "triton-single": {"tritonserver", TRITON_MODEL},
+    }
+    assert "mesh_over_fastest_triton_throughput" not in record["summary"]  # no mesh measured
