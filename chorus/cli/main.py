@@ -30,6 +30,7 @@ from chorus.cli.models import (
     cmd_status,
     plan_arguments,
 )
+from chorus.cli.placement import add_arguments as placement_arguments
 from chorus.cli.run import cmd_bench, cmd_demo, cmd_submit, cmd_up
 from chorus.cli.serve import (
     cmd_serve_fuser,
@@ -243,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
         "up", help="start nats-server, every model of a repository, the fuser and the router"
     )
     _mesh_args(up)
+    placement_arguments(up)
     up.add_argument("--demo", action="store_true",
                     help=f"build the demo models (into {DEMO_REPOSITORY} unless --repository) "
                          "and serve them")  # fmt: skip

@@ -64,6 +64,7 @@ def _stored_plan(
 
 
 def _start_mesh(args: argparse.Namespace) -> Any:
+    from chorus.cli.placement import groups_for
     from chorus.core.model_store import address
     from chorus.launch.mesh import Mesh
 
@@ -93,6 +94,7 @@ def _start_mesh(args: argparse.Namespace) -> Any:
     except BaseException:
         mesh.stop()
         raise
+    mesh.groups = groups_for(args, Path(mesh.repository), mesh.models)
     mesh.start()
     where = f"JetStream in {args.data_dir / 'jetstream'}" if mesh.nats else "already running"
     print(f"nats     {mesh.nats_url}  ({where})")

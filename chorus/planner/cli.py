@@ -12,6 +12,7 @@ from chorus.core.errors import ChorusError
 from chorus.planner.inputs import load_inputs
 from chorus.planner.k8s import DEFAULT_BASE, write_overlay
 from chorus.planner.model import Allocation
+from chorus.planner.placement import Placement, placements
 from chorus.planner.solve import solve
 
 # --- presentation ----------------------------------------------------------------------------
@@ -42,6 +43,29 @@ def render(plan: Allocation) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_placements(shapes: Sequence[Placement]) -> str:
+    """Each capability's shape (co-hosted or apart) and why, from the plan's measurements."""
+    lines = ["| capability | placement | co-hosted | apart | why |", "|---|---|---|---|---|"]
+    for p in shapes:
+        group = f"group {p.group}: " if p.cohosted else ""
+        lines.append(
+            f"| {p.capability} | {p.shape} | {group}{', '.join(p.cohosted) or '-'} "
+            f"| {', '.join(p.apart) or '-'} | {p.why} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def placement_dict(p: Placement) -> dict[str, object]:
+    return {
+        "capability": p.capability,
+        "shape": p.shape,
+        "group": p.group if p.cohosted else None,
+        "cohosted": list(p.cohosted),
+        "apart": list(p.apart),
+        "why": p.why,
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `chorus plan`."""
     parser.add_argument("--inputs", type=Path, required=True, help="plan inputs (YAML)")
@@ -61,11 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`chorus plan`: solve, print the plan, optionally write the overlay. 0 ok, 1 error."""
     try:
-        plan = solve(load_inputs(args.inputs))
+        inputs = load_inputs(args.inputs)
+        plan = solve(inputs)
+        shapes = placements(inputs)
         if args.json:
-            print(json.dumps(plan.to_dict(), indent=2))
+            record = {**plan.to_dict(), "placement": [placement_dict(p) for p in shapes]}
+            print(json.dumps(record, indent=2))
         else:
             print(render(plan), end="")
+            print("\n" + render_placements(shapes), end="")
         if args.k8s_out is not None:
             overlay = write_overlay(
                 plan,

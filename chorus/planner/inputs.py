@@ -17,6 +17,7 @@ from chorus.planner.model import (
     ModelOption,
     PlanInputs,
 )
+from chorus.planner.placement import forced_shapes
 
 # --- validation ------------------------------------------------------------------------------
 
@@ -79,7 +80,15 @@ def validate(inputs: PlanInputs) -> None:
 
 # --- input file and CLI ----------------------------------------------------------------------
 
-_TOP = {"target_utilisation", "latency_weight", "capacities", "options", "demands"}
+_TOP = {
+    "target_utilisation",
+    "latency_weight",
+    "capacities",
+    "options",
+    "demands",
+    "hop_ms",
+    "placement",
+}
 _OPTION = {
     "model",
     "device",
@@ -147,9 +156,17 @@ def parse_inputs(data: Any, where: str = "inputs") -> PlanInputs:
         capacities=capacities,
         target_utilisation=top.get("target_utilisation", DEFAULT_TARGET_UTILISATION),
         latency_weight=top.get("latency_weight", 0.0),
+        hop_ms=None
+        if top.get("hop_ms") is None
+        else finite(top["hop_ms"], "hop_ms", positive=True),
+        placement=tuple(forced_shapes(top.get("placement"), f"{where}: placement").items()),
     )
     validate(inputs)
     return inputs
+
+
+def _hop_ms(value: Any) -> float | None:
+    return None if value is None else finite(value, "hop_ms", positive=True)
 
 
 def load_inputs(path: Path | str) -> PlanInputs:

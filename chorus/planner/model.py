@@ -82,6 +82,10 @@ class PlanInputs:
     """Devices not listed are bounded only by each option's max_replicas."""
     target_utilisation: float = DEFAULT_TARGET_UTILISATION
     latency_weight: float = 0.0
+    hop_ms: float | None = None
+    """A NATS hop's measured cost, for placement (None: planner.placement's default)."""
+    placement: tuple[tuple[str, str], ...] = ()
+    """Shapes an operator forces, (capability, "cohost" | "apart")."""
 
 
 # --- output ----------------------------------------------------------------------------------
