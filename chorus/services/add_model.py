@@ -18,7 +18,8 @@ import onnxruntime as ort
 from chorus.core.codec import numpy_dtype
 from chorus.core.spec import TensorSpec
 from chorus.services import graph, repository
-from chorus.services.manifest import OUTPUT_KINDS, ManifestError, parse
+from chorus.services.manifest import ManifestError, parse
+from chorus.services.manifest_keys import OUTPUT_KINDS
 
 SUM_TOLERANCE = 1e-3
 

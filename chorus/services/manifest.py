@@ -6,8 +6,8 @@ already says (input and output names, datatypes, shapes) may be left out: `parse
 it from the graph and refuses a manifest that contradicts the graph. Every refusal names the
 file, the key, what was expected and what came, so a user never reads a traceback.
 
-`KEYS` is the one table of keys: validation reads it, and the README's table is checked
-against it by the tests.
+`manifest_keys.KEYS` is the one table of keys: validation reads it, and the README's table
+is checked against it by the tests.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from chorus.core.spec import TensorSpec
 from chorus.services import graph
+from chorus.services.manifest_keys import BY_NAME, strings
 
 MANIFEST = "manifest.json"
 HeadKind = Literal["probabilities", "logits", "binary", "binary_logit"]
@@ -36,9 +37,6 @@ never took a softmax (it renormalised), so it reads as the model's own kind, `lo
 output_kind `logits` and `probabilities` otherwise, with a FutureWarning."""
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
-OUTPUT_KINDS = ("probabilities", "logits", "binary", "regression")
-"""probabilities: rows sum to 1; logits: softmax(x / temperature) before fusion; binary: one
-column holding p, read as [1 - p, p]; regression: a value (or k values) per row."""
 CLASSIFY, REGRESS = "classify/", "regress/"
 ROLES = ("arbiter:", "stack:", "gate:")
 
@@ -226,97 +224,6 @@ class Manifest:
         )
 
 
-@dataclass(frozen=True)
-class Key:
-    name: str
-    type: str
-    default: str
-    meaning: str
-    check: Callable[[Any], bool]
-
-
-def _strings(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
-
-
-def _specs(v: Any) -> bool:
-    return isinstance(v, list) and all(
-        isinstance(t, dict)
-        and set(t) == {"name", "datatype", "shape"}
-        and isinstance(t["name"], str)
-        and isinstance(t["datatype"], str)
-        and _shape(t["shape"])
-        for t in v
-    )
-
-
-def _shape(v: Any) -> bool:
-    return isinstance(v, list) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in v
-    )
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-REQUIRED = "required"
-KEYS: tuple[Key, ...] = (
-    Key("name", "string", "the folder's name", "the model's name; must equal its folder",
-        lambda v: isinstance(v, str) and bool(v)),
-    Key("version", "string", "the version folder's name",
-        "must equal the version folder when given", lambda v: isinstance(v, str | int)),
-    Key("capabilities", "list of strings", REQUIRED,
-        "what the model answers, e.g. `classify/cancer`; `classify/...` and `regress/...` "
-        "must match `output_kind`; `arbiter:C`, `stack:C`, `gate:C` serve the fuser for C",
-        lambda v: _strings(v) and bool(v)),
-    Key("output_kind", "string", "`probabilities`",
-        "what the scores are: `probabilities`, `logits` (softmax before fusion), `binary` "
-        "(one column p, read as [1-p, p]) or `regression` (a value per row)",
-        lambda v: v in OUTPUT_KINDS),
-    Key("labels", "list of strings", "required unless regression or `heads`",
-        "class names in score-column order (two for `binary`); for regression, optional "
-        "names of the value columns", _strings),
-    Key("scores_output", "string", "the one float output that fits",
-        "the output carrying the scores (or values) the fuser merges",
-        lambda v: isinstance(v, str)),
-    Key("temperature", "number > 0", "1.0",
-        "calibration: logits, or log-probabilities, are divided by it before the softmax "
-        "(`chorus models calibrate` fits it); classifiers only",
-        lambda v: _number(v) and v > 0),
-    Key("inputs", "list of {name, datatype, shape}", "from the graph",
-        "input tensors; KServe datatypes (FP32, INT64, ...), -1 for any size", _specs),
-    Key("outputs", "list of {name, datatype, shape}", "from the graph",
-        "the outputs served (a subset of the graph's)", _specs),
-    Key("replicas", "integer >= 1", "1", "model service processes `chorus up` starts",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-    Key("file", "string", "`model.onnx`", "the ONNX file, in the version folder",
-        lambda v: isinstance(v, str) and bool(v) and "/" not in v),
-    Key("description", "string", "\"\"", "for people", lambda v: isinstance(v, str)),
-    Key("metrics", "object of numbers", "{}", "measured quality, shown by `chorus models ls`",
-        lambda v: isinstance(v, dict) and all(_number(x) for x in v.values())),
-    Key("augment", "string", "\"\"", "test-time augmentation for negotiation (`shift2d:HxW`)",
-        lambda v: isinstance(v, str) and (not v or v.startswith("shift2d:"))),
-    Key("members", "list of strings", "[]",
-        "for a stacking or gate model: the members whose scores it takes, in order", _strings),
-    Key("heads", "object", "{}",
-        "multi-task models: capability -> {columns, labels, kind}, the scores' columns that "
-        "answer it; `kind` says what they hold: `probabilities` (renormalised over the head), "
-        "`logits` (a softmax after `temperature`), `binary` (one column p, read as [1-p, p]) or "
-        "`binary_logit` (one logit z, p = sigmoid(z / temperature)); left out, it follows "
-        "`output_kind`, and the old `softmax` reads the same way with a warning. A head "
-        "answers probabilities, which the fuser takes as they are",
-        lambda v: isinstance(v, dict)),
-    Key("runtime", "object", "{}",
-        "ONNX Runtime options: graph_optimization, execution_mode, intra_op_threads, "
-        "inter_op_threads, instances, max_batch, max_batch_delay_ms, warmup, tensorrt, "
-        "io_binding", lambda v: isinstance(v, dict)),
-    Key("platform", "string", "`onnxruntime_onnx`", "as in Triton; only ONNX is served",
-        lambda v: v == "onnxruntime_onnx"),
-)  # fmt: skip
-_BY_NAME = {k.name: k for k in KEYS}
-
-
 def parse(
     raw: Any, *, source: Path, folder: Path, graph_specs: graph.GraphSpecs | None
 ) -> Manifest:
@@ -332,12 +239,12 @@ def parse(
     if not isinstance(raw, dict):
         raise ManifestError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     for key in raw:
-        if key not in _BY_NAME:
-            near = difflib.get_close_matches(key, list(_BY_NAME), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(_BY_NAME)}"
+        if key not in BY_NAME:
+            near = difflib.get_close_matches(key, list(BY_NAME), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(BY_NAME)}"
             raise fail(key, f"unknown key ({hint})")
     for key, value in raw.items():
-        spec = _BY_NAME[key]
+        spec = BY_NAME[key]
         if not spec.check(value):
             raise fail(key, f"expected {spec.type} ({spec.meaning}), got {json.dumps(value)}")
     model, version = folder.parent.name, folder.name
@@ -347,7 +254,7 @@ def parse(
     if str(raw.get("version", version)) != version:
         raise fail("version", f"{raw['version']!r} differs from its folder {version!r}")
     if "capabilities" not in raw:
-        raise fail("capabilities", f"missing; expected {_BY_NAME['capabilities'].meaning}")
+        raise fail("capabilities", f"missing; expected {BY_NAME['capabilities'].meaning}")
     kind = raw.get("output_kind", "probabilities")
     _check_capabilities(raw["capabilities"], kind, fail)
     labels = tuple(raw.get("labels", ()))
@@ -489,7 +396,7 @@ def _heads(
         if width != -1 and max(columns) >= width:
             raise fail(f"{key}.columns", f"{columns} reach past the {width} columns of "
                         f"{scores.name!r}")  # fmt: skip
-        if not _strings(head.get("labels")):
+        if not strings(head.get("labels")):
             raise fail(f"{key}.labels", f"expected a list of strings, got "
                         f"{json.dumps(head.get('labels'))}")  # fmt: skip
         head_kind = head.get("kind", default_head_kind(kind))
@@ -517,10 +424,3 @@ def _heads(
             raise fail(key, str(exc)) from None
         out[capability] = {"columns": columns, "labels": head["labels"], "kind": head_kind}
     return out
-
-
-def schema_table() -> str:
-    """The README's table of manifest keys."""
-    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{k.name}` | {k.type} | {k.default} | {k.meaning} |" for k in KEYS]
-    return "\n".join(lines) + "\n"

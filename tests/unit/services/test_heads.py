@@ -20,7 +20,8 @@ from chorus.core.spec import TensorSpec
 from chorus.fuser.kinds import as_scores
 from chorus.services import repository
 from chorus.services.heads import apply_head, head_probabilities
-from chorus.services.manifest import HEAD_KINDS, KEYS, Head, Manifest, ManifestError
+from chorus.services.manifest import HEAD_KINDS, Head, Manifest, ManifestError
+from chorus.services.manifest_keys import KEYS
 from tests.support.onnx_graphs import linear
 
 # Three heads side by side in one logits output: colour (3 columns), size (2), a flag (1).

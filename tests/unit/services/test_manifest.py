@@ -15,7 +15,8 @@ from onnx import helper
 from chorus.core.spec import TensorSpec
 from chorus.services import repository
 from chorus.services.add_model import AddError, AddRequest, add
-from chorus.services.manifest import KEYS, ManifestError, schema_table
+from chorus.services.manifest import ManifestError
+from chorus.services.manifest_keys import KEYS, schema_table
 from tests.support import REPO
 from tests.support.onnx_graphs import linear
 
