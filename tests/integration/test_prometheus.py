@@ -57,7 +57,7 @@ test's minutes: the same query shape over ten scrapes."""
 GPU_METRICS = ("chorus_model_gpu_",)
 """Panels that only a model on CUDA feeds (NVML)."""
 LOAD_CLIENTS = 16
-LOAD_S = 14.0
+LOAD_S = 18.0
 
 
 Vector = list[dict[str, Any]]
@@ -348,6 +348,7 @@ def test_under_load_every_dashboard_query_has_data_and_autoscalers_scale(
             elif _nan(values):
                 nan.append(expr)
         keda_loaded = {q: prom.values(q) for q in k8s_refs.keda_queries()}
+        keda_loaded |= {q: prom.values(q) for q in _adapter_metric_queries()}
         assert time.monotonic() - started < LOAD_S, "the checks ran past the load"
     finally:
         loader.join()
@@ -355,6 +356,7 @@ def test_under_load_every_dashboard_query_has_data_and_autoscalers_scale(
     assert not nothing, f"under load, no data from: {nothing}"
     assert not nan, f"under load, NaN from: {nan}"
     assert all(v and not _nan(v) for v in keda_loaded.values()), keda_loaded
+    assert any(v > 0 for v in keda_loaded[model_rule.query]), "KEDA's 1 m demand rose"
 
     up_model = model_rule.desired_replicas(model_rule.min_replicas, demand)
     up_router = router_rule.desired_replicas(router_rule.min_replicas, task_rate)
