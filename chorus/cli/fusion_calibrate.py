@@ -8,6 +8,7 @@ the mesh really gives (members' temperatures and weights included).
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class Options:
     policy: str = ""
     coverage: float = 0.9
     extend: bool = False
+    as_json: bool = False
 
 
 def run(opts: Options) -> int:
@@ -65,6 +67,15 @@ def run(opts: Options) -> int:
         print(f"chorus fusion calibrate: cannot reach {err}", file=sys.stderr)
         return 1
     q = threshold(scores, opts.coverage)
+    if opts.as_json:
+        doc = {"capability": opts.capability, "policy": strategy, "stored_rows": kept,
+               "new_rows": len(scores), "coverage": opts.coverage, "threshold": q}  # fmt: skip
+        if not regression:
+            counts = np.array([len(s) for s in label_sets(values, q)])
+            doc |= {"labels_per_set": float(np.mean(counts)),
+                    "conflicted_share": float(np.mean(counts != 1))}  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 0
     print(f"{opts.capability} fused by {strategy}: {kept} calibration rows stored "
           f"({len(scores)} new)")  # fmt: skip
     if regression:

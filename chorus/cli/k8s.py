@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus import __version__
+from chorus.cli.common import add_nats, add_output, emit, wants_json
 from chorus.core.errors import ChorusError, InvalidArgument
 from chorus.planner.k8s import PACKAGED_K8S
 
@@ -205,9 +206,10 @@ def add_arguments(sub: Any) -> None:
         "--from", dest="source", type=Path, metavar="DIR",
         help="a folder repository whose models to deploy (push it with `chorus models push`)",
     )  # fmt: skip
-    r.add_argument("--nats-url", help="to list the store's models; default $CHORUS_NATS_URL")
+    add_nats(r, "to list the store's models")
     r.add_argument("--repository", default=DEFAULT_REPOSITORY, help="the store, nats:<bucket>")
-    r.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    r.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                   help=f"the Kubernetes namespace (default {DEFAULT_NAMESPACE})")  # fmt: skip
     r.add_argument("--prometheus", default=DEFAULT_PROMETHEUS, help="what KEDA queries")
     r.add_argument(
         "--gpu",
@@ -216,6 +218,7 @@ def add_arguments(sub: Any) -> None:
         metavar="MODEL",
         help="models run on a GPU (model-gpu image, one nvidia.com/gpu per replica)",
     )
+    add_output(r)
     r.set_defaults(func=cmd_render, extras=("control",))
 
 
@@ -223,7 +226,8 @@ def _models(args: argparse.Namespace) -> list[str]:
     """The models named, else those of the folder given, else those of the store."""
     import asyncio
 
-    from chorus.cli.store import nats_url, with_store
+    from chorus.cli.common import nats_url
+    from chorus.cli.store import with_store
     from chorus.core.model_store import StoreError, address, identify, version_folders
 
     if args.models:
@@ -254,5 +258,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     except ChorusError as exc:
         print(f"chorus k8s render: {exc}", file=sys.stderr)
         return 1
+    if wants_json(args):
+        emit({"kustomization": str(out / "kustomization.yaml"), "models": models,
+              "gpu": list(args.gpu), "namespace": args.namespace})  # fmt: skip
+        return 0
     print(f"wrote {out}/kustomization.yaml: kubectl apply -k {out}")
     return 0

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from chorus import __version__
+from chorus.cli.common import EXIT_CODES, NATS_ENV, add_nats, add_output, add_router
 from chorus.cli.defaults import (
     CAPABILITY,
     DEFAULT_DATA_DIR,
@@ -27,7 +29,6 @@ from chorus.cli.models import (
     cmd_models_control,
     cmd_plan,
     cmd_review,
-    cmd_status,
     plan_arguments,
 )
 from chorus.cli.placement import add_arguments as placement_arguments
@@ -39,6 +40,7 @@ from chorus.cli.serve import (
     cmd_serve_router,
 )
 from chorus.cli.store import add_arguments as store_arguments
+from chorus.cli.tasks import cmd_feedback, cmd_result, cmd_status
 from chorus.core.config import ConfigError
 
 
@@ -94,7 +96,12 @@ def _unreachable(err: Exception) -> str | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chorus", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="chorus", description=__doc__, epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--version", action="version", version=f"chorus {__version__}",
+                   help="print the version and exit")  # fmt: skip
     # The extras (pyproject) each command needs beyond the base install; `main` checks them.
     p.set_defaults(extras=())
     sub = p.add_subparsers(required=True, metavar="COMMAND")
@@ -106,14 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                        help="a folder, or the model store (nats: or nats:BUCKET): built in a "
                             "temporary folder and pushed")  # fmt: skip
-    build.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
+    add_nats(build, "for a nats: repository")
     build.add_argument("--force", action="store_true", help="rebuild models that exist")
     build.add_argument("--bench", action="store_true", help="also the CNN for throughput work")
+    add_output(build)
     build.set_defaults(func=cmd_models_build, extras=("services", "train"))
     add = models.add_parser(
         "add", help="add an ONNX file to a repository; the graph gives inputs and outputs"
     )
-    add.add_argument("onnx_file", type=Path, metavar="MODEL.onnx")
+    add.add_argument("onnx_file", type=Path, metavar="MODEL.onnx", help="the model's ONNX file")
     add.add_argument("--name", required=True, help="the model's name (its folder)")
     add.add_argument("--capability", required=True, action="append", dest="capabilities",
                      help="what it answers, e.g. classify/cancer or regress/diabetes "
@@ -130,38 +138,42 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--temperature", type=float,
                      help="a classifier's calibration (`chorus models calibrate`)")  # fmt: skip
     add.add_argument("--replicas", type=int, default=1, help="processes `chorus up` starts")
-    add.add_argument("--description", default="")
+    add.add_argument("--description", default="", help="one line for people, in the manifest")
     add.add_argument("--force", action="store_true", help="replace an existing version")
     add.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                      help="a folder, or the model store (nats: or nats:BUCKET): the version "
                           "is pushed, numbered after the store's highest")  # fmt: skip
-    add.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
+    add_nats(add, "for a nats: repository")
+    add_output(add)
     add.set_defaults(func=cmd_models_add, extras=("services",))
     cal = models.add_parser(
         "calibrate", help="fit a classifier's temperature on held-out rows, store it"
     )
-    cal.add_argument("--model", required=True)
+    cal.add_argument("--model", required=True, help="the model to calibrate")
     cal.add_argument("--version", default=None, help="default: the highest")
     cal.add_argument("--input", action="append", required=True, metavar="NAME=FILE",
                      help="held-out rows of an input (.npy or .csv); repeat per input")  # fmt: skip
     cal.add_argument("--truth", required=True, type=Path,
                      help="the rows' true class indices (.npy or .csv)")  # fmt: skip
     cal.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
-    cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                     help=f"the folder repository (default {DEFAULT_REPOSITORY})")  # fmt: skip
+    add_output(cal)
     cal.set_defaults(func=cmd_models_calibrate, extras=("services",))
     chk = models.add_parser("check", help="validate every manifest of a repository")
     chk.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                      help="a folder, or the model store: nats: or nats:BUCKET")  # fmt: skip
-    chk.add_argument("--nats-url", help="for nats:, default $CHORUS_NATS_URL")
+    add_nats(chk, "for a nats: repository")
+    add_output(chk)
     chk.set_defaults(func=cmd_models_check)
     plan = sub.add_parser("plan", help="replicas per model and device, as a mixed-integer program")
     plan.set_defaults(func=cmd_plan, extras=("control",))
     plan_arguments(plan)
     k8s_arguments(sub)
     rv = sub.add_parser("review", help="answer the rows the fuser escalated to people")
-    rv.add_argument("--nats-url", default="nats://127.0.0.1:4222")
-    rv.add_argument("--router", default="127.0.0.1:50051")
-    rv.add_argument("--reviewer", default="")
+    add_nats(rv, "where the review cases wait (JetStream)")
+    add_router(rv, "the router that takes the answers")
+    rv.add_argument("--reviewer", default="", help="your name on the answers (default: $USER)")
     rv.add_argument("--capability", default="", help="only this capability's cases")
     rv.add_argument("--answer", action="append", default=[], metavar="ROW=LABEL",
                     help="answer the next case without asking (repeatable)")  # fmt: skip
@@ -169,9 +181,13 @@ def _parser() -> argparse.ArgumentParser:
     rv.add_argument("--wait", type=float, default=2.0, help="seconds to wait for a case")
     rv.add_argument("--ack-wait", type=float, default=60.0,
                     help="an unanswered case returns to the queue after this long")  # fmt: skip
+    add_output(rv)
     rv.set_defaults(func=cmd_review)
     status = sub.add_parser("status", help="live replicas and their load, as the router sees them")
-    status.add_argument("--router", default="127.0.0.1:50051")
+    add_router(status)
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                        help="show it again every SECONDS (default 2) until Ctrl-C")  # fmt: skip
+    add_output(status)
     status.set_defaults(func=cmd_status)
     store_arguments(models)
     for action, what in (
@@ -183,20 +199,25 @@ def _parser() -> argparse.ArgumentParser:
         control.add_argument("--service", required=True, metavar="HOST:PORT",
                              help="the model service's KServe gRPC address")  # fmt: skip
         if action != "index":
-            control.add_argument("--model", required=True)
-            control.add_argument("--version", default="")
+            control.add_argument("--model", required=True, help="the model's name")
+            control.add_argument("--version", default="",
+                                 help="the version (default: " + ("the highest)" if action ==
+                                 "load" else "every version)"))  # fmt: skip
+        add_output(control)
         control.set_defaults(func=cmd_models_control, action=action)
 
     fusion = sub.add_parser("fusion", help="fusion on held-out data").add_subparsers(
         required=True, metavar="ACTION"
     )
     report = fusion.add_parser("report", help="accuracy of every strategy and conflict policy")
-    report.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    report.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                        help="where the demo models are (built there when missing)")  # fmt: skip
+    add_output(report)
     report.set_defaults(func=cmd_fusion_report, extras=("demo",))
     fcal = fusion.add_parser(
         "calibrate", help="held-out rows and their truth as the conformal policy's calibration"
     )
-    fcal.add_argument("--capability", required=True)
+    fcal.add_argument("--capability", required=True, help="the capability to calibrate")
     fcal.add_argument("--input", action="append", required=True, metavar="NAME=FILE",
                       help="held-out rows of an input (.npy or .csv), repeatable")  # fmt: skip
     fcal.add_argument("--truth", required=True, type=Path,
@@ -204,24 +225,27 @@ def _parser() -> argparse.ArgumentParser:
     fcal.add_argument("--policy", default="", help="fusion strategy (default: the capability's)")
     fcal.add_argument("--coverage", type=float, default=0.9, help="for the printed summary")
     fcal.add_argument("--extend", action="store_true", help="add to the rows already stored")
-    fcal.add_argument("--router", default="127.0.0.1:50051")
-    fcal.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    add_router(fcal, "the router the rows go through")
+    add_nats(fcal, "where the calibration is stored")
+    add_output(fcal)
     fcal.set_defaults(func=cmd_fusion_calibrate)
 
-    serve = sub.add_parser("serve", help="run one service in the foreground").add_subparsers(
-        required=True, metavar="SERVICE"
-    )
+    serve = sub.add_parser(
+        "serve", help="run one service in the foreground (prints one JSON line once serving)"
+    ).add_subparsers(required=True, metavar="SERVICE")
     sm = serve.add_parser("model", help="a model service (KServe v2 gRPC + NATS)")
-    sm.add_argument("--model", required=True)
-    sm.add_argument("--repository", type=Path)
-    sm.add_argument("--grpc-port", type=int)
-    sm.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sm.add_argument("--model", required=True, help="the model to serve (its folder's name)")
+    sm.add_argument("--repository", type=Path,
+                    help="a folder or nats:BUCKET (default $CHORUS_MODEL_REPOSITORY)")  # fmt: skip
+    sm.add_argument("--grpc-port", type=int, help="KServe gRPC port (0: a free one)")
+    sm.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                    help="where to run (default auto: CUDA when usable)")  # fmt: skip
     sm.add_argument("--delay-ms", type=float, help="fault injection: slow every inference")
     sm.add_argument("--noise", type=float, help="fault injection: noise on float inputs")
     _common(sm)
     sm.set_defaults(func=cmd_serve_model, extras=("services",))
     sr = serve.add_parser("router", help="the router (chorus.v1.TaskService)")
-    sr.add_argument("--grpc-port", type=int)
+    sr.add_argument("--grpc-port", type=int, help="the task API's port (0: a free one)")
     _common(sr)
     sr.set_defaults(func=cmd_serve_router, extras=("control",))
     sf = serve.add_parser("fuser", help="a fuser replica")
@@ -250,6 +274,7 @@ def _parser() -> argparse.ArgumentParser:
                          "and serve them")  # fmt: skip
     up.add_argument("--replicas", type=int, default=0,
                     help="processes per model (default: each manifest's replicas)")  # fmt: skip
+    add_output(up)
     up.set_defaults(func=cmd_up, extras=("services", "local"))
 
     submit = sub.add_parser(
@@ -257,27 +282,66 @@ def _parser() -> argparse.ArgumentParser:
         help="send your own rows (--input) to a capability, or the demo's held-out digits",
     )
     _submit_args(submit)
-    submit.add_argument("--router", default="127.0.0.1:50051")
-    submit.add_argument("--capability", default=CAPABILITY)
+    add_router(submit)
+    submit.add_argument("--capability", default=CAPABILITY,
+                        help=f"what to do with the rows (default {CAPABILITY})")  # fmt: skip
     submit.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
                         help="an input from a .npy array or .csv rows (a header line is "
                              "skipped); repeat per input; all rows go as one task")  # fmt: skip
-    submit.add_argument("--json", action="store_true",
-                        help="print outputs, members' outputs and explanation as JSON")  # fmt: skip
-    submit.add_argument("--priority", choices=[p.lower() for p in PRIORITIES], default="normal")
-    submit.add_argument("--deadline-ms", type=int, default=0)
+    submit.add_argument("--priority", choices=[p.lower() for p in PRIORITIES], default="normal",
+                        help="queue priority (default normal)")  # fmt: skip
+    submit.add_argument("--deadline-ms", type=int, default=0,
+                        help="the router's time budget (0: its default)")  # fmt: skip
+    submit.add_argument("--conflict", default="",
+                        help="conflict policy: none, quorum, negotiate, arbiter, escalate or "
+                             "conformal (default: the router's)")  # fmt: skip
+    submit.add_argument("--task-id", default="", help="your id for the task (default: made)")
+    submit.add_argument("--async", dest="run_async", action="store_true",
+                        help="store the task durably and print its id at once "
+                             "(then `chorus result ID`)")  # fmt: skip
+    submit.add_argument("--idempotency-key", default=None,
+                        help="with --async: the same key never runs a task twice")  # fmt: skip
+    add_output(submit)
     submit.set_defaults(func=cmd_submit)
+
+    result = sub.add_parser("result", help="an async task's state and, once done, its answer")
+    result.add_argument("task_id", metavar="ID", help="the id `chorus submit --async` printed")
+    result.add_argument("--watch", action="store_true",
+                        help="print every state until the task is done or failed")  # fmt: skip
+    result.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --watch: give up after this long (default: none)")  # fmt: skip
+    result.add_argument("--show", type=int, default=10, help="rows to print")
+    add_router(result)
+    add_output(result)
+    result.set_defaults(func=cmd_result)
+
+    feedback = sub.add_parser(
+        "feedback", help="the true answer for a finished task; the members' weights learn"
+    )
+    feedback.add_argument("task_id", metavar="ID", help="the task's id (submit prints it)")
+    truth = feedback.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--labels", metavar="I,J,...",
+                       help="true class indices, one per row (a classification)")  # fmt: skip
+    truth.add_argument("--values", metavar="X,Y,...",
+                       help="true values, one per row (a regression)")  # fmt: skip
+    feedback.add_argument("--rows", metavar="R,S,...", default="",
+                          help="the rows the truth is for (default: every row)")  # fmt: skip
+    add_router(feedback)
+    add_output(feedback)
+    feedback.set_defaults(func=cmd_feedback)
 
     demo = sub.add_parser("demo", help="up + submit + down, in one command")
     _mesh_args(demo)
     _submit_args(demo)
+    add_output(demo)
     demo.set_defaults(func=cmd_demo, extras=("demo",))
 
     bench = sub.add_parser(
         "bench", help="one digit per request through bare ORT, a service, the mesh (and Ray)"
     )
     bench.add_argument("--requests", type=int, default=2000, help="per path and concurrency")
-    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16],
+                       help="requests in flight at once, one run each (default 1 16)")  # fmt: skip
     bench.add_argument("--paths", nargs="+",
                        choices=["bare", "service", "mesh", "cohosted", "ray", "ray-single",
                                 "triton-ensemble", "triton-single"],
@@ -289,34 +353,41 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--triton-venv", type=Path,
                        help="the virtualenv with nvidia-pytriton for the triton paths (default "
                        "~/.cache/chorus/triton-venv, built there on first use)")  # fmt: skip
-    bench.add_argument("--repository", type=Path, default=DEMO_REPOSITORY)
-    bench.add_argument("--out", type=Path, default=Path("bench/results"))
+    bench.add_argument("--repository", type=Path, default=DEMO_REPOSITORY,
+                       help=f"the demo models (default {DEMO_REPOSITORY})")  # fmt: skip
+    bench.add_argument("--out", type=Path, default=Path("bench/results"),
+                       help="folder for the results JSON and plot")  # fmt: skip
     bench.add_argument("--keep-tasks", action="store_true",
                        help="the fuser keeps every task (a JetStream write each)")  # fmt: skip
     bench.add_argument("--rounds", type=int, default=1,
                        help="measure every path this many times, in alternating order, and "
                        "record the medians (a ratio is taken within each round)")  # fmt: skip
-    bench.add_argument("--no-progress", action="store_true")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_output(bench)
     bench.set_defaults(func=cmd_bench, extras=("bench",))
     return p
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nats-url")
-    p.add_argument("--metrics-port", type=int)
+    add_nats(p)
+    p.add_argument("--metrics-port", type=int,
+                   help="Prometheus /metrics port (0: a free one)")  # fmt: skip
 
 
 def _mesh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repository", type=Path,
                    help=f"the model repository (default {DEFAULT_REPOSITORY}; "
                         f"{DEMO_REPOSITORY} for the demo)")  # fmt: skip
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--nats-url",
-                   help="a running NATS (JetStream) to use instead of starting nats-server; "
-                        "the one a `nats:` repository was pushed to")  # fmt: skip
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help=f"JetStream files and logs (default {DEFAULT_DATA_DIR})")  # fmt: skip
+    p.add_argument("--nats-url", metavar="URL",
+                   help="a running NATS (JetStream) to use instead of starting nats-server, "
+                        "e.g. the one a `nats:` repository was pushed to; default "
+                        f"${NATS_ENV} when set")  # fmt: skip
     p.add_argument("--router-port", type=int, default=50051,
                    help="0: a free port, printed once the mesh is up")  # fmt: skip
-    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--nats-port", type=int, default=4222,
+                   help="port of the nats-server it starts (default 4222)")  # fmt: skip
     p.add_argument("--nats-cluster", type=int, default=1, metavar="N",
                    help="N clustered nats-servers, JetStream R3 from 3 on")  # fmt: skip
 

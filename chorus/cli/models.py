@@ -10,6 +10,8 @@ import json
 import shutil
 import sys
 
+from chorus.cli.common import Progress, add_nats, emit, nats_url, router, wants_json
+
 
 def cmd_models_build(args: argparse.Namespace) -> int:
     from chorus.cli.store import through_store
@@ -20,14 +22,22 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from chorus.demo.build import build_demo
 
-    written = build_demo(args.repository, force=args.force)
+    progress = Progress("models build")
+    written = build_demo(args.repository, force=args.force,
+                         on_model=lambda name: progress(f"training {name}"))  # fmt: skip
     if args.bench:
         from chorus.demo.build_cnn import build_cnn
 
+        progress("writing the CNN")
         cnn = build_cnn(args.repository, force=args.force)
         written += [cnn] if cnn is not None else []
-    for path in written:
-        manifest = json.loads((path / "manifest.json").read_text())
+    manifests = [json.loads((path / "manifest.json").read_text()) for path in written]
+    if wants_json(args):
+        emit([{"model": m["name"], "version": m["version"], "path": str(path),
+               "metrics": m.get("metrics", {})} for m, path in zip(manifests, written,
+                                                                   strict=True)])  # fmt: skip
+        return 0
+    for manifest, path in zip(manifests, written, strict=True):
         print(f"built {manifest['name']} v{manifest['version']} -> {path} ", manifest["metrics"])
     if not written:
         print(f"all demo models already in {args.repository} (use --force to rebuild)")
@@ -39,14 +49,15 @@ def cmd_fusion_calibrate(args: argparse.Namespace) -> int:
 
     return run(
         Options(
-            router=args.router,
-            nats_url=args.nats_url,
+            router=router(args),
+            nats_url=nats_url(args),
             capability=args.capability,
             inputs=args.input,
             truth=args.truth,
             policy=args.policy,
             coverage=args.coverage,
             extend=args.extend,
+            as_json=wants_json(args),
         )
     )
 
@@ -64,6 +75,11 @@ def cmd_models_calibrate(args: argparse.Namespace) -> int:
     except (InputError, ValueError, ManifestError, LookupError) as err:
         print(f"chorus models calibrate: {err}", file=sys.stderr)
         return 2
+    if wants_json(args):
+        emit({"model": done.model, "version": done.version, "temperature": done.temperature,
+              "rows": done.rows, "before": done.before, "after": done.after,
+              "written": None if args.dry_run else str(done.manifest)})  # fmt: skip
+        return 0
     print(f"{done.model} v{done.version}: temperature {done.temperature:.4f} "
           f"from {done.rows} held-out rows")  # fmt: skip
     print(f"{'':10}{'before':>10}{'after':>10}")
@@ -110,6 +126,13 @@ def _add(args: argparse.Namespace) -> int:
         print(f"chorus models add: {err}", file=sys.stderr)
         return 2
     m = mv.manifest
+    if wants_json(args):
+        emit({"model": m.name, "version": m.version, "path": str(mv.path),
+              "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)}
+                         for i in m.inputs],
+              "scores_output": m.scores_output, "output_kind": m.output_kind,
+              "labels": list(m.labels)})  # fmt: skip
+        return 0
     print(f"added {m.name} v{m.version} -> {mv.path}")
     for spec in m.inputs:
         print(f"  input  {spec.name} {spec.datatype} {list(spec.shape)}")
@@ -118,8 +141,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
-    from chorus.cli.store import fetch_to_temp, nats_url
-    from chorus.core.model_store import DigestMismatch, address
+    from chorus.cli.store import fetch_to_temp
+    from chorus.core.model_store import DigestMismatch, StoreError, address
     from chorus.services import repository
 
     root = args.repository
@@ -131,15 +154,20 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     except DigestMismatch as err:
         print(f"chorus models check: {err}", file=sys.stderr)
         return 1
-    except repository.ManifestError as err:
+    except (repository.ManifestError, StoreError) as err:
         print(f"chorus models check: {err}", file=sys.stderr)
         return 2
     finally:
         if root != args.repository:
             shutil.rmtree(root, ignore_errors=True)
-    for mv in found:
-        m = mv.manifest
-        print(f"ok  {m.name} v{m.version}  {','.join(m.capabilities)}  {m.output_kind}")
+    if wants_json(args):
+        emit([{"model": mv.manifest.name, "version": mv.manifest.version,
+               "capabilities": list(mv.manifest.capabilities),
+               "output_kind": mv.manifest.output_kind} for mv in found])  # fmt: skip
+    else:
+        for mv in found:
+            m = mv.manifest
+            print(f"ok  {m.name} v{m.version}  {','.join(m.capabilities)}  {m.output_kind}")
     if not found:
         print(f"no models in {args.repository}", file=sys.stderr)
         return 2
@@ -149,7 +177,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 def cmd_fusion_report(args: argparse.Namespace) -> int:
     from chorus.cli.report import main as report
 
-    return report(args.repository)
+    return report(args.repository, as_json=wants_json(args), progress=Progress("fusion report"))
 
 
 def plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,14 +187,18 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--live", action="store_true", help="re-plan from live heartbeats onto chorus.plan"
     )
-    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    add_nats(p, "with --live: where the heartbeats come from and plans go")
     p.add_argument("--every", type=float, default=10.0, help="seconds between checks (--live)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                   help="text for people (default) or JSON (the same as --json; with --live, "
+                        "one plan a line)")  # fmt: skip
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from chorus.planner import load_inputs
     from chorus.planner.cli import render, run
 
+    args.json = args.json or wants_json(args)
     if not args.live:
         return run(args)
 
@@ -174,9 +206,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         import nats
 
         from chorus.core.jetstream import servers
+        from chorus.core.natsclient import connect_once
         from chorus.planner.live import LivePlanner
 
-        nc = await nats.connect(servers(args.nats_url))
+        url = nats_url(args)
+        await (await connect_once(url)).close()  # unreachable: one line now, not minutes of retries
+        nc = await nats.connect(servers(url))
         planner = LivePlanner(nc, load_inputs(args.inputs), every_s=args.every)
         seen = 0
 
@@ -185,7 +220,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             while True:
                 await asyncio.sleep(args.every / 2)
                 for plan in planner.plans[seen:]:
-                    print(render(plan), flush=True)
+                    text = json.dumps(plan.to_dict()) if args.json else render(plan)
+                    print(text, flush=True)
                 seen = len(planner.plans)
 
         try:
@@ -205,33 +241,17 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     return main(
         ReviewOptions(
-            nats_url=args.nats_url,
-            router=args.router,
+            nats_url=nats_url(args),
+            router=router(args),
             reviewer=args.reviewer or getpass.getuser(),
             capability=args.capability,
             answers=tuple(args.answer),
             list_only=args.list,
             wait_s=args.wait,
             ack_wait_s=args.ack_wait,
+            as_json=wants_json(args),
         )
     )
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from chorus.client import TaskClient
-
-    with TaskClient(args.router) as client:
-        listed = client.list_models()
-    models = listed.models
-    print(f"JetStream: {listed.jetstream_replicas} replica(s) of every stream and bucket")
-    print(f"{'model':<10} {'replica':<20} {'device':<6} {'in-flight':>9} {'queued':>6} "
-          f"{'ms/req':>7} {'slots':>5} {'seen':>6}")  # fmt: skip
-    for m in models:
-        for r in m.replica_info:
-            print(f"{m.name:<10} {r.replica:<20} {r.device:<6} {r.in_flight:>9} "
-                  f"{sum(r.queue.values()):>6} {r.ewma_ms:>7.2f} {r.capacity:>5} "
-                  f"{r.heartbeat_age_s:>5.1f}s")  # fmt: skip
-    return 0
 
 
 def cmd_models_control(args: argparse.Namespace) -> int:
@@ -241,12 +261,23 @@ def cmd_models_control(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "index":
-            for model, version, state, reason in model_control.index(args.service):
+            found = model_control.index(args.service)
+            if wants_json(args):
+                emit([{"model": model, "version": version, "state": state, "reason": reason}
+                      for model, version, state, reason in found])  # fmt: skip
+            for model, version, state, reason in [] if wants_json(args) else found:
                 print(f"{model} v{version}  {state}" + (f"  ({reason})" if reason else ""))
         elif args.action == "load":
             model_control.load(args.service, args.model, args.version)
         else:
             model_control.unload(args.service, args.model, args.version)
+        if args.action != "index":
+            done = {"action": args.action, "model": args.model, "version": args.version}
+            if wants_json(args):
+                emit(done)
+            else:
+                print(f"{args.action}ed {args.model}" + (f" v{args.version}" if args.version
+                                                          else ""))  # fmt: skip
     except grpc.RpcError as err:
         print(f"chorus models {args.action}: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1

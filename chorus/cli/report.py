@@ -8,7 +8,9 @@ what the service would decide.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +143,22 @@ def render(members: list[Row], strategies: list[Row], policies: list[Row]) -> st
     return "\n".join(lines)
 
 
-def main(root: Path) -> int:
+def main(root: Path, *, as_json: bool = False, progress: Callable[[str], None] = print) -> int:
     from chorus.cli import trust_report
 
-    print(render(*asyncio.run(evaluate(root))))
+    progress("the strategies and conflict policies on the held-out digits")
+    members, strategies, policies = asyncio.run(evaluate(root))
+    progress("calibration, conformal sets and reliability (a second dataset too)")
+    trust = asyncio.run(trust_report.evaluate(root))
+    if as_json:
+        print(json.dumps({
+            "members": [asdict(r) for r in members],
+            "strategies": [asdict(r) for r in strategies],
+            "policies": [asdict(r) for r in policies],
+            "trust_markdown": trust,
+        }, indent=2))  # fmt: skip
+        return 0
+    print(render(members, strategies, policies))
     print()
-    print(asyncio.run(trust_report.evaluate(root)))
+    print(trust)
     return 0

@@ -10,19 +10,21 @@ the truth to the members' weights; only then is the case acknowledged.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import grpc
 import numpy as np
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from chorus.client import AsyncTaskClient
 from chorus.core.codec import from_tensor
 from chorus.core.natsclient import connect_once
 from chorus.core.subjects import kv_key
-from chorus.pb import task_pb2, task_pb2_grpc, wire_pb2
+from chorus.pb import wire_pb2
 
 STREAM = "CHORUS_REVIEW"
 CONSUMER = "chorus-reviewers"
@@ -40,6 +42,8 @@ class ReviewOptions:
     wait_s: float = 2.0
     ack_wait_s: float = 60.0
     max_cases: int = 0
+    as_json: bool = False
+    """One JSON document at the end (the cases seen, what was answered) instead of text."""
 
 
 def describe(case: wire_pb2.ReviewCase) -> str:
@@ -54,6 +58,23 @@ def describe(case: wire_pb2.ReviewCase) -> str:
         lines.append(f"  row {r}: the mesh says {case.labels[row.label]} ({row.confidence:.2f}); "
                      f"members: {votes}")  # fmt: skip
     return "\n".join(lines)
+
+
+def case_document(case: wire_pb2.ReviewCase) -> dict[str, Any]:
+    """A case as JSON: each row under review with the mesh's answer and each member's."""
+    scores = {m.model: from_tensor(m.probabilities) for m in case.members}
+    rows = []
+    for r in case.review_rows:
+        row = case.rows[r]
+        rows.append({
+            "row": int(r),
+            "label": case.labels[row.label],
+            "confidence": row.confidence,
+            "members": {name: {"label": case.labels[int(np.argmax(p[r]))],
+                               "confidence": float(np.max(p[r]))} for name, p in scores.items()},
+        })  # fmt: skip
+    return {"task_id": case.task_id, "capability": case.capability,
+            "labels": list(case.labels), "rows": rows}  # fmt: skip
 
 
 def parse_answers(case: wire_pb2.ReviewCase, answers: tuple[str, ...]) -> dict[int, int]:
@@ -84,8 +105,13 @@ def ask_terminal(case: wire_pb2.ReviewCase) -> dict[int, int]:
     return out
 
 
-async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[int, int]]) -> int:
-    """Work through waiting cases; returns how many were answered."""
+async def review(
+    opts: ReviewOptions,
+    ask: Callable[[wire_pb2.ReviewCase], dict[int, int]],
+    seen_cases: list[dict[str, Any]] | None = None,
+) -> int:
+    """Work through waiting cases; returns how many were answered. Each case shown is
+    printed, or with `opts.as_json` added to `seen_cases` (with the rows answered)."""
     nc = await connect_once(opts.nats_url)
     answered = 0
     try:
@@ -98,8 +124,7 @@ async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[
             subject, durable=durable, stream=STREAM,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=opts.ack_wait_s),
         )  # fmt: skip
-        async with grpc.aio.insecure_channel(opts.router) as ch:
-            stub = task_pb2_grpc.TaskServiceStub(ch)
+        async with AsyncTaskClient(opts.router) as client:
             seen: set[int] = set()
             while not opts.max_cases or answered < opts.max_cases:
                 try:
@@ -112,7 +137,11 @@ async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[
                     break
                 seen.add(sequence)
                 case = wire_pb2.ReviewCase.FromString(msg.data)
-                print(describe(case), flush=True)
+                shown = case_document(case)
+                if opts.as_json and seen_cases is not None:
+                    seen_cases.append(shown)
+                else:
+                    print(describe(case), flush=True)
                 if opts.list_only:
                     await msg.nak()
                     continue
@@ -121,17 +150,16 @@ async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[
                     await msg.nak()
                     continue
                 rows = sorted(answers)
-                result = await stub.Review(
-                    task_pb2.ReviewRequest(
-                        task_id=case.task_id, capability=case.capability, rows=rows,
-                        labels=[answers[r] for r in rows], reviewer=opts.reviewer,
-                        decisions=case.rows,
-                    ),
-                    timeout=10,
+                result = await client.review(
+                    case.task_id, rows, [answers[r] for r in rows], capability=case.capability,
+                    reviewer=opts.reviewer, decisions=list(case.rows), timeout_s=10,
                 )  # fmt: skip
                 await msg.ack()
                 answered += 1
-                print(f"  answered {len(rows)} row(s); task {result.task_id} updated", flush=True)
+                shown["answered"] = {str(r): case.labels[answers[r]] for r in rows}
+                if not opts.as_json:
+                    print(f"  answered {len(rows)} row(s); task {result.task_id} updated",
+                          flush=True)  # fmt: skip
                 if opts.answers:
                     break
         await sub.unsubscribe()
@@ -141,10 +169,14 @@ async def review(opts: ReviewOptions, ask: Callable[[wire_pb2.ReviewCase], dict[
 
 
 def main(opts: ReviewOptions) -> int:
+    cases: list[dict[str, Any]] = []
     try:
-        done = asyncio.run(review(opts, ask_terminal))
+        done = asyncio.run(review(opts, ask_terminal, cases))
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    print(f"{done} case(s) answered")
+    if opts.as_json:
+        print(json.dumps({"cases": cases, "answered": done}, indent=2))
+    else:
+        print(f"{done} case(s) answered")
     return 0

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chorus.core.config import DEFAULT_NATS_URL
+from chorus.cli.common import (
+    Progress,
+    add_nats,
+    add_output,
+    add_router,
+    emit,
+    nats_url,
+    router,
+    wants_json,
+)
 from chorus.core.model_store import (
     DEFAULT_BUCKET,
     SCHEME,
@@ -26,11 +33,6 @@ from chorus.core.model_store import (
 )
 
 T = TypeVar("T")
-
-
-def nats_url(args: argparse.Namespace) -> str:
-    """--nats-url, else CHORUS_NATS_URL, else the local default: flags win."""
-    return str(args.nats_url or os.environ.get("CHORUS_NATS_URL") or DEFAULT_NATS_URL)
 
 
 async def with_store(
@@ -60,13 +62,18 @@ def cmd_models_push(args: argparse.Namespace) -> int:
         print(f"chorus models push: {err}", file=sys.stderr)
         return 2
 
+    said = Progress("models push")
+
     def progress(name: str, size: int) -> None:
         if not args.quiet:
-            print(f"  {name}  {_size(size)}", flush=True)
+            said(f"{name}  {_size(size)}")
 
     pushed = asyncio.run(
         with_store(nats_url(args), bucket, True, lambda s: s.push(args.path, on_file=progress))
     )
+    if wants_json(args):
+        emit([_row(r) for r in pushed])
+        return 0
     for record in pushed:
         print(f"pushed {record.model} v{record.version} to {SCHEME}{bucket} "
               f"({len(record.files)} files, {_size(record.size)})")  # fmt: skip
@@ -85,8 +92,8 @@ def _check_locally(path: Path) -> None:
 
 
 def cmd_models_ls(args: argparse.Namespace) -> int:
-    if args.router:
-        return _alive(args.router)
+    if args.router or args.live:
+        return _alive(router(args), wants_json(args))
     bucket = address(args.repository)
     if bucket is None:
         rows = [_row_from_folder(f) for f in _folders_or_none(args.repository)]
@@ -99,8 +106,8 @@ def cmd_models_ls(args: argparse.Namespace) -> int:
         where = f"{SCHEME}{bucket}"
     if args.model:
         rows = [r for r in rows if r["model"] == args.model]
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if wants_json(args):
+        emit(rows)
         return 0
     if not rows:
         print(f"no models in {where}")
@@ -112,13 +119,20 @@ def cmd_models_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alive(router: str) -> int:
+def _alive(target: str, as_json: bool) -> int:
     from chorus.client import TaskClient
 
-    with TaskClient(router) as client:
-        for m in client.list_models().models:
-            does, devices = ",".join(m.capabilities), ",".join(m.devices)
-            print(f"{m.name} v{m.version}  {does}  replicas={len(m.replicas)} {devices}")
+    with TaskClient(target) as client:
+        models = client.list_models().models
+    if as_json:
+        emit([{"model": m.name, "version": m.version, "capabilities": list(m.capabilities),
+               "replicas": list(m.replicas), "devices": list(m.devices),
+               "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)}
+                          for i in m.inputs]} for m in models])  # fmt: skip
+        return 0
+    for m in models:
+        does, devices = ",".join(m.capabilities), ",".join(m.devices)
+        print(f"{m.name} v{m.version}  {does}  replicas={len(m.replicas)} {devices}")
     return 0
 
 
@@ -174,6 +188,9 @@ def cmd_models_rm(args: argparse.Namespace) -> int:
     except StoreError as err:
         print(f"chorus models rm: {err}", file=sys.stderr)
         return 1
+    if wants_json(args):
+        emit([_row(r) for r in gone])
+        return 0
     for record in gone:
         print(f"removed {record.model} v{record.version} from {SCHEME}{bucket}")
     return 0
@@ -208,9 +225,11 @@ def through_store(
             return [r for f in folders for r in await store.push(f)]
 
         for record in asyncio.run(with_store(url, bucket, True, push)):
-            print(f"pushed {record.model} v{record.version} to {SCHEME}{bucket}")
+            print(f"pushed {record.model} v{record.version} to {SCHEME}{bucket}",
+                  file=sys.stderr if wants_json(args) else sys.stdout)  # fmt: skip
         if keep_existing and len(folders) < len(_folders_or_none(Path(tmp))):
-            print(f"versions already in {SCHEME}{bucket} were left as they are")
+            print(f"versions already in {SCHEME}{bucket} were left as they are",
+                  file=sys.stderr if wants_json(args) else sys.stdout)  # fmt: skip
     return 0
 
 
@@ -252,18 +271,20 @@ def add_arguments(models: Any) -> None:
                            "or manifest.json")  # fmt: skip
     push.add_argument("--store", default=SCHEME,
                       help=f"{SCHEME} (bucket {DEFAULT_BUCKET}) or {SCHEME}BUCKET")  # fmt: skip
-    push.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
-    push.add_argument("--quiet", action="store_true", help="no line per file")
+    add_nats(push, "the NATS of the store")
+    push.add_argument("--quiet", action="store_true", help="no progress line per file")
+    add_output(push)
     push.set_defaults(func=_said("push", cmd_models_push))
 
     ls = models.add_parser("ls", help="the models and versions of the store or a folder")
     ls.add_argument("model", nargs="?", default="", help="only this model")
     ls.add_argument("--repository", type=Path, default=Path(SCHEME),
                     help=f"{SCHEME}, {SCHEME}BUCKET or a folder (default {SCHEME})")  # fmt: skip
-    ls.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
-    ls.add_argument("--router", metavar="HOST:PORT",
-                    help="instead: the models a running router sees alive")  # fmt: skip
-    ls.add_argument("--json", action="store_true", help="one JSON list")
+    add_nats(ls, "the NATS of the store")
+    add_router(ls, "instead of the store: the models this router sees alive")
+    ls.add_argument("--live", action="store_true",
+                    help="the models the router sees alive (at $CHORUS_ROUTER)")  # fmt: skip
+    add_output(ls)
     ls.set_defaults(func=_said("ls", cmd_models_ls))
 
     rm = models.add_parser(
@@ -271,9 +292,10 @@ def add_arguments(models: Any) -> None:
         help="remove a model's version (or every version) from the store; model "
         "services unload it and fall back to the highest left",
     )
-    rm.add_argument("model")
+    rm.add_argument("model", help="the model to remove")
     rm.add_argument("--version", default="", help="default: every version")
     rm.add_argument("--repository", type=Path, default=Path(SCHEME),
                     help=f"{SCHEME} or {SCHEME}BUCKET (default {SCHEME})")  # fmt: skip
-    rm.add_argument("--nats-url", help="default: $CHORUS_NATS_URL, else " + DEFAULT_NATS_URL)
+    add_nats(rm, "the NATS of the store")
+    add_output(rm)
     rm.set_defaults(func=_said("rm", cmd_models_rm))

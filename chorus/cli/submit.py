@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -14,7 +15,9 @@ from chorus.demo.datasets import digits_split
 CAPABILITY = "classify/digits"
 
 
-def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> int:
+def run_submit(
+    router: str, limit: int, batch: int, policy: str, show: int, *, as_json: bool = False
+) -> int:
     split = digits_split()
     x, y = split.x_test, split.y_test
     if limit:
@@ -43,15 +46,21 @@ def run_submit(router: str, limit: int, batch: int, policy: str, show: int) -> i
                 )
                 (agreed if row.agreement == 1.0 else disputed).append(line)
     elapsed = time.perf_counter() - start
+    member_acc = {n: float(np.mean(np.concatenate(v) == y)) for n, v in sorted(members.items())}
+    fused_acc = float(np.mean(np.concatenate(fused) == y))
+    if as_json:
+        accuracy = {"members": member_acc, "fused": fused_acc}
+        print(json.dumps({"rows": len(y), "seconds": elapsed, "batch": batch,
+                          "policy": policy or None, "disagreed": len(disputed),
+                          "accuracy": accuracy}, indent=2))  # fmt: skip
+        return 0
     # Disagreements are what fusion is for, so they are shown first.
     for line in (disputed + agreed)[:show]:
         print(line)
     print(f"members disagreed on {len(disputed)} of {len(y)} digits")
     print(f"\n{len(y)} digits in {elapsed:.2f}s ({len(y) / elapsed:.0f}/s), batch {batch}")
     print(f"{'model':<12} accuracy")
-    for name in sorted(members):
-        acc = float(np.mean(np.concatenate(members[name]) == y))
+    for name, acc in member_acc.items():
         print(f"{name:<12} {acc:.4f}")
-    fused_acc = float(np.mean(np.concatenate(fused) == y))
     print(f"{'fused':<12} {fused_acc:.4f}  ({policy or 'default policy'})")
     return 0

@@ -36,6 +36,10 @@ class Options:
     limit: int = 0
     show: int = 10
     as_json: bool = False
+    conflict: str = ""
+    task_id: str = ""
+    run_async: bool = False
+    idempotency_key: str | None = None
 
 
 def run_submit_inputs(opts: Options) -> int:
@@ -44,22 +48,34 @@ def run_submit_inputs(opts: Options) -> int:
     except InputError as err:
         print(f"chorus submit: {err}", file=sys.stderr)
         return 2
+    task = {
+        "priority": opts.priority,
+        "deadline_ms": opts.deadline_ms,
+        "policy": opts.policy,
+        "conflict": opts.conflict or None,
+        "task_id": opts.task_id,
+    }
     try:
         with TaskClient(opts.router) as client:
             arrays = typed_inputs(client, opts.capability, given, opts.limit)
-            result = client.submit(
-                opts.capability,
-                arrays,
-                priority=opts.priority,
-                deadline_ms=opts.deadline_ms,
-                policy=opts.policy,
-            )
+            if opts.run_async:
+                accepted = client.submit_async(opts.capability, arrays,
+                                               idempotency_key=opts.idempotency_key, **task)  # type: ignore[arg-type]  # fmt: skip
+            else:
+                result = client.submit(opts.capability, arrays, **task)  # type: ignore[arg-type]
     except InputError as err:
         print(f"chorus submit: {err}", file=sys.stderr)
         return 2
     except grpc.RpcError as err:
         print(f"chorus submit: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    if opts.run_async:
+        if opts.as_json:
+            print(json.dumps({"task_id": accepted.task_id, "duplicate": accepted.duplicate}))
+        else:
+            again = " (this key was seen before: the first submission's task)"
+            print(accepted.task_id + (again if accepted.duplicate else ""))
+        return 0
     if opts.as_json:
         print(json.dumps(as_json(result)))
     else:

@@ -53,8 +53,16 @@ def _knn() -> object:
     return KNeighborsClassifier(n_neighbors=5, weights="distance")
 
 
-def build_demo(root: Path, *, force: bool = False, names: list[str] | None = None) -> list[Path]:
-    """Train and export the demo models that are missing (all of them when `force`).
+def build_demo(
+    root: Path,
+    *,
+    force: bool = False,
+    names: list[str] | None = None,
+    on_model: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Train and export the demo models that are missing (all of them when `force`);
+    `on_model(name)` is told before each one (training takes seconds: `chorus models build`
+    shows it as progress).
 
     Besides the three members: an arbiter (k-nearest neighbours, asked only to settle
     conflicts) and a stacking meta-model that learns how to combine the members from their
@@ -69,11 +77,15 @@ def build_demo(root: Path, *, force: bool = False, names: list[str] | None = Non
     for name, build_other in _OTHER_BUILDERS.items():
         if name in todo:
             todo.remove(name)
+            if on_model is not None:
+                on_model(name)
             path = build_other(root, force=True)
             if path is not None:
                 written.append(path)
     split = digits_split()
     for name in todo:
+        if on_model is not None:
+            on_model(name)
         if name == STACKER:
             est, x_train, x_test, members = stacking_data(split)
         else:
