@@ -136,8 +136,12 @@ def ensure_venv(venv: Path | None = None, *, build: bool = True) -> TritonEnv:
         return TritonEnv.at(venv)
     if not build:
         raise TritonUnavailable(f"no Triton virtualenv at {venv} (built on first use)")
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+    try:
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(venv.parent / f"{venv.name}.lock", "w")  # noqa: SIM115
+    except OSError as e:
+        raise TritonUnavailable(f"cannot build a virtualenv at {venv}: {e}") from None
+    with lock:
         # Two builders (a bench and a test) take turns; the second finds the first's venv.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and marker.read_text() == wanted:

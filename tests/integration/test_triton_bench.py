@@ -117,3 +117,16 @@ def test_chorus_bench_records_both_layouts_beside_bare(
         "triton-single": {"tritonserver", TRITON_MODEL},
     }
     assert "mesh_over_fastest_triton_throughput" not in record["summary"]  # no mesh measured
+
+
+def test_chorus_bench_says_why_when_triton_cannot_be_had(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "bench", "--paths", "triton-single",
+         "--triton-venv", str(blocker / "venv"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "no Triton for the triton paths" in run.stderr and str(blocker) in run.stderr
+    assert not list(tmp_path.glob("bench-*.json"))
