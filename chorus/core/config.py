@@ -95,6 +95,9 @@ class ModelServiceConfig:
     manifest's `runtime.max_batch`, else 1)."""
     max_batch_delay_ms: float = 0.0
     """How long the first request of a batch waits for company (0: the manifest's, else 2)."""
+    inline_below_ms: float = 0.2
+    """An ONNX Runtime call measured shorter than this runs on the event loop instead of a
+    worker thread, whose handoff would cost more than the call (0: always a worker thread)."""
     reload_poll_s: float = 2.0
     """How often a folder repository is checked for a new version to hot-load (0: never); a
     `nats:` repository is watched instead, each push seen as it lands."""
@@ -120,7 +123,7 @@ class ModelServiceConfig:
             self,
             NON_NEGATIVE,
             "intra_op_threads instances queue_limit max_batch max_batch_delay_ms "
-            "reload_poll_s delay_ms noise",
+            "inline_below_ms reload_poll_s delay_ms noise",
         )
 
 

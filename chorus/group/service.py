@@ -40,6 +40,11 @@ from chorus.services import heads
 from chorus.services.app import ModelService
 
 log = logging.getLogger(__name__)
+GROUP_MAX_BATCH = 64
+GROUP_BATCH_DELAY_MS = 0.05
+"""Members in a group batch the tasks that reach them in the same turn of the event loop (a
+task's members all start together, so the tasks in flight line up), waiting next to nothing
+for more: unless the member's own settings say otherwise."""
 PREFIX = "group:"
 """A group's name on the bus, where a model's would be: chorus.infer.group:<name>."""
 
@@ -77,6 +82,8 @@ class GroupService:
                     nats_url=config.nats_url,
                     metrics_port=0,
                     grpc_port=0,
+                    max_batch=model.max_batch or GROUP_MAX_BATCH,
+                    max_batch_delay_ms=model.max_batch_delay_ms or GROUP_BATCH_DELAY_MS,
                 )
             )
             for name in config.members

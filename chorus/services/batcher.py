@@ -2,7 +2,8 @@
 call, highest priority first.
 
 A batch is cut when `max_batch` rows are waiting or `max_delay_s` has passed since its first
-request arrived, whichever comes first; its outputs are split back by rows. Requests join a
+request arrived, whichever comes first (a delay under a millisecond: at once, with what is
+queued); its outputs are split back by rows. Requests join a
 batch only with others of the same trailing shape. With max_batch 1 this is a pass-through.
 """
 
@@ -19,6 +20,13 @@ import numpy as np
 
 from chorus.core.spawner import cancel
 from chorus.services.runtime import OnnxModel, Prediction, RunSettings
+
+
+MIN_WAIT_S = 0.001
+"""A delay shorter than this is not waited for: the event loop's timers cannot (uvloop's
+resolution is a millisecond), and trying spins. Below it a batch takes what is queued when
+its turn comes: the requests that arrived in the same turn of the loop (a co-hosted group's
+tasks, whose members all start together)."""
 
 
 @dataclass(order=True)
@@ -81,7 +89,7 @@ class DynamicBatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             cut_at = asyncio.get_running_loop().time() + self.max_delay_s
-            while self._rows < self.max_batch:
+            while self._rows < self.max_batch and self.max_delay_s >= MIN_WAIT_S:
                 left = cut_at - asyncio.get_running_loop().time()
                 if left <= 0:
                     break

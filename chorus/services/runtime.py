@@ -58,6 +58,8 @@ class RunSettings:
     warmup: bool = True
     tensorrt: bool = False
     io_binding: bool = True
+    inline_below_ms: float = ModelServiceConfig.inline_below_ms
+    """ONNX Runtime calls measured shorter than this run on the event loop (0: never)."""
 
     @classmethod
     def resolve(cls, manifest: RuntimeOptions, config: ModelServiceConfig) -> RunSettings:
@@ -80,7 +82,13 @@ class RunSettings:
             warmup=manifest.warmup,
             tensorrt=manifest.tensorrt,
             io_binding=manifest.io_binding,
+            inline_below_ms=config.inline_below_ms,
         )
+
+
+RUN_EWMA_WEIGHT = 0.1
+"""The newest call's share of `run_ms`: a few dozen calls count, so one slow call does not move
+a fast model off the event loop, nor a fast one a slow model onto it."""
 
 
 class OnnxModel:
@@ -110,6 +118,8 @@ class OnnxModel:
         ]
         self._busy = [0] * len(self.sessions)
         self._closed = False
+        self.run_ms: float | None = None
+        """Smoothed time of one ONNX Runtime call (None until one is measured)."""
         if self.settings.warmup:
             self.warm_up()
         log.info(
@@ -189,13 +199,30 @@ class OnnxModel:
         self.validate(inputs)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        instance = self._busy.index(min(self._busy))
-        self._busy[instance] += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pools[instance], self.run, inputs, instance)
-        finally:
-            self._busy[instance] -= 1
+        if self._inline():
+            prediction = self.run(inputs)
+        else:
+            instance = self._busy.index(min(self._busy))
+            self._busy[instance] += 1
+            try:
+                loop = asyncio.get_running_loop()
+                prediction = await loop.run_in_executor(
+                    self._pools[instance], self.run, inputs, instance
+                )
+            finally:
+                self._busy[instance] -= 1
+        ms = prediction.compute_ms
+        old = self.run_ms
+        self.run_ms = ms if old is None else (1 - RUN_EWMA_WEIGHT) * old + RUN_EWMA_WEIGHT * ms
+        return prediction
+
+    def _inline(self) -> bool:
+        """Whether this call runs on the event loop: a call measured to take less than handing
+        it to a worker thread and back costs (on the 2-core VM, a thread handoff took four
+        times the ONNX Runtime time of a demo member: bench/README.md), while none is running
+        on a worker. A model not yet measured, or slow, keeps to its threads."""
+        below = self.settings.inline_below_ms
+        return below > 0 and self.run_ms is not None and self.run_ms < below and not any(self._busy)
 
     def _degrade(self, x: np.ndarray) -> np.ndarray:
         if x.dtype.kind != "f":

@@ -94,3 +94,39 @@ def test_tensorrt_is_chosen_only_where_it_loads() -> None:
     chosen = providers.choose("auto", tensorrt=True)
     assert (providers.TENSORRT in chosen) == providers.tensorrt_usable()
     assert providers.choose("cpu", tensorrt=True) == [providers.CPU]
+
+
+async def test_a_call_measured_short_runs_on_the_event_loop_and_a_slow_one_on_its_thread(
+    model_repo: Path,
+) -> None:
+    import threading
+
+    version = repository.load(model_repo, "logreg")
+    x = np.random.default_rng(2).random((1, 64), dtype=np.float32) * 16
+    where: list[str] = []
+    fast = OnnxModel(version, device="cpu", settings=RunSettings(inline_below_ms=1000.0))
+    never = OnnxModel(version, device="cpu", settings=RunSettings(inline_below_ms=0.0))
+    try:
+        for model in (fast, never):
+            run = model._run_on
+
+            def seen(session: object, inputs: dict[str, np.ndarray], run=run) -> object:  # type: ignore[no-untyped-def]
+                where.append(threading.current_thread().name)
+                return run(session, inputs)  # type: ignore[arg-type]
+
+            model._run_on = seen  # type: ignore[method-assign]
+        first = await fast.infer({"input": x})
+        assert fast.run_ms is not None
+        second = await fast.infer({"input": x})
+        await never.infer({"input": x})
+        await never.infer({"input": x})
+        main = threading.current_thread().name
+        # Not measured yet: a worker thread; measured under the bound: the loop's own thread.
+        assert where[0] != main and where[1] == main
+        assert where[2] != main and where[3] != main
+        np.testing.assert_array_equal(
+            first.outputs["probabilities"], second.outputs["probabilities"]
+        )
+    finally:
+        fast.close()
+        never.close()
