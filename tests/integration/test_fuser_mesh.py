@@ -12,14 +12,14 @@ import onnxruntime as ort
 import pytest
 from nats.js.api import ConsumerConfig
 
-from chorus.client import AsyncTaskClient, NotFound, TaskClient, decode
+from chorus.client import AsyncTaskClient, Conflict, NotFound, TaskClient
 from chorus.core import subjects
 from chorus.core.codec import to_tensor
 from chorus.demo.build_text import TEST_SEED
 from chorus.demo.datasets import digit_captions, digits_split
 from chorus.fuser.records import REVIEW_STREAM, review_subject
 from chorus.launch.mesh import Mesh
-from chorus.pb import task_pb2, wire_pb2
+from chorus.pb import wire_pb2
 from chorus.services import repository
 from tests.support import DEMO
 
@@ -55,11 +55,7 @@ def test_stacking_beats_the_best_member(client: TaskClient, model_repo) -> None:
 
 def test_arbiter_settles_conflicts_with_its_own_answer(client: TaskClient, model_repo) -> None:  # type: ignore[no-untyped-def]
     split = digits_split()
-    policy = task_pb2.ConflictPolicy(name="arbiter")
-    request = task_pb2.SubmitRequest(
-        capability=CAPABILITY, inputs=[to_tensor("input", split.x_test)], conflict=policy
-    )
-    result = decode(client.stub.Submit(request, timeout=30))
+    result = client.submit(CAPABILITY, {"input": split.x_test}, conflict="arbiter")
     rows = result.response.explanation.rows
     resolved = [i for i, r in enumerate(rows) if r.status == "resolved"]
     assert resolved, "held-out digits always have some conflicts"
@@ -74,11 +70,7 @@ def test_arbiter_settles_conflicts_with_its_own_answer(client: TaskClient, model
 
 def test_quorum_of_all_marks_every_split_unresolved(client: TaskClient) -> None:
     x = digits_split().x_test
-    policy = task_pb2.ConflictPolicy(name="quorum", quorum=3)
-    request = task_pb2.SubmitRequest(
-        capability=CAPABILITY, inputs=[to_tensor("input", x)], conflict=policy
-    )
-    result = decode(client.stub.Submit(request, timeout=30))
+    result = client.submit(CAPABILITY, {"input": x}, conflict=Conflict("quorum", quorum=3))
     rows = result.response.explanation.rows
     split = [i for i, r in enumerate(rows) if len(set(r.votes.values())) > 1]
     unresolved = [i for i, r in enumerate(rows) if r.status == "unresolved"]
@@ -89,11 +81,8 @@ def test_quorum_of_all_marks_every_split_unresolved(client: TaskClient) -> None:
 
 def test_negotiation_reports_rounds(client: TaskClient) -> None:
     x = digits_split().x_test
-    policy = task_pb2.ConflictPolicy(name="negotiate", max_rounds=2, concede_below=0.99)
-    request = task_pb2.SubmitRequest(
-        capability=CAPABILITY, inputs=[to_tensor("input", x)], conflict=policy
-    )
-    rows = decode(client.stub.Submit(request, timeout=60)).response.explanation.rows
+    policy = Conflict("negotiate", max_rounds=2, concede_below=0.99)
+    rows = client.submit(CAPABILITY, {"input": x}, conflict=policy, timeout_s=60).explanation.rows
     negotiated = [r for r in rows if r.rule.startswith("negotiate:")]
     assert negotiated
     for r in negotiated:
@@ -105,11 +94,7 @@ def test_negotiation_reports_rounds(client: TaskClient) -> None:
 
 async def test_escalated_rows_wait_durably_for_review(mesh: Mesh, client: TaskClient) -> None:
     x = digits_split().x_test[:120]
-    policy = task_pb2.ConflictPolicy(name="escalate")
-    request = task_pb2.SubmitRequest(
-        capability=CAPABILITY, inputs=[to_tensor("input", x)], conflict=policy, task_id="esc-1"
-    )
-    result = decode(client.stub.Submit(request, timeout=30))
+    result = client.submit(CAPABILITY, {"input": x}, conflict="escalate", task_id="esc-1")
     flagged = [
         i for i, r in enumerate(result.response.explanation.rows) if r.status == "needs_review"
     ]

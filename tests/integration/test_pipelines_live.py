@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.client import TaskClient, decode
-from chorus.core.codec import from_tensor, to_tensor
+from chorus.client import Cascade, NotFound, TaskClient
 from chorus.demo.build_text import TEST_SEED
 from chorus.demo.datasets import digit_captions, digits_split
-from chorus.pb import task_pb2
 
 
 def test_shipped_pipeline_runs_its_stages_in_parallel(client: TaskClient) -> None:
     split = digits_split()
     x, y = split.x_test[:40], split.y_test[:40]
     captions = digit_captions(y, TEST_SEED)
-    req = task_pb2.SubmitRequest(
-        pipeline="digits-describe",
-        inputs=[to_tensor("image", x), to_tensor("caption", captions)],
-    )
-    response = client.stub.Submit(req, timeout=30)
-    outputs = {t.name: from_tensor(t) for t in response.outputs}
+    result = client.submit("", {"image": x, "caption": captions}, pipeline="digits-describe")
+    response, outputs = result.response, result.outputs
     assert set(outputs) == {"digit", "text_digit", "combined"}
     assert [s.name for s in response.stages] == ["digit", "caption_check", "combined"]
     assert np.mean(outputs["digit"] == y) > 0.9
@@ -34,8 +28,8 @@ def test_unknown_pipeline_is_not_found(client: TaskClient) -> None:
     import grpc
     import pytest
 
-    with pytest.raises(grpc.RpcError) as info:
-        client.stub.Submit(task_pb2.SubmitRequest(pipeline="nope"), timeout=5)
+    with pytest.raises(NotFound) as info:
+        client.submit("", {}, pipeline="nope", timeout_s=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "digits-describe" in info.value.details()
 
@@ -43,12 +37,7 @@ def test_unknown_pipeline_is_not_found(client: TaskClient) -> None:
 def test_cascade_asks_more_members_only_where_unsure(client: TaskClient) -> None:
     split = digits_split()
     x, y = split.x_test[:200], split.y_test[:200]
-    req = task_pb2.SubmitRequest(
-        capability="classify/digits",
-        inputs=[to_tensor("input", x)],
-        cascade=task_pb2.Cascade(threshold=0.6),
-    )
-    result = decode(client.stub.Submit(req, timeout=30))
+    result = client.submit("classify/digits", {"input": x}, cascade=Cascade(threshold=0.6))
     depth = np.array(result.response.cascade_depth)
     policy = result.response.explanation.policy
     accuracy = np.mean(result.labels == y)

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chorus.client import TaskClient, decode
-from chorus.core.codec import to_tensor
+from chorus.client import State, TaskClient
 from chorus.demo.datasets import digits_split
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
-from chorus.pb import task_pb2
 from tests.support import DEMO
 
 
@@ -35,11 +33,8 @@ def test_review_loop(model_repo: Path, tmp_path: Path) -> None:
         Mesh(model_repo, tmp_path / "mesh", models=DEMO, nats_url=server.url) as mesh,
         TaskClient(mesh.router_target) as client,
     ):
-        req = task_pb2.SubmitRequest(
-            capability="classify/digits", inputs=[to_tensor("input", x)], task_id="rev-1",
-            conflict=task_pb2.ConflictPolicy(name="escalate"),
-        )  # fmt: skip
-        first = decode(client.stub.Submit(req, timeout=30))
+        first = client.submit("classify/digits", {"input": x}, task_id="rev-1",
+                              conflict="escalate")  # fmt: skip
         flagged = [i for i, r in enumerate(first.response.explanation.rows)
                    if r.status == "needs_review"]  # fmt: skip
         assert flagged
@@ -58,18 +53,14 @@ def test_review_loop(model_repo: Path, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "1 case(s) answered" in done.stdout
 
-        result = client.stub.GetResult(task_pb2.GetResultRequest(task_id="rev-1"), timeout=5)
-        assert result.status == task_pb2.TASK_STATUS_DONE
-        rows = result.response.explanation.rows
+        result = client.result("rev-1", timeout_s=5)
+        assert result.state is State.DONE
+        rows = result.unwrap().explanation.rows
         for r in flagged:
             assert rows[r].status == "reviewed" and rows[r].label == y[r]
             assert rows[r].rule.startswith("decided by a person (ada)")
 
-        probe = task_pb2.SubmitRequest(
-            capability="classify/digits", inputs=[to_tensor("input", x[:1])]
-        )
-        later = decode(client.stub.Submit(probe, timeout=10))
-        weights = dict(later.response.explanation.weights)
+        weights = client.submit("classify/digits", {"input": x[:1]}, timeout_s=10).weights
         print(f"\n{len(flagged)} rows reviewed; weights now {weights}")
         assert set(weights.values()) != {1.0}
 

@@ -16,9 +16,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from chorus.client import TaskClient
-from chorus.core.codec import to_tensor
 from chorus.launch.mesh import Mesh
-from chorus.pb import task_pb2
 from tests.support import DEMO
 
 
@@ -65,11 +63,8 @@ def test_one_task_is_one_trace_across_processes(
         Mesh(model_repo, tmp_path, models=DEMO, extra_env=env) as mesh,
         TaskClient(mesh.router_target) as client,
     ):
-        request = task_pb2.SubmitRequest(
-            capability="classify/digits",
-            inputs=[to_tensor("input", np.zeros((1, 64), np.float32))],
-        )
-        client.stub.Submit(request, timeout=10, metadata=[("traceparent", traceparent)])
+        client.submit("classify/digits", {"input": np.zeros((1, 64), np.float32)},
+                      timeout_s=10, metadata=[("traceparent", traceparent)])  # fmt: skip
         want = {("chorus-router", "chorus.task"), ("chorus-fuser", "fuse")}
         want |= {("chorus-model", f"infer {m}") for m in DEMO}
         want |= {("chorus-router", f"request model {m}") for m in DEMO}
