@@ -135,6 +135,11 @@ def ensure_venv(venv: Path | None = None, *, build: bool = True) -> TritonEnv:
     if marker.exists() and marker.read_text() == wanted:
         return TritonEnv.at(venv)
     if not build:
+        if marker.exists():
+            raise TritonUnavailable(
+                f"the Triton virtualenv at {venv} holds {marker.read_text().split()}, "
+                f"not {list(requirements())}: it is rebuilt on next use"
+            )
         raise TritonUnavailable(f"no Triton virtualenv at {venv} (built on first use)")
     try:
         venv.parent.mkdir(parents=True, exist_ok=True)
