@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,26 @@ def start_at_zero(metric: Any, *label_sets: Sequence[str]) -> None:
     a new policy) never resets a count or a gauge."""
     for labels in label_sets:
         metric.labels(*labels)
+
+
+class FollowedLabels:
+    """The children of one labelled metric kept to a set of label values that changes: values
+    that arrive start at 0, values that leave are removed.
+
+    For per-replica series (a breaker's state): a replica that stops sending heartbeats is
+    never called again, so its last state must not stay behind, read forever by a dashboard
+    and an alert as an open breaker of a replica that no longer exists."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._current: set[tuple[str, ...]] = set()
+
+    def follow(self, current: set[tuple[str, ...]]) -> None:
+        start_at_zero(self.metric, *(current - self._current))
+        for gone in self._current - current:
+            with contextlib.suppress(KeyError):
+                self.metric.remove(*gone)
+        self._current = current
 
 
 LIVEZ_PATH = "/livez"

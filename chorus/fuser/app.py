@@ -209,8 +209,10 @@ class FuserService(ServiceBase):
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError):
-            hb = self.models.observe_json(msg.data, time.monotonic())
-            self.metrics.saw_model(hb.model, hb.replica)
+            now = time.monotonic()
+            hb = self.models.observe_json(msg.data, now)
+            self.metrics.saw_model(hb.model)
+            self.metrics.live_replicas(self.models.live(now))
 
     def _replicas(self, model: str) -> list[Heartbeat]:
         return [hb for hb in self.models.live(time.monotonic()) if hb.model == model]

@@ -6,10 +6,13 @@ Another policy's series appear on its first use."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.core.calls.client import CallCounters
-from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, start_at_zero
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, FollowedLabels, start_at_zero
 from chorus.core.wire import DEFAULT_POLICY
 
 COLLECTED_OUTCOMES = ("ok", "retried", "missing")
@@ -81,12 +84,16 @@ class FuserMetrics:
             *[(DEFAULT_POLICY, NO_CONFLICT_POLICY, s) for s in ("agreed", "conflicted")],
         )
         self._models: set[str] = set()
+        self._breakers = FollowedLabels(self.calls.circuit)
 
-    def saw_model(self, model: str, replica: str = "") -> None:
-        """Start a model's series at 0 (answers collected, retries, hedges, and a replica's
-        breaker as closed); cheap to call on every heartbeat."""
-        if replica:
-            start_at_zero(self.calls.circuit, (model, replica))
+    def live_replicas(self, live: Iterable[Heartbeat]) -> None:
+        """The replicas live now: each one's breaker reads closed (0) until it changes, and
+        one whose heartbeats stopped leaves the breaker gauge."""
+        self._breakers.follow({(hb.model, hb.replica) for hb in live})
+
+    def saw_model(self, model: str) -> None:
+        """Start a model's series at 0 (answers collected, retries, hedges); cheap to call on
+        every heartbeat."""
         if model in self._models:
             return
         self._models.add(model)

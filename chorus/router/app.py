@@ -234,10 +234,12 @@ class RouterService(ServiceBase):
         except ValueError as exc:
             log.warning("ignoring heartbeat on %s: %s", msg.subject, exc)
             return
-        self.metrics.saw_model(hb.model, hb.capabilities, hb.replica)
+        self.metrics.saw_model(hb.model, hb.capabilities)
         self.metrics.heartbeats.labels(hb.model).inc()
         counts: dict[str, int] = {}
-        for live in self.registry.live(now):
+        replicas = self.registry.live(now)
+        self.metrics.live_replicas(replicas)
+        for live in replicas:
             counts[live.model] = counts.get(live.model, 0) + 1
         # A model whose last replica went silent reads 0, not its last count.
         for model in self._counted - counts.keys():

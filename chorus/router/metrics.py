@@ -6,11 +6,20 @@ dashboard, the autoscalers and the alerts read 0 before the first task rather th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.core.calls.client import CallCounters
 from chorus.core.context import Priority
-from chorus.core.metrics import ERROR_OUTCOMES, LATENCY_BUCKETS_S, OUTCOMES, start_at_zero
+from chorus.core.heartbeat import Heartbeat
+from chorus.core.metrics import (
+    ERROR_OUTCOMES,
+    LATENCY_BUCKETS_S,
+    OUTCOMES,
+    FollowedLabels,
+    start_at_zero,
+)
 
 
 class RouterMetrics:
@@ -105,10 +114,16 @@ class RouterMetrics:
         start_at_zero(self.async_backlog, *priorities)
         self._models: set[str] = set()
         self._capabilities: set[str] = set()
+        self._breakers = FollowedLabels(self.circuit)
 
-    def saw_model(self, model: str, capabilities: tuple[str, ...] = (), replica: str = "") -> None:
-        """Start a model's series (its capabilities', and a replica's breaker as closed) at 0;
-        cheap to call on every heartbeat."""
+    def live_replicas(self, live: Iterable[Heartbeat]) -> None:
+        """The replicas live now: each one's breaker reads closed (0) until it changes, and
+        one whose heartbeats stopped leaves the breaker gauge."""
+        self._breakers.follow({(hb.model, hb.replica) for hb in live})
+
+    def saw_model(self, model: str, capabilities: tuple[str, ...] = ()) -> None:
+        """Start a model's series (and its capabilities') at 0; cheap to call on every
+        heartbeat."""
         if model not in self._models:
             self._models.add(model)
             one = [(model,)]
@@ -118,8 +133,6 @@ class RouterMetrics:
             ):  # fmt: skip
                 start_at_zero(per_model, *one)
             start_at_zero(self.member_errors, *[(model, o) for o in ERROR_OUTCOMES])
-        if replica:
-            start_at_zero(self.circuit, (model, replica))
         for capability in capabilities:
             if ":" not in capability:  # "stack:…", "arbiter:…": roles, not task capabilities
                 self.saw_capability(capability)
