@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from chorus.client import AsyncTaskClient, TaskClient, submit_request
+from chorus.client import AsyncTaskClient, Conflict, FailedPrecondition, TaskClient
 from chorus.launch.natsserver import free_port
-from chorus.pb import task_pb2
 from chorus.services import repository
 from tests.support import REPO
 
@@ -270,8 +268,7 @@ def test_regression_feedback_moves_weights_by_each_members_error(served: Served)
     y = np.load(served.out / "diabetes_test_y.npy")[:ROWS]
     with TaskClient(served.router) as client:
         result = client.submit("regress/diabetes", {"x": x})
-        request = task_pb2.FeedbackRequest(task_id=result.response.task_id, values=y.tolist())
-        weights = dict(client.stub.Feedback(request, timeout=10).weights)
+        weights = client.feedback(result.task_id, values=y).weights
     errors = {m: float(np.mean(np.abs(v["variable"].reshape(-1) - y)))
               for m, v in result.members.items()}  # fmt: skip
     assert sorted(weights) == sorted(errors)
@@ -299,17 +296,16 @@ def test_conformal_answers_after_chorus_fusion_calibrate(
                  "--truth", str(tmp_path / "truth.npy"), "--router", served.router,
                  "--nats-url", served.nats_url])  # fmt: skip
     assert f"{half} calibration rows stored" in done.stdout
-    conflict = task_pb2.ConflictPolicy(name="conformal", coverage=0.9)
-    request = submit_request(capability, {k: v[half:] for k, v in feeds.items()})
-    request.conflict.CopyFrom(conflict)
+    conflict = Conflict("conformal", coverage=0.9)
+    rest = {k: v[half:] for k, v in feeds.items()}
     with TaskClient(served.router) as client:
         deadline = time.monotonic() + 10
         while True:  # the fuser's watch on the bucket may lag the write by a moment
             try:
-                response = client.stub.Submit(request, timeout=10)
+                response = client.submit(capability, rest, conflict=conflict, timeout_s=10)
                 break
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+            except FailedPrecondition:
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
     explanation, truth = response.explanation, y[half:]
@@ -332,22 +328,19 @@ def test_feedback_refines_temperatures_and_extends_the_conformal_calibration(
     feeds = {"x": np.load(served.out / "cancer_test_x.npy")[:ROWS],
              "flags": np.load(served.out / "cancer_test_flags.npy")[:ROWS]}  # fmt: skip
     y = np.load(served.out / "cancer_test_y.npy")[:ROWS]
-    conformal = submit_request("classify/cancer", feeds)
-    conformal.conflict.CopyFrom(task_pb2.ConflictPolicy(name="conformal"))
 
     def calibration_rows(client: TaskClient) -> int:
         try:
-            return int(client.stub.Submit(conformal, timeout=10).explanation.calibration_rows)
-        except grpc.RpcError as err:
-            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            answer = client.submit("classify/cancer", feeds, conflict="conformal", timeout_s=10)
+        except FailedPrecondition:
             return 0
+        return int(answer.explanation.calibration_rows)
 
     with TaskClient(served.router) as client:
         before = calibration_rows(client)
         result = client.submit("classify/cancer", feeds)
         assert dict(result.response.explanation.temperatures) == {}
-        client.stub.Feedback(task_pb2.FeedbackRequest(task_id=result.response.task_id,
-                                                      labels=y.tolist()), timeout=10)  # fmt: skip
+        client.feedback(result.task_id, labels=y)
         deadline = time.monotonic() + 10
         while calibration_rows(client) != before + ROWS and time.monotonic() < deadline:
             time.sleep(0.2)
