@@ -40,8 +40,7 @@ class AsyncTaskClient(ClientBase):
     """`TaskClient` on grpc.aio: the same methods and settings, each awaited (or, for
     `watch` and `submit_stream`, iterated with `async for`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _open(self) -> None:
         d = self.dial
         if d.credentials is not None:
             self.channel = grpc.aio.secure_channel(
@@ -52,8 +51,7 @@ class AsyncTaskClient(ClientBase):
                 d.target, options=d.options, compression=self.compression
             )
         stub = task_pb2_grpc.TaskServiceStub(self.channel)
-        self.stub = WithMetadata(stub, self.metadata) if self.metadata else stub
-        self._callables: dict[tuple[type, str], Any] = {}
+        self.stub: Any = WithMetadata(stub, self.metadata) if self.metadata else stub
 
     submit = awaiting(ops.submit)
     submit_async = awaiting(ops.submit_async)

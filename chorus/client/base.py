@@ -30,6 +30,10 @@ class Method(Generic[P, R]):
         self.__doc__ = op.__doc__
         self.__name__ = op.__name__
         self.__wrapped__ = op
+        self.attribute = op.__name__
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.attribute = name
 
     @overload
     def __get__(self, client: None, owner: type[Any]) -> Self: ...
@@ -44,6 +48,7 @@ class Method(Generic[P, R]):
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
             return client._run(op(*args, **kwargs))
 
+        client.__dict__[self.attribute] = call  # bound once: later lookups skip this
         return call
 
 
@@ -70,6 +75,12 @@ class ClientBase:
         self.metadata = self.dial.metadata
         self.timeout_s = timeout_s
         self.compression = _compression(compression)
+        self._callables: dict[tuple[type, str], Any] = {}
+        self._open()
+
+    def _open(self) -> None:
+        """Make the channel (`self.channel`) and the generated stub (`self.stub`)."""
+        raise NotImplementedError
 
     def _run(self, op: Op) -> Any:
         raise NotImplementedError

@@ -47,8 +47,7 @@ class TaskClient(ClientBase):
     calls (None turns retries off).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _open(self) -> None:
         d = self.dial
         if d.credentials is not None:
             self.channel = grpc.secure_channel(
@@ -59,8 +58,7 @@ class TaskClient(ClientBase):
                 d.target, options=d.options, compression=self.compression
             )
         stub = task_pb2_grpc.TaskServiceStub(self.channel)
-        self.stub = WithMetadata(stub, self.metadata) if self.metadata else stub
-        self._callables: dict[tuple[type, str], Any] = {}
+        self.stub: Any = WithMetadata(stub, self.metadata) if self.metadata else stub
 
     submit = blocking(ops.submit)
     submit_async = blocking(ops.submit_async)
