@@ -126,14 +126,15 @@ def triton(path: Path, args: argparse.Namespace) -> dict[str, object]:
     probs = triton_server.Tensor("probabilities", "TYPE_FP32", (CLASSES,))
     with tempfile.TemporaryDirectory(prefix="chorus-triton-") as tmp:
         root = Path(tmp) / "models"
-        triton_server.member_model(root, NAME, path, x, probs, max_batch=args.batch)
+        batching = triton_server.Batching(max_batch=args.batch)
+        triton_server.member_model(root, NAME, path, x, probs, batching)
         with triton_server.TritonServer(env, root, Path(tmp)) as server:
             ips, lat = asyncio.run(service(server.target, args.concurrency, args.seconds))
     q = np.quantile(np.array(lat) * 1000, [0.5, 0.95, 0.99])
     return {
         "images_per_s": round(ips, 1),
         "latency_ms": {"p50": round(q[0], 2), "p95": round(q[1], 2), "p99": round(q[2], 2)},
-        "settings": env.settings(),
+        "settings": {**env.settings(), "model_config": batching.describe()},
     }
 
 

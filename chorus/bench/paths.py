@@ -28,7 +28,7 @@ from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import free_port
 
 if TYPE_CHECKING:
-    from chorus.bench.triton import TritonEnv, TritonServer
+    from chorus.bench.triton import Batching, TritonEnv, TritonServer
 
 CAPABILITY = "classify/digits"
 WORKLOAD = "one digit (1x64 FP32) per request; 3 members (logreg, forest, mlp); soft vote"
@@ -415,9 +415,14 @@ TRITON_MODEL = "digits"
 
 
 @contextlib.contextmanager
-def running_triton(env: TritonEnv, workload: Workload, layout: str) -> Iterator[TritonServer]:
-    """tritonserver serving the workload's members in `layout` as model TRITON_MODEL."""
-    from chorus.bench.triton import Tensor, TritonServer, ensemble_models, whole_model
+def running_triton(
+    env: TritonEnv, workload: Workload, layout: str, batching: Batching | None = None
+) -> Iterator[TritonServer]:
+    """tritonserver serving the workload's members in `layout` as model TRITON_MODEL, every
+    model batched as `batching` says (default: as Triton's docs advise first)."""
+    from chorus.bench.triton import Batching, Tensor, TritonServer, ensemble_models, whole_model
+
+    batching = batching or Batching()
 
     x = Tensor("input", "TYPE_FP32", (workload.rows[0].shape[1],))
     probs = Tensor("probabilities", "TYPE_FP32", (_classes(workload),))
@@ -425,10 +430,10 @@ def running_triton(env: TritonEnv, workload: Workload, layout: str) -> Iterator[
         root = Path(tmp) / "models"
         if layout == "ensemble":
             members = {m: workload.onnx_path(m) for m in workload.members}
-            ensemble_models(root, TRITON_MODEL, members, x, probs)
+            ensemble_models(root, TRITON_MODEL, members, x, probs, batching)
         elif layout == "single":
             whole_model(root, TRITON_MODEL, [workload.onnx_path(m) for m in workload.members],
-                        x, probs)  # fmt: skip
+                        x, probs, batching)  # fmt: skip
         else:
             raise ValueError(f"Triton layout {layout!r}: expected one of ensemble, single")
         with TritonServer(env, root, Path(tmp)) as server:

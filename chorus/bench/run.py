@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,13 @@ from chorus.bench.paths import (
     triton_path,
 )
 from chorus.bench.stats import latency_stats, machine
-from chorus.bench.triton import TritonEnv, TritonUnavailable, default_venv, ensure_venv
+from chorus.bench.triton import (
+    Batching,
+    TritonEnv,
+    TritonUnavailable,
+    default_venv,
+    ensure_venv,
+)
 from chorus.bench.usage import Gpus, Sampler
 
 PATHS = (
@@ -62,6 +68,8 @@ class Options:
     ray_python: Path | None = None
     triton_venv: Path | None = None
     """The Triton virtualenv; None: chorus.bench.triton.default_venv(), built on first use."""
+    triton_batching: Batching = field(default_factory=Batching)
+    """Every Triton model's batching and instances; the default is what its docs advise first."""
     repository: Path = Path("models")
     out: Path = Path("bench/results")
     progress: bool = True
@@ -130,7 +138,7 @@ def _ray_path(options: Options, workload: Workload, name: str) -> Generator[Benc
 
 def _triton_path(options: Options, workload: Workload, name: str) -> Generator[BenchPath]:
     env = ensure_venv(options.triton_venv, build=False)  # run() built it
-    with running_triton(env, workload, TRITON_LAYOUTS[name]) as server:
+    with running_triton(env, workload, TRITON_LAYOUTS[name], options.triton_batching) as server:
         grpc_path = triton_path(server, workload, name)
         try:
             yield grpc_path
@@ -242,6 +250,9 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
             say(f"building the Triton virtualenv at {options.triton_venv or default_venv()} "
                 "(once; a few minutes)")  # fmt: skip
             triton = ensure_venv(options.triton_venv)
+    peers: dict[str, Any] = {}
+    if triton is not None:
+        peers["triton"] = {**triton.settings(), "model_config": options.triton_batching.describe()}
     record: dict[str, Any] = {
         "benchmark": NAME,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -255,7 +266,7 @@ def run(options: Options, say: Callable[[str], None] = tqdm.write) -> Outcome:
             "service_model": workload.members[-1],
             "fuser_keeps_tasks": options.keep_tasks,
             "rounds": options.rounds,
-            **({"triton": triton.settings()} if triton is not None else {}),
+            **peers,
             # What the services read besides defaults (values are settings or file paths).
             "environment": {
                 k: v

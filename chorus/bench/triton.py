@@ -120,8 +120,6 @@ class TritonEnv:
             "numpy": self.version("numpy"),
             "virtualenv": str(self.venv),
             "backend": "python (the wheel has no ONNX Runtime backend), one ORT thread a session",
-            "model_config": f"dynamic_batching {{ }} (Triton's defaults), instance_group "
-            f"[{{ count: 1 kind: KIND_CPU }}], max_batch_size {MAX_BATCH}, every model",
         }
 
 
@@ -179,6 +177,39 @@ def _run(cmd: list[str]) -> None:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """Every model's batching and instances. The defaults are what Triton's docs advise first:
+    `dynamic_batching { }` with all its defaults (no added wait), one instance (what Triton
+    itself gives a Python-backend model); the batcher guide's next step is to raise the delay
+    while latency allows, which `queue_delay_us` is for."""
+
+    max_batch: int = MAX_BATCH
+    queue_delay_us: int = 0
+    """max_queue_delay_microseconds."""
+    instances: int = 1
+    """instance_group count, KIND_CPU."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.queue_delay_us < 0 or self.instances < 1:
+            raise ValueError(
+                f"Triton batching: max_batch >= 1, queue_delay_us >= 0 and instances >= 1 "
+                f"expected, got {self}"
+            )
+
+    def pbtxt(self) -> str:
+        delay = (
+            f" max_queue_delay_microseconds: {self.queue_delay_us}" if self.queue_delay_us else ""
+        )
+        return (
+            f"dynamic_batching {{{delay} }}\n"
+            f"instance_group [ {{ count: {self.instances} kind: KIND_CPU }} ]\n"
+        )
+
+    def describe(self) -> str:
+        return f"max_batch_size {self.max_batch}, " + " ".join(self.pbtxt().split())
+
+
+@dataclass(frozen=True)
 class Tensor:
     name: str
     dtype: str
@@ -213,26 +244,26 @@ def _python_model(
     inputs: Sequence[Tensor],
     outputs: Sequence[Tensor],
     params: dict[str, str],
-    max_batch: int,
+    batching: Batching,
 ) -> None:
-    """A Python-backend model: dynamic batching with Triton's defaults, one CPU instance."""
-    body = (
-        'backend: "python"\ndynamic_batching { }\ninstance_group [ { count: 1 kind: KIND_CPU } ]\n'
-    )
+    """A Python-backend model, batched and instanced as `batching` says."""
+    body = 'backend: "python"\n' + batching.pbtxt()
     for key, value in params.items():
         value_pb = f"{{ string_value: {json.dumps(value)} }}"
         body += f"parameters {{ key: {json.dumps(key)} value: {value_pb} }}\n"
     (root / name / "1").mkdir(parents=True)
     shutil.copyfile(MODEL_FILE, root / name / "1" / "model.py")
-    (root / name / "config.pbtxt").write_text(_config(name, inputs, outputs, body, max_batch))
+    (root / name / "config.pbtxt").write_text(
+        _config(name, inputs, outputs, body, batching.max_batch)
+    )
 
 
 def member_model(
-    root: Path, name: str, onnx: Path, x: Tensor, probs: Tensor, max_batch: int = MAX_BATCH
+    root: Path, name: str, onnx: Path, x: Tensor, probs: Tensor, batching: Batching = Batching()
 ) -> None:
     """One ONNX file as one model: `x` in, its `probs` out."""
     params = {"role": "member", "models": json.dumps([str(onnx)]), "onnx_output": probs.name}
-    _python_model(root, name, [x], [probs], params, max_batch)
+    _python_model(root, name, [x], [probs], params, batching)
 
 
 def _label(probs: Tensor) -> Tensor:
@@ -245,12 +276,12 @@ def whole_model(
     onnx: Sequence[Path],
     x: Tensor,
     probs: Tensor,
-    max_batch: int = MAX_BATCH,
+    batching: Batching = Batching(),
 ) -> None:
     """Every session in one model and the soft vote after them: one call a request."""
     params = {"role": "whole", "models": json.dumps([str(p) for p in onnx]),
               "onnx_output": probs.name}  # fmt: skip
-    _python_model(root, name, [x], [probs, _label(probs)], params, max_batch)
+    _python_model(root, name, [x], [probs, _label(probs)], params, batching)
 
 
 def ensemble_models(
@@ -259,15 +290,15 @@ def ensemble_models(
     members: dict[str, Path],
     x: Tensor,
     probs: Tensor,
-    max_batch: int = MAX_BATCH,
+    batching: Batching = Batching(),
     vote: str = "soft_vote",
 ) -> None:
     """A model per member, a `vote` model averaging their probabilities, and an ensemble
     `name` wiring them: Triton's own way to compose models, scheduled inside the server."""
     for member, onnx in members.items():
-        member_model(root, member, onnx, x, probs, max_batch)
+        member_model(root, member, onnx, x, probs, batching)
     votes = [Tensor(f"p_{m}", probs.dtype, probs.dims) for m in members]
-    _python_model(root, vote, votes, [probs, _label(probs)], {"role": "vote"}, max_batch)
+    _python_model(root, vote, votes, [probs, _label(probs)], {"role": "vote"}, batching)
     steps = [
         f'{{ model_name: "{m}" model_version: -1 input_map {{ key: "{x.name}" value: "{x.name}" }}'
         f' output_map {{ key: "{probs.name}" value: "p_{m}" }} }}'
@@ -284,7 +315,7 @@ def ensemble_models(
     )
     (root / name / "1").mkdir(parents=True)
     (root / name / "config.pbtxt").write_text(
-        _config(name, [x], [probs, _label(probs)], body, max_batch)
+        _config(name, [x], [probs, _label(probs)], body, batching.max_batch)
     )
 
 

@@ -353,6 +353,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--triton-venv", type=Path,
                        help="the virtualenv with nvidia-pytriton for the triton paths (default "
                        "~/.cache/chorus/triton-venv, built there on first use)")  # fmt: skip
+    bench.add_argument("--triton-queue-delay-us", type=int, default=0,
+                       help="every Triton model's max_queue_delay_microseconds (default 0, "
+                       "Triton's own: no added wait)")  # fmt: skip
+    bench.add_argument("--triton-instances", type=int, default=1,
+                       help="every Triton model's instance count (default 1, Triton's own for "
+                       "a Python-backend model)")  # fmt: skip
     bench.add_argument("--repository", type=Path, default=DEMO_REPOSITORY,
                        help=f"the demo models (default {DEMO_REPOSITORY})")  # fmt: skip
     bench.add_argument("--out", type=Path, default=Path("bench/results"),

@@ -189,6 +189,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from chorus.bench import plot
     from chorus.bench.paths import RAY_LAYOUTS
     from chorus.bench.run import Options, run
+    from chorus.bench.triton import Batching
 
     paths = args.paths or ["bare", "service", "mesh", *(RAY_LAYOUTS if args.ray_python else [])]
     if set(RAY_LAYOUTS) & set(paths) and args.ray_python is None:
@@ -199,6 +200,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "chorus bench: --requests, --concurrency and --rounds must be at least 1",
             file=sys.stderr,
         )
+        return 2
+    try:
+        batching = Batching(queue_delay_us=args.triton_queue_delay_us,
+                            instances=args.triton_instances)  # fmt: skip
+    except ValueError as err:
+        print(f"chorus bench: --triton-queue-delay-us or --triton-instances: {err}",
+              file=sys.stderr)  # fmt: skip
         return 2
     if {"triton-ensemble", "triton-single"} & set(paths):
         from chorus.bench.triton import TritonUnavailable, default_venv, ensure_venv
@@ -220,6 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             paths=tuple(paths),
             ray_python=args.ray_python,
             triton_venv=args.triton_venv,
+            triton_batching=batching,
             repository=args.repository,
             out=args.out,
             progress=not args.no_progress,

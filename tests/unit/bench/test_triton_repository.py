@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from chorus.bench.triton import MODEL_FILE, Tensor, ensemble_models, whole_model
+from chorus.bench.triton import MODEL_FILE, Batching, Tensor, ensemble_models, whole_model
 
 X = Tensor("input", "TYPE_FP32", (64,))
 PROBS = Tensor("probabilities", "TYPE_FP32", (10,))
@@ -67,3 +68,22 @@ def test_the_single_model_holds_every_session(tmp_path: Path) -> None:
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
         ("input", mc.TYPE_FP32, [64])
     ]
+
+
+def test_the_batching_knobs_reach_every_model(tmp_path: Path) -> None:
+    batching = Batching(max_batch=32, queue_delay_us=200, instances=2)
+    ensemble_models(tmp_path, "digits", MEMBERS, X, PROBS, batching)
+    for name in (*MEMBERS, "soft_vote"):
+        config = _config(tmp_path, name)
+        assert config.max_batch_size == 32
+        assert config.dynamic_batching.max_queue_delay_microseconds == 200
+        assert [g.count for g in config.instance_group] == [2]
+    assert _config(tmp_path, "digits").max_batch_size == 32
+    assert "max_queue_delay_microseconds: 200" in batching.describe()
+
+
+def test_batching_refuses_what_triton_would() -> None:
+    with pytest.raises(ValueError, match="instances >= 1"):
+        Batching(instances=0)
+    with pytest.raises(ValueError, match="queue_delay_us >= 0"):
+        Batching(queue_delay_us=-1)
