@@ -270,6 +270,8 @@ class FuserService(ServiceBase):
             call = _parse(wire_pb2.FuseCall, request.data)
             policy = call.policy or DEFAULT_POLICY
             collected = await self._collector.collect(call, ctx) if call.expected else None
+            if collected is not None:
+                call = collected.task
             together = collected is not None and collected.joined
             reply, outcome = await self._batcher.fuse(call, ctx, together=together)
             if collected is not None:

@@ -49,8 +49,11 @@ class _Member:
 
 @dataclass
 class Collected:
-    """What the router needs back about the members, beside the fused answer."""
+    """The task as it is to be fused, and what the router needs back about the members."""
 
+    task: wire_pb2.FuseCall = field(default_factory=wire_pb2.FuseCall)
+    """The call as received (which is left as it came), with the members' scores that came and
+    the task's inputs where a policy needs them; without the bodies and expectations."""
     answers: list[wire_pb2.MemberAnswer] = field(default_factory=list)
     missing: dict[str, ChorusError] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
@@ -119,9 +122,9 @@ class Collector:
             self._early.popitem(last=False)
 
     async def collect(self, call: wire_pb2.FuseCall, ctx: CallContext) -> Collected:
-        """Waits for the expected members (asking again where one fails or lags) and puts
-        their scores into `call.members`; too few answering fails the task as the router's
-        two-hop path would."""
+        """Waits for the expected members (asking again where one fails or lags) and returns
+        the task to fuse with their scores in it (`Collected.task`); too few answering fails
+        the task as the router's two-hop path would. `call` is not changed."""
         start = self.clock.monotonic()
         wait_s = (call.wait_ms / 1000) if call.wait_ms else ctx.remaining_s()
         wait_ctx = ctx
@@ -175,6 +178,7 @@ class Collector:
                 self._waiting.pop(m.expected.call, None)
         waited = (self.clock.monotonic() - start) * 1000
         errors: dict[str, ChorusError] = {}
+        scored: list[wire_pb2.MemberScores] = []
         for m in members:
             model = m.expected.model
             if m.answer is None:
@@ -190,13 +194,15 @@ class Collector:
                 errors[model] = err
                 collected.missing[model] = err
                 continue
-            call.members.add(
-                model=model,
-                version=m.answer.version,
-                probabilities=scores,
-                scores_output=m.expected.scores_output,
-                output_kind=m.expected.output_kind,
-                temperature=m.expected.temperature,
+            scored.append(
+                wire_pb2.MemberScores(
+                    model=model,
+                    version=m.answer.version,
+                    probabilities=scores,
+                    scores_output=m.expected.scores_output,
+                    output_kind=m.expected.output_kind,
+                    temperature=m.expected.temperature,
+                )
             )
             collected.answers.append(
                 wire_pb2.MemberAnswer(
@@ -209,10 +215,16 @@ class Collector:
             )
         collected.joined = any(m.joined for m in members if m.answer is not None)
         needed = min(max(1, call.min_members), len(members))
-        if len(call.members) < needed:
-            raise too_few_members(call.capability, errors, len(call.members), needed)
-        if call.inputs_in_bodies and not call.inputs:
-            call.inputs.extend(inputs_of(call.bodies))
+        if len(scored) < needed:
+            raise too_few_members(call.capability, errors, len(scored), needed)
+        inputs = (
+            inputs_of(call.bodies) if call.inputs_in_bodies and not call.inputs else call.inputs
+        )
+        collected.task = wire_pb2.FuseCall(
+            policy=call.policy, labels=call.labels, capability=call.capability,
+            task_id=call.task_id, conflict=call.conflict, min_members=call.min_members,
+            members=scored, inputs=inputs,
+        )  # fmt: skip
         return collected
 
     async def _member(

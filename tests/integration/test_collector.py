@@ -76,8 +76,9 @@ async def test_a_joined_answer_is_cut_by_rows_and_an_early_one_waits_for_its_tas
     ctx = CallContext.start("t", Priority.NORMAL, 5.0)
     first, second = _task("a1", 1), _task("b2", 2)
     got = await asyncio.gather(found.collect(first, ctx), found.collect(second, ctx))
-    np.testing.assert_array_equal(from_tensor(first.members[0].probabilities), scores[:1])
-    np.testing.assert_array_equal(from_tensor(second.members[0].probabilities), scores[1:])
+    one, two = (c.task.members[0].probabilities for c in got)
+    np.testing.assert_array_equal(from_tensor(one), scores[:1])
+    np.testing.assert_array_equal(from_tensor(two), scores[1:])
     for collected in got:
         assert [(a.model, a.replica, a.code) for a in collected.attempts] == [("m", "r1", "")]
         assert not collected.missing
@@ -93,7 +94,8 @@ async def test_a_task_answered_alone_is_not_joined(collector: tuple[Client, Coll
     await _answer(nc, "e5", np.ones((2, 2), np.float32))
     collected = await waiting
     assert not collected.joined and not collected.missing
-    np.testing.assert_array_equal(from_tensor(call.members[0].probabilities), np.ones((2, 2)))
+    probabilities = collected.task.members[0].probabilities
+    np.testing.assert_array_equal(from_tensor(probabilities), np.ones((2, 2)))
 
 
 async def test_a_joined_answer_with_the_wrong_rows_fails_each_task(

@@ -83,8 +83,9 @@ def test_a_joined_answer_is_cut_by_rows_and_an_early_one_waits_for_its_task() ->
         await _answer(bus, "=a1m-1_b2m-2", scores)  # before either task arrives
         first, second = _task("a1", 1), _task("b2", 2)
         got = await asyncio.gather(found.collect(first, _ctx()), found.collect(second, _ctx()))
-        np.testing.assert_array_equal(from_tensor(first.members[0].probabilities), scores[:1])
-        np.testing.assert_array_equal(from_tensor(second.members[0].probabilities), scores[1:])
+        one, two = (c.task.members[0].probabilities for c in got)
+        np.testing.assert_array_equal(from_tensor(one), scores[:1])
+        np.testing.assert_array_equal(from_tensor(two), scores[1:])
         for collected in got:
             assert [(a.model, a.replica, a.code) for a in collected.attempts] == [("m", "r1", "")]
             assert not collected.missing and collected.joined
@@ -134,9 +135,9 @@ def test_a_silent_member_is_asked_on_another_replica_after_its_patience() -> Non
         bus = FakeTransport()
         beats = bus.add(FakeReplica("m", "r2", delay_s=0.002, value=0.75))
         found = _collector(bus, beats)
-        collected = await found.collect(call := _task("s1"), _ctx())
+        collected = await found.collect(_task("s1"), _ctx())
         np.testing.assert_array_equal(
-            from_tensor(call.members[0].probabilities), np.full((1, 2), 0.75, np.float32)
+            from_tensor(collected.task.members[0].probabilities), np.full((1, 2), 0.75, np.float32)
         )
         assert bus.to("m") == ["r2"] and not collected.missing
         assert sorted((a.replica, a.code, a.call) for a in collected.attempts) == [
@@ -228,8 +229,12 @@ def test_inputs_left_in_the_bodies_are_read_back_once_each() -> None:
         call.expected[1].input_sha256 = digest_of(both)
         await _answer(bus, "i1m", np.ones((1, 2), np.float32))
         await _answer(bus, "i1n", np.ones((1, 2), np.float32), model="n")
-        await found.collect(call, _ctx())
-        assert [t.name for t in call.inputs] == ["x", "caption"]
-        np.testing.assert_array_equal(from_tensor(call.inputs[1]), np.zeros((1, 3)))
+        sent = call.SerializeToString()
+        task = (await found.collect(call, _ctx())).task
+        assert [t.name for t in task.inputs] == ["x", "caption"]
+        np.testing.assert_array_equal(from_tensor(task.inputs[1]), np.zeros((1, 3)))
+        assert [m.model for m in task.members] == ["m", "n"]
+        assert not task.bodies and not task.expected
+        assert call.SerializeToString() == sent, "the call as received is left as it came"
 
     run(main())
