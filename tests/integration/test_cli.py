@@ -97,10 +97,14 @@ def test_models_build_writes_manifests_without_download(tmp_path: Path) -> None:
     # Any attempt to reach the network would go to a dead proxy and fail.
     env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     run = subprocess.run(
-        [sys.executable, "-m", "chorus.cli", "models", "build", "--repository", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "-m", "chorus.cli", "models", "build", "--repository", str(tmp_path),
+         "-o", "json"], capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
+    built = {m["model"]: m for m in json.loads(run.stdout)}
+    assert {"logreg", "forest", "mlp", "knn", "stack"} <= set(built)
+    assert built["mlp"]["metrics"]["holdout_accuracy"] > 0.9
+    assert "chorus models build: training mlp" in run.stderr  # progress, on stderr
     for name in ("logreg", "forest", "mlp"):
         manifest = json.loads((tmp_path / name / "1" / "manifest.json").read_text())
         assert manifest["capabilities"] == ["classify/digits", "classify/digits+caption"]

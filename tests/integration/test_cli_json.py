@@ -231,3 +231,11 @@ def test_plan_live_and_fusion_calibrate_connect_where_the_environment_says(
     assert str(dead) in capsys.readouterr().err
     assert main(["plan", "--live", "--inputs", str(PLAN_EXAMPLE)]) == 1
     assert str(dead) in capsys.readouterr().err
+
+
+def test_fusion_report(capsys: pytest.CaptureFixture[str], model_repo: Path) -> None:
+    report = run_json(capsys, "fusion", "report", "--repository", str(model_repo))
+    assert {r["name"] for r in report["strategies"]} >= {"soft_vote", "majority_vote"}
+    assert report["policies"][0]["name"] == "none"
+    assert all(0.8 < r["accuracy"] <= 1 for r in report["members"])
+    assert "| " in report["trust_markdown"]
