@@ -18,9 +18,10 @@ DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_CODES = """\
 exit status:
   0  done
-  1  the task or command failed (a gRPC status, an unreachable router or NATS, a failed
-     check); the reason is one line on stderr
-  2  usage: a bad flag or input file, a configuration error, or an extra to install
+  1  the task or command failed: a gRPC status, a router or NATS that cannot be reached,
+     an async task that failed, a stored file whose digest does not match
+  2  usage: a bad flag, input file or manifest, a configuration error, an extra to install
+  the reason is one line on stderr
 
 environment:
   CHORUS_ROUTER    the router's address for every command that calls it (--router wins)
