@@ -13,7 +13,7 @@ import grpc
 from chorus.client import ops
 from chorus.client.base import ClientBase, Method, WithMetadata
 from chorus.client.errors import error_for, from_rpc_error
-from chorus.client.ops import Bidi, Last, Op, Stream, Unary, path
+from chorus.client.ops import Bidi, Last, Op, Stream, Unary
 from chorus.core.spawner import cancel
 from chorus.pb import task_pb2_grpc
 
@@ -63,20 +63,6 @@ class AsyncTaskClient(ClientBase):
     list_models = awaiting(ops.list_models)
     submit_stream = awaiting(ops.submit_stream)
     health = awaiting(ops.health)
-
-    def _callable(self, op: Op) -> Any:
-        key = (type(op), path(op))
-        found = self._callables.get(key)
-        if found is None:
-            make = {
-                Unary: self.channel.unary_unary,
-                Stream: self.channel.unary_stream,
-                Last: self.channel.unary_stream,
-                Bidi: self.channel.stream_stream,
-            }[type(op)]
-            found = make(path(op), request_serializer=_serialize, response_deserializer=op.response)
-            self._callables[key] = found
-        return found
 
     def _run(self, op: Op) -> Any:
         if isinstance(op, Unary):
@@ -174,7 +160,3 @@ class AsyncTaskClient(ClientBase):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def _serialize(message: Any) -> bytes:
-    return message.SerializeToString()

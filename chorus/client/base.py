@@ -11,7 +11,7 @@ from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 import grpc
 
 from chorus.client.channel import Dial, RetryPolicy, dial
-from chorus.client.ops import CLIENT_DEFAULT, Op, compression
+from chorus.client.ops import CLIENT_DEFAULT, Bidi, Last, Op, Stream, Unary, compression, path
 from chorus.core.config import SecurityConfig
 from chorus.core.environment import from_env
 
@@ -85,6 +85,23 @@ class ClientBase:
     def _run(self, op: Op) -> Any:
         raise NotImplementedError
 
+    def _callable(self, op: Op) -> Any:
+        """The channel's multi-callable for `op`'s RPC, made once per client (either kind of
+        channel makes them the same way)."""
+        key = (type(op), path(op))
+        found = self._callables.get(key)
+        if found is None:
+            channel: Any = getattr(self, "channel")  # noqa: B009 (set by _open)
+            make = {
+                Unary: channel.unary_unary,
+                Stream: channel.unary_stream,
+                Last: channel.unary_stream,
+                Bidi: channel.stream_stream,
+            }[type(op)]
+            found = make(path(op), request_serializer=_serialize, response_deserializer=op.response)
+            self._callables[key] = found
+        return found
+
     def _call_kwargs(self, op: Op) -> dict[str, Any]:
         o = op.options
         timeout = self.timeout_s if o.timeout_s is CLIENT_DEFAULT else o.timeout_s
@@ -114,3 +131,7 @@ class WithMetadata:
             return method(request, **kwargs)
 
         return call
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()

@@ -11,7 +11,7 @@ import grpc
 from chorus.client import ops
 from chorus.client.base import ClientBase, Method, WithMetadata
 from chorus.client.errors import error_for, from_rpc_error
-from chorus.client.ops import Bidi, Last, Op, Stream, Unary, path
+from chorus.client.ops import Bidi, Last, Op, Stream, Unary
 from chorus.pb import task_pb2_grpc
 
 P = ParamSpec("P")
@@ -71,20 +71,6 @@ class TaskClient(ClientBase):
     submit_stream = blocking(ops.submit_stream)
     health = blocking(ops.health)
 
-    def _callable(self, op: Op) -> Any:
-        key = (type(op), path(op))
-        found = self._callables.get(key)
-        if found is None:
-            make = {
-                Unary: self.channel.unary_unary,
-                Stream: self.channel.unary_stream,
-                Last: self.channel.unary_stream,
-                Bidi: self.channel.stream_stream,
-            }[type(op)]
-            found = make(path(op), request_serializer=_serialize, response_deserializer=op.response)
-            self._callables[key] = found
-        return found
-
     def _run(self, op: Op) -> Any:
         call = self._callable(op)
         kwargs = self._call_kwargs(op)
@@ -124,10 +110,6 @@ class TaskClient(ClientBase):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _serialize(message: Any) -> bytes:
-    return message.SerializeToString()
 
 
 def _iterate(call: Any, decode: Callable[[Any], T]) -> Iterator[T]:
