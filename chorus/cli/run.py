@@ -4,6 +4,7 @@ this machine and what talks to it."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from chorus.cli.common import NATS_ENV, Progress, emit, router, wants_json
 from chorus.cli.defaults import (
     CAPABILITY,
     DEFAULT_DATA_DIR,
@@ -30,8 +32,9 @@ def _serving_plan(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, 
     if wants_demo:
         from chorus.demo.build import build_demo
 
-        for path in build_demo(root):
-            print(f"built demo model {path}")
+        progress = Progress("demo" if args.func is cmd_demo else "up")
+        for path in build_demo(root, on_model=lambda name: progress(f"training {name}")):
+            progress(f"built demo model {path}")
         found = [repository.load(root, name) for name in DEMO_SERVED]
     else:
         found = repository.check(root)
@@ -68,6 +71,8 @@ def _start_mesh(args: argparse.Namespace) -> Any:
     from chorus.core.model_store import address
     from chorus.launch.mesh import Mesh
 
+    # CHORUS_NATS_URL, like --nats-url, names a running NATS to use instead of starting one.
+    args.nats_url = args.nats_url or os.environ.get(NATS_ENV) or None
     bucket = address(args.repository) if args.repository is not None else None
     extra_env = {}
     if bucket is not None:
@@ -95,12 +100,17 @@ def _start_mesh(args: argparse.Namespace) -> Any:
         mesh.stop()
         raise
     mesh.groups = groups_for(args, Path(mesh.repository), mesh.models)
+    Progress("demo" if args.func is cmd_demo else "up")(
+        f"starting nats, {len(mesh.models)} model(s), the fuser and the router"
+    )
     mesh.start()
+    # With -o json, stdout is kept for the one document `chorus up` prints once up.
+    out = sys.stderr if wants_json(args) else sys.stdout
     where = f"JetStream in {args.data_dir / 'jetstream'}" if mesh.nats else "already running"
-    print(f"nats     {mesh.nats_url}  ({where})")
+    print(f"nats     {mesh.nats_url}  ({where})", file=out)
     for child in mesh.children:
-        print(child.describe())
-    print(f"logs in {args.data_dir / 'logs'}")
+        print(child.describe(), file=out)
+    print(f"logs in {args.data_dir / 'logs'}", file=out)
     return mesh
 
 
@@ -121,7 +131,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StartFailed as err:
         print(f"chorus up: {err}", file=sys.stderr)
         return 1
-    print(f"mesh up; try: chorus submit --router {mesh.router_target}   (Ctrl-C stops)", flush=True)
+    if wants_json(args):
+        emit({"router": mesh.router_target, "nats": mesh.nats_url,
+              "logs": str(args.data_dir / "logs"),
+              "services": [c.describe() for c in mesh.children]})  # fmt: skip
+    else:
+        print(f"mesh up; try: chorus submit --router {mesh.router_target}   (Ctrl-C stops)",
+              flush=True)  # fmt: skip
+    out = sys.stderr if wants_json(args) else sys.stdout
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
@@ -129,10 +146,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         while not stop.wait(0.2):
             exited = [c.name for c in mesh.children if c.proc.poll() is not None]
             if exited:
-                print(f"{', '.join(exited)} exited; see {args.data_dir / 'logs'}", flush=True)
+                print(f"{', '.join(exited)} exited; see {args.data_dir / 'logs'}", file=out,
+                      flush=True)  # fmt: skip
                 break
     finally:
-        print("stopping the mesh", flush=True)
+        print("stopping the mesh", file=out, flush=True)
         mesh.stop()
     return 0 if stop.is_set() else 1
 
@@ -144,7 +162,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         return run_submit_inputs(
             Options(
-                router=args.router,
+                router=router(args),
                 capability=args.capability,
                 inputs=args.input,
                 policy=args.policy,
@@ -152,18 +170,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 deadline_ms=args.deadline_ms,
                 limit=args.limit,
                 show=args.show,
-                as_json=args.json,
+                as_json=wants_json(args),
+                conflict=args.conflict,
+                task_id=args.task_id,
+                run_async=args.run_async,
+                idempotency_key=args.idempotency_key,
             )
         )
-    if args.capability != CAPABILITY or args.json:
+    if args.capability != CAPABILITY or args.run_async:
         print(f"chorus submit: --input NAME=FILE is needed for {args.capability}"
-              + (" with --json" if args.json else "")
+              + (" with --async" if args.run_async else "")
               + f" (without it, the demo's held-out digits go to {CAPABILITY})",
               file=sys.stderr)  # fmt: skip
         return 2
     from chorus.cli.submit import run_submit
 
-    return run_submit(args.router, args.limit, args.batch, args.policy, args.show)
+    return run_submit(router(args), args.limit, args.batch, args.policy, args.show,
+                      as_json=wants_json(args))  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -179,10 +202,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"chorus demo: {err}", file=sys.stderr)
         return 1
     try:
-        return run_submit(mesh.router_target, args.limit, args.batch, args.policy, args.show)
+        return run_submit(mesh.router_target, args.limit, args.batch, args.policy, args.show,
+                          as_json=wants_json(args))  # fmt: skip
     finally:
         mesh.stop()
-        print("mesh stopped")
+        print("mesh stopped", file=sys.stderr if wants_json(args) else sys.stdout)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -236,6 +260,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rounds=args.rounds,
         )
     )
+    if wants_json(args):
+        emit({"results": str(outcome.json_path),
+              "plot": None if outcome.plot_path is None else str(outcome.plot_path)})  # fmt: skip
+        return 0
     print(f"results  {outcome.json_path}")
     if outcome.plot_path is not None:
         print(f"plot     {outcome.plot_path}")
