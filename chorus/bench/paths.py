@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import queue
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,16 +22,14 @@ import numpy as np
 import psutil
 
 from chorus.launch.mesh import Mesh
-from chorus.launch.natsserver import free_port
 
 if TYPE_CHECKING:
-    from chorus.bench.triton import Batching, TritonEnv, TritonServer
+    pass
 
 CAPABILITY = "classify/digits"
 WORKLOAD = "one digit (1x64 FP32) per request; 3 members (logreg, forest, mlp); soft vote"
 WARM_UP = 50
 TIMEOUT_S = 10.0
-RAY_SCRIPT = Path(__file__).with_name("ray_serve.py")
 
 
 @dataclass(frozen=True)
@@ -300,200 +295,3 @@ def running_mesh(
 
 
 COHOSTED_GROUP = "bench"
-
-
-RAY_LAYOUTS = {"ray": "graph", "ray-single": "single"}
-"""Bench path -> ray_serve.py layout: Ray's composition graph, and its one-deployment best case."""
-
-
-class RayPath:
-    """Ray Serve in its own interpreter (see ray_serve.py), steered over its stdin."""
-
-    def __init__(
-        self, python: Path, workload: Workload, scratch: Path, name: str, max_ongoing: int
-    ) -> None:
-        """`max_ongoing` is every deployment's max_ongoing_requests: set it above the
-        callers' concurrency."""
-        self.name = name
-        self.max_ongoing = max_ongoing
-        inputs = scratch / "rows.npy"
-        np.save(inputs, np.concatenate(workload.rows))
-        self.log = scratch / f"{name}.log"
-        models = [str(workload.onnx_path(m)) for m in workload.members]
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [str(python), str(RAY_SCRIPT), "--models", *models,
-                 "--inputs", str(inputs), "--port", str(free_port()),
-                 "--layout", RAY_LAYOUTS[name], "--max-ongoing", str(max_ongoing)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-            )  # fmt: skip
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        try:
-            self.info = json.loads(self._expect("READY", 300.0) or "{}")
-        except BaseException:
-            self.close()
-            raise
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def _expect(self, word: str, timeout_s: float, phase: Phase | None = None) -> str:
-        """The rest of the next line that starts with `word`; other lines are Ray's chatter."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"Ray Serve did not answer {word} in {timeout_s}s") from None
-            if line is None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"Ray Serve exited ({self.log}):\n{tail}")
-            head, _, rest = line.partition(" ")
-            if head == word:
-                return rest
-            if head == "TICK" and phase is not None:
-                phase.reported = int(rest)
-
-    def _send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def warm(self, n: int) -> None:
-        self._send(f"WARM {n}")
-        self._expect("OK", 120.0)
-
-    def drive(self, concurrency: int, requests: int, phase: Phase) -> None:
-        self._send(f"DRIVE {concurrency} {requests}")
-        done = json.loads(self._expect("DONE", 60.0 + requests * TIMEOUT_S, phase))
-        phase.latencies_s, phase.elapsed_s = done["latencies_s"], done["elapsed_s"]
-
-    def clients(self) -> list[psutil.Process]:
-        return [psutil.Process(self.proc.pid)]
-
-    def services(self) -> list[tuple[str, psutil.Process]] | None:
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        return [(_ray_name(p), p) for p in children]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self._send("STOP")
-            assert self.proc.stdin is not None
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _ray_name(proc: psutil.Process) -> str:
-    """Ray retitles its workers `ray::Deployment...`; the title is the useful name."""
-    try:
-        title = " ".join(proc.cmdline()) or proc.name()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "ray"
-    if title.startswith("ray::"):
-        return title.split()[0].split(".")[0].split(":")[-1] or "ray"
-    return proc.name()
-
-
-TRITON_LAYOUTS = {"triton-ensemble": "ensemble", "triton-single": "single"}
-"""Bench path -> layout: Triton's ensemble of a model per member and a vote model, and one
-model holding the three sessions and the vote."""
-TRITON_MODEL = "digits"
-"""The model the callers ask for, in both layouts."""
-
-
-@contextlib.contextmanager
-def running_triton(
-    env: TritonEnv, workload: Workload, layout: str, batching: Batching | None = None
-) -> Iterator[TritonServer]:
-    """tritonserver serving the workload's members in `layout` as model TRITON_MODEL, every
-    model batched as `batching` says (default: as Triton's docs advise first)."""
-    from chorus.bench.triton import Batching, Tensor, TritonServer, ensemble_models, whole_model
-
-    batching = batching or Batching()
-
-    x = Tensor("input", "TYPE_FP32", (workload.rows[0].shape[1],))
-    probs = Tensor("probabilities", "TYPE_FP32", (_classes(workload),))
-    with tempfile.TemporaryDirectory(prefix="chorus-triton-") as tmp:
-        root = Path(tmp) / "models"
-        if layout == "ensemble":
-            members = {m: workload.onnx_path(m) for m in workload.members}
-            ensemble_models(root, TRITON_MODEL, members, x, probs, batching)
-        elif layout == "single":
-            whole_model(root, TRITON_MODEL, [workload.onnx_path(m) for m in workload.members],
-                        x, probs, batching)  # fmt: skip
-        else:
-            raise ValueError(f"Triton layout {layout!r}: expected one of ensemble, single")
-        with TritonServer(env, root, Path(tmp)) as server:
-            yield server
-
-
-def _classes(workload: Workload) -> int:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(
-        str(workload.onnx_path(workload.members[0])), providers=["CPUExecutionProvider"]
-    )
-    (probs,) = (o for o in session.get_outputs() if o.name == "probabilities")
-    return int(probs.shape[1])
-
-
-def triton_infer_requests(workload: Workload) -> list[Any]:
-    """One KServe v2 ModelInferRequest per row for TRITON_MODEL: what a Chorus model service
-    is sent too, from the same stubs."""
-    from chorus.pb import kserve_v2_pb2 as kpb
-
-    messages = []
-    for row in workload.rows:
-        req = kpb.ModelInferRequest(model_name=TRITON_MODEL, raw_input_contents=[row.tobytes()])
-        req.inputs.add(name="input", datatype="FP32", shape=row.shape)
-        messages.append(req)
-    return messages
-
-
-def triton_path(server: TritonServer, workload: Workload, name: str) -> GrpcPath:
-    """Triton's ModelInfer, driven like the mesh's Submit: the same callers on one channel."""
-    from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
-
-    def services() -> list[tuple[str, psutil.Process]]:
-        if server.proc is None:
-            return []
-        try:
-            root = psutil.Process(server.proc.pid)
-            return [("tritonserver", root)] + [
-                (_triton_name(p), p) for p in root.children(recursive=True)
-            ]
-        except psutil.NoSuchProcess:
-            return []
-
-    return GrpcPath(
-        name,
-        server.target,
-        lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer,
-        triton_infer_requests(workload),
-        services,
-    )
-
-
-def _triton_name(proc: psutil.Process) -> str:
-    """A Python backend stub is named by its model: its first argument is
-    `<repository>/<model>/<version>/model.py`."""
-    try:
-        args = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "triton"
-    if len(args) > 1 and args[1].endswith("model.py"):
-        return Path(args[1]).parents[1].name
-    return proc.name()

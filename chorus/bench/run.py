@@ -20,22 +20,18 @@ from tqdm import tqdm
 
 from chorus.bench import plot
 from chorus.bench.paths import (
-    RAY_LAYOUTS,
-    TRITON_LAYOUTS,
     WARM_UP,
     WORKLOAD,
     BarePath,
     BenchPath,
     Phase,
-    RayPath,
     Workload,
     load_workload,
     mesh_path,
     running_mesh,
-    running_triton,
     service_path,
-    triton_path,
 )
+from chorus.bench.ray_path import RAY_LAYOUTS, RayPath
 from chorus.bench.stats import latency_stats, machine
 from chorus.bench.triton import (
     Batching,
@@ -44,6 +40,7 @@ from chorus.bench.triton import (
     default_venv,
     ensure_venv,
 )
+from chorus.bench.triton_path import TRITON_LAYOUTS, running_triton, triton_path
 from chorus.bench.usage import Gpus, Sampler
 
 PATHS = (

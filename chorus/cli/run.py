@@ -211,7 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from chorus.bench import plot
-    from chorus.bench.paths import RAY_LAYOUTS
+    from chorus.bench.ray_path import RAY_LAYOUTS
     from chorus.bench.run import Options, run
     from chorus.bench.triton import Batching
 

@@ -27,8 +27,9 @@ import pytest
 from tritonclient.grpc import service_pb2 as kpb
 from tritonclient.grpc import service_pb2_grpc as kpb_grpc
 
-from chorus.bench.paths import TRITON_MODEL, Workload, load_workload, running_triton
+from chorus.bench.paths import Workload, load_workload
 from chorus.bench.triton import TritonEnv, TritonServer, TritonUnavailable, ensure_venv
+from chorus.bench.triton_path import TRITON_MODEL, running_triton
 
 BUILD = "CHORUS_TEST_TRITON"
 ROWS = 24
