@@ -1,9 +1,11 @@
 """The application's client for the task API, numpy in and out: `TaskClient` (blocking) and
 `AsyncTaskClient` (asyncio) with the same methods, both made from one definition of the API
-(`chorus.client.ops`); errors are one family (`TaskError` and a subclass per gRPC status)."""
+(`chorus.client.ops`); errors are one family (`TaskError` and a subclass per gRPC status).
+`BusTaskClient` submits over NATS instead, for applications already on the bus."""
 
 from chorus.client.aio import AsyncTaskClient
 from chorus.client.blocking import TaskClient
+from chorus.client.bus import BusTaskClient
 from chorus.client.channel import ROUTER_ENV, RetryPolicy
 from chorus.client.errors import (
     DeadlineExceeded,
@@ -37,6 +39,7 @@ __all__ = [
     "ROUTER_ENV",
     "Accepted",
     "AsyncTaskClient",
+    "BusTaskClient",
     "Cascade",
     "Conflict",
     "DeadlineExceeded",

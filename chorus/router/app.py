@@ -30,6 +30,7 @@ from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.router.dispatch import Dispatcher, DispatchPolicy
 from chorus.router.durable import DurableTasks
 from chorus.router.metrics import RouterMetrics
+from chorus.router.nats_door import NatsDoor
 from chorus.router.one_way import FuserBook, OneWay
 from chorus.router.pipeline import load_pipelines
 from chorus.router.plan_routing import PlanSplits
@@ -59,6 +60,7 @@ class RouterService(ServiceBase):
         self._fuser_sub: Subscription | None = None
         self._counted: set[str] = set()
         self._service: Service | None = None
+        self._door: NatsDoor | None = None
         self._scheduler: PriorityScheduler | None = None
 
     async def start(self) -> Self:
@@ -137,18 +139,17 @@ class RouterService(ServiceBase):
         )
         await self._durable.start()
         self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+        authorizer = Authorizer.from_config(self.security)
         task_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskServicer(
-                runner, self.registry, self._durable, Authorizer.from_config(self.security)
-            ),
-            self._server,
+            TaskServicer(runner, self.registry, self._durable, authorizer), self._server
         )
+        self._door = NatsDoor(runner, authorizer)
         health = add_health_and_reflection(self._server, [TASK_SERVICE])
         self.grpc_port = bind(
             self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
         )
         await self._server.start()
-        # Tasks come over gRPC, so the micro service's one endpoint is the router's status;
+        # Tasks come over gRPC, and over NATS for applications on the bus (`submit`);
         # registering makes every router replica visible to `nats micro ls|stats` too.
         self._service = await micro.register(
             nc,
@@ -161,8 +162,19 @@ class RouterService(ServiceBase):
             },
             endpoints=[
                 micro.Endpoint(
-                    "status", subjects.ROUTER_STATUS, "router", self._on_status, self.stats
-                )
+                    "status",
+                    subjects.ROUTER_STATUS,
+                    subjects.ROUTER_QUEUE,
+                    self._on_status,
+                    self.stats,
+                ),
+                micro.Endpoint(
+                    "submit",
+                    subjects.SUBMIT,
+                    subjects.ROUTER_QUEUE,
+                    self._door.on_submit,
+                    self.stats,
+                ),
             ],
         )
         await self._ready(health, [TASK_SERVICE])
@@ -179,6 +191,9 @@ class RouterService(ServiceBase):
         if self._service is not None:
             await self._service.stop()
             self._service = None
+        if self._door is not None:
+            await self._door.close()
+            self._door = None
         if self._server is not None:
             await self._server.stop(grace=STOP_GRACE_S)
             self._server = None

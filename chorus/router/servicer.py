@@ -17,6 +17,7 @@ from chorus.core.security import Authorizer, peer_common_name
 from chorus.pb import task_pb2, task_pb2_grpc
 from chorus.router.durable import DurableTasks
 from chorus.router.task import TaskRunner
+from chorus.router.validate import needed_capabilities
 
 log = logging.getLogger(__name__)
 SUBMIT_ASYNC_MARGIN_S = 0.1
@@ -49,11 +50,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         caller = self.authorizer.caller(_metadata(context), peer_common_name(context))
         if task is None:
             return
-        if task.pipeline and task.pipeline in self.runner.pipelines:
-            needed = [s.capability for s in self.runner.pipelines[task.pipeline].stages]
-        else:
-            needed = [task.capability]
-        for capability in needed:
+        for capability in needed_capabilities(self.runner.pipelines, task):
             self.authorizer.check(caller, capability)
 
     # A ChorusError raised here becomes the call's status (chorus.core.grpcserver.ErrorStatus).

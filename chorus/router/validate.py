@@ -95,6 +95,16 @@ def find_pipeline(pipelines: Mapping[str, Pipeline], req: task_pb2.SubmitRequest
     return pipeline
 
 
+def needed_capabilities(
+    pipelines: Mapping[str, Pipeline], req: task_pb2.SubmitRequest
+) -> list[str]:
+    """What a caller must be allowed to use for this task: its pipeline's stages, or its
+    capability."""
+    if req.pipeline and req.pipeline in pipelines:
+        return [s.capability for s in pipelines[req.pipeline].stages]
+    return [req.capability]
+
+
 def check_cascade(cascade: task_pb2.Cascade, roster: Roster) -> None:
     if cascade.threshold and roster.regression:
         raise InvalidArgument(
