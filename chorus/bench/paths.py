@@ -269,6 +269,50 @@ def mesh_path(mesh: Mesh, workload: Workload, name: str = "mesh") -> GrpcPath:
     )
 
 
+class NatsSubmitPath(GrpcPath):
+    """The router's Submit on the bus (`chorus.submit`), driven like the gRPC paths: the same
+    SubmitRequest bytes, one NATS request per task, from a connection of its own."""
+
+    def __init__(
+        self,
+        name: str,
+        nats_url: str,
+        messages: list[bytes],
+        services: Callable[[], list[tuple[str, psutil.Process]]],
+    ) -> None:
+        import nats
+
+        from chorus.core.subjects import SUBMIT
+
+        self.name = name
+        self.messages = messages
+        self._services = services
+        self._runner = _event_loop_runner()
+
+        async def connect() -> tuple[Any, Callable[..., Awaitable[Any]]]:
+            nc = await nats.connect(nats_url)
+
+            async def call(body: bytes, timeout: float) -> Any:
+                msg = await nc.request(SUBMIT, body, timeout=timeout)
+                if msg.headers and "Nats-Service-Error-Code" in msg.headers:
+                    raise RuntimeError(f"{SUBMIT}: {msg.headers}")
+                return msg
+
+            return nc, call
+
+        self._channel, self._call = self._runner.run(connect())
+
+
+def nats_submit_path(mesh: Mesh, workload: Workload, name: str) -> NatsSubmitPath:
+    """The task API on the bus in front of the same mesh: router -> ... -> router."""
+    grpc_path = mesh_path(mesh, workload, name)
+    try:
+        bodies = [m.SerializeToString() for m in grpc_path.messages]
+        return NatsSubmitPath(name, mesh.nats_url, bodies, grpc_path._services)
+    finally:
+        grpc_path.close()
+
+
 @contextlib.contextmanager
 def running_mesh(
     workload: Workload, *, full: bool, keep_tasks: bool, cohosted: bool = False

@@ -28,6 +28,7 @@ from chorus.bench.paths import (
     Workload,
     load_workload,
     mesh_path,
+    nats_submit_path,
     running_mesh,
     service_path,
 )
@@ -48,6 +49,7 @@ PATHS = (
     "service",
     "mesh",
     "cohosted",
+    "cohosted-nats",
     "ray",
     "ray-single",
     "triton-ensemble",
@@ -92,8 +94,8 @@ def _paths(options: Options, workload: Workload, *, backwards: bool) -> Generato
         groups.append(lambda: iter([BarePath(workload)]))
     if "service" in wanted or "mesh" in wanted:
         groups.append(lambda: _mesh_paths(options, workload, wanted))
-    if "cohosted" in wanted:
-        groups.append(lambda: _cohosted_path(options, workload))
+    if "cohosted" in wanted or "cohosted-nats" in wanted:
+        groups.append(lambda: _cohosted_paths(options, workload, wanted))
     for name in (p for p in wanted if p in RAY_LAYOUTS):
         groups.append(functools.partial(_ray_path, options, workload, name))
     for name in (p for p in wanted if p in TRITON_LAYOUTS):
@@ -113,13 +115,19 @@ def _mesh_paths(options: Options, workload: Workload, wanted: list[str]) -> Gene
                     grpc_path.close()
 
 
-def _cohosted_path(options: Options, workload: Workload) -> Generator[BenchPath]:
+def _cohosted_paths(
+    options: Options, workload: Workload, wanted: list[str]
+) -> Generator[BenchPath]:
+    """The co-hosted shape behind the gRPC front door (`cohosted`) and behind the router's
+    NATS endpoint (`cohosted-nats`), in the same mesh."""
     with running_mesh(workload, full=True, keep_tasks=options.keep_tasks, cohosted=True) as m:
-        grpc_path = mesh_path(m, workload, "cohosted")
-        try:
-            yield grpc_path
-        finally:
-            grpc_path.close()
+        for name, make in (("cohosted", mesh_path), ("cohosted-nats", nats_submit_path)):
+            if name in wanted:
+                path = make(m, workload, name)
+                try:
+                    yield path
+                finally:
+                    path.close()
 
 
 def _ray_path(options: Options, workload: Workload, name: str) -> Generator[BenchPath]:
