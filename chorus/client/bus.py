@@ -15,8 +15,8 @@ from chorus.client import ops
 from chorus.client.errors import error_for
 from chorus.client.types import Inputs, TaskResult
 from chorus.core import subjects
-from chorus.core.calls.request import ERROR_CODE_HEADER, ERROR_HEADER
 from chorus.core.context import DEADLINE
+from chorus.core.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from chorus.core.security import API_KEY_HEADER
 
 DEFAULT_TIMEOUT_S = 30.0

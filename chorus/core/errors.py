@@ -12,6 +12,10 @@ from typing import Protocol
 
 import grpc
 
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+ERROR_HEADER = "Nats-Service-Error"
+"""Where a NATS micro service's error reply says its code (a gRPC status name) and message."""
+
 log = logging.getLogger(__name__)
 
 

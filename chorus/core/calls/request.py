@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from opentelemetry.trace import SpanKind
 
-from chorus.core import tracing
+from chorus.core import errors, tracing
 from chorus.core.calls.transport import Message, NoResponders, RequestTimeout, Transport
 from chorus.core.context import CallContext
 from chorus.core.errors import ChorusError, DataLoss, DeadlineExceeded, Unavailable
 from chorus.pb import wire_pb2
 
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
-ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = errors.ERROR_CODE_HEADER
+ERROR_HEADER = errors.ERROR_HEADER
 
 
 def checked(model: str, reply: wire_pb2.InferReply, digest: str) -> wire_pb2.InferReply:
