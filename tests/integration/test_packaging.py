@@ -28,7 +28,17 @@ CAPABILITY = "classify/digits"
 ROWS = 60
 # What a client may load beyond the standard library: the base install's distributions (and
 # cython_runtime, which grpcio's Cython extension registers).
-BASE_MODULES = {"grpc", "google", "numpy", "nats", "typing_extensions", "cython_runtime", "chorus"}
+BASE_MODULES = {
+    "grpc",
+    # grpcio imports it whenever it is installed; the base has it for the client's health().
+    "grpc_health",
+    "google",
+    "numpy",
+    "nats",
+    "typing_extensions",
+    "cython_runtime",
+    "chorus",
+}
 
 CLIENT = r"""
 import importlib.util, json, sys
