@@ -8,6 +8,8 @@ answer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nats.aio.client import Client
 from opentelemetry.trace import SpanKind
 
@@ -121,11 +123,12 @@ class TaskRunner:
         ctx = self.limits.context(req, priority, grpc_remaining_s)
         roster = self._split(await self.rosters.live_roster(req.capability, ctx), priority)
         self.limits.check_inputs(req.inputs, roster)
-        payloads = {} if req.cascade.threshold else self.members.payloads(req.inputs, roster.first)
-        task = StageTask(
-            roster, req.inputs, req.fusion_policy, req.conflict, req.cascade, ctx, payloads
-        )
+        task = StageTask(roster, req.inputs, req.fusion_policy, req.conflict, req.cascade, ctx, {})
         path = self.paths.choose(task)
+        if path is not self.paths.group and not req.cascade.threshold:
+            # Encoded (and refused when too large) before the task waits its turn; the group
+            # path sends the task whole instead, and a cascade encodes as it goes.
+            task = replace(task, payloads=self.members.payloads(req.inputs, roster.first))
 
         async def run() -> task_pb2.SubmitResponse:
             return submit_response(req, ctx, await path.run(task))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from chorus.core.calls.payload import Payload
 from chorus.core.context import CallContext
-from chorus.core.errors import Unavailable
+from chorus.core.errors import InvalidArgument, Unavailable
 from chorus.core.heartbeat import Heartbeat
 from chorus.pb import wire_pb2
 from chorus.router.one_way import fanned
@@ -28,7 +28,14 @@ class GroupPath:
             raise Unavailable(f"capability {task.roster.capability!r}: no group replica holds it")
         name, replicas = group
         call = self.call(task)
-        payload = Payload.of(call.SerializeToString())
+        body = call.SerializeToString()
+        limit = self.members.nc.max_payload
+        if len(body) > limit:
+            raise InvalidArgument(
+                f"inputs: {len(body)} bytes exceed the mesh's {limit}-byte message limit; "
+                "send fewer rows per task"
+            )
+        payload = Payload.of(body)
         reply = await self._ask(name, replicas, payload, task.ctx)
         fan = fanned(reply.fused)
         self.members.observe(fan)

@@ -18,7 +18,7 @@ from chorus.core.calls.replicas import ReplicaBook
 from chorus.core.calls.request import ERROR_CODE_HEADER, ERROR_HEADER
 from chorus.core.codec import to_tensor
 from chorus.core.context import CallContext, Priority
-from chorus.core.errors import Unavailable
+from chorus.core.errors import InvalidArgument, Unavailable
 from chorus.core.heartbeat import Heartbeat
 from chorus.pb import task_pb2, wire_pb2
 from chorus.router.dispatch import Dispatcher, DispatchPolicy
@@ -177,3 +177,14 @@ def test_paths_choose_the_group_only_where_it_holds_every_member() -> None:
     assert paths.choose(_task(_roster())) is paths.two_hop
     cascade = replace(_task(_roster("g1")), cascade=task_pb2.Cascade(threshold=0.9))
     assert paths.choose(cascade) is paths.cascade
+
+
+def test_a_task_too_large_for_one_message_is_refused_naming_the_limit() -> None:
+    async def main() -> None:
+        bus = FakeTransport(max_payload=64)
+        _serve(bus, _GroupReplica("g1"))
+        with pytest.raises(InvalidArgument, match="64-byte message limit"):
+            await _path(bus).run(_task(_roster("g1")))
+        assert not bus.sent
+
+    run(main())
