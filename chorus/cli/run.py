@@ -100,9 +100,10 @@ def _start_mesh(args: argparse.Namespace) -> Any:
         mesh.stop()
         raise
     mesh.groups = groups_for(args, Path(mesh.repository), mesh.models)
-    Progress("demo" if args.func is cmd_demo else "up")(
-        f"starting nats, {len(mesh.models)} model(s), the fuser and the router"
-    )
+    if sys.stderr.isatty():  # on a terminal, say what the wait is for; in a log, the lines below
+        Progress("demo" if args.func is cmd_demo else "up")(
+            f"starting nats, {len(mesh.models)} model(s), the fuser and the router"
+        )
     mesh.start()
     # With -o json, stdout is kept for the one document `chorus up` prints once up.
     out = sys.stderr if wants_json(args) else sys.stdout

@@ -76,8 +76,8 @@ class Task:
     cascade: Cascade | None = None
 
     def to_proto(self) -> task_pb2.SubmitRequest:
-        if not self.capability and not self.pipeline:
-            raise InvalidArgument("task: capability or pipeline is needed, got neither")
+        # What only the router can judge (the capability, the inputs' names and shapes) it
+        # judges, in one set of words; the client refuses only what protobuf cannot carry.
         if self.deadline_ms < 0:
             raise InvalidArgument(f"task: deadline_ms must be 0 or more, got {self.deadline_ms}")
         try:
