@@ -21,7 +21,6 @@ import numpy as np
 from chorus.core.spawner import cancel
 from chorus.services.runtime import OnnxModel, Prediction, RunSettings
 
-
 MIN_WAIT_S = 0.001
 """A delay shorter than this is not waited for: the event loop's timers cannot (uvloop's
 resolution is a millisecond), and trying spins. Below it a batch takes what is queued when
