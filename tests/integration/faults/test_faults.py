@@ -20,11 +20,10 @@ import grpc
 import numpy as np
 import pytest
 
-from chorus.client import TaskClient
+from chorus.client import State, TaskClient, TaskError
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer
-from chorus.pb import task_pb2
-from tests.support import drive, request
+from tests.support import X, drive, request
 
 pytestmark = pytest.mark.faults
 FAST_FAILOVER = {"CHORUS_ROUTER_ATTEMPT_TIMEOUT_S": "0.5"}
@@ -142,13 +141,8 @@ def test_nats_restart_loses_no_durable_task(mesh_factory) -> None:  # type: igno
         env={"CHORUS_ROUTER_ACK_WAIT_S": "3"},
         model_args={"logreg": ["--delay-ms", "20"]},
     )
-    x = request(0).inputs
     with TaskClient(mesh.router_target) as client:
-        ids = [
-            client.stub.SubmitAsync(task_pb2.SubmitAsyncRequest(task=task_pb2.SubmitRequest(
-                capability="classify/digits", inputs=x)), timeout=10).task_id
-            for _ in range(80)
-        ]  # fmt: skip
+        ids = [client.submit_async("classify/digits", {"input": X[:1]}).task_id for _ in range(80)]
         server.stop()  # JetStream keeps everything on disk
         outage: Counter[str] = Counter()
         for _ in range(5):
@@ -161,20 +155,20 @@ def test_nats_restart_loses_no_durable_task(mesh_factory) -> None:  # type: igno
                 outage[err.code().name] += 1
                 assert err.details()
         server.start()
-        done: dict[str, int] = {}
+        done: dict[str, State] = {}
         deadline = time.monotonic() + 60
         while len(done) < len(ids) and time.monotonic() < deadline:
             for i in ids:
                 if i not in done:
                     try:
-                        r = client.stub.GetResult(task_pb2.GetResultRequest(task_id=i), timeout=5)
-                    except grpc.RpcError:
+                        r = client.result(i, timeout_s=5)
+                    except TaskError:
                         continue
-                    if r.status in (task_pb2.TASK_STATUS_DONE, task_pb2.TASK_STATUS_FAILED):
-                        done[i] = r.status
+                    if r.finished:
+                        done[i] = r.state
             time.sleep(0.2)
     lost = len(ids) - len(done)
-    completed = sum(s == task_pb2.TASK_STATUS_DONE for s in done.values())
+    completed = sum(s is State.DONE for s in done.values())
     failed = len(done) - completed
     print(f"\nnats-server restart: accepted {len(ids)} async, completed {completed}, "
           f"failed {failed}, lost {lost}; sync during the outage {dict(outage)}")  # fmt: skip
