@@ -150,6 +150,24 @@ def test_models_index_in_its_own_process(mesh: Mesh) -> None:
     assert {"model": "logreg", "version": "1", "state": "READY", "reason": ""} in json.loads(
         run.stdout
     )
+    # Reloading the version it serves: hot, without dropping a request.
+    run = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "models", "load", "--service", service,
+         "--model", "logreg", "--version", "1", "-o", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"action": "load", "model": "logreg", "version": "1"}
+
+
+def test_models_calibrate_dry_run(
+    capsys: pytest.CaptureFixture[str], model_repo: Path, digits: tuple[Path, Path]
+) -> None:
+    x, y = digits
+    fitted = run_json(capsys, "models", "calibrate", "--model", "mlp", "--input", f"input={x}",
+                      "--truth", str(y), "--repository", str(model_repo), "--dry-run")  # fmt: skip
+    assert fitted["model"] == "mlp" and fitted["rows"] == 6 and fitted["written"] is None
+    assert fitted["temperature"] > 0 and set(fitted["before"]) == set(fitted["after"])
 
 
 def test_status_watch_streams_one_json_line_a_refresh(env: dict[str, str]) -> None:
