@@ -170,18 +170,20 @@ class GrpcPath:
         services: Callable[[], list[tuple[str, psutil.Process]]],
     ) -> None:
         """`method` picks the stub's method off a channel; `services` lists who serves it."""
-        import grpc
-
         self.name = name
         self.messages = messages
         self._services = services
         self._runner = _event_loop_runner()
+        self._channel, self._call = self._runner.run(self._connect(target, method))
 
-        async def connect() -> tuple[Any, Callable[..., Awaitable[Any]]]:
-            channel = grpc.aio.insecure_channel(target)
-            return channel, method(channel)
+    async def _connect(
+        self, target: str, method: Callable[[Any], Callable[..., Awaitable[Any]]]
+    ) -> tuple[Any, Callable[..., Awaitable[Any]]]:
+        """The connection (closed with the path) and the call each request makes."""
+        import grpc
 
-        self._channel, self._call = self._runner.run(connect())
+        channel = grpc.aio.insecure_channel(target)
+        return channel, method(channel)
 
     def warm(self, n: int) -> None:
         async def calls() -> None:
@@ -244,73 +246,71 @@ def service_path(mesh: Mesh, workload: Workload) -> GrpcPath:
     )
 
 
-def mesh_path(mesh: Mesh, workload: Workload, name: str = "mesh") -> GrpcPath:
-    """The router's Submit: router -> members over NATS -> fuser over NATS -> router; or,
-    with the members co-hosted (`name` "cohosted"), router -> the group's process -> router."""
+def _submits(workload: Workload) -> list[Any]:
     from chorus.core.codec import to_tensor
-    from chorus.pb import task_pb2, task_pb2_grpc
+    from chorus.pb import task_pb2
 
-    messages = [
+    return [
         task_pb2.SubmitRequest(capability=CAPABILITY, inputs=[to_tensor("input", row)])
         for row in workload.rows
     ]
 
+
+def _mesh_services(mesh: Mesh) -> Callable[[], list[tuple[str, psutil.Process]]]:
     def services() -> list[tuple[str, psutil.Process]]:
         # Everything this process started is the mesh, nats-server included.
         named = {c.proc.pid: c.name for c in mesh.children}
         return [(named.get(p.pid, p.name()), p) for p in psutil.Process().children(True)]
 
+    return services
+
+
+def mesh_path(mesh: Mesh, workload: Workload, name: str = "mesh") -> GrpcPath:
+    """The router's Submit: router -> members over NATS -> fuser over NATS -> router; or,
+    with the members co-hosted (`name` "cohosted"), router -> the group's process -> router."""
+    from chorus.pb import task_pb2_grpc
+
     return GrpcPath(
         name,
         mesh.router_target,
         lambda ch: task_pb2_grpc.TaskServiceStub(ch).Submit,
-        messages,
-        services,
+        _submits(workload),
+        _mesh_services(mesh),
     )
 
 
 class NatsSubmitPath(GrpcPath):
     """The router's Submit on the bus (`chorus.submit`), driven like the gRPC paths: the same
-    SubmitRequest bytes, one NATS request per task, from a connection of its own."""
+    SubmitRequest bytes, one NATS request per task, from a connection of its own (`target`
+    is the NATS URL)."""
 
-    def __init__(
-        self,
-        name: str,
-        nats_url: str,
-        messages: list[bytes],
-        services: Callable[[], list[tuple[str, psutil.Process]]],
-    ) -> None:
+    async def _connect(
+        self, target: str, method: Callable[[Any], Callable[..., Awaitable[Any]]]
+    ) -> tuple[Any, Callable[..., Awaitable[Any]]]:
         import nats
 
+        from chorus.core.errors import ERROR_CODE_HEADER
         from chorus.core.subjects import SUBMIT
 
-        self.name = name
-        self.messages = messages
-        self._services = services
-        self._runner = _event_loop_runner()
+        nc = await nats.connect(target)
 
-        async def connect() -> tuple[Any, Callable[..., Awaitable[Any]]]:
-            nc = await nats.connect(nats_url)
+        async def call(body: bytes, timeout: float) -> Any:
+            msg = await nc.request(SUBMIT, body, timeout=timeout)
+            if msg.headers and ERROR_CODE_HEADER in msg.headers:
+                raise RuntimeError(f"{SUBMIT}: {msg.headers}")
+            return msg
 
-            async def call(body: bytes, timeout: float) -> Any:
-                msg = await nc.request(SUBMIT, body, timeout=timeout)
-                if msg.headers and "Nats-Service-Error-Code" in msg.headers:
-                    raise RuntimeError(f"{SUBMIT}: {msg.headers}")
-                return msg
-
-            return nc, call
-
-        self._channel, self._call = self._runner.run(connect())
+        return nc, call
 
 
 def nats_submit_path(mesh: Mesh, workload: Workload, name: str) -> NatsSubmitPath:
     """The task API on the bus in front of the same mesh: router -> ... -> router."""
-    grpc_path = mesh_path(mesh, workload, name)
-    try:
-        bodies = [m.SerializeToString() for m in grpc_path.messages]
-        return NatsSubmitPath(name, mesh.nats_url, bodies, grpc_path._services)
-    finally:
-        grpc_path.close()
+    bodies = [m.SerializeToString() for m in _submits(workload)]
+    return NatsSubmitPath(name, mesh.nats_url, _no_stub, bodies, _mesh_services(mesh))
+
+
+def _no_stub(channel: Any) -> Callable[..., Awaitable[Any]]:
+    raise AssertionError("a NATS path calls no gRPC stub")
 
 
 @contextlib.contextmanager
