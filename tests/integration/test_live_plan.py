@@ -106,7 +106,7 @@ def test_router_routes_by_the_published_split(model_repo: Path, tmp_path: Path) 
         for _ in range(100):
             (model,) = client.submit("classify/digits", x).members
             counts[model] = counts.get(model, 0) + 1
-        critical = client.submit("classify/digits", x, priority=1)  # type: ignore[arg-type]
+        critical = client.submit("classify/digits", x, priority="critical")
     assert set(counts) == {"forest", "mlp"}
     assert 50 <= counts["forest"] <= 90
     assert sorted(critical.members) == sorted(DEMO)  # the plan split only normal traffic
