@@ -6,11 +6,12 @@ left without knowing how long earlier hops took; hosts are assumed to run NTP.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from enum import IntEnum
 
-from chorus.core.errors import DeadlineExceeded, InvalidArgument
+from chorus.core.errors import DataLoss, DeadlineExceeded, InvalidArgument
 
 TASK_ID = "Chorus-Task-Id"
 PRIORITY = "Chorus-Priority"
@@ -114,3 +115,16 @@ class CallContext:
                     f"header {DEADLINE}: expected epoch milliseconds, got {raw_deadline!r}"
                 ) from None
         return cls(h.get(TASK_ID, ""), priority, deadline_ms)
+
+
+def received_digest(data: bytes, headers: dict[str, str] | None, who: str) -> str:
+    """The SHA-256 of a request body as it arrived, checked against the one its sender put in
+    INPUT_SHA256 (absent: nothing to check); DataLoss naming `who` when they differ."""
+    digest = hashlib.sha256(data).hexdigest()
+    sent = (headers or {}).get(INPUT_SHA256)
+    if sent is not None and sent != digest:
+        raise DataLoss(
+            f"{who}: input altered in transit: header {INPUT_SHA256} is {sent[:16]}..., "
+            f"the body hashes to {digest[:16]}..."
+        )
+    return digest

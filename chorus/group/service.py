@@ -15,7 +15,6 @@ calibration it shares with every fuser through JetStream. The answer is an Infer
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -30,8 +29,8 @@ from chorus.core import micro, subjects
 from chorus.core.calls.quorum import too_few_members
 from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
-from chorus.core.context import INPUT_SHA256, CallContext
-from chorus.core.errors import ChorusError, DataLoss, InvalidArgument, Unavailable, respond_error
+from chorus.core.context import CallContext, received_digest
+from chorus.core.errors import ChorusError, InvalidArgument, Unavailable, respond_error
 from chorus.core.spawner import Spawner
 from chorus.fuser.app import FuserService
 from chorus.group.local import LocalRequest
@@ -94,6 +93,8 @@ class GroupService:
         self._service: Service | None = None
         self._requests = Spawner()
         self.served = 0
+        self.in_flight = 0
+        """Tasks being answered now, for `$SRV.STATS`."""
 
     async def start(self) -> Self:
         if self._service is not None:
@@ -130,17 +131,20 @@ class GroupService:
         await asyncio.gather(*(m.stop() for m in self.members.values()))
 
     def stats(self) -> dict[str, object]:
-        return {"tasks": self.served, "members": list(self.members), "in_flight": 0}
+        return {"tasks": self.served, "members": list(self.members), "in_flight": self.in_flight}
 
     async def _on_task(self, request: Request) -> None:
         self._requests.spawn(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
+        self.in_flight += 1
         try:
             reply = await self.answer(request.data, request.headers)
         except Exception as exc:
             await respond_error(request, exc, f"group {self.config.name}")
             return
+        finally:
+            self.in_flight -= 1
         self.served += 1
         await request.respond(reply.SerializeToString())
 
@@ -148,13 +152,7 @@ class GroupService:
         """The whole task: every expected member run here, their scores fused here."""
         ctx = CallContext.from_headers(headers, default_budget_s=self.config.default_budget_s)
         ctx.check(f"group {self.config.name} ({self.replica}) started it")
-        digest = hashlib.sha256(data).hexdigest()
-        sent = (headers or {}).get(INPUT_SHA256)
-        if sent is not None and sent != digest:
-            raise DataLoss(
-                f"group {self.config.name}: input altered in transit: header {INPUT_SHA256} "
-                f"is {sent[:16]}..., the body hashes to {digest[:16]}..."
-            )
+        digest = received_digest(data, headers, f"group {self.config.name}")
         try:
             call = wire_pb2.FuseCall.FromString(data)
         except Exception:

@@ -6,7 +6,6 @@ heartbeats on chorus.hb.<model> add what the router needs to route (specs, load,
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from nats.aio.client import Client
@@ -20,13 +19,13 @@ from chorus.core import micro, subjects, tracing
 from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.context import (
     CAPABILITY,
-    INPUT_SHA256,
     MAX_TASKS_PER_CALL,
     TASKS,
     CallContext,
     Priority,
+    received_digest,
 )
-from chorus.core.errors import DataLoss, InvalidArgument, respond_error
+from chorus.core.errors import InvalidArgument, respond_error
 from chorus.core.heartbeat import Heartbeat, HeartbeatLoop
 from chorus.core.spawner import Spawner
 from chorus.pb import wire_pb2
@@ -192,13 +191,7 @@ class NatsWorker:
                 )
             ctx = CallContext.from_headers(request.headers, default_budget_s=self.default_budget_s)
             ctx.check(f"model {self.name} ({self.replica}) started it")
-            digest = hashlib.sha256(request.data).hexdigest()
-            sent = (request.headers or {}).get(INPUT_SHA256)
-            if sent is not None and sent != digest:
-                raise DataLoss(
-                    f"model {self.name}: input altered in transit: header "
-                    f"{INPUT_SHA256} is {sent[:16]}..., the body hashes to {digest[:16]}..."
-                )
+            digest = received_digest(request.data, request.headers, f"model {self.name}")
             call = wire_pb2.InferCall()
             try:
                 call.ParseFromString(request.data)
