@@ -49,13 +49,23 @@ async def _start_unless_stopped(service: Any, stop: asyncio.Event) -> bool:
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
+    from chorus.core.errors import ChorusError, describe_error
+
     if starting.done():
-        starting.result()
-        return True
+        failed = starting.exception()
+        if failed is None:
+            return True
+        # What had started (NATS, consumers, threads) is stopped before the error is told,
+        # so the process exits at once instead of waiting on them.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(service.stop(), STOP_WHILE_STARTING_S)
+        if not isinstance(failed, OSError | ChorusError):
+            raise failed
+        print(f"chorus: could not start: {describe_error(failed)}", file=sys.stderr)
+        return False
     await cancel(starting)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(service.stop(), STOP_WHILE_STARTING_S)
-    from chorus.core.errors import describe_error
 
     waited = getattr(service, "nats_url", "") or "NATS"
     last = getattr(service, "nats_error", None)

@@ -1,4 +1,4 @@
-"""Starts a whole mesh as separate processes: nats-server, fuser, model services, router.
+"""Starts a whole mesh as separate processes: nats-server, fuser, router, model services.
 
 Used by `chorus up`, `chorus demo` and the integration tests, so the tests exercise the very
 launcher people run. Each child prints one JSON line on stdout when it is ready to serve.
@@ -164,6 +164,11 @@ class Mesh(Running):
             nats = ["--nats-url", self.nats_url]
             for i in range(self.fusers):
                 self.spawn(f"fuser-{i}" if self.fusers > 1 else "fuser", ["fuser", *nats])
+            # The router before the models (it learns of them from their heartbeats): a
+            # router port already held fails the start in seconds, not after every model.
+            router = self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
+            self.router_port = int(str(router.ready["grpc"]).rsplit(":", 1)[1])
+            router.args[router.args.index("--grpc-port") + 1] = str(self.router_port)
             grouped = {m for members in self.groups.values() for m in members}
             for m in self.models:
                 if m in grouped:
@@ -176,9 +181,6 @@ class Mesh(Running):
                 for i in range(count):
                     name = f"group-{g}" if count == 1 else f"group-{g}-{i}"
                     self.spawn(name, self.group_command(g, members))
-            router = self.spawn("router", ["router", "--grpc-port", str(self.router_port), *nats])
-            self.router_port = int(str(router.ready["grpc"]).rsplit(":", 1)[1])
-            router.args[router.args.index("--grpc-port") + 1] = str(self.router_port)
             self.wait_for_models(len(self.models))
         except BaseException:
             self.stop()

@@ -68,6 +68,12 @@ class RouterService(ServiceBase):
             return self
         cfg = self.config
         self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
+        # Bound before anything else starts, so a port already held fails fast and leaves
+        # no streams, consumers or subscriptions behind.
+        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+        self.grpc_port = bind(
+            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+        )
         nc = await self._connect(cfg.nats_url, "chorus-router")
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         fusers = FuserBook()
@@ -138,16 +144,12 @@ class RouterService(ServiceBase):
             replicas=self.jetstream_replicas,
         )
         await self._durable.start()
-        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
         authorizer = Authorizer.from_config(self.security)
         task_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(runner, self.registry, self._durable, authorizer), self._server
         )
         self._door = NatsDoor(runner, authorizer)
         health = add_health_and_reflection(self._server, [TASK_SERVICE])
-        self.grpc_port = bind(
-            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
-        )
         await self._server.start()
         # Tasks come over gRPC, and over NATS for applications on the bus (`submit`);
         # registering makes every router replica visible to `nats micro ls|stats` too.
