@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class Responder(Protocol):
-    """A micro request as a handler uses it: nats.micro's Request, or one a co-hosted group
-    hands a service in its own process (chorus.group.local)."""
+    """A micro request as a handler uses it: nats.micro's Request, or a test's own."""
 
     @property
     def data(self) -> bytes: ...

@@ -27,7 +27,7 @@ from chorus.core.calls.replicas import ReplicaBook
 from chorus.core.calls.transport import NatsTransport
 from chorus.core.config import FuserConfig
 from chorus.core.context import CallContext
-from chorus.core.errors import InvalidArgument, respond_error
+from chorus.core.errors import ChorusError, InvalidArgument, respond_error
 from chorus.core.heartbeat import Heartbeat, HeartbeatLoop
 from chorus.core.registry import Registry
 from chorus.core.service import ServiceBase
@@ -231,10 +231,27 @@ class FuserService(ServiceBase):
     async def _on_fuse(self, request: Request) -> None:
         self._work.spawn(self._fuse(request), name="fuse")
 
-    async def serve_fuse(self, request: micro.Responder) -> None:
-        """A fuse request from a co-hosted group in this process (chorus.group), served by
-        the one handler the bus's requests go through."""
-        await self._fuse(request)
+    async def fuse_here(
+        self, call: wire_pb2.FuseCall, headers: dict[str, str] | None, *, together: bool
+    ) -> wire_pb2.FuseReply:
+        """A task from a co-hosted group in this process (chorus.group): the same work, metrics
+        and errors as a request from the bus, with no message encoded either way. `together`:
+        the group's members answered it in a batch, so tasks finishing in this turn of the
+        event loop are fused in one pass (FuseBatcher)."""
+        self._fusing += 1
+        try:
+            with tracing.span("fuse", headers, kind=SpanKind.SERVER):
+                try:
+                    ctx = CallContext.from_headers(
+                        headers, default_budget_s=self.config.default_budget_s
+                    )
+                    return await self._fused(call, ctx, together=together)
+                except Exception as exc:
+                    outcome = exc.code_name.lower() if isinstance(exc, ChorusError) else "internal"
+                    self.metrics.requests.labels(call.policy or DEFAULT_POLICY, outcome).inc()
+                    raise
+        finally:
+            self._fusing -= 1
 
     async def _fuse(self, request: micro.Responder) -> None:
         self._fusing += 1
@@ -259,9 +276,6 @@ class FuserService(ServiceBase):
         return {"requests": dict(self._feedback_outcomes)}
 
     async def _fuse_traced(self, request: micro.Responder) -> None:
-        assert self._batcher is not None and self._records is not None
-        assert self._collector is not None
-        start = time.perf_counter()
         policy = DEFAULT_POLICY
         try:
             ctx = CallContext.from_headers(
@@ -269,18 +283,28 @@ class FuserService(ServiceBase):
             )
             call = _parse(wire_pb2.FuseCall, request.data)
             policy = call.policy or DEFAULT_POLICY
-            collected = await self._collector.collect(call, ctx) if call.expected else None
-            if collected is not None:
-                call = collected.task
-            together = collected is not None and collected.joined
-            reply, outcome = await self._batcher.fuse(call, ctx, together=together)
-            if collected is not None:
-                collected.report(reply)
-                self._count(collected)
+            reply = await self._fused(call, ctx, together=False)
         except Exception as exc:
             self.metrics.requests.labels(policy, await respond_error(request, exc, "fuser")).inc()
             return
         await request.respond(reply.SerializeToString())
+
+    async def _fused(
+        self, call: wire_pb2.FuseCall, ctx: CallContext, *, together: bool
+    ) -> wire_pb2.FuseReply:
+        """One task fused, its members' answers first collected when it names them; counted
+        in the metrics once it succeeds (the caller counts a failure)."""
+        assert self._batcher is not None and self._records is not None
+        assert self._collector is not None
+        start = time.perf_counter()
+        collected = await self._collector.collect(call, ctx) if call.expected else None
+        if collected is not None:
+            call = collected.task
+            together = collected.joined
+        reply, outcome = await self._batcher.fuse(call, ctx, together=together)
+        if collected is not None:
+            collected.report(reply)
+            self._count(collected)
         m = self.metrics
         m.requests.labels(reply.policy, "ok").inc()
         m.latency.labels(reply.policy).observe(time.perf_counter() - start)
@@ -296,6 +320,7 @@ class FuserService(ServiceBase):
             await self._records.keep(
                 call, dict(reply.weights), reply.policy, dict(reply.temperatures)
             )
+        return reply
 
     def _count(self, collected: Collected) -> None:
         first_ok = {a.model for a in collected.attempts if not a.code and a.call}

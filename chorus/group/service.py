@@ -8,8 +8,9 @@ router sends a task for the group to `chorus.infer.group:<name>[.<replica>]` thr
 member calls it uses for a model (replica choice, retries, hedging, breakers, deadlines), as a
 FuseCall carrying the task's inputs. Here each member runs it through its own scheduler and
 batcher (tasks arriving together share ONNX Runtime calls), and the fuser co-hosted with them
-fuses the scores through its one handler, with the strategies, conflict policies, weights and
-calibration it shares with every fuser through JetStream. The answer is an InferReply whose
+fuses the scores as it fuses a task from the bus (same metrics and errors, nothing encoded),
+tasks answered in the same batch in one pass, with the strategies, conflict policies, weights
+and calibration it shares with every fuser through JetStream. The answer is an InferReply whose
 `fused` is the fuser's reply with each member's answer in it."""
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from chorus.core.context import CallContext, received_digest
 from chorus.core.errors import ChorusError, InvalidArgument, Unavailable, respond_error
 from chorus.core.spawner import Spawner
 from chorus.fuser.app import FuserService
-from chorus.group.local import LocalRequest
 from chorus.pb import tensor_pb2, wire_pb2
 from chorus.services import heads
 from chorus.services.app import ModelService
@@ -194,9 +194,7 @@ class GroupService:
         needed = min(max(1, call.min_members), len(expected))
         if len(answers) < needed:
             raise too_few_members(call.capability, errors, len(answers), needed)
-        local = LocalRequest(fuse.SerializeToString(), headers)
-        await self.fuser.serve_fuse(local)
-        fused = wire_pb2.FuseReply.FromString(await local.answer())
+        fused = await self.fuser.fuse_here(fuse, headers, together=True)
         for a in answers:
             fused.answers.add(
                 model=a.model, version=a.version, replica=f"{self.replica}-{a.model}",

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nats
 import numpy as np
 import onnxruntime as ort
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from chorus.client import TaskClient
 from chorus.core.calls.request import ERROR_CODE_HEADER, ERROR_HEADER
@@ -66,6 +69,34 @@ def test_members_answer_as_bare_onnx_runtime_and_the_group_fuses_their_soft_vote
                 own.append(expected)
             np.testing.assert_allclose(result.probabilities, np.mean(own, axis=0), atol=1e-5)
             assert list(result.labels) == list(np.argmax(np.mean(own, axis=0), axis=1))
+
+
+def test_tasks_in_flight_together_get_their_own_answers_fused_in_shared_passes(
+    group_mesh: Mesh, model_repo: Path
+) -> None:
+    rows = (np.random.default_rng(11).random((64, 64)) * 16).astype(np.float32)
+    expected = np.mean([_bare(model_repo, m, rows) for m in DEMO], axis=0)
+
+    def one(i: int) -> np.ndarray:
+        with TaskClient(group_mesh.router_target) as client:
+            got = client.submit(CAPABILITY, {"input": rows[i : i + 1]}, policy="soft_vote")
+        return np.asarray(got.probabilities)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(len(rows))))
+    np.testing.assert_allclose(np.concatenate(answers), expected, atol=1e-5)
+    tasks = passes = 0.0
+    for i in range(2):
+        scraped = urllib.request.urlopen(
+            f"http://{group_mesh.child(f'group-{GROUP}-{i}').ready['metrics']}/metrics", timeout=5
+        ).read().decode()  # fmt: skip
+        for family in text_string_to_metric_families(scraped):
+            if family.name == "chorus_fuser_stacked_tasks":
+                for sample in family.samples:
+                    tasks += sample.value if sample.name.endswith("_sum") else 0
+                    passes += sample.value if sample.name.endswith("_count") else 0
+    assert passes > 0
+    assert tasks > passes, "no pass fused more than one task"
 
 
 def test_a_group_replica_killed_mid_run_loses_no_task(group_mesh: Mesh) -> None:
