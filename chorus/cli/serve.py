@@ -181,7 +181,7 @@ def cmd_serve_group(args: argparse.Namespace) -> int:
             "service": "group",
             "name": cfg.name,
             "replica": lambda s: s.replica,
-            "metrics": lambda s: f"{cfg.host}:{s.fuser.metrics_port}",
+            "metrics": lambda s: f"{cfg.host}:{s.metrics_port}",
             "members": lambda s: {
                 name: f"{cfg.host}:{member.grpc_port}" for name, member in s.members.items()
             },

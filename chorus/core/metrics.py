@@ -74,9 +74,10 @@ class FollowedLabels:
 
 
 LIVEZ_PATH = "/livez"
+READYZ_PATH = "/readyz"
 
 Liveness = Callable[[], tuple[bool, str]]
-"""Answers (alive, one line saying why) for GET /livez."""
+"""Answers (alive, or ready, and one line saying why) for GET /livez and /readyz."""
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -93,20 +94,28 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve_metrics(
-    host: str, port: int, registry: CollectorRegistry, liveness: Liveness | None = None
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    liveness: Liveness | None = None,
+    readiness: Liveness | None = None,
 ) -> tuple[WSGIServer, int]:
-    """Start /metrics (and /livez, given `liveness`) on a background thread; returns the
-    server and the port it bound.
+    """Start /metrics (and /livez, /readyz, given `liveness`, `readiness`) on a background
+    thread; returns the server and the port it bound.
 
     /livez lives here rather than on gRPC health because it must answer while NATS is down
     (gRPC health then says NOT_SERVING, which is readiness) and it must not answer 200 just
-    because this thread runs: `liveness` reads what the service's event loop last did."""
+    because this thread runs: `liveness` reads what the service's event loop last did. /readyz
+    says what gRPC health says, for a process with no gRPC port of its own to probe (a
+    co-hosted group)."""
     metrics = make_wsgi_app(registry)
+    probes = {LIVEZ_PATH: liveness, READYZ_PATH: readiness}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if liveness is not None and environ.get("PATH_INFO") == LIVEZ_PATH:
-            alive, why = liveness()
-            status = "200 OK" if alive else "503 Service Unavailable"
+        probe = probes.get(environ.get("PATH_INFO", ""))
+        if probe is not None:
+            ok, why = probe()
+            status = "200 OK" if ok else "503 Service Unavailable"
             start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
             return [why.encode() + b"\n"]
         return metrics(environ, start_response)

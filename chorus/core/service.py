@@ -90,7 +90,7 @@ class ServiceBase:
         self._last_tick = time.monotonic()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._metrics_server, self.metrics_port = serve_metrics(
-            host, port, registry, liveness=self.alive
+            host, port, registry, liveness=self.alive, readiness=self.ready
         )
 
     async def _tick(self) -> None:
@@ -109,6 +109,14 @@ class ServiceBase:
             f"{self.kind}: event loop stalled: no tick for {age:.1f} s "
             f"(limit {self.liveness.stall_s:g} s, CHORUS_LIVENESS_STALL_S)"
         )
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness for GET /readyz, called on the metrics thread: what gRPC health says."""
+        if self._nc is None or not self._nc.is_connected:
+            return False, f"{self.kind}: not connected to NATS"
+        if not self._can_serve():
+            return False, f"{self.kind}: not ready to serve yet"
+        return True, f"ok: {self.kind} serving"
 
     async def _connect(self, url: str, name: str) -> Client:
         tracing.setup(f"chorus-{self.kind}", from_env(TracingConfig, "tracing"))

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Self
+from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 from nats.micro.request import Request
@@ -32,8 +33,10 @@ from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
 from chorus.core.context import CallContext, received_digest
 from chorus.core.errors import ChorusError, InvalidArgument, Unavailable, respond_error
+from chorus.core.metrics import serve_metrics
 from chorus.core.spawner import Spawner
 from chorus.fuser.app import FuserService
+from chorus.group.metrics import GroupMetrics
 from chorus.pb import tensor_pb2, wire_pb2
 from chorus.services import heads
 from chorus.services.app import ModelService
@@ -87,10 +90,12 @@ class GroupService:
             )
             for name in config.members
         }
-        self.fuser = FuserService(
-            replace(fuser, nats_url=config.nats_url, metrics_port=config.metrics_port)
-        )
+        # The fuser's own metrics port is left to the system: the group serves one endpoint
+        # for all (chorus.group.metrics).
+        self.fuser = FuserService(replace(fuser, nats_url=config.nats_url, metrics_port=0))
         self._service: Service | None = None
+        self._metrics_server: WSGIServer | None = None
+        self.metrics_port = 0
         self._requests = Spawner()
         self.served = 0
         self.in_flight = 0
@@ -101,6 +106,18 @@ class GroupService:
             return self
         await asyncio.gather(*(m.start() for m in self.members.values()))
         await self.fuser.start()
+        metrics = GroupMetrics(
+            self.config.name,
+            lambda: self.in_flight,
+            [*(m.metrics.registry for m in self.members.values()), self.fuser.metrics.registry],
+        )
+        self._metrics_server, self.metrics_port = serve_metrics(
+            self.config.host,
+            self.config.metrics_port,
+            metrics.registry,
+            liveness=self.fuser.alive,
+            readiness=self.ready,
+        )
         nc = self.fuser.nc
         name = model_name(self.config.name)
         self._service = await micro.register(
@@ -129,6 +146,19 @@ class GroupService:
         await self._requests.close()
         await self.fuser.stop()
         await asyncio.gather(*(m.stop() for m in self.members.values()))
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once the fuser and every member are (each its NATS connection and, for a
+        member, a loaded model): GET /readyz on the group's metrics port."""
+        for part in (*self.members.values(), self.fuser):
+            ok, why = part.ready()
+            if not ok:
+                return False, f"group {self.config.name}: {why}"
+        return True, f"ok: group {self.config.name} serving {', '.join(self.members)}"
 
     def stats(self) -> dict[str, object]:
         return {"tasks": self.served, "members": list(self.members), "in_flight": self.in_flight}

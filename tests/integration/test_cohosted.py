@@ -99,6 +99,22 @@ def test_tasks_in_flight_together_get_their_own_answers_fused_in_shared_passes(
     assert tasks > passes, "no pass fused more than one task"
 
 
+def test_one_scrape_of_a_group_shows_its_members_its_fuser_and_itself(group_mesh: Mesh) -> None:
+    address = group_mesh.child(f"group-{GROUP}-0").ready["metrics"]
+    scraped = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(scraped)}
+    in_flight = {s.labels["model"] for s in families["chorus_model_in_flight"].samples}
+    assert in_flight == set(DEMO)
+    assert "chorus_fuser_requests" in families
+    (group,) = families["chorus_group_tasks_in_flight"].samples
+    assert group.labels == {"group": GROUP}
+    # Each member has its own NATS connection; the merged scrape still names the series once.
+    assert len(families["chorus_model_nats_connected"].samples) == 1
+    with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as ready:
+        assert ready.status == 200
+        assert ready.read().decode().startswith(f"ok: group {GROUP} serving")
+
+
 def test_a_group_replica_killed_mid_run_loses_no_task(group_mesh: Mesh) -> None:
     x = np.full((1, 64), 3.0, np.float32)
     answered = 0

@@ -36,6 +36,7 @@ from chorus.core.config import FuserConfig, ModelServiceConfig, RouterConfig, Se
 from chorus.core.environment import from_env
 from chorus.core.security import nats_options
 from chorus.fuser.metrics import FuserMetrics
+from chorus.group.metrics import GroupMetrics
 from chorus.launch.natsserver import find_binary, free_port, wait_for_jetstream
 from chorus.planner.autoscale import PrometheusScaling, desired_replicas, prometheus_scaling
 from chorus.router.metrics import RouterMetrics
@@ -112,6 +113,7 @@ KNOWN_METRICS: frozenset[str] = frozenset(
             RouterMetrics().registry,
             FuserMetrics().registry,
             ModelMetrics("m").registry,
+            GroupMetrics("g", lambda: 0).registry,
             _gpu_registry(),
         )
         for name in _exported(registry)

@@ -1,8 +1,11 @@
-"""gRPC health tells the truth about NATS: NOT_SERVING while it is gone, SERVING once back."""
+"""gRPC health tells the truth about NATS: NOT_SERVING while it is gone, SERVING once back;
+GET /readyz on the metrics port says the same (503, then 200)."""
 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -22,6 +25,14 @@ def _status(target: str) -> int:
         )
 
 
+def _readyz(metrics: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{metrics}/readyz", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+
+
 def _wait_for(target: str, status: int, timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
     while _status(target) != status:
@@ -36,9 +47,11 @@ def test_health_follows_the_nats_connection(model_repo: Path, tmp_path: Path) ->
             targets = [mesh.router_target, str(mesh.child("logreg").ready["grpc"])]
             for t in targets:
                 assert _status(t) == SERVING
+            assert _readyz(mesh.child("logreg").ready["metrics"]) == 200
             nats.stop()
             for t in targets:
                 _wait_for(t, NOT_SERVING)
+            assert _readyz(mesh.child("logreg").ready["metrics"]) == 503
             nats.start()
             for t in targets:
                 _wait_for(t, SERVING)
