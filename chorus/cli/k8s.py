@@ -8,7 +8,7 @@ import copy
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,15 @@ _TEMPLATE_MODEL = "logreg"
 """The demo member whose ScaledObject (components/keda) every rendered model's copies."""
 
 
-def k8s_name(model: str) -> str:
-    """The model's name as Kubernetes objects may carry it (chorus-model-<this>); model names
-    may hold underscores, object names may not. Labels and queries keep the real name."""
+def k8s_name(model: str, kind: str = "model") -> str:
+    """The model's (or group's) name as Kubernetes objects may carry it (chorus-model-<this>);
+    model names may hold underscores, object names may not. Labels and queries keep the real
+    name."""
     name = model.lower().replace("_", "-").replace(".", "-")
-    if not _DNS_LABEL.match(name) or len(name) > 63 - len("chorus-model-"):
+    if not _DNS_LABEL.match(name) or len(name) > 63 - len(f"chorus-{kind}-"):
         raise InvalidArgument(
-            f"k8s: model {model!r} cannot name a Deployment (chorus-model-{name}): use letters, "
-            "digits, '-' or '_', at most 50 characters"
+            f"k8s: {kind} {model!r} cannot name a Deployment (chorus-{kind}-{name}): use "
+            f"letters, digits, '-' or '_', at most {63 - len(f'chorus-{kind}-')} characters"
         )
     return name
 
@@ -51,13 +52,17 @@ def render(
     namespace: str = DEFAULT_NAMESPACE,
     prometheus: str = DEFAULT_PROMETHEUS,
     gpu: Sequence[str] = (),
+    groups: Mapping[str, Sequence[str]] | None = None,
     version: str = __version__,
 ) -> Path:
     """Write a deployable overlay into `out`: a copy of the packaged base and settings
     component, one directory per model (Deployment, Service, PodDisruptionBudget from the
     base's model template), a KEDA ScaledObject per model and for the router, and a
-    kustomization naming the store, namespace, Prometheus and image tags. The NATS Secret is
-    not written: it holds a password, made with kubectl (see the kustomization's header)."""
+    kustomization naming the store, namespace, Prometheus and image tags. `groups` co-hosts
+    members: each group gets one Deployment (the base's group template, `chorus serve group`)
+    and a ScaledObject on its own demand, and its members no Deployment of their own. The NATS
+    Secret is not written: it holds a password, made with kubectl (see the kustomization's
+    header)."""
     import yaml
 
     models = list(dict.fromkeys(models))
@@ -70,6 +75,24 @@ def render(
     unknown = [g for g in gpu if g not in names]
     if unknown:
         raise InvalidArgument(f"k8s: --gpu {', '.join(unknown)}: not among --models")
+    groups = dict(groups or {})
+    group_names = {g: k8s_name(g, "group") for g in groups}
+    grouped = [m for members in groups.values() for m in members]
+    for group, members in groups.items():
+        strangers = [m for m in members if m not in names]
+        if strangers or len(members) < 2:
+            raise InvalidArgument(
+                f"k8s: group {group}: expected two or more of --models, got {list(members)}"
+            )
+    twice = sorted({m for m in grouped if grouped.count(m) > 1})
+    if twice:
+        raise InvalidArgument(f"k8s: {', '.join(twice)} in more than one group")
+    on_gpu = sorted(set(gpu) & set(grouped))
+    if on_gpu:
+        raise InvalidArgument(
+            f"k8s: {', '.join(on_gpu)}: a member on a GPU stays in its own service, not a group"
+        )
+    alone = {m: n for m, n in names.items() if m not in grouped}
     if not repository.startswith("nats:"):
         raise InvalidArgument(
             f"k8s: --repository {repository!r}: model pods load from the store, nats:<bucket>"
@@ -86,8 +109,21 @@ def render(
     for part in ("base", "components/settings"):
         shutil.rmtree(out / part, ignore_errors=True)
         shutil.copytree(PACKAGED_K8S / part, out / part)
+    shutil.rmtree(out / "groups", ignore_errors=True)
     (out / "models").mkdir(exist_ok=True)
-    for model, name in names.items():
+    for group, name in group_names.items():
+        folder = out / "groups" / name
+        folder.mkdir(parents=True)
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../../base/group"],
+            "nameSuffix": f"-{name}",
+            "labels": [{"pairs": {"chorus.dev/group": group}, "includeSelectors": True}],
+            "commonAnnotations": {"chorus.dev/members": ",".join(groups[group])},
+        }
+        (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    for model, name in alone.items():
         folder = out / "models" / name
         folder.mkdir(exist_ok=True)
         kustomization = {
@@ -113,8 +149,9 @@ def render(
         "(components/settings copies them).\n" + yaml.safe_dump(settings, sort_keys=False)
     )
     (out / "autoscaling.yaml").write_text(
-        "# KEDA: one ScaledObject per model (demand per replica) and the router's (task rate).\n"
-        + yaml.safe_dump_all(_scaled_objects(names), sort_keys=False)
+        "# KEDA: one ScaledObject per model and per co-hosted group (demand per replica) and "
+        "the router's (task rate).\n"
+        + yaml.safe_dump_all(_scaled_objects(alone, group_names), sort_keys=False)
     )
 
     body: dict[str, Any] = {
@@ -123,7 +160,8 @@ def render(
         "resources": [
             "settings.yaml",
             "base",
-            *(f"models/{n}" for n in names.values()),
+            *(f"models/{n}" for n in alone.values()),
+            *(f"groups/{n}" for n in group_names.values()),
             "autoscaling.yaml",
         ],
         "components": ["components/settings"],
@@ -161,13 +199,15 @@ def render(
     ]
     if gpu:
         header.append(f"# On GPUs (model-gpu image, one nvidia.com/gpu each): {', '.join(gpu)}.")
+    for group, members in groups.items():
+        header.append(f"# Co-hosted, one pod a replica: group {group} of {', '.join(members)}.")
     (out / "kustomization.yaml").write_text(
         "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
     )
     return out
 
 
-def _scaled_objects(names: dict[str, str]) -> list[dict[str, Any]]:
+def _scaled_objects(names: dict[str, str], groups: dict[str, str]) -> list[dict[str, Any]]:
     import yaml
 
     path = PACKAGED_K8S / "components" / "keda" / "scaledobjects.yaml"
@@ -182,6 +222,23 @@ def _scaled_objects(names: dict[str, str]) -> list[dict[str, Any]]:
         trigger["query"] = trigger["query"].replace(
             f'model="{_TEMPLATE_MODEL}"', f'model="{model}"'
         )
+        objects.append(so)
+    for group, name in groups.items():
+        so = copy.deepcopy(template)
+        so["metadata"]["name"] = so["spec"]["scaleTargetRef"]["name"] = f"chorus-group-{name}"
+        labels = so["metadata"]["labels"]
+        labels.pop("chorus.dev/model")
+        labels.update({"app.kubernetes.io/component": "group", "chorus.dev/group": group})
+        # The same demand per replica as a model's: the tasks in flight on the group's
+        # replicas plus those waiting in the routers for one of its slots.
+        trigger = so["spec"]["triggers"][0]["metadata"]
+        trigger["query"] = (
+            trigger["query"]
+            .replace("chorus_model_in_flight", "chorus_group_tasks_in_flight")
+            .replace(f'model="{_TEMPLATE_MODEL}"', f'group="{group}"')
+            .replace(f'waiting{{namespace="chorus",group="{group}"}}',
+                     f'waiting{{namespace="chorus",model="group:{group}"}}')
+        )  # fmt: skip
         objects.append(so)
     objects.append(packaged["chorus-router"])
     return objects
@@ -218,8 +275,38 @@ def add_arguments(sub: Any) -> None:
         metavar="MODEL",
         help="models run on a GPU (model-gpu image, one nvidia.com/gpu per replica)",
     )
+    r.add_argument(
+        "--group", action="append", default=[], metavar="NAME=M1,M2",
+        help="co-host these models and a fuser in one Deployment (repeatable); the operator's "
+             "choice wins over --plan's",
+    )  # fmt: skip
+    r.add_argument("--plan", type=Path, metavar="INPUTS",
+                   help="plan inputs (YAML, as `chorus plan --inputs`): co-host where the "
+                        "plan's placement says so")  # fmt: skip
     add_output(r)
     r.set_defaults(func=cmd_render, extras=("control",))
+
+
+def _groups(args: argparse.Namespace, models: list[str]) -> dict[str, list[str]]:
+    """The groups named by --group, then those --plan's placement co-hosts among the models
+    left (a model is in one group at most)."""
+    out: dict[str, list[str]] = {}
+    for spec in args.group:
+        name, _, members = spec.partition("=")
+        if not name or not members:
+            raise InvalidArgument(f"k8s: --group {spec!r}: expected NAME=MODEL1,MODEL2")
+        out[name.strip()] = [m.strip() for m in members.split(",") if m.strip()]
+    if args.plan is not None:
+        from chorus.planner.inputs import load_inputs
+        from chorus.planner.placement import groups, placements
+
+        taken = {m for members in out.values() for m in members}
+        for name, members in groups(placements(load_inputs(args.plan))).items():
+            left = [m for m in members if m in models and m not in taken]
+            if len(left) >= 2 and name not in out:
+                out[name] = left
+                taken.update(left)
+    return out
 
 
 def _models(args: argparse.Namespace) -> list[str]:
@@ -247,6 +334,7 @@ def _models(args: argparse.Namespace) -> list[str]:
 def cmd_render(args: argparse.Namespace) -> int:
     try:
         models = _models(args)
+        groups = _groups(args, models)
         out = render(
             args.out,
             models,
@@ -254,13 +342,15 @@ def cmd_render(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             prometheus=args.prometheus,
             gpu=args.gpu,
+            groups=groups,
         )
     except ChorusError as exc:
         print(f"chorus k8s render: {exc}", file=sys.stderr)
         return 1
     if wants_json(args):
         emit({"kustomization": str(out / "kustomization.yaml"), "models": models,
-              "gpu": list(args.gpu), "namespace": args.namespace})  # fmt: skip
+              "gpu": list(args.gpu), "groups": groups,
+              "namespace": args.namespace})  # fmt: skip
         return 0
     print(f"wrote {out}/kustomization.yaml: kubectl apply -k {out}")
     return 0

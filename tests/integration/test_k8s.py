@@ -1056,6 +1056,48 @@ def test_render_writes_an_overlay_for_your_models_that_builds_and_validates(
         render(tmp_path / "bad", ["a"], gpu=["b"])
 
 
+def test_render_cohosts_a_group_in_one_deployment_scaled_on_its_own_demand(
+    tmp_path: Path,
+) -> None:
+    """`--group` (and a plan's placement) put members in one group Deployment: no Deployment
+    of their own, one ScaledObject on the group's demand, the namespace set in its query."""
+    plan = tmp_path / "plan.yaml"
+    inputs = yaml.safe_load((k8s_refs.K8S / "plan-example.yaml").read_text())
+    plan.write_text(yaml.safe_dump({**inputs, "placement": {"classify/digits": "cohost"}}))
+    for how in (["--group", "digits=logreg,forest,mlp"], ["--plan", str(plan)]):
+        out = tmp_path / how[0].strip("-")
+        cmd = [sys.executable, "-m", "chorus.cli", "k8s", "render", "--out", str(out),
+               "--models", "logreg,forest,mlp,knn", "--namespace", "team-a", *how,
+               "-o", "json"]  # fmt: skip
+        run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        (name, members), = json.loads(run.stdout)["groups"].items()  # fmt: skip
+        assert sorted(members) == ["forest", "logreg", "mlp"]
+        objs = _kustomize(out)
+        _validate(objs)
+        assert set(_model_deployments(objs)) == {"knn"}
+        dep = _of(objs, "Deployment")[f"chorus-group-{name}"]
+        template = dep["spec"]["template"]["metadata"]
+        assert template["labels"]["chorus.dev/group"] == name
+        assert template["annotations"]["chorus.dev/members"] == ",".join(members)
+        (c,) = _pod_spec(dep)["containers"]
+        assert c["args"][:2] == ["serve", "group"]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert "replicas" not in dep["spec"]
+        scaled = {prometheus_scaling(so).target: so for so in _of(objs, "ScaledObject").values()}
+        rule = prometheus_scaling(scaled[f"chorus-group-{name}"])
+        assert (
+            rule.query.count(f'chorus_group_tasks_in_flight{{namespace="team-a",group="{name}"}}')
+            == 2
+        )
+        assert f'member_waiting{{namespace="team-a",model="group:{name}"}}' in rule.query
+        assert "chorus-model-logreg" not in scaled
+    with pytest.raises(Exception, match="GPU stays in its own service"):
+        render(tmp_path / "bad", ["a", "b"], gpu=["b"], groups={"g": ["a", "b"]})
+    with pytest.raises(Exception, match="two or more of --models"):
+        render(tmp_path / "bad", ["a", "b"], groups={"g": ["a", "c"]})
+
+
 def test_render_of_the_demo_models_matches_the_packaged_demo(tmp_path: Path) -> None:
     """The demo's model folders and ScaledObjects and what render writes come from one
     template; they must not drift apart."""
