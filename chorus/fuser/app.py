@@ -293,7 +293,8 @@ class FuserService(ServiceBase):
         self, call: wire_pb2.FuseCall, ctx: CallContext, *, together: bool
     ) -> wire_pb2.FuseReply:
         """One task fused, its members' answers first collected when it names them; counted
-        in the metrics once it succeeds (the caller counts a failure)."""
+        in the metrics once it succeeds (the caller counts a failure), its record kept for
+        feedback in the background."""
         assert self._batcher is not None and self._records is not None
         assert self._collector is not None
         start = time.perf_counter()
@@ -317,9 +318,12 @@ class FuserService(ServiceBase):
             m.weights.labels(call.capability, model).set(weight)
         self._observe_votes(call.capability, outcome)
         if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
-            await self._records.keep(
+            # Kept beside the answer, not before it: a JetStream write that fails (NATS just
+            # restarted, say) is logged and costs the task nothing.
+            keep = self._records.keep(
                 call, dict(reply.weights), reply.policy, dict(reply.temperatures)
             )
+            self._work.spawn(keep, name="keep-task")
         return reply
 
     def _count(self, collected: Collected) -> None:

@@ -27,6 +27,10 @@ from tests.support import X, drive, request
 
 pytestmark = pytest.mark.faults
 FAST_FAILOVER = {"CHORUS_ROUTER_ATTEMPT_TIMEOUT_S": "0.5"}
+MEMBERS = ["logreg", "forest", "mlp"]
+GROUP = {"digits": MEMBERS}
+"""The co-hosted shape: the digits members and a fuser in `chorus serve group` processes."""
+GROUP_REPLICAS = {"group:digits": 2}
 
 
 def report(name: str, results: list) -> Counter[str]:  # type: ignore[type-arg]
@@ -135,12 +139,60 @@ async def test_network_delay_on_one_replica(mesh_factory) -> None:  # type: igno
     assert on_slow / len(results) < 0.1
 
 
-def test_nats_restart_loses_no_durable_task(mesh_factory) -> None:  # type: ignore[no-untyped-def]
-    server, mesh = mesh_factory(
-        ["logreg"],
-        env={"CHORUS_ROUTER_ACK_WAIT_S": "3"},
-        model_args={"logreg": ["--delay-ms", "20"]},
-    )
+async def test_sigkill_a_group_replica_under_load(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    _, mesh = mesh_factory(MEMBERS, groups=GROUP, replicas=GROUP_REPLICAS)
+    victim = mesh.child("group-digits-1")
+
+    async def kill() -> None:
+        await asyncio.sleep(0.5)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+
+    reqs = [request(i, deadline_ms=3000) for i in range(400)]
+    results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), kill())
+    counts = report("co-hosted: group replica SIGKILL", results)
+    assert counts["lost"] == 0
+    assert counts["completed"] / counts["accepted"] >= 0.999
+    _all_cohosted(results)
+
+
+async def test_a_hung_group_replica_is_routed_around(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+    _, mesh = mesh_factory(MEMBERS, groups=GROUP, replicas=GROUP_REPLICAS)
+    victim = mesh.child("group-digits-1")
+
+    async def hang() -> None:
+        await asyncio.sleep(0.5)
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+
+    reqs = [request(i, deadline_ms=3000) for i in range(300)]
+    try:
+        results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), hang())
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    counts = report("co-hosted: group replica hangs (SIGSTOP)", results)
+    assert counts["lost"] == 0
+    assert counts["completed"] / counts["accepted"] >= 0.999
+    assert max(t for t, _ in results) < 3.5
+    _all_cohosted(results)
+
+
+def _all_cohosted(results: list) -> None:  # type: ignore[type-arg]
+    """Every answer came whole from one group replica (its members' replicas share its name)."""
+    for _, r in results:
+        if isinstance(r, grpc.RpcError):
+            continue
+        groups = {m.replica.rsplit("-", 1)[0] for m in r.members}
+        assert len(groups) == 1 and groups.pop().startswith("digits-"), r.members
+
+
+@pytest.mark.parametrize("shape", ["distributed", "cohosted"])
+def test_nats_restart_loses_no_durable_task(mesh_factory, shape: str) -> None:  # type: ignore[no-untyped-def]
+    env = {"CHORUS_ROUTER_ACK_WAIT_S": "3"}
+    if shape == "cohosted":
+        server, mesh = mesh_factory(MEMBERS, env=env, groups=GROUP)
+    else:
+        server, mesh = mesh_factory(
+            ["logreg"], env=env, model_args={"logreg": ["--delay-ms", "20"]}
+        )
     with TaskClient(mesh.router_target) as client:
         ids = [client.submit_async("classify/digits", {"input": X[:1]}).task_id for _ in range(80)]
         server.stop()  # JetStream keeps everything on disk
@@ -166,11 +218,13 @@ def test_nats_restart_loses_no_durable_task(mesh_factory) -> None:  # type: igno
                         continue
                     if r.finished:
                         done[i] = r.state
+                        if r.state is not State.DONE:
+                            print(f"\n  {i}: {r.state.name}: {r.error}")
             time.sleep(0.2)
     lost = len(ids) - len(done)
     completed = sum(s is State.DONE for s in done.values())
     failed = len(done) - completed
-    print(f"\nnats-server restart: accepted {len(ids)} async, completed {completed}, "
+    print(f"\nnats-server restart ({shape}): accepted {len(ids)} async, completed {completed}, "
           f"failed {failed}, lost {lost}; sync during the outage {dict(outage)}")  # fmt: skip
     assert lost == 0
     assert completed == len(ids)
