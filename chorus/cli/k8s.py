@@ -112,28 +112,10 @@ def render(
     shutil.rmtree(out / "groups", ignore_errors=True)
     (out / "models").mkdir(exist_ok=True)
     for group, name in group_names.items():
-        folder = out / "groups" / name
-        folder.mkdir(parents=True)
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": ["../../base/group"],
-            "nameSuffix": f"-{name}",
-            "labels": [{"pairs": {"chorus.dev/group": group}, "includeSelectors": True}],
-            "commonAnnotations": {"chorus.dev/members": ",".join(groups[group])},
-        }
-        (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        held = {"chorus.dev/members": ",".join(groups[group])}
+        _instance(out / "groups" / name, "group", name, {"chorus.dev/group": group}, held)
     for model, name in alone.items():
-        folder = out / "models" / name
-        folder.mkdir(exist_ok=True)
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": ["../../base/model"],
-            "nameSuffix": f"-{name}",
-            "labels": [{"pairs": {"chorus.dev/model": model}, "includeSelectors": True}],
-        }
-        (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        _instance(out / "models" / name, "model", name, {"chorus.dev/model": model})
 
     settings = {
         "apiVersion": "v1",
@@ -205,6 +187,30 @@ def render(
         "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
     )
     return out
+
+
+def _instance(
+    folder: Path,
+    template: str,
+    name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str] | None = None,
+) -> None:
+    """One copy of the base's `template` (model or group): its objects named with `-<name>`,
+    selected by `labels`, its pods carrying `annotations`."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    kustomization: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [f"../../base/{template}"],
+        "nameSuffix": f"-{name}",
+        "labels": [{"pairs": labels, "includeSelectors": True}],
+    }
+    if annotations:
+        kustomization["commonAnnotations"] = annotations
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
 
 
 def _scaled_objects(names: dict[str, str], groups: dict[str, str]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from chorus.client import State, TaskClient, TaskError
-from chorus.launch.mesh import Mesh
+from chorus.launch.mesh import Child, Mesh
 from chorus.launch.natsserver import NatsServer
 from tests.support import X, drive, request
 
@@ -31,6 +31,7 @@ MEMBERS = ["logreg", "forest", "mlp"]
 GROUP = {"digits": MEMBERS}
 """The co-hosted shape: the digits members and a fuser in `chorus serve group` processes."""
 GROUP_REPLICAS = {"group:digits": 2}
+SHAPES = ["distributed", "cohosted"]
 
 
 def report(name: str, results: list) -> Counter[str]:  # type: ignore[type-arg]
@@ -75,10 +76,31 @@ def _second_replica(mesh: Mesh, model: str, *flags: str) -> None:
             time.sleep(0.1)
 
 
-async def test_sigkill_a_replica_under_load(mesh_factory) -> None:  # type: ignore[no-untyped-def]
+def _victim(mesh_factory, shape: str) -> tuple[Mesh, Child]:  # type: ignore[no-untyped-def]
+    """A mesh serving the task from two replicas, and the one to hurt: two forest replicas
+    (distributed), or two group replicas holding the digits members (co-hosted)."""
+    if shape == "cohosted":
+        _, mesh = mesh_factory(MEMBERS, groups=GROUP, replicas=GROUP_REPLICAS)
+        return mesh, mesh.child("group-digits-1")
     _, mesh = mesh_factory(["forest"])
     _second_replica(mesh, "forest")
-    victim = mesh.child("forest-b")
+    return mesh, mesh.child("forest-b")
+
+
+def _whole_from_one_group(shape: str, results: list) -> None:  # type: ignore[type-arg]
+    """Co-hosted, every answer came from one group replica (its members' replicas share its
+    name), never assembled from two."""
+    if shape != "cohosted":
+        return
+    for _, r in results:
+        if not isinstance(r, grpc.RpcError):
+            groups = {m.replica.rsplit("-", 1)[0] for m in r.members}
+            assert len(groups) == 1 and groups.pop().startswith("digits-"), r.members
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_sigkill_a_replica_under_load(mesh_factory, shape: str) -> None:  # type: ignore[no-untyped-def]
+    mesh, victim = _victim(mesh_factory, shape)
 
     async def kill() -> None:
         await asyncio.sleep(0.5)
@@ -86,15 +108,15 @@ async def test_sigkill_a_replica_under_load(mesh_factory) -> None:  # type: igno
 
     reqs = [request(i, deadline_ms=3000) for i in range(400)]
     results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), kill())
-    counts = report("replica SIGKILL", results)
+    counts = report(f"{shape}: replica SIGKILL", results)
     assert counts["lost"] == 0
     assert counts["completed"] / counts["accepted"] >= 0.999
+    _whole_from_one_group(shape, results)
 
 
-async def test_a_hung_replica_is_routed_around(mesh_factory) -> None:  # type: ignore[no-untyped-def]
-    _, mesh = mesh_factory(["forest"])
-    _second_replica(mesh, "forest")
-    victim = mesh.child("forest-b")
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_a_hung_replica_is_routed_around(mesh_factory, shape: str) -> None:  # type: ignore[no-untyped-def]
+    mesh, victim = _victim(mesh_factory, shape)
 
     async def hang() -> None:
         await asyncio.sleep(0.5)
@@ -105,10 +127,11 @@ async def test_a_hung_replica_is_routed_around(mesh_factory) -> None:  # type: i
         results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), hang())
     finally:
         os.kill(victim.proc.pid, signal.SIGCONT)
-    counts = report("replica hangs (SIGSTOP)", results)
+    counts = report(f"{shape}: replica hangs (SIGSTOP)", results)
     assert counts["lost"] == 0
     assert counts["completed"] / counts["accepted"] >= 0.999
     assert max(t for t, _ in results) < 3.5
+    _whole_from_one_group(shape, results)
 
 
 async def test_a_fuser_killed_mid_task(mesh_factory) -> None:  # type: ignore[no-untyped-def]
@@ -139,52 +162,7 @@ async def test_network_delay_on_one_replica(mesh_factory) -> None:  # type: igno
     assert on_slow / len(results) < 0.1
 
 
-async def test_sigkill_a_group_replica_under_load(mesh_factory) -> None:  # type: ignore[no-untyped-def]
-    _, mesh = mesh_factory(MEMBERS, groups=GROUP, replicas=GROUP_REPLICAS)
-    victim = mesh.child("group-digits-1")
-
-    async def kill() -> None:
-        await asyncio.sleep(0.5)
-        os.kill(victim.proc.pid, signal.SIGKILL)
-
-    reqs = [request(i, deadline_ms=3000) for i in range(400)]
-    results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), kill())
-    counts = report("co-hosted: group replica SIGKILL", results)
-    assert counts["lost"] == 0
-    assert counts["completed"] / counts["accepted"] >= 0.999
-    _all_cohosted(results)
-
-
-async def test_a_hung_group_replica_is_routed_around(mesh_factory) -> None:  # type: ignore[no-untyped-def]
-    _, mesh = mesh_factory(MEMBERS, groups=GROUP, replicas=GROUP_REPLICAS)
-    victim = mesh.child("group-digits-1")
-
-    async def hang() -> None:
-        await asyncio.sleep(0.5)
-        os.kill(victim.proc.pid, signal.SIGSTOP)
-
-    reqs = [request(i, deadline_ms=3000) for i in range(300)]
-    try:
-        results, _ = await asyncio.gather(drive(mesh.router_target, reqs, 8), hang())
-    finally:
-        os.kill(victim.proc.pid, signal.SIGCONT)
-    counts = report("co-hosted: group replica hangs (SIGSTOP)", results)
-    assert counts["lost"] == 0
-    assert counts["completed"] / counts["accepted"] >= 0.999
-    assert max(t for t, _ in results) < 3.5
-    _all_cohosted(results)
-
-
-def _all_cohosted(results: list) -> None:  # type: ignore[type-arg]
-    """Every answer came whole from one group replica (its members' replicas share its name)."""
-    for _, r in results:
-        if isinstance(r, grpc.RpcError):
-            continue
-        groups = {m.replica.rsplit("-", 1)[0] for m in r.members}
-        assert len(groups) == 1 and groups.pop().startswith("digits-"), r.members
-
-
-@pytest.mark.parametrize("shape", ["distributed", "cohosted"])
+@pytest.mark.parametrize("shape", SHAPES)
 def test_nats_restart_loses_no_durable_task(mesh_factory, shape: str) -> None:  # type: ignore[no-untyped-def]
     env = {"CHORUS_ROUTER_ACK_WAIT_S": "3"}
     if shape == "cohosted":
