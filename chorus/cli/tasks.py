@@ -4,9 +4,9 @@ mesh and about tasks, as tables or (`-o json`) JSON."""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import signal
 import sys
-import time
+import threading
 from typing import Any
 
 from chorus.cli.common import emit, router, wants_json
@@ -22,13 +22,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.watch <= 0:
             print("chorus status: --watch must be above 0 seconds", file=sys.stderr)
             return 2
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
+        # Ctrl-C ends the watch between refreshes: as a flag, never as an exception raised in
+        # the middle of a gRPC call, which could leave the channel hanging on close.
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            while not stop.is_set():
                 listed = client.list_models()
                 if not wants_json(args) and sys.stdout.isatty():
                     print("\033[H\033[J", end="")  # clear the screen, like watch(1)
                 _show_status(listed, wants_json(args), compact=True)
-                time.sleep(args.watch)
+                stop.wait(args.watch)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return 0
 
 
