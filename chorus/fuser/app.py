@@ -327,13 +327,8 @@ class FuserService(ServiceBase):
         return reply
 
     def _count(self, collected: Collected) -> None:
-        first_ok = {a.model for a in collected.attempts if not a.code and a.call}
-        retried = {a.model for a in collected.attempts if a.code}
-        for a in collected.answers:
-            outcome = "retried" if a.model in retried or a.model not in first_ok else "ok"
-            self.metrics.collected.labels(a.model, outcome).inc()
-        for model in collected.missing:
-            self.metrics.collected.labels(model, "missing").inc()
+        for model, outcome in collected.outcomes().items():
+            self.metrics.collected.labels(model, outcome).inc()
 
     def _observe_votes(self, capability: str, outcome: Outcome) -> None:
         """Every classification task's votes feed the label-free reliability estimate."""

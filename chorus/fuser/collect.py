@@ -61,6 +61,15 @@ class Collected:
     """A member answered in a joined call, so other tasks finished collecting with this one
     and can be fused with it (fuser.batch)."""
 
+    def outcomes(self) -> dict[str, str]:
+        """Each expected member's outcome for the `collected` metric: `ok` when the router's
+        own attempt answered, `retried` when another did (a retry, or a hedge that won),
+        `missing` when none did. A hedge outrun by the router's attempt leaves it `ok`."""
+        first_ok = {a.model for a in self.attempts if a.answered and a.call}
+        out = {a.model: "ok" if a.model in first_ok else "retried" for a in self.answers}
+        out.update(dict.fromkeys(self.missing, "missing"))
+        return out
+
     def report(self, reply: wire_pb2.FuseReply) -> None:
         reply.answers.extend(self.answers)
         for model, err in self.missing.items():

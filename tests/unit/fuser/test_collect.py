@@ -150,6 +150,46 @@ def test_a_silent_member_is_asked_on_another_replica_after_its_patience() -> Non
     run(main())
 
 
+def test_a_hedge_the_routers_attempt_outran_leaves_the_member_counted_ok() -> None:
+    async def main() -> None:
+        bus = FakeTransport()
+        beats = bus.add(FakeReplica("m", "r2", delay_s=0.010, value=0.5))
+        found = _collector(bus, beats)
+        first = np.ones((1, 2), np.float32)
+        asyncio.get_running_loop().call_later(
+            0.006, lambda: asyncio.ensure_future(_answer(bus, "h1m", first))
+        )
+        collected = await found.collect(_task("h1"), _ctx())
+        assert bus.to("m") == ["r2"]  # hedged at 5 ms; the router's attempt answered at 6
+        assert sorted((a.replica, a.code, a.call) for a in collected.attempts) == [
+            ("r1", "", "h1m"),  # the router's, answered from r1
+            ("r2", OUTRUN, ""),
+        ]
+        np.testing.assert_array_equal(from_tensor(collected.task.members[0].probabilities), first)
+        assert collected.outcomes() == {"m": "ok"}
+
+    run(main())
+
+
+def test_outcomes_name_the_attempt_that_answered() -> None:
+    async def main() -> None:
+        bus = FakeTransport()
+        beats = bus.add(FakeReplica("m", "r2", delay_s=0.002, value=0.75))
+        found = _collector(bus, beats)
+        collected = await found.collect(_task("o1"), _ctx())  # the router's attempt is silent
+        assert collected.outcomes() == {"m": "retried"}
+        silent = bus.add(FakeReplica("slow", "r9", silent=True))
+        found = _collector(bus, [*beats, *silent])
+        call = _task("o2", models=("m", "slow"), wait_ms=600, min_members=1)
+        asyncio.get_running_loop().call_later(
+            0.001, lambda: asyncio.ensure_future(_answer(bus, "o2m", np.ones((1, 2), np.float32)))
+        )
+        collected = await found.collect(call, _ctx())
+        assert collected.outcomes() == {"m": "ok", "slow": "missing"}
+
+    run(main())
+
+
 def test_a_member_that_failed_at_the_router_replica_is_retried_elsewhere() -> None:
     async def main() -> None:
         bus = FakeTransport()
