@@ -96,6 +96,12 @@ class ErrorResponder(Protocol):
     async def respond_error(self, code: str, description: str) -> None: ...
 
 
+def outcome_label(exc: Exception) -> str:
+    """A failed request's metric label: its code's name in lower case, `internal` for an
+    error that is not a ChorusError (a bug)."""
+    return exc.code_name.lower() if isinstance(exc, ChorusError) else "internal"
+
+
 async def respond_error(request: ErrorResponder, exc: Exception, where: str) -> str:
     """Answer a NATS micro request whose handler raised `exc`: a ChorusError with its own code
     and words; anything else is a bug, logged with its traceback and answered INTERNAL,
@@ -103,7 +109,7 @@ async def respond_error(request: ErrorResponder, exc: Exception, where: str) -> 
     name in lower case."""
     if isinstance(exc, ChorusError):
         await request.respond_error(exc.code_name, exc.message)
-        return exc.code_name.lower()
-    log.error("%s: %r", where, exc, exc_info=exc)
-    await request.respond_error("INTERNAL", f"{where}: {exc!r}")
-    return "internal"
+    else:
+        log.error("%s: %r", where, exc, exc_info=exc)
+        await request.respond_error("INTERNAL", f"{where}: {exc!r}")
+    return outcome_label(exc)

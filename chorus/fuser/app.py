@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, Self, TypeVar
 
 import numpy as np
@@ -27,7 +28,7 @@ from chorus.core.calls.replicas import ReplicaBook
 from chorus.core.calls.transport import NatsTransport
 from chorus.core.config import FuserConfig
 from chorus.core.context import CallContext
-from chorus.core.errors import ChorusError, InvalidArgument, respond_error
+from chorus.core.errors import InvalidArgument, outcome_label, respond_error
 from chorus.core.heartbeat import Heartbeat, HeartbeatLoop
 from chorus.core.registry import Registry
 from chorus.core.service import ServiceBase
@@ -238,26 +239,29 @@ class FuserService(ServiceBase):
         and errors as a request from the bus, with no message encoded either way. `together`:
         the group's members answered it in a batch, so tasks finishing in this turn of the
         event loop are fused in one pass (FuseBatcher)."""
+        with self._fusing_one(headers):
+            try:
+                ctx = CallContext.from_headers(
+                    headers, default_budget_s=self.config.default_budget_s
+                )
+                return await self._fused(call, ctx, together=together)
+            except Exception as exc:
+                self.metrics.requests.labels(
+                    call.policy or DEFAULT_POLICY, outcome_label(exc)
+                ).inc()
+                raise
+
+    async def _fuse(self, request: micro.Responder) -> None:
+        with self._fusing_one(request.headers):
+            await self._fuse_traced(request)
+
+    @contextlib.contextmanager
+    def _fusing_one(self, headers: dict[str, str] | None) -> Iterator[None]:
+        """A fuse in flight, for `$SRV.STATS`, inside its trace span: from the bus or a group."""
         self._fusing += 1
         try:
             with tracing.span("fuse", headers, kind=SpanKind.SERVER):
-                try:
-                    ctx = CallContext.from_headers(
-                        headers, default_budget_s=self.config.default_budget_s
-                    )
-                    return await self._fused(call, ctx, together=together)
-                except Exception as exc:
-                    outcome = exc.code_name.lower() if isinstance(exc, ChorusError) else "internal"
-                    self.metrics.requests.labels(call.policy or DEFAULT_POLICY, outcome).inc()
-                    raise
-        finally:
-            self._fusing -= 1
-
-    async def _fuse(self, request: micro.Responder) -> None:
-        self._fusing += 1
-        try:
-            with tracing.span("fuse", request.headers, kind=SpanKind.SERVER):
-                await self._fuse_traced(request)
+                yield
         finally:
             self._fusing -= 1
 
