@@ -95,9 +95,11 @@ class ModelServiceConfig:
     manifest's `runtime.max_batch`, else 1)."""
     max_batch_delay_ms: float = 0.0
     """How long the first request of a batch waits for company (0: the manifest's, else 2)."""
-    inline_below_ms: float = 0.2
+    inline_below_ms: float = 1.0
     """An ONNX Runtime call measured shorter than this runs on the event loop instead of a
-    worker thread, whose handoff would cost more than the call (0: always a worker thread)."""
+    worker thread, whose handoff, GIL convoy and cold caches would cost more than the call
+    (0: always a worker thread). At 0.2 ms a demo forest on varied digits crossed the bound on
+    a worker and stayed there, doubling a group's p50 at concurrency 1 (bench/README.md)."""
     reload_poll_s: float = 2.0
     """How often a folder repository is checked for a new version to hot-load (0: never); a
     `nats:` repository is watched instead, each push seen as it lands."""

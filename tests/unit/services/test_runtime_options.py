@@ -130,3 +130,40 @@ async def test_a_call_measured_short_runs_on_the_event_loop_and_a_slow_one_on_it
     finally:
         fast.close()
         never.close()
+
+
+async def test_a_call_on_a_worker_is_measured_by_its_own_cpu_not_its_wait_for_the_gil(
+    model_repo: Path,
+) -> None:
+    """The event loop holding the GIL while a worker's call finishes stretches the call's wall
+    time (it waits up to the 5 ms switch interval for the GIL back); were that the measure, a
+    fast model would be measured slow and kept off the loop for good."""
+    import threading
+    import time
+
+    version = repository.load(model_repo, "logreg")
+    x = np.random.default_rng(3).random((1, 64), dtype=np.float32)
+    model = OnnxModel(version, device="cpu", settings=RunSettings(inline_below_ms=1.0))
+    go = threading.Event()
+    run = model._run_on
+
+    def after_go(session: object, inputs: dict[str, np.ndarray]) -> object:
+        go.wait(5)  # so the call ends while the loop's thread holds the GIL
+        return run(session, inputs)  # type: ignore[arg-type]
+
+    try:
+        await model.infer({"input": x})  # a worker thread's first call sets it up
+        model._run_on = after_go  # type: ignore[method-assign]
+        model.run_ms = None  # not measured: the next call goes to the worker too
+        call = asyncio.ensure_future(model.infer({"input": x}))
+        await asyncio.sleep(0.01)
+        go.set()
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+        prediction = await call
+        assert prediction.compute_ms > 5.0, "the worker never waited"
+        assert model.run_ms is not None and model.run_ms < 1.0
+        assert model._inline()
+    finally:
+        model.close()
