@@ -126,6 +126,13 @@ def serve_metrics(
     return server, int(server.server_port)
 
 
+def stop_metrics(server: WSGIServer | None) -> None:
+    """Stop what `serve_metrics` started and free its port; None: nothing was served."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 def _family(host: str, port: int) -> socket.AddressFamily:
     """IPv6 for an IPv6 bind address ("::"), as prometheus_client's own server does."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -20,7 +20,7 @@ from chorus.core.environment import from_env
 from chorus.core.errors import describe_error
 from chorus.core.grpcserver import set_serving
 from chorus.core.jetstream import replicas_for, servers
-from chorus.core.metrics import serve_metrics
+from chorus.core.metrics import serve_metrics, stop_metrics
 from chorus.core.security import nats_options
 from chorus.core.spawner import cancel
 
@@ -76,10 +76,8 @@ class ServiceBase:
             else:
                 await self._nc.close()
             self._nc = None
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_server = None
+        stop_metrics(self._metrics_server)
+        self._metrics_server = None
 
     def _serve_metrics(self, host: str, port: int, registry: CollectorRegistry) -> None:
         self._nats_up = Gauge(

@@ -33,7 +33,7 @@ from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
 from chorus.core.context import CallContext, received_digest
 from chorus.core.errors import ChorusError, InvalidArgument, Unavailable, respond_error
-from chorus.core.metrics import serve_metrics
+from chorus.core.metrics import serve_metrics, stop_metrics
 from chorus.core.spawner import Spawner
 from chorus.fuser.app import FuserService
 from chorus.group.metrics import GroupMetrics
@@ -146,10 +146,8 @@ class GroupService:
         await self._requests.close()
         await self.fuser.stop()
         await asyncio.gather(*(m.stop() for m in self.members.values()))
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_server = None
+        stop_metrics(self._metrics_server)
+        self._metrics_server = None
 
     def ready(self) -> tuple[bool, str]:
         """Ready once the fuser and every member are (each its NATS connection and, for a
