@@ -10,8 +10,11 @@ tasks (held-out digits, cycled) two ways:
               floor under any front door that sends the group its tasks
 
 at concurrency 1 and 16. Needs the demo models (`chorus models build`) and nats-server.
+`--inline-below-ms` sets the members' bound for running ONNX Runtime on the event loop
+(the model service's default otherwise).
 
     python bench/group_cost.py [--repository .chorus/demo-models] [--tasks 3000] [--out DIR]
+                               [--inline-below-ms MS]
 """
 
 from __future__ import annotations
@@ -81,15 +84,23 @@ async def _drive(
     }
 
 
-async def measure(repository: Path, tasks: int, work: Path) -> dict[str, Any]:
+async def measure(
+    repository: Path, tasks: int, work: Path, inline_below_ms: float
+) -> dict[str, Any]:
     bodies = _calls()
     headers = CallContext.start("bench", Priority.NORMAL, 3600).to_headers()
     out: dict[str, Any] = {}
     with NatsServer(work / "jetstream") as nats:
-        env = {**os.environ, "CHORUS_FUSER_KEEP_TASKS": "0"}
+        env = {
+            **os.environ,
+            "CHORUS_FUSER_KEEP_TASKS": "0",
+            "CHORUS_MODEL_INLINE_BELOW_MS": str(inline_below_ms),
+        }
         group = GroupService(
             GroupConfig(name=GROUP, models=",".join(MEMBERS), nats_url=nats.url),
-            ModelServiceConfig(repository=repository, nats_url=nats.url),
+            ModelServiceConfig(
+                repository=repository, nats_url=nats.url, inline_below_ms=inline_below_ms
+            ),
             FuserConfig(nats_url=nats.url, keep_tasks=False),
         )
         await group.start()
@@ -133,16 +144,25 @@ def main() -> None:
     p.add_argument("--repository", type=Path, default=Path(".chorus/demo-models"))
     p.add_argument("--tasks", type=int, default=3000)
     p.add_argument("--out", type=Path, default=Path("bench/results/group-cost"))
+    p.add_argument("--inline-below-ms", type=float, default=ModelServiceConfig.inline_below_ms)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(measure(args.repository.resolve(), args.tasks, args.out / "work"))
+    results = asyncio.run(
+        measure(args.repository.resolve(), args.tasks, args.out / "work", args.inline_below_ms)
+    )
     record = {
         "date": dt.date.today().isoformat(),
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": sys.version},
-        "settings": {"tasks": args.tasks, "members": list(MEMBERS), "policy": "soft_vote"},
+        "settings": {
+            "tasks": args.tasks,
+            "members": list(MEMBERS),
+            "policy": "soft_vote",
+            "inline_below_ms": args.inline_below_ms,
+        },
         "results": results,
     }
-    path = args.out / f"group_cost-{dt.date.today().isoformat()}.json"
+    day = dt.date.today().isoformat()
+    path = args.out / f"group_cost-{day}-inline-{args.inline_below_ms:g}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     for key, r in results.items():
         print(f"{key:<16} {r['tasks_per_s']:>8.0f} tasks/s  p50 {r['p50_ms']:.3f} ms  "
