@@ -11,7 +11,7 @@ tasks (held-out digits, cycled) two ways:
 
 at concurrency 1 and 16. Needs the demo models (`chorus models build`) and nats-server.
 `--inline-below-ms` sets the members' bound for running ONNX Runtime on the event loop
-(the model service's default otherwise).
+(the group's default otherwise).
 
     python bench/group_cost.py [--repository .chorus/demo-models] [--tasks 3000] [--out DIR]
                                [--inline-below-ms MS]
@@ -94,13 +94,16 @@ async def measure(
         env = {
             **os.environ,
             "CHORUS_FUSER_KEEP_TASKS": "0",
-            "CHORUS_MODEL_INLINE_BELOW_MS": str(inline_below_ms),
+            "CHORUS_GROUP_INLINE_BELOW_MS": str(inline_below_ms),
         }
         group = GroupService(
-            GroupConfig(name=GROUP, models=",".join(MEMBERS), nats_url=nats.url),
-            ModelServiceConfig(
-                repository=repository, nats_url=nats.url, inline_below_ms=inline_below_ms
+            GroupConfig(
+                name=GROUP,
+                models=",".join(MEMBERS),
+                nats_url=nats.url,
+                inline_below_ms=inline_below_ms,
             ),
+            ModelServiceConfig(repository=repository, nats_url=nats.url),
             FuserConfig(nats_url=nats.url, keep_tasks=False),
         )
         await group.start()
@@ -144,7 +147,7 @@ def main() -> None:
     p.add_argument("--repository", type=Path, default=Path(".chorus/demo-models"))
     p.add_argument("--tasks", type=int, default=3000)
     p.add_argument("--out", type=Path, default=Path("bench/results/group-cost"))
-    p.add_argument("--inline-below-ms", type=float, default=ModelServiceConfig.inline_below_ms)
+    p.add_argument("--inline-below-ms", type=float, default=GroupConfig.inline_below_ms)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(

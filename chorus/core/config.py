@@ -95,11 +95,10 @@ class ModelServiceConfig:
     manifest's `runtime.max_batch`, else 1)."""
     max_batch_delay_ms: float = 0.0
     """How long the first request of a batch waits for company (0: the manifest's, else 2)."""
-    inline_below_ms: float = 1.0
+    inline_below_ms: float = 0.2
     """An ONNX Runtime call measured shorter than this runs on the event loop instead of a
-    worker thread, whose handoff, GIL convoy and cold caches would cost more than the call
-    (0: always a worker thread). At 0.2 ms a demo forest on varied digits crossed the bound on
-    a worker and stayed there, doubling a group's p50 at concurrency 1 (bench/README.md)."""
+    worker thread, whose handoff would cost more than the call (0: always a worker thread).
+    A member of a group takes the group's bound instead (GroupConfig.inline_below_ms)."""
     reload_poll_s: float = 2.0
     """How often a folder repository is checked for a new version to hot-load (0: never); a
     `nats:` repository is watched instead, each push seen as it lands."""
@@ -326,11 +325,19 @@ class GroupConfig:
     replica: str = ""
     """This group replica's name, shared by its members' heartbeats ("" makes one)."""
     default_budget_s: float = 10.0
+    inline_below_ms: float = 1.0
+    """The members' bound for running an ONNX Runtime call on the event loop, higher than a
+    model service's own: the loop spends more on each task (three members, the fuse) than a
+    short call costs it, and a worker's handoff, its wait for the GIL and its colder caches
+    cost more than that (a demo forest on varied digits: 0.12 ms on the loop, 0.3 on a
+    worker). Measured in process at 16: 1,405-2,130 tasks/s at 1 ms or more, 1,203-1,688 at
+    0.2 (bench/README.md). 0: always a worker thread."""
 
     def __post_init__(self) -> None:
         check(self, NOT_EMPTY, "nats_url host")
         check(self, PORT, "metrics_port")
         check(self, POSITIVE, "default_budget_s")
+        check(self, NON_NEGATIVE, "inline_below_ms")
         if self.name and not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
             raise ConfigError(
                 f"name: expected letters, digits, '-' or '_' (one NATS subject token), "

@@ -37,16 +37,12 @@ from chorus.core.metrics import serve_metrics, stop_metrics
 from chorus.core.spawner import Spawner
 from chorus.fuser.app import FuserService
 from chorus.group.metrics import GroupMetrics
+from chorus.group.settings import member_config
 from chorus.pb import tensor_pb2, wire_pb2
 from chorus.services import heads
 from chorus.services.app import ModelService
 
 log = logging.getLogger(__name__)
-GROUP_MAX_BATCH = 64
-GROUP_BATCH_DELAY_MS = 0.05
-"""Members in a group batch the tasks that reach them in the same turn of the event loop (a
-task's members all start together, so the tasks in flight line up), waiting next to nothing
-for more: unless the member's own settings say otherwise."""
 PREFIX = "group:"
 """A group's name on the bus, where a model's would be: chorus.infer.group:<name>."""
 
@@ -74,20 +70,7 @@ class GroupService:
         self.config = config
         self.replica = config.replica or f"{config.name}-{uuid.uuid4().hex[:8]}"
         self.members = {
-            name: ModelService(
-                replace(
-                    model,
-                    model=name,
-                    replica=f"{self.replica}-{name}",
-                    group=config.name,
-                    group_replica=self.replica,
-                    nats_url=config.nats_url,
-                    metrics_port=0,
-                    grpc_port=0,
-                    max_batch=model.max_batch or GROUP_MAX_BATCH,
-                    max_batch_delay_ms=model.max_batch_delay_ms or GROUP_BATCH_DELAY_MS,
-                )
-            )
+            name: ModelService(member_config(config, model, name, self.replica))
             for name in config.members
         }
         # The fuser's own metrics port is left to the system: the group serves one endpoint
