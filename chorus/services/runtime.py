@@ -118,7 +118,13 @@ class OnnxModel:
         ]
         self._busy = [0] * len(self.sessions)
         self._closed = False
-        self._computes_here = self.provider == providers.CPU and self.settings.intra_op_threads == 1
+        s = self.settings
+        self._computes_here = (
+            self.provider == providers.CPU
+            and s.intra_op_threads == 1
+            and s.execution_mode == "sequential"
+        )
+        """Whether a call computes on the thread that makes it (no ONNX Runtime pool)."""
         self.run_ms: float | None = None
         """Smoothed time one ONNX Runtime call holds its thread (None until one is measured)."""
         if self.settings.warmup:
@@ -185,7 +191,8 @@ class OnnxModel:
         thread the wall time includes waiting for the GIL back from the event loop (up to the
         5 ms switch interval), which once kept the demo's members measured at 0.4 ms and off
         the loop for good though each call computes in 0.05. A CPU session with one intra-op
-        thread computes on the calling thread, so that thread's CPU time is the cost."""
+        thread, run sequentially, computes on the calling thread, so that thread's CPU time is
+        the cost."""
         if self.noise:
             inputs = {k: self._degrade(v) for k, v in inputs.items()}
         start, cpu = time.perf_counter(), time.thread_time()
