@@ -235,8 +235,9 @@ def _scaled_objects(names: dict[str, str], groups: dict[str, str]) -> list[dict[
         labels = so["metadata"]["labels"]
         labels.pop("chorus.dev/model")
         labels.update({"app.kubernetes.io/component": "group", "chorus.dev/group": group})
-        # The same demand per replica as a model's: the tasks in flight on the group's
-        # replicas plus those waiting in the routers for one of its slots.
+        # A model's demand per replica, read off the group: the tasks in flight on its
+        # replicas. The routers' waiting term stays, 0 for a group: a router sends a group
+        # each task at once (no joined calls wait for a slot), as a live test shows.
         trigger = so["spec"]["triggers"][0]["metadata"]
         trigger["query"] = (
             trigger["query"]

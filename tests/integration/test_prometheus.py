@@ -12,11 +12,14 @@ PrometheusRule's rules. Through its HTTP API:
 - KEDA's and the HPA's formulas (chorus/planner/autoscale.py) applied to what Prometheus
   returns give more replicas under load and the minimum back at idle.
 
-One mesh (forest slowed to 40 ms, so load queues on it) and one Prometheus serve every test.
+One mesh (forest slowed to 40 ms, so load queues on it) and one Prometheus serve every test
+but the last: the ScaledObject `chorus k8s render --group` writes for a co-hosted group, whose
+query Prometheus answers from a live group (its members slowed to 20 ms) and its router.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -36,6 +39,7 @@ import numpy as np
 import pytest
 import yaml
 
+from chorus.cli.k8s import render
 from chorus.client import TaskClient
 from chorus.launch.mesh import Mesh
 from chorus.launch.natsserver import NatsServer, free_port
@@ -58,6 +62,8 @@ GPU_METRICS = ("chorus_model_gpu_",)
 """Panels that only a model on CUDA feeds (NVML)."""
 LOAD_CLIENTS = 16
 LOAD_S = 18.0
+GROUP = "digits"
+GROUP_MEMBERS = ["logreg", "forest", "mlp"]
 
 
 Vector = list[dict[str, Any]]
@@ -142,16 +148,44 @@ def observed(
             model_repo, tmp / "mesh", models=DEMO, nats_url=server.url,
             model_args={SLOW: ["--delay-ms", "40"]},
         ) as mesh,
+        _scraping(prometheus_binary, mesh, tmp, f'chorus_router_live_replicas{{model="{SLOW}"}}')
+        as prom,
     ):  # fmt: skip
-        rules = tmp / "rules.yaml"
-        rules.write_text(yaml.safe_dump({"groups": _fast_rule_groups()}))
-        config = tmp / "prometheus.yml"
-        config.write_text(yaml.safe_dump(_config(mesh, rules)))
-        port = free_port()
-        log = (tmp / "prometheus.log").open("w")
+        yield mesh, prom
+
+
+@pytest.fixture(scope="module")
+def group_observed(
+    prometheus_binary: str, model_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Mesh, Prom]]:
+    """The digits members co-hosted in one group process (each slowed to 20 ms, so tasks
+    stay in flight there), a router and Prometheus scraping them."""
+    tmp = tmp_path_factory.mktemp("prometheus-group")
+    with (
+        NatsServer(tmp / "js") as server,
+        Mesh(
+            model_repo, tmp / "mesh", models=GROUP_MEMBERS, nats_url=server.url,
+            groups={GROUP: GROUP_MEMBERS}, extra_env={"CHORUS_MODEL_DELAY_MS": "20"},
+        ) as mesh,
+        _scraping(prometheus_binary, mesh, tmp, f'chorus_group_tasks_in_flight{{group="{GROUP}"}}')
+        as prom,
+    ):  # fmt: skip
+        yield mesh, prom
+
+
+@contextlib.contextmanager
+def _scraping(binary: str, mesh: Mesh, tmp: Path, seen: str) -> Iterator[Prom]:
+    """Prometheus scraping every process of `mesh` and evaluating the PrometheusRule, ready
+    once every target is up and `seen` (a series the mesh makes from its start) is stored."""
+    rules = tmp / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": _fast_rule_groups()}))
+    config = tmp / "prometheus.yml"
+    config.write_text(yaml.safe_dump(_config(mesh, rules)))
+    port = free_port()
+    with (tmp / "prometheus.log").open("w") as log:
         proc = subprocess.Popen(
             [
-                prometheus_binary,
+                binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={tmp / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
@@ -162,8 +196,8 @@ def observed(
         )
         try:
             prom = Prom(f"http://127.0.0.1:{port}")
-            _wait_ready(prom, proc, tmp / "prometheus.log", len(mesh.children))
-            yield mesh, prom
+            _wait_ready(prom, proc, tmp / "prometheus.log", len(mesh.children), seen)
+            yield prom
         finally:
             proc.terminate()
             try:
@@ -171,7 +205,6 @@ def observed(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            log.close()
 
 
 def _fast_rule_groups() -> list[dict[str, Any]]:
@@ -182,8 +215,10 @@ def _fast_rule_groups() -> list[dict[str, Any]]:
     return groups
 
 
-def _wait_ready(prom: Prom, proc: subprocess.Popen[bytes], log: Path, targets: int) -> None:
-    """Ready, every target scraped up, and a few scrapes stored (rates need two)."""
+def _wait_ready(
+    prom: Prom, proc: subprocess.Popen[bytes], log: Path, targets: int, seen: str
+) -> None:
+    """Ready, every target scraped up, and a few scrapes of `seen` stored (rates need two)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"prometheus exited: {log.read_text()[-2000:]}"
@@ -197,12 +232,11 @@ def _wait_ready(prom: Prom, proc: subprocess.Popen[bytes], log: Path, targets: i
     else:
         raise AssertionError(f"targets not all up: {up}\n{log.read_text()[-2000:]}")
     # The routers' per-model series start with the models' first heartbeats.
-    seen = f'count_over_time(chorus_router_live_replicas{{model="{SLOW}"}}[1m])'
     while time.monotonic() < deadline:
-        if sum(prom.values(seen)) >= 4:
+        if sum(prom.values(f"count_over_time({seen}[1m])")) >= 4:
             return
         time.sleep(0.5)
-    raise AssertionError("the routers' per-model series never reached Prometheus")
+    raise AssertionError(f"{seen} never reached Prometheus")
 
 
 def _grafana(expr: str) -> str:
@@ -396,3 +430,37 @@ def test_under_load_every_dashboard_query_has_data_and_autoscalers_scale(
     assert (down_model, down_hpa, down_router) == (1, 1, 2)
     # The load was healthy: nothing fires (ALERTS keeps pending ones too).
     assert not [a for a in prom.query("ALERTS") if a["metric"].get("alertstate") == "firing"]
+
+
+def test_a_groups_scaled_object_reads_its_demand_from_a_live_group(
+    group_observed: tuple[Mesh, Prom], tmp_path: Path
+) -> None:
+    mesh, prom = group_observed
+    out = render(tmp_path / "k8s", GROUP_MEMBERS, groups={GROUP: GROUP_MEMBERS})
+    objects = [o for o in yaml.safe_load_all((out / "autoscaling.yaml").read_text()) if o]
+    (scaled,) = [o for o in objects if o["metadata"]["name"] == f"chorus-group-{GROUP}"]
+    rule = prometheus_scaling(scaled)
+    assert prom.values(_scaled(rule.query)) == [0.0], "idle, the group's demand is 0"
+
+    errors: list[BaseException] = []
+    loader = threading.Thread(target=_load, args=(mesh.router_target, LOAD_CLIENTS, 14.0, errors))
+    loader.start()
+    try:
+        time.sleep(float(SCALED_WINDOW[:-1]) + 1.5)
+        demand = prom.one(_scaled(rule.query))
+        in_flight = prom.one(f'sum(chorus_group_tasks_in_flight{{group="{GROUP}"}})')
+        waiting = prom.values(f'chorus_router_member_waiting{{model="group:{GROUP}"}}')
+    finally:
+        loader.join()
+    assert not errors, f"{len(errors)} callers stopped early; the first: {errors[0]!r}"
+    up = rule.desired_replicas(rule.min_replicas, demand)
+    print(
+        f"\ngroup {GROUP}: demand {demand:.1f}/replica ({in_flight:.0f} in flight) -> {up} "
+        f"replicas (KEDA)"
+    )
+    # A router sends the group each task at once: none wait for it there, so the query's
+    # waiting term (a model's) adds nothing, and the demand is the group's own.
+    assert all(v == 0 for v in waiting), waiting
+    # 16 callers on members that take 20 ms keep the group's one replica past its target.
+    assert demand > rule.target_value
+    assert up == math.ceil(demand / rule.target_value) and up >= 2
