@@ -241,10 +241,10 @@ def _scaled_objects(names: dict[str, str], groups: dict[str, str]) -> list[dict[
         trigger = so["spec"]["triggers"][0]["metadata"]
         trigger["query"] = (
             trigger["query"]
+            .replace(f'waiting{{namespace="chorus",model="{_TEMPLATE_MODEL}"}}',
+                     f'waiting{{namespace="chorus",model="group:{group}"}}')
             .replace("chorus_model_in_flight", "chorus_group_tasks_in_flight")
             .replace(f'model="{_TEMPLATE_MODEL}"', f'group="{group}"')
-            .replace(f'waiting{{namespace="chorus",group="{group}"}}',
-                     f'waiting{{namespace="chorus",model="group:{group}"}}')
         )  # fmt: skip
         objects.append(so)
     objects.append(packaged["chorus-router"])
