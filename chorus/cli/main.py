@@ -259,6 +259,9 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--models", required=True, help="its members, comma-separated")
     sg.add_argument("--repository", type=Path,
                     help="a folder or nats:BUCKET (default $CHORUS_MODEL_REPOSITORY)")  # fmt: skip
+    sg.add_argument("--grpc-port", type=int,
+                    help="KServe gRPC port: the group as one model, each member as its own "
+                         "(0: a free one)")  # fmt: skip
     sg.add_argument("--device", choices=["auto", "cpu", "cuda"],
                     help="where the members run (default auto: CUDA when usable)")  # fmt: skip
     _common(sg)

@@ -171,6 +171,7 @@ def cmd_serve_group(args: argparse.Namespace) -> int:
         name=args.name,
         models=args.models,
         nats_url=args.nats_url,
+        grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
     )
     model = from_env(ModelServiceConfig, "model", repository=args.repository, device=args.device)
@@ -181,6 +182,7 @@ def cmd_serve_group(args: argparse.Namespace) -> int:
             "service": "group",
             "name": cfg.name,
             "replica": lambda s: s.replica,
+            "grpc": lambda s: f"{cfg.host}:{s.grpc_port}",
             "metrics": lambda s: f"{cfg.host}:{s.metrics_port}",
             "members": lambda s: {
                 name: f"{cfg.host}:{member.grpc_port}" for name, member in s.members.items()

@@ -321,6 +321,9 @@ class GroupConfig:
     """Its members, comma-separated, as they are named in the repository."""
     nats_url: str = DEFAULT_NATS_URL
     host: str = "127.0.0.1"
+    grpc_port: int = 0
+    """Where the group answers as one KServe v2 model (and each member as its own), as
+    Triton serves an ensemble: chorus.group.ensemble. 0: any free port."""
     metrics_port: int = 0
     replica: str = ""
     """This group replica's name, shared by its members' heartbeats ("" makes one)."""
@@ -335,7 +338,7 @@ class GroupConfig:
 
     def __post_init__(self) -> None:
         check(self, NOT_EMPTY, "nats_url host")
-        check(self, PORT, "metrics_port")
+        check(self, PORT, "grpc_port metrics_port")
         check(self, POSITIVE, "default_budget_s")
         check(self, NON_NEGATIVE, "inline_below_ms")
         if self.name and not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):

@@ -233,17 +233,20 @@ class FuserService(ServiceBase):
         self._work.spawn(self._fuse(request), name="fuse")
 
     async def fuse_here(
-        self, call: wire_pb2.FuseCall, headers: dict[str, str] | None, *, together: bool
+        self,
+        call: wire_pb2.FuseCall,
+        ctx: CallContext,
+        headers: dict[str, str] | None,
+        *,
+        together: bool,
     ) -> wire_pb2.FuseReply:
-        """A task from a co-hosted group in this process (chorus.group): the same work, metrics
-        and errors as a request from the bus, with no message encoded either way. `together`:
-        the group's members answered it in a batch, so tasks finishing in this turn of the
-        event loop are fused in one pass (FuseBatcher)."""
+        """A task from a co-hosted group in this process (chorus.group), within the group's
+        own context: the same work, metrics and errors as a request from the bus, with no
+        message encoded either way. `together`: the group's members answered it in a batch,
+        so tasks finishing in this turn of the event loop are fused in one pass
+        (FuseBatcher)."""
         with self._fusing_one(headers):
             try:
-                ctx = CallContext.from_headers(
-                    headers, default_budget_s=self.config.default_budget_s
-                )
                 return await self._fused(call, ctx, together=together)
             except Exception as exc:
                 self.metrics.requests.labels(

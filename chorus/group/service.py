@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Self
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 import numpy as np
 from nats.micro.request import Request
 from nats.micro.service import Service
@@ -30,17 +31,21 @@ from nats.micro.service import Service
 from chorus.core import micro, subjects
 from chorus.core.calls.quorum import too_few_members
 from chorus.core.codec import from_tensor, to_tensor
-from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
+from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig, SecurityConfig
 from chorus.core.context import CallContext, received_digest
+from chorus.core.environment import from_env
 from chorus.core.errors import ChorusError, InvalidArgument, Unavailable, respond_error
+from chorus.core.grpcserver import add_health_and_reflection, bind, make_server, set_serving
 from chorus.core.metrics import serve_metrics, stop_metrics
+from chorus.core.security import server_credentials
 from chorus.core.spawner import Spawner
 from chorus.fuser.app import FuserService
+from chorus.group.ensemble import EnsembleServicer
 from chorus.group.metrics import GroupMetrics
 from chorus.group.settings import member_config
-from chorus.pb import tensor_pb2, wire_pb2
+from chorus.pb import kserve_v2_pb2_grpc, tensor_pb2, wire_pb2
 from chorus.services import heads
-from chorus.services.app import ModelService
+from chorus.services.app import KSERVE_SERVICE, STOP_GRACE_S, ModelService
 
 log = logging.getLogger(__name__)
 PREFIX = "group:"
@@ -68,6 +73,7 @@ class GroupService:
         """`model`: the settings every member starts from (its repository, batching, device);
         each member's name is its own, its group and group replica this one's."""
         self.config = config
+        self.model_config = model
         self.replica = config.replica or f"{config.name}-{uuid.uuid4().hex[:8]}"
         self.members = {
             name: ModelService(member_config(config, model, name, self.replica))
@@ -78,7 +84,9 @@ class GroupService:
         self.fuser = FuserService(replace(fuser, nats_url=config.nats_url, metrics_port=0))
         self._service: Service | None = None
         self._metrics_server: WSGIServer | None = None
+        self._server: grpc.aio.Server | None = None
         self.metrics_port = 0
+        self.grpc_port = 0
         self._requests = Spawner()
         self.served = 0
         self.in_flight = 0
@@ -101,6 +109,7 @@ class GroupService:
             liveness=self.fuser.alive,
             readiness=self.ready,
         )
+        await self._serve_grpc()
         nc = self.fuser.nc
         name = model_name(self.config.name)
         self._service = await micro.register(
@@ -122,10 +131,25 @@ class GroupService:
         log.info("group %s (%s) serving %s", self.config.name, self.replica, list(self.members))
         return self
 
+    async def _serve_grpc(self) -> None:
+        cfg, model = self.config, self.model_config
+        self._server = make_server(model.max_message_bytes, model.max_concurrent_streams)
+        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            EnsembleServicer(self), self._server
+        )
+        health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
+        security = from_env(SecurityConfig, "security")
+        self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, server_credentials(security))
+        await self._server.start()
+        await set_serving(health, [KSERVE_SERVICE], True)
+
     async def stop(self) -> None:
         if self._service is not None:
             await self._service.stop()
             self._service = None
+        if self._server is not None:
+            await self._server.stop(grace=STOP_GRACE_S)
+            self._server = None
         await self._requests.close()
         await self.fuser.stop()
         await asyncio.gather(*(m.stop() for m in self.members.values()))
@@ -148,26 +172,48 @@ class GroupService:
         self._requests.spawn(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
-        self.in_flight += 1
         try:
             reply = await self.answer(request.data, request.headers)
         except Exception as exc:
             await respond_error(request, exc, f"group {self.config.name}")
             return
-        finally:
-            self.in_flight -= 1
-        self.served += 1
         await request.respond(reply.SerializeToString())
 
     async def answer(self, data: bytes, headers: dict[str, str] | None) -> wire_pb2.InferReply:
-        """The whole task: every expected member run here, their scores fused here."""
+        """A task from the bus: the FuseCall a router sends, with its context in `headers`."""
         ctx = CallContext.from_headers(headers, default_budget_s=self.config.default_budget_s)
-        ctx.check(f"group {self.config.name} ({self.replica}) started it")
         digest = received_digest(data, headers, f"group {self.config.name}")
         try:
             call = wire_pb2.FuseCall.FromString(data)
         except Exception:
             raise InvalidArgument("body: not a chorus.wire.v1.FuseCall message") from None
+        return await self.answer_call(call, ctx, headers, digest)
+
+    async def answer_call(
+        self,
+        call: wire_pb2.FuseCall,
+        ctx: CallContext,
+        headers: dict[str, str] | None = None,
+        digest: str = "",
+    ) -> wire_pb2.InferReply:
+        """The whole task: every expected member run here, their scores fused here (a task
+        from the bus, or one this process's KServe endpoint built: chorus.group.ensemble)."""
+        self.in_flight += 1
+        try:
+            reply = await self._answer(call, ctx, headers, digest)
+        finally:
+            self.in_flight -= 1
+        self.served += 1
+        return reply
+
+    async def _answer(
+        self,
+        call: wire_pb2.FuseCall,
+        ctx: CallContext,
+        headers: dict[str, str] | None,
+        digest: str,
+    ) -> wire_pb2.InferReply:
+        ctx.check(f"group {self.config.name} ({self.replica}) started it")
         inputs = {t.name: from_tensor(t) for t in call.inputs}
         expected = list(call.expected)
         for e in expected:
@@ -205,7 +251,7 @@ class GroupService:
         needed = min(max(1, call.min_members), len(expected))
         if len(answers) < needed:
             raise too_few_members(call.capability, errors, len(answers), needed)
-        fused = await self.fuser.fuse_here(fuse, headers, together=True)
+        fused = await self.fuser.fuse_here(fuse, ctx, headers, together=True)
         for a in answers:
             fused.answers.add(
                 model=a.model, version=a.version, replica=f"{self.replica}-{a.model}",

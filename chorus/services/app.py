@@ -58,6 +58,8 @@ class ModelService(ServiceBase):
         self._store: StoreSync | None = None
         self.core: InferenceCore | None = None
         """How requests run, whichever way they come (a co-hosted group calls it directly)."""
+        self.kserve: KServeServicer | None = None
+        """Its KServe v2 model, which a co-hosted group's own gRPC port also serves."""
 
     @property
     def model(self) -> OnnxModel | None:
@@ -101,10 +103,8 @@ class ModelService(ServiceBase):
         self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry)
 
         self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
-        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.host, metrics, core, cfg.default_budget_s),
-            self._server,
-        )
+        self.kserve = KServeServicer(self.host, metrics, core, cfg.default_budget_s)
+        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.kserve, self._server)
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
         self.grpc_port = bind(
             self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)

@@ -6,7 +6,7 @@ Standard clients such as tritonclient call the same ONNX session the mesh uses o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import grpc
 import numpy as np
@@ -117,50 +117,19 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        return await self._infer(request, context.time_remaining(), "grpc")
+        return await self.infer(request, context.time_remaining(), "grpc")
 
     async def ModelStreamInfer(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Many requests on one stream, served concurrently and answered as each finishes
-        (matched by `id`): no call set-up per request, which on a small host is most of
-        what a unary call costs. A bad request gets `error_message`; the stream goes on."""
-        replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        async for reply in stream_infer(
+            request_iterator, lambda request: self.infer(request, None, "grpc_stream")
+        ):
+            yield reply
 
-        async def one(request: pb.ModelInferRequest) -> None:
-            try:
-                response = await self._infer(request, None, "grpc_stream")
-                await replies.put(pb.ModelStreamInferResponse(infer_response=response))
-            except ChorusError as err:
-                answer = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-                await replies.put(
-                    pb.ModelStreamInferResponse(
-                        error_message=f"{err.code_name}: {err.message}", infer_response=answer
-                    )
-                )
-
-        async def read() -> None:
-            serving: set[asyncio.Task[None]] = set()
-            try:
-                async for request in request_iterator:
-                    task = asyncio.create_task(one(request))
-                    serving.add(task)
-                    task.add_done_callback(serving.discard)
-                if serving:
-                    await asyncio.gather(*serving)
-            finally:
-                await replies.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (reply := await replies.get()) is not None:
-                yield reply
-        finally:
-            reader.cancel()
-
-    async def _infer(
+    async def infer(
         self, request: pb.ModelInferRequest, time_remaining: float | None, transport: str
     ) -> pb.ModelInferResponse:
         try:
@@ -168,7 +137,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise NotFound(self._elsewhere(request.model_name))
             with self.host.use(request.model_version) as loaded:
                 manifest = loaded.manifest
-                inputs = _decode_inputs(request)
+                inputs = decode_inputs(request)
                 wanted = [o.name for o in request.outputs] or [s.name for s in manifest.outputs]
                 known = {s.name for s in manifest.outputs}
                 unknown = [n for n in wanted if n not in known]
@@ -227,6 +196,47 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return f"model_name: model {name!r} is not served here; this service serves {self.name!r}"
 
 
+async def stream_infer(
+    request_iterator: AsyncIterator[pb.ModelInferRequest],
+    infer: Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]],
+) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    """Many requests on one stream, served concurrently and answered as each finishes
+    (matched by `id`): no call set-up per request, which on a small host is most of what a
+    unary call costs. A bad request gets `error_message`; the stream goes on."""
+    replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+
+    async def one(request: pb.ModelInferRequest) -> None:
+        try:
+            response = await infer(request)
+            await replies.put(pb.ModelStreamInferResponse(infer_response=response))
+        except ChorusError as err:
+            answer = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+            await replies.put(
+                pb.ModelStreamInferResponse(
+                    error_message=f"{err.code_name}: {err.message}", infer_response=answer
+                )
+            )
+
+    async def read() -> None:
+        serving: set[asyncio.Task[None]] = set()
+        try:
+            async for request in request_iterator:
+                task = asyncio.create_task(one(request))
+                serving.add(task)
+                task.add_done_callback(serving.discard)
+            if serving:
+                await asyncio.gather(*serving)
+        finally:
+            await replies.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (reply := await replies.get()) is not None:
+            yield reply
+    finally:
+        reader.cancel()
+
+
 def _triton_config(loaded: Loaded) -> pb.ModelConfig:
     """The config Triton would report: with batching on, dims lose the row dimension."""
     manifest, settings = loaded.manifest, loaded.model.settings
@@ -273,7 +283,7 @@ def _version_param(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> str
     return str(param.string_param)
 
 
-def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
     if not request.inputs:
         raise InvalidArgument("inputs: empty; send at least one input tensor")
     raw = request.raw_input_contents

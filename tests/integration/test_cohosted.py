@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import nats
 import numpy as np
@@ -113,6 +114,131 @@ def test_one_scrape_of_a_group_shows_its_members_its_fuser_and_itself(group_mesh
     with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as ready:
         assert ready.status == 200
         assert ready.read().decode().startswith(f"ok: group {GROUP} serving")
+
+
+def test_the_group_answers_as_one_kserve_model_as_its_tasks_are_answered(
+    group_mesh: Mesh, model_repo: Path
+) -> None:
+    """The ensemble a Triton user calls: tritonclient's ModelInfer naming the group runs the
+    members and fuses them in the group's process, with the answer a router's task gets."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    x = (np.random.default_rng(5).random((4, 64)) * 16).astype(np.float32)
+    with TaskClient(group_mesh.router_target) as tasks:
+        submitted = tasks.submit(CAPABILITY, {"input": x}, policy="soft_vote")
+    client = tc.InferenceServerClient(url=group_mesh.child(f"group-{GROUP}-0").ready["grpc"])
+    try:
+        assert client.is_model_ready(GROUP)
+        meta = client.get_model_metadata(GROUP)
+        assert meta.platform == "ensemble"
+        assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+            ("input", "FP32", [-1, 64])
+        ]
+        inp = tc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer(GROUP, [inp])
+        np.testing.assert_allclose(
+            result.as_numpy("probabilities"), submitted.probabilities, atol=1e-6
+        )
+        own = np.mean([_bare(model_repo, m, x) for m in DEMO], axis=0)
+        np.testing.assert_allclose(result.as_numpy("probabilities"), own, atol=1e-5)
+        assert list(result.as_numpy("label")) == list(np.argmax(own, axis=1))
+        assert set(result.as_numpy("status")) <= {b"agreed", b"conflicted", b"resolved"}
+        params = result.get_response().parameters
+        assert params["policy"].string_param == "soft_vote"
+        assert params["capability"].string_param == CAPABILITY
+        assert sorted(params["members"].string_param.split(",")) == sorted(DEMO)
+        first = client.infer(GROUP, [inp], priority=1, parameters={"min_members": 3})
+        np.testing.assert_allclose(first.as_numpy("probabilities"), own, atol=1e-5)
+        with pytest.raises(InferenceServerException, match="priority"):
+            client.infer(GROUP, [inp], priority=7)
+        # One address serves each member too, as its own model.
+        alone = client.infer("mlp", [inp], outputs=[tc.InferRequestedOutput("probabilities")])
+        np.testing.assert_allclose(
+            alone.as_numpy("probabilities"), _bare(model_repo, "mlp", x), atol=1e-6
+        )
+        names = {m.name for m in client.get_model_repository_index().models}
+        assert names == {GROUP, *DEMO}
+    finally:
+        client.close()
+
+
+def test_the_groups_model_answers_a_stream_of_requests_each_by_its_id(group_mesh: Mesh) -> None:
+    import queue
+
+    import tritonclient.grpc as tc
+
+    rows = (np.random.default_rng(9).random((12, 64)) * 16).astype(np.float32)
+    answers: queue.Queue[tuple[object, object]] = queue.Queue()
+    client = tc.InferenceServerClient(url=group_mesh.child(f"group-{GROUP}-0").ready["grpc"])
+    try:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        for i in range(len(rows)):
+            inp = tc.InferInput("input", [1, 64], "FP32")
+            inp.set_data_from_numpy(rows[i : i + 1])
+            client.async_stream_infer(GROUP, [inp], request_id=str(i))
+        got = {}
+        for _ in range(len(rows)):
+            result, error = answers.get(timeout=10)
+            assert error is None, error
+            got[result.get_response().id] = result.as_numpy("probabilities")
+        client.stop_stream()
+        whole = client.infer(GROUP, [_input(tc, rows)]).as_numpy("probabilities")
+    finally:
+        client.close()
+    assert sorted(got, key=int) == [str(i) for i in range(len(rows))]
+    # Rows batched differently round differently in the last float bit.
+    np.testing.assert_allclose(
+        np.concatenate([got[str(i)] for i in range(len(rows))]), whole, atol=1e-6
+    )
+
+
+def _input(tc: Any, x: np.ndarray) -> Any:
+    inp = tc.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return inp
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "parameters", "outputs", "code", "says"),
+    [
+        (GROUP, [1, 63], {}, [], "INVALID_ARGUMENT", "inputs['input']"),
+        (GROUP, [1, 64], {"temperature": "2"}, [], "INVALID_ARGUMENT", "parameters"),
+        (GROUP, [1, 64], {"capability": "classify/text"}, [], "INVALID_ARGUMENT", "classify/text"),
+        (GROUP, [1, 64], {"min_members": "two"}, [], "INVALID_ARGUMENT", "min_members"),
+        (GROUP, [1, 64], {}, ["explanation"], "INVALID_ARGUMENT", "explanation"),
+        ("digit", [1, 64], {}, [], "NOT_FOUND", "'digit'"),
+    ],
+)
+def test_bad_requests_to_the_groups_model_get_clear_errors_and_it_keeps_serving(
+    group_mesh: Mesh,
+    model: str,
+    shape: list[int],
+    parameters: dict[str, Any],
+    outputs: list[str],
+    code: str,
+    says: str,
+) -> None:
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    client = tc.InferenceServerClient(url=group_mesh.child(f"group-{GROUP}-0").ready["grpc"])
+    try:
+        x = np.zeros(shape, np.float32)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer(
+                model,
+                [_input(tc, x)],
+                parameters=parameters or None,
+                outputs=[tc.InferRequestedOutput(o) for o in outputs] or None,
+            )
+        assert err.value.status() == f"StatusCode.{code}"
+        assert says in err.value.message()
+        good = client.infer(GROUP, [_input(tc, np.zeros((1, 64), np.float32))])
+        assert good.as_numpy("probabilities").shape == (1, 10)
+    finally:
+        client.close()
 
 
 def test_a_group_replica_killed_mid_run_loses_no_task(group_mesh: Mesh) -> None:
