@@ -226,23 +226,57 @@ def _process(pid: int, name: str) -> list[tuple[str, psutil.Process]]:
         return []
 
 
-def service_path(mesh: Mesh, workload: Workload) -> GrpcPath:
-    """One member alone over KServe v2 ModelInfer: what a single service costs, no NATS."""
+def kserve_requests(workload: Workload, model: str) -> list[Any]:
+    """One KServe v2 ModelInferRequest per row for `model`: what a model service, a group's
+    model and Triton are each sent, from the same stubs."""
     from chorus.pb import kserve_v2_pb2 as kpb
-    from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
 
-    member = mesh.child(workload.members[-1])
     messages = []
     for row in workload.rows:
-        req = kpb.ModelInferRequest(model_name=member.name, raw_input_contents=[row.tobytes()])
+        req = kpb.ModelInferRequest(model_name=model, raw_input_contents=[row.tobytes()])
         req.inputs.add(name="input", datatype="FP32", shape=row.shape)
         messages.append(req)
+    return messages
+
+
+def kserve_path(
+    name: str,
+    target: str,
+    model: str,
+    workload: Workload,
+    services: Callable[[], list[tuple[str, psutil.Process]]],
+) -> GrpcPath:
+    """ModelInfer on `model` at `target`, driven like the mesh's Submit."""
+    from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
+
     return GrpcPath(
+        name,
+        target,
+        lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer,
+        kserve_requests(workload, model),
+        services,
+    )
+
+
+def service_path(mesh: Mesh, workload: Workload) -> GrpcPath:
+    """One member alone over KServe v2 ModelInfer: what a single service costs, no NATS."""
+    member = mesh.child(workload.members[-1])
+    return kserve_path(
         "service",
         str(member.ready["grpc"]),
-        lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer,
-        messages,
+        member.name,
+        workload,
         lambda: _process(member.proc.pid, member.name),
+    )
+
+
+def group_model_path(mesh: Mesh, workload: Workload, name: str) -> GrpcPath:
+    """The co-hosted group as one KServe v2 model (chorus.group.ensemble): ModelInfer to the
+    group's process, which runs the members and fuses them, with no router; asked as Triton's
+    ensemble is."""
+    group = mesh.child(f"group-{COHOSTED_GROUP}")
+    return kserve_path(
+        name, str(group.ready["grpc"]), COHOSTED_GROUP, workload, _mesh_services(mesh)
     )
 
 

@@ -24,8 +24,10 @@ from chorus.bench.paths import (
     WORKLOAD,
     BarePath,
     BenchPath,
+    GrpcPath,
     Phase,
     Workload,
+    group_model_path,
     load_workload,
     mesh_path,
     nats_submit_path,
@@ -43,6 +45,7 @@ from chorus.bench.triton import (
 )
 from chorus.bench.triton_path import TRITON_LAYOUTS, running_triton, triton_path
 from chorus.bench.usage import Gpus, Sampler
+from chorus.launch.mesh import Mesh
 
 PATHS = (
     "bare",
@@ -50,6 +53,7 @@ PATHS = (
     "mesh",
     "cohosted",
     "cohosted-nats",
+    "cohosted-kserve",
     "ray",
     "ray-single",
     "triton-ensemble",
@@ -57,6 +61,11 @@ PATHS = (
 )
 """Also the order they run in: the mesh is up only while service and mesh are measured."""
 NAME = "bench"
+COHOSTED: dict[str, Callable[[Mesh, Workload, str], GrpcPath]] = {
+    "cohosted": mesh_path,
+    "cohosted-nats": nats_submit_path,
+    "cohosted-kserve": group_model_path,
+}
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ def _paths(options: Options, workload: Workload, *, backwards: bool) -> Generato
         groups.append(lambda: iter([BarePath(workload)]))
     if "service" in wanted or "mesh" in wanted:
         groups.append(lambda: _mesh_paths(options, workload, wanted))
-    if "cohosted" in wanted or "cohosted-nats" in wanted:
+    if any(p in wanted for p in COHOSTED):
         groups.append(lambda: _cohosted_paths(options, workload, wanted))
     for name in (p for p in wanted if p in RAY_LAYOUTS):
         groups.append(functools.partial(_ray_path, options, workload, name))
@@ -118,10 +127,11 @@ def _mesh_paths(options: Options, workload: Workload, wanted: list[str]) -> Gene
 def _cohosted_paths(
     options: Options, workload: Workload, wanted: list[str]
 ) -> Generator[BenchPath]:
-    """The co-hosted shape behind the gRPC front door (`cohosted`) and behind the router's
-    NATS endpoint (`cohosted-nats`), in the same mesh."""
+    """The co-hosted shape behind the router's gRPC front door (`cohosted`), behind its NATS
+    endpoint (`cohosted-nats`) and asked directly as one KServe v2 model (`cohosted-kserve`),
+    in the same mesh."""
     with running_mesh(workload, full=True, keep_tasks=options.keep_tasks, cohosted=True) as m:
-        for name, make in (("cohosted", mesh_path), ("cohosted-nats", nats_submit_path)):
+        for name, make in COHOSTED.items():
             if name in wanted:
                 path = make(m, workload, name)
                 try:
@@ -178,7 +188,7 @@ def _progress(bar: tqdm[Any], phase: Phase) -> Iterator[None]:
 
 BASELINES = {"ray": tuple(RAY_LAYOUTS), "triton": tuple(TRITON_LAYOUTS)}
 """Each peer's layouts: the summary quotes Chorus against each and against the faster."""
-SUBJECTS = ("mesh", "cohosted")
+SUBJECTS = ("mesh", "cohosted", "cohosted-kserve")
 """Chorus's own shapes, each quoted against bare ONNX Runtime and every peer measured."""
 
 
@@ -194,8 +204,9 @@ def _subject_summary(
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     bare, ours = results.get("bare@1"), results.get(f"{subject}@1")
+    key = subject.replace("-", "_")
     if bare and ours:
-        summary[f"{subject}_added_p50_ms_at_conc_1"] = round(ours["p50_ms"] - bare["p50_ms"], 3)
+        summary[f"{key}_added_p50_ms_at_conc_1"] = round(ours["p50_ms"] - bare["p50_ms"], 3)
     keys = [f"conc {c}" for c in concurrency]
     for peer, layouts in BASELINES.items():
         ratios: list[dict[str, float]] = []
@@ -210,17 +221,17 @@ def _subject_summary(
                 if f"{subject}@{c}" in results and f"{layout}@{c}" in results
             }
             if ratio:
-                summary[f"{subject}_over_{layout.replace('-', '_')}_throughput"] = ratio
+                summary[f"{key}_over_{layout.replace('-', '_')}_throughput"] = ratio
                 ratios.append(ratio)
         # Against the faster layout: the smaller ratio at each concurrency.
         fastest = {
             k: min(r[k] for r in ratios if k in r) for k in keys if any(k in r for r in ratios)
         }
         if fastest:
-            summary[f"{subject}_over_fastest_{peer}_throughput"] = fastest
+            summary[f"{key}_over_fastest_{peer}_throughput"] = fastest
     for layout in TRITON_LAYOUTS:
         if ours and f"{layout}@1" in results:
-            summary[f"{subject}_p50_over_{layout.replace('-', '_')}_p50_at_conc_1"] = round(
+            summary[f"{key}_p50_over_{layout.replace('-', '_')}_p50_at_conc_1"] = round(
                 ours["p50_ms"] / results[f"{layout}@1"]["p50_ms"], 2
             )
     return summary

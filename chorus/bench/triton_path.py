@@ -7,14 +7,14 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 
 if TYPE_CHECKING:
     from chorus.bench.triton import Batching, TritonEnv, TritonServer
 
-from chorus.bench.paths import GrpcPath, Workload
+from chorus.bench.paths import GrpcPath, Workload, kserve_path
 
 TRITON_LAYOUTS = {"triton-ensemble": "ensemble", "triton-single": "single"}
 """Bench path -> layout: Triton's ensemble of a model per member and a vote model, and one
@@ -59,22 +59,8 @@ def _classes(workload: Workload) -> int:
     return int(probs.shape[1])
 
 
-def triton_infer_requests(workload: Workload) -> list[Any]:
-    """One KServe v2 ModelInferRequest per row for TRITON_MODEL: what a Chorus model service
-    is sent too, from the same stubs."""
-    from chorus.pb import kserve_v2_pb2 as kpb
-
-    messages = []
-    for row in workload.rows:
-        req = kpb.ModelInferRequest(model_name=TRITON_MODEL, raw_input_contents=[row.tobytes()])
-        req.inputs.add(name="input", datatype="FP32", shape=row.shape)
-        messages.append(req)
-    return messages
-
-
 def triton_path(server: TritonServer, workload: Workload, name: str) -> GrpcPath:
     """Triton's ModelInfer, driven like the mesh's Submit: the same callers on one channel."""
-    from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
 
     def services() -> list[tuple[str, psutil.Process]]:
         if server.proc is None:
@@ -87,13 +73,7 @@ def triton_path(server: TritonServer, workload: Workload, name: str) -> GrpcPath
         except psutil.NoSuchProcess:
             return []
 
-    return GrpcPath(
-        name,
-        server.target,
-        lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer,
-        triton_infer_requests(workload),
-        services,
-    )
+    return kserve_path(name, server.target, TRITON_MODEL, workload, services)
 
 
 def _triton_name(proc: psutil.Process) -> str:

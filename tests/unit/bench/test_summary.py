@@ -63,6 +63,19 @@ def test_the_cohosted_shape_is_quoted_beside_the_mesh() -> None:
     assert not any(k.startswith("mesh_") for k in summary)
 
 
+def test_the_groups_own_model_is_quoted_under_a_key_without_dashes() -> None:
+    results = _results(
+        {"cohosted-kserve": (700.0, 900.0), "triton-ensemble": (350.0, 1800.0)},
+        {"cohosted-kserve": 1.5, "triton-ensemble": 3.0},
+    )
+    summary = _summary(results, (1, 16))
+    assert summary["cohosted_kserve_over_triton_ensemble_throughput"] == {
+        "conc 1": 2.0,
+        "conc 16": 0.5,
+    }
+    assert summary["cohosted_kserve_p50_over_triton_ensemble_p50_at_conc_1"] == 0.5
+
+
 def test_no_peer_measured_no_ratio() -> None:
     results = _results({"bare": (8000.0, 8000.0), "mesh": (250.0, 640.0)},
                        {"bare": 0.1, "mesh": 4.0})  # fmt: skip
