@@ -11,10 +11,14 @@ A request may set parameters: `capability` (default: the first its members share
 first member's manifest order), `policy` and `conflict` (the fuser's strategy and conflict
 policy; the router's defaults otherwise), `min_members` (fewer answers is UNAVAILABLE;
 default 1) and `priority` (Triton's levels: 1 critical, 2 normal, 3 batch, 0 the default, for
-the members' queues). Its deadline is the call's own."""
+the members' queues). Its deadline is the call's own. The response's parameters say which
+capability, strategy and conflict policy answered, which members did and which did not, and
+the task's id: the fuser keeps the task as it keeps a router's (CHORUS_FUSER_KEEP_TASKS), so
+`chorus feedback` on that id teaches the weights as for a submitted task."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
@@ -51,6 +55,8 @@ class Group(Protocol):
         ctx: CallContext,
         headers: dict[str, str] | None = None,
         digest: str = "",
+        *,
+        outputs: bool = True,
     ) -> wire_pb2.InferReply: ...
 
 
@@ -224,14 +230,17 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"outputs: {unknown} not produced by group {self.name}; it has {list(OUTPUTS)}"
             )
         call = self.call(manifests, capability, inputs, params)
-        call.task_id = request.id or "kserve"
+        call.task_id = uuid.uuid4().hex
         ctx = CallContext.start(
-            request.id or "kserve",
+            call.task_id,
             _priority(int(params.get("priority", 0))),
             time_remaining or self.group.config.default_budget_s,
         )
-        reply = await self.group.answer_call(call, ctx)
-        return _response(request, reply.fused, wanted, self.name, capability)
+        reply = await self.group.answer_call(call, ctx, outputs=False)
+        response = _response(request, reply.fused, wanted, self.name)
+        response.parameters["task_id"].string_param = call.task_id
+        response.parameters["capability"].string_param = capability
+        return response
 
     def call(
         self,
@@ -328,7 +337,6 @@ def _response(
     fused: wire_pb2.FuseReply,
     wanted: list[str],
     name: str,
-    capability: str,
 ) -> pb.ModelInferResponse:
     arrays = {"probabilities": from_tensor(fused.probabilities)}
     if fused.rows:
@@ -341,7 +349,6 @@ def _response(
         array = arrays[out]
         response.outputs.add(name=out, datatype=datatype_of(array), shape=array.shape)
         response.raw_output_contents.append(to_bytes(array))
-    response.parameters["capability"].string_param = capability
     response.parameters["policy"].string_param = fused.policy
     response.parameters["conflict_policy"].string_param = fused.conflict_policy
     response.parameters["members"].string_param = ",".join(a.model for a in fused.answers)

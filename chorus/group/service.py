@@ -62,7 +62,7 @@ class _Answer:
     model: str
     version: str
     scores: tensor_pb2.Tensor
-    outputs: list[tensor_pb2.Tensor]
+    outputs: dict[str, np.ndarray]
     latency_ms: float
 
 
@@ -195,12 +195,16 @@ class GroupService:
         ctx: CallContext,
         headers: dict[str, str] | None = None,
         digest: str = "",
+        *,
+        outputs: bool = True,
     ) -> wire_pb2.InferReply:
         """The whole task: every expected member run here, their scores fused here (a task
-        from the bus, or one this process's KServe endpoint built: chorus.group.ensemble)."""
+        from the bus, or one this process's KServe endpoint built: chorus.group.ensemble).
+        `outputs`: each member's answer carries its outputs, as a router's reply needs (the
+        KServe endpoint answers with the fused scores only)."""
         self.in_flight += 1
         try:
-            reply = await self._answer(call, ctx, headers, digest)
+            reply = await self._answer(call, ctx, headers, digest, outputs)
         finally:
             self.in_flight -= 1
         self.served += 1
@@ -212,6 +216,7 @@ class GroupService:
         ctx: CallContext,
         headers: dict[str, str] | None,
         digest: str,
+        outputs: bool,
     ) -> wire_pb2.InferReply:
         ctx.check(f"group {self.config.name} ({self.replica}) started it")
         inputs = {t.name: from_tensor(t) for t in call.inputs}
@@ -255,7 +260,7 @@ class GroupService:
         for a in answers:
             fused.answers.add(
                 model=a.model, version=a.version, replica=f"{self.replica}-{a.model}",
-                outputs=a.outputs,
+                outputs=[to_tensor(n, v) for n, v in a.outputs.items()] if outputs else [],
                 latency_ms=a.latency_ms,
             )  # fmt: skip
         for model, why in errors.items():
@@ -291,8 +296,7 @@ class GroupService:
         outputs = heads.reply_outputs(manifest, None, prediction.outputs)
         if e.scores_output not in outputs:
             raise Unavailable(f"model {e.model}: reply has no {e.scores_output!r} output")
-        tensors = [to_tensor(n, a) for n, a in outputs.items()]
-        scores = next(t for t in tensors if t.name == e.scores_output)
+        scores = to_tensor(e.scores_output, outputs[e.scores_output])
         return _Answer(
-            e.model, manifest.version, scores, tensors, (time.perf_counter() - start) * 1000
+            e.model, manifest.version, scores, outputs, (time.perf_counter() - start) * 1000
         )

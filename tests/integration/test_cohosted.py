@@ -160,6 +160,13 @@ def test_the_group_answers_as_one_kserve_model_as_its_tasks_are_answered(
         )
         names = {m.name for m in client.get_model_repository_index().models}
         assert names == {GROUP, *DEMO}
+        # The fuser kept the task, as a router's: its truth teaches the members' weights
+        # (last: the weights differ from here on).
+        with TaskClient(group_mesh.router_target) as tasks:
+            learned = tasks.feedback(
+                params["task_id"].string_param, labels=np.argmax(own, axis=1).tolist()
+            )
+        assert set(learned.weights) == set(DEMO)
     finally:
         client.close()
 
