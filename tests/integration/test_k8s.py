@@ -1083,6 +1083,12 @@ def test_render_cohosts_a_group_in_one_deployment_scaled_on_its_own_demand(
         (c,) = _pod_spec(dep)["containers"]
         assert c["args"][:2] == ["serve", "group"]
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # Its own KServe port (the group as one model), behind its Service, open to clients.
+        assert {"name": "grpc", "containerPort": 8001} in c["ports"]
+        service = _of(objs, "Service")[f"chorus-group-{name}"]
+        assert {p["name"]: p["port"] for p in service["spec"]["ports"]}["grpc"] == 8001
+        clients = _of(objs, "NetworkPolicy")["chorus-clients"]["spec"]["podSelector"]
+        assert "group" in clients["matchExpressions"][0]["values"]
         assert "replicas" not in dep["spec"]
         scaled = {prometheus_scaling(so).target: so for so in _of(objs, "ScaledObject").values()}
         rule = prometheus_scaling(scaled[f"chorus-group-{name}"])
