@@ -313,16 +313,16 @@ class FuserService(ServiceBase):
         if collected is not None:
             collected.report(reply)
             self._count(collected)
-        m = self.metrics
-        m.requests.labels(reply.policy, "ok").inc()
-        m.latency.labels(reply.policy).observe(time.perf_counter() - start)
-        for a in outcome.fused.agreement:
-            m.agreement.labels(reply.policy).observe(a)
-        m.conflicts.labels(reply.policy).inc(int(np.sum(outcome.report.conflicted)))
-        for status in outcome.status:
-            m.decisions.labels(reply.policy, reply.conflict_policy, status).inc()
-        for model, weight in reply.weights.items():
-            m.weights.labels(call.capability, model).set(weight)
+        self.metrics.fused(
+            reply.policy,
+            reply.conflict_policy,
+            time.perf_counter() - start,
+            outcome.fused.agreement,
+            int(np.sum(outcome.report.conflicted)),
+            outcome.status,
+            call.capability,
+            dict(reply.weights),
+        )
         self._observe_votes(call.capability, outcome)
         if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
             # Kept beside the answer, not before it: a JetStream write that fails (NATS just

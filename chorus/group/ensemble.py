@@ -57,6 +57,7 @@ class Group(Protocol):
         digest: str = "",
         *,
         outputs: bool = True,
+        arrays: dict[str, np.ndarray] | None = None,
     ) -> wire_pb2.InferReply: ...
 
 
@@ -236,7 +237,7 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
             _priority(int(params.get("priority", 0))),
             time_remaining or self.group.config.default_budget_s,
         )
-        reply = await self.group.answer_call(call, ctx, outputs=False)
+        reply = await self.group.answer_call(call, ctx, outputs=False, arrays=inputs)
         response = _response(request, reply.fused, wanted, self.name)
         response.parameters["task_id"].string_param = call.task_id
         response.parameters["capability"].string_param = capability

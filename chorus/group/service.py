@@ -197,14 +197,18 @@ class GroupService:
         digest: str = "",
         *,
         outputs: bool = True,
+        arrays: dict[str, np.ndarray] | None = None,
     ) -> wire_pb2.InferReply:
         """The whole task: every expected member run here, their scores fused here (a task
         from the bus, or one this process's KServe endpoint built: chorus.group.ensemble).
         `outputs`: each member's answer carries its outputs, as a router's reply needs (the
-        KServe endpoint answers with the fused scores only)."""
+        KServe endpoint answers with the fused scores only); `arrays`: the call's inputs,
+        decoded already."""
         self.in_flight += 1
         try:
-            reply = await self._answer(call, ctx, headers, digest, outputs)
+            if arrays is None:
+                arrays = {t.name: from_tensor(t) for t in call.inputs}
+            reply = await self._answer(call, arrays, ctx, headers, digest, outputs)
         finally:
             self.in_flight -= 1
         self.served += 1
@@ -213,13 +217,13 @@ class GroupService:
     async def _answer(
         self,
         call: wire_pb2.FuseCall,
+        inputs: dict[str, np.ndarray],
         ctx: CallContext,
         headers: dict[str, str] | None,
         digest: str,
         outputs: bool,
     ) -> wire_pb2.InferReply:
         ctx.check(f"group {self.config.name} ({self.replica}) started it")
-        inputs = {t.name: from_tensor(t) for t in call.inputs}
         expected = list(call.expected)
         for e in expected:
             if e.model not in self.members:

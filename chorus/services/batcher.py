@@ -117,7 +117,7 @@ class DynamicBatcher:
         names = list(batch[0].inputs)
         joined = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
         try:
-            prediction = await self.model.infer(joined)
+            prediction = await self.model.infer(joined, checked=True)
         except Exception as exc:
             for p in batch:
                 if not p.done.done():

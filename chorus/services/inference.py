@@ -37,12 +37,12 @@ class InferenceCore:
     def serving(self, tasks: int = 1) -> Iterator[None]:
         """Counts `tasks` in flight for as long as a request is handled, error or not."""
         self.in_flight += tasks
-        self.metrics.in_flight.labels(self.name).inc(tasks)
+        self.metrics.serving(tasks)
         try:
             yield
         finally:
             self.in_flight -= tasks
-            self.metrics.in_flight.labels(self.name).dec(tasks)
+            self.metrics.serving(-tasks)
 
     async def run(
         self,

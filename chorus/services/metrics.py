@@ -58,6 +58,14 @@ class ModelMetrics:
         for per_model in (self.latency, self.rows, self.in_flight):
             start_at_zero(per_model, (model,))
         start_at_zero(self.queue, *[(model, p.label) for p in Priority])
+        # The series every request touches, looked up once: a lookup by labels costs a
+        # few microseconds, several times a request.
+        self._requests = {
+            (t, o): self.requests.labels(model, t, o) for t in TRANSPORTS for o in OUTCOMES
+        }
+        self._latency = self.latency.labels(model)
+        self._rows = self.rows.labels(model)
+        self._in_flight = self.in_flight.labels(model)
 
     def loaded(self, versions: list[tuple[str, str]]) -> None:
         """The (version, provider) pairs loaded now; unloaded ones leave the gauge."""
@@ -66,10 +74,17 @@ class ModelMetrics:
             self.info.labels(self.model, version, provider).set(1)
 
     def observe(self, transport: str, outcome: str, rows: int = 0, seconds: float = 0.0) -> None:
-        self.requests.labels(self.model, transport, outcome).inc()
+        counter = self._requests.get((transport, outcome))
+        if counter is None:
+            counter = self.requests.labels(self.model, transport, outcome)
+        counter.inc()
         if outcome == "ok":
-            self.latency.labels(self.model).observe(seconds)
+            self._latency.observe(seconds)
 
     def batch(self, rows: int) -> None:
         """Rows in one ONNX Runtime call (several requests' when batching)."""
-        self.rows.labels(self.model).observe(rows)
+        self._rows.observe(rows)
+
+    def serving(self, tasks: int) -> None:
+        """`tasks` more (or, negative, fewer) in flight."""
+        self._in_flight.inc(tasks)
