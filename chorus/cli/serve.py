@@ -184,8 +184,6 @@ def cmd_serve_group(args: argparse.Namespace) -> int:
             "replica": lambda s: s.replica,
             "grpc": lambda s: f"{cfg.host}:{s.grpc_port}",
             "metrics": lambda s: f"{cfg.host}:{s.metrics_port}",
-            "members": lambda s: {
-                name: f"{cfg.host}:{member.grpc_port}" for name, member in s.members.items()
-            },
+            "members": lambda s: list(s.members),
         },
     )

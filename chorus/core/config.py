@@ -99,6 +99,9 @@ class ModelServiceConfig:
     """An ONNX Runtime call measured shorter than this runs on the event loop instead of a
     worker thread, whose handoff would cost more than the call (0: always a worker thread).
     A member of a group takes the group's bound instead (GroupConfig.inline_below_ms)."""
+    own_ports: bool = True
+    """False: no gRPC or metrics port of its own, as a member of a co-hosted group, whose
+    ports serve its KServe model and its metrics."""
     reload_poll_s: float = 2.0
     """How often a folder repository is checked for a new version to hot-load (0: never); a
     `nats:` repository is watched instead, each push seen as it lands."""
@@ -206,6 +209,9 @@ class RouterConfig:
 class FuserConfig:
     nats_url: str = DEFAULT_NATS_URL
     host: str = "127.0.0.1"
+    own_ports: bool = True
+    """False: no metrics port of its own, as a co-hosted group's fuser, whose port serves
+    its metrics."""
     min_margin: float = 0.2
     """A row is conflicted when the fused top-1 leads top-2 by less than this..."""
     max_entropy: float = 0.5

@@ -79,7 +79,10 @@ class ServiceBase:
         stop_metrics(self._metrics_server)
         self._metrics_server = None
 
-    def _serve_metrics(self, host: str, port: int, registry: CollectorRegistry) -> None:
+    def _serve_metrics(
+        self, host: str, port: int, registry: CollectorRegistry, *, endpoint: bool = True
+    ) -> None:
+        """`endpoint` off: the registry is served elsewhere (a co-hosted group's one port)."""
         self._nats_up = Gauge(
             f"chorus_{self.kind}_nats_connected",
             "1 while the NATS connection is up",
@@ -87,9 +90,10 @@ class ServiceBase:
         )
         self._last_tick = time.monotonic()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        self._metrics_server, self.metrics_port = serve_metrics(
-            host, port, registry, liveness=self.alive, readiness=self.ready
-        )
+        if endpoint:
+            self._metrics_server, self.metrics_port = serve_metrics(
+                host, port, registry, liveness=self.alive, readiness=self.ready
+            )
 
     async def _tick(self) -> None:
         while True:

@@ -91,7 +91,9 @@ class FuserService(ServiceBase):
         if self._service is not None:
             return self
         cfg = self.config
-        self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
+        self._serve_metrics(
+            cfg.host, cfg.metrics_port, self.metrics.registry, endpoint=cfg.own_ports
+        )
         nc = await self._connect(cfg.nats_url, "chorus-fuser")
         js = nc.jetstream()
         self._weights = WeightStore(js, replicas=self.jetstream_replicas)

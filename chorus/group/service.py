@@ -79,9 +79,9 @@ class GroupService:
             name: ModelService(member_config(config, model, name, self.replica))
             for name in config.members
         }
-        # The fuser's own metrics port is left to the system: the group serves one endpoint
-        # for all (chorus.group.metrics).
-        self.fuser = FuserService(replace(fuser, nats_url=config.nats_url, metrics_port=0))
+        # No metrics port of the fuser's own: the group serves one endpoint for all
+        # (chorus.group.metrics).
+        self.fuser = FuserService(replace(fuser, nats_url=config.nats_url, own_ports=False))
         self._service: Service | None = None
         self._metrics_server: WSGIServer | None = None
         self._server: grpc.aio.Server | None = None

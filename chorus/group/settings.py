@@ -20,7 +20,8 @@ def member_config(
 ) -> ModelServiceConfig:
     """`model`: the settings every member starts from (its repository, batching, device);
     `replica`: the group replica's name, which the member's heartbeats carry. A member serves
-    no ports of its own: the group's one metrics endpoint covers it."""
+    no ports of its own: the group's gRPC port serves its KServe model and the group's one
+    metrics endpoint its metrics."""
     return replace(
         model,
         model=name,
@@ -28,8 +29,7 @@ def member_config(
         group=group.name,
         group_replica=replica,
         nats_url=group.nats_url,
-        metrics_port=0,
-        grpc_port=0,
+        own_ports=False,
         max_batch=model.max_batch or GROUP_MAX_BATCH,
         max_batch_delay_ms=model.max_batch_delay_ms or GROUP_BATCH_DELAY_MS,
         inline_below_ms=group.inline_below_ms,

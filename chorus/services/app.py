@@ -100,16 +100,17 @@ class ModelService(ServiceBase):
             gpu = nvml_collector(cfg.model)
             if gpu is not None:
                 metrics.registry.register(gpu)
-        self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry)
-
-        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+        self._serve_metrics(cfg.host, cfg.metrics_port, metrics.registry, endpoint=cfg.own_ports)
         self.kserve = KServeServicer(self.host, metrics, core, cfg.default_budget_s)
-        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.kserve, self._server)
-        health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
-        self.grpc_port = bind(
-            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
-        )
-        await self._server.start()
+        health = None
+        if cfg.own_ports:
+            self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+            kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.kserve, self._server)
+            health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
+            self.grpc_port = bind(
+                self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+            )
+            await self._server.start()
 
         if nc is None:
             nc = await self._connect(cfg.nats_url, self.replica)
@@ -125,18 +126,18 @@ class ModelService(ServiceBase):
             group_replica=cfg.group_replica,
         )
         await self._worker.start()
-        await self._ready(health, [KSERVE_SERVICE])
+        if health is not None:
+            await self._ready(health, [KSERVE_SERVICE])
         self.host.watch()
         if self._store is not None:
             self._store.follow(self.host)
+        ports = f"gRPC {cfg.host}:{self.grpc_port}, metrics :{self.metrics_port}"
         log.info(
-            "model %s v%s serving: gRPC %s:%d, NATS %s, metrics :%d, provider %s",
+            "model %s v%s serving: %s, NATS %s, provider %s",
             cfg.model,
             first.version,
-            cfg.host,
-            self.grpc_port,
+            ports if cfg.own_ports else f"on group {cfg.group}'s ports",
             cfg.nats_url,
-            self.metrics_port,
             first.model.provider,
         )
         return self

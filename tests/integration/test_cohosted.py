@@ -16,6 +16,7 @@ from typing import Any
 import nats
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,6 +112,15 @@ def test_one_scrape_of_a_group_shows_its_members_its_fuser_and_itself(group_mesh
     assert group.labels == {"group": GROUP}
     # Each member has its own NATS connection; the merged scrape still names the series once.
     assert len(families["chorus_model_nats_connected"].samples) == 1
+    # No member and not the fuser listens on a port of its own: the group's two serve them.
+    child = group_mesh.child(f"group-{GROUP}-0")
+    listening = {
+        c.laddr.port
+        for c in psutil.Process(child.proc.pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+    ports = {int(child.ready[k].rsplit(":", 1)[1]) for k in ("grpc", "metrics")}
+    assert listening == ports
     with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as ready:
         assert ready.status == 200
         assert ready.read().decode().startswith(f"ok: group {GROUP} serving")
