@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 CAPABILITY = "classify/digits"
 WORKLOAD = "one digit (1x64 FP32) per request; 3 members (logreg, forest, mlp); soft vote"
 WARM_UP = 50
+STREAM = "-stream"
+"""The suffix of a path that streams its requests (ModelStreamInfer) instead of unary calls."""
 TIMEOUT_S = 10.0
 
 
@@ -219,6 +221,47 @@ class GrpcPath:
         self._runner.close()
 
 
+class StreamPath(GrpcPath):
+    """ModelStreamInfer: every caller's requests on one bidirectional stream, each answer
+    matched to its request by id, as tritonclient's `start_stream` and `async_stream_infer`
+    ask a server; `messages` carry ids unique among the requests in flight."""
+
+    async def _connect(
+        self, target: str, method: Callable[[Any], Callable[..., Awaitable[Any]]]
+    ) -> tuple[Any, Callable[..., Awaitable[Any]]]:
+        import grpc
+
+        channel = grpc.aio.insecure_channel(target)
+        stream: Any = method(channel)()
+        waiting: dict[str, asyncio.Future[Any]] = {}
+        writing = asyncio.Lock()
+
+        async def read() -> None:
+            async for reply in stream:
+                answered = waiting.pop(reply.infer_response.id, None)
+                if answered is None or answered.done():
+                    continue
+                if reply.error_message:
+                    answered.set_exception(RuntimeError(reply.error_message))
+                else:
+                    answered.set_result(reply.infer_response)
+
+        self._reader = asyncio.ensure_future(read())
+
+        async def call(message: Any, timeout: float) -> Any:
+            answered = asyncio.get_running_loop().create_future()
+            waiting[message.id] = answered
+            async with writing:
+                await stream.write(message)
+            return await asyncio.wait_for(answered, timeout)
+
+        return channel, call
+
+    def close(self) -> None:
+        self._reader.cancel()
+        super().close()
+
+
 def _process(pid: int, name: str) -> list[tuple[str, psutil.Process]]:
     try:
         return [(name, psutil.Process(pid))]
@@ -228,12 +271,12 @@ def _process(pid: int, name: str) -> list[tuple[str, psutil.Process]]:
 
 def kserve_requests(workload: Workload, model: str) -> list[Any]:
     """One KServe v2 ModelInferRequest per row for `model`: what a model service, a group's
-    model and Triton are each sent, from the same stubs."""
+    model and Triton are each sent, from the same stubs; each request's id is its row's."""
     from chorus.pb import kserve_v2_pb2 as kpb
 
     messages = []
-    for row in workload.rows:
-        req = kpb.ModelInferRequest(model_name=model, raw_input_contents=[row.tobytes()])
+    for i, row in enumerate(workload.rows):
+        req = kpb.ModelInferRequest(model_name=model, id=str(i), raw_input_contents=[row.tobytes()])
         req.inputs.add(name="input", datatype="FP32", shape=row.shape)
         messages.append(req)
     return messages
@@ -246,9 +289,18 @@ def kserve_path(
     workload: Workload,
     services: Callable[[], list[tuple[str, psutil.Process]]],
 ) -> GrpcPath:
-    """ModelInfer on `model` at `target`, driven like the mesh's Submit."""
+    """ModelInfer on `model` at `target`, driven like the mesh's Submit; a path named
+    `...-stream` sends the same requests on one ModelStreamInfer stream instead."""
     from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
 
+    if name.endswith(STREAM):
+        return StreamPath(
+            name,
+            target,
+            lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelStreamInfer,
+            kserve_requests(workload, model),
+            services,
+        )
     return GrpcPath(
         name,
         target,

@@ -54,6 +54,7 @@ PATHS = (
     "cohosted",
     "cohosted-nats",
     "cohosted-kserve",
+    "cohosted-kserve-stream",
     "ray",
     "ray-single",
     "triton-ensemble",
@@ -65,6 +66,7 @@ COHOSTED: dict[str, Callable[[Mesh, Workload, str], GrpcPath]] = {
     "cohosted": mesh_path,
     "cohosted-nats": nats_submit_path,
     "cohosted-kserve": group_model_path,
+    "cohosted-kserve-stream": group_model_path,
 }
 
 
@@ -129,7 +131,7 @@ def _cohosted_paths(
 ) -> Generator[BenchPath]:
     """The co-hosted shape behind the router's gRPC front door (`cohosted`), behind its NATS
     endpoint (`cohosted-nats`) and asked directly as one KServe v2 model (`cohosted-kserve`),
-    in the same mesh."""
+    in the same mesh (`cohosted-kserve-stream`: its requests on one ModelStreamInfer stream)."""
     with running_mesh(workload, full=True, keep_tasks=options.keep_tasks, cohosted=True) as m:
         for name, make in COHOSTED.items():
             if name in wanted:
@@ -188,7 +190,7 @@ def _progress(bar: tqdm[Any], phase: Phase) -> Iterator[None]:
 
 BASELINES = {"ray": tuple(RAY_LAYOUTS), "triton": tuple(TRITON_LAYOUTS)}
 """Each peer's layouts: the summary quotes Chorus against each and against the faster."""
-SUBJECTS = ("mesh", "cohosted", "cohosted-kserve")
+SUBJECTS = ("mesh", "cohosted", "cohosted-kserve", "cohosted-kserve-stream")
 """Chorus's own shapes, each quoted against bare ONNX Runtime and every peer measured."""
 
 

@@ -16,9 +16,15 @@ if TYPE_CHECKING:
 
 from chorus.bench.paths import GrpcPath, Workload, kserve_path
 
-TRITON_LAYOUTS = {"triton-ensemble": "ensemble", "triton-single": "single"}
+TRITON_LAYOUTS = {
+    "triton-ensemble": "ensemble",
+    "triton-single": "single",
+    "triton-ensemble-stream": "ensemble",
+    "triton-single-stream": "single",
+}
 """Bench path -> layout: Triton's ensemble of a model per member and a vote model, and one
-model holding the three sessions and the vote."""
+model holding the three sessions and the vote; `-stream`: asked on one ModelStreamInfer
+stream, as tritonclient's `async_stream_infer` asks."""
 TRITON_MODEL = "digits"
 """The model the callers ask for, in both layouts."""
 

@@ -347,13 +347,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="requests in flight at once, one run each (default 1 16)")  # fmt: skip
     bench.add_argument("--paths", nargs="+",
                        choices=["bare", "service", "mesh", "cohosted", "cohosted-nats",
-                                "cohosted-kserve", "ray", "ray-single", "triton-ensemble",
-                                "triton-single"],
+                                "cohosted-kserve", "cohosted-kserve-stream", "ray",
+                                "ray-single", "triton-ensemble", "triton-single",
+                                "triton-ensemble-stream", "triton-single-stream"],
                        help="default: bare service mesh, and both Ray Serve layouts with "
                        "--ray-python; cohosted (the members and a fuser in one group "
                        "process, behind the router's gRPC), cohosted-nats (the same behind the "
                        "router's NATS endpoint), cohosted-kserve (the group asked as one KServe "
-                       "model, no router) and the Triton layouts only when named")  # fmt: skip
+                       "model, no router; -stream: on one ModelStreamInfer stream) and the "
+                       "Triton layouts only when named")  # fmt: skip
     bench.add_argument("--ray-python", type=Path,
                        help="a python with ray[serve], onnxruntime, numpy and aiohttp")  # fmt: skip
     bench.add_argument("--triton-venv", type=Path,

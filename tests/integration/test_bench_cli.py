@@ -60,6 +60,19 @@ def test_bench_records_every_path_and_concurrency_and_plots(
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_bench_asks_the_group_as_one_model_by_unary_calls_and_on_one_stream(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    paths = ("cohosted-kserve", "cohosted-kserve-stream")
+    _bench(model_repo, tmp_path, "--paths", *paths)
+    (record_path,) = tmp_path.glob("bench-*.json")
+    results = json.loads(record_path.read_text())["results"]
+    assert set(results) == {f"{p}@{c}" for p in paths for c in (1, 2)}
+    for key, r in results.items():
+        assert r["requests"] == 30, key
+        assert r["cpu"]["ms_per_task"]["group-bench"] > 0, key
+
+
 def test_bench_rounds_alternate_the_order_and_record_medians(
     model_repo: Path, tmp_path: Path
 ) -> None:
