@@ -59,6 +59,8 @@ PATHS = (
     "ray-single",
     "triton-ensemble",
     "triton-single",
+    "triton-ensemble-stream",
+    "triton-single-stream",
 )
 """Also the order they run in: the mesh is up only while service and mesh are measured."""
 NAME = "bench"

@@ -260,7 +260,8 @@ class GroupService:
         needed = min(max(1, call.min_members), len(expected))
         if len(answers) < needed:
             raise too_few_members(call.capability, errors, len(answers), needed)
-        fused = await self.fuser.fuse_here(fuse, ctx, headers, together=True)
+        # Fused with the tasks finishing in this turn, unless none can be.
+        fused = await self.fuser.fuse_here(fuse, ctx, headers, together=self.in_flight > 1)
         for a in answers:
             fused.answers.add(
                 model=a.model, version=a.version, replica=f"{self.replica}-{a.model}",
@@ -295,7 +296,10 @@ class GroupService:
             manifest = loaded.manifest
             taken = {s.name for s in manifest.inputs}
             prediction = await core.run(
-                ctx, loaded, {n: a for n, a in inputs.items() if n in taken}
+                ctx,
+                loaded,
+                {n: a for n, a in inputs.items() if n in taken},
+                alone=self.in_flight == 1,
             )
         outputs = heads.reply_outputs(manifest, None, prediction.outputs)
         if e.scores_output not in outputs:

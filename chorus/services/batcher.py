@@ -59,10 +59,22 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()
         self._seq = itertools.count()
         self._loop: asyncio.Task[None] | None = None
+        self._running = 0
+        """Batches running now; one at a time, unless batching is off."""
 
-    async def infer(self, inputs: dict[str, np.ndarray], priority: int = 2) -> Prediction:
-        if self.max_batch <= 1:
-            prediction = await self.model.infer(inputs)
+    async def infer(
+        self, inputs: dict[str, np.ndarray], priority: int = 2, *, alone: bool = False
+    ) -> Prediction:
+        """`alone`: the caller knows no other request is coming to join this one (a group with
+        one task in flight); with nothing queued or running either, it runs at once."""
+        if self.max_batch <= 1 or (alone and self._idle()):
+            self._running += 1
+            try:
+                prediction = await self.model.infer(inputs)
+            finally:
+                self._running -= 1
+                if self._heap:
+                    self._arrived.set()  # those that came meanwhile go next
             if self.on_batch is not None:
                 self.on_batch(_rows(inputs))
             return prediction
@@ -95,7 +107,17 @@ class DynamicBatcher:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), left)
-            await self._run_batch(self._take())
+            while self._running:  # a lone request run at once, on a worker thread
+                self._arrived.clear()
+                await self._arrived.wait()
+            self._running += 1
+            try:
+                await self._run_batch(self._take())
+            finally:
+                self._running -= 1
+
+    def _idle(self) -> bool:
+        return not self._heap and not self._running
 
     def _take(self) -> list[_Pending]:
         """Highest priority first, up to max_batch rows, all of one input shape."""

@@ -51,19 +51,28 @@ class InferenceCore:
         inputs: dict[str, np.ndarray],
         *,
         augment: bool = False,
+        alone: bool = False,
     ) -> Prediction:
         """Waits its turn by the context's priority and deadline, then infers (batched with
-        concurrent requests unless test-time augmentation is asked for)."""
-        return await self.scheduler.run(ctx, lambda: self._timed(ctx, loaded, inputs, augment))
+        concurrent requests unless test-time augmentation is asked for; `alone`: the caller
+        knows none is coming, so an idle batcher runs it at once)."""
+        return await self.scheduler.run(
+            ctx, lambda: self._timed(ctx, loaded, inputs, augment, alone)
+        )
 
     async def _timed(
-        self, ctx: CallContext, loaded: Loaded, inputs: dict[str, np.ndarray], augment: bool
+        self,
+        ctx: CallContext,
+        loaded: Loaded,
+        inputs: dict[str, np.ndarray],
+        augment: bool,
+        alone: bool,
     ) -> Prediction:
         start = time.perf_counter()
         try:
             if augment:
                 return await infer_augmented(loaded.model, inputs)
-            return await loaded.batcher.infer(inputs, int(ctx.priority))
+            return await loaded.batcher.infer(inputs, int(ctx.priority), alone=alone)
         finally:
             ms = (time.perf_counter() - start) * 1000
             old = self.ewma_ms

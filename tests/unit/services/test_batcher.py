@@ -68,3 +68,32 @@ async def test_batch_of_one_is_a_pass_through(model: OnnxModel) -> None:
     batcher = DynamicBatcher(model, max_batch=1, on_batch=calls.append)
     got = await batcher.infer({"input": digits_split().x_test[:3]})
     assert got.outputs["label"].shape == (3,) and calls == [3]
+
+
+async def test_a_request_alone_runs_at_once_and_one_that_is_not_waits_for_company(
+    model: OnnxModel,
+) -> None:
+    """`alone` skips the batch's wait only when nothing is queued or running: a long delay
+    shows which way each request went."""
+    x = digits_split().x_test[:3]
+    calls: list[int] = []
+    batcher = DynamicBatcher(model, max_batch=8, max_delay_s=0.2, on_batch=calls.append)
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        got = await batcher.infer({"input": x[:1]}, alone=True)
+        assert loop.time() - start < 0.1
+        assert calls == [1]
+        np.testing.assert_array_equal(
+            got.outputs["label"], model.run({"input": x[:1]}).outputs["label"]
+        )
+        # Queued behind one that waits, an `alone` request joins its batch.
+        waiting = asyncio.ensure_future(batcher.infer({"input": x[1:2]}))
+        await asyncio.sleep(0)
+        joined = await batcher.infer({"input": x[2:3]}, alone=True)
+        await waiting
+        assert loop.time() - start >= 0.2
+        assert calls == [1, 2]
+        assert joined.outputs["label"].shape == (1,)
+    finally:
+        await batcher.close()
