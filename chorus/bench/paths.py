@@ -293,18 +293,12 @@ def kserve_path(
     `...-stream` sends the same requests on one ModelStreamInfer stream instead."""
     from chorus.pb import kserve_v2_pb2_grpc as kpb_grpc
 
-    if name.endswith(STREAM):
-        return StreamPath(
-            name,
-            target,
-            lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelStreamInfer,
-            kserve_requests(workload, model),
-            services,
-        )
-    return GrpcPath(
+    stream = name.endswith(STREAM)
+    method = "ModelStreamInfer" if stream else "ModelInfer"
+    return (StreamPath if stream else GrpcPath)(
         name,
         target,
-        lambda ch: kpb_grpc.GRPCInferenceServiceStub(ch).ModelInfer,
+        lambda ch: getattr(kpb_grpc.GRPCInferenceServiceStub(ch), method),
         kserve_requests(workload, model),
         services,
     )

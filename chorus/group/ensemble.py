@@ -25,7 +25,6 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-import chorus
 from chorus.core.codec import datatype_of, from_tensor, to_bytes, to_tensor
 from chorus.core.config import GroupConfig
 from chorus.core.context import CallContext, Priority
@@ -37,7 +36,12 @@ from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
 from chorus.pb import wire_pb2
 from chorus.services import heads
 from chorus.services.app import ModelService
-from chorus.services.kserve import KServeServicer, decode_inputs, stream_infer
+from chorus.services.kserve import (
+    KServeServicer,
+    decode_inputs,
+    server_metadata,
+    stream_infer,
+)
 from chorus.services.manifest import Manifest
 
 
@@ -117,9 +121,7 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
-            name="chorus", version=chorus.__version__, extensions=["model_repository"]
-        )
+        return server_metadata()
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext

@@ -71,9 +71,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
-            name="chorus", version=chorus.__version__, extensions=["model_repository"]
-        )
+        return server_metadata()
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
@@ -194,6 +192,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _elsewhere(self, name: str) -> str:
         return f"model_name: model {name!r} is not served here; this service serves {self.name!r}"
+
+
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(
+        name="chorus", version=chorus.__version__, extensions=["model_repository"]
+    )
 
 
 async def stream_infer(
