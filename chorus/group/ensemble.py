@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import grpc
@@ -63,6 +64,8 @@ class Group(Protocol):
         outputs: bool = True,
         arrays: dict[str, np.ndarray] | None = None,
     ) -> wire_pb2.InferReply: ...
+
+    def counted(self, transport: str) -> AbstractContextManager[None]: ...
 
 
 VERSION = "1"
@@ -198,7 +201,7 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         if request.model_name != self.name:
             return await self._member(request.model_name).ModelInfer(request, context)
-        return await self.infer(request, context.time_remaining())
+        return await self.infer(request, context.time_remaining(), "grpc")
 
     async def ModelStreamInfer(
         self,
@@ -208,15 +211,21 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def one(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
             if request.model_name != self.name:
                 return await self._member(request.model_name).infer(request, None, "grpc_stream")
-            return await self.infer(request, None)
+            return await self.infer(request, None, "grpc_stream")
 
         async for reply in stream_infer(request_iterator, one):
             yield reply
 
     async def infer(
-        self, request: pb.ModelInferRequest, time_remaining: float | None
+        self, request: pb.ModelInferRequest, time_remaining: float | None, transport: str
     ) -> pb.ModelInferResponse:
         """The whole task on the group: its members run and fused here."""
+        with self.group.counted(transport):
+            return await self._infer(request, time_remaining)
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, time_remaining: float | None
+    ) -> pb.ModelInferResponse:
         if request.model_version not in ("", VERSION):
             raise NotFound(
                 f"model_version: group {self.name} has version {VERSION}, "

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from chorus.core.metrics import OUTCOMES, start_at_zero
+
+TRANSPORTS = ("nats", "grpc", "grpc_stream")
+"""How a task reached the group: a router's over NATS, or its KServe model's, unary or on a
+stream."""
 
 
 class Merged(Collector):
@@ -55,5 +61,17 @@ class GroupMetrics:
             registry=self.registry,
         )
         self.tasks_in_flight.labels(group).set_function(in_flight)
+        self.tasks = Counter(
+            "chorus_group_tasks",
+            "Tasks this group replica answered, by how they came (nats: a router's; grpc, "
+            "grpc_stream: its KServe model's) and outcome",
+            ["group", "transport", "outcome"],
+            registry=self.registry,
+        )
+        start_at_zero(self.tasks, *[(group, t, o) for t in TRANSPORTS for o in OUTCOMES])
+        self.group = group
         if sources:
             self.registry.register(Merged(sources))
+
+    def answered(self, transport: str, outcome: str) -> None:
+        self.tasks.labels(self.group, transport, outcome).inc()

@@ -16,9 +16,11 @@ and calibration it shares with every fuser through JetStream. The answer is an I
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Self
 from wsgiref.simple_server import WSGIServer
@@ -34,7 +36,13 @@ from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig, SecurityConfig
 from chorus.core.context import CallContext, received_digest
 from chorus.core.environment import from_env
-from chorus.core.errors import ChorusError, InvalidArgument, Unavailable, respond_error
+from chorus.core.errors import (
+    ChorusError,
+    InvalidArgument,
+    Unavailable,
+    outcome_label,
+    respond_error,
+)
 from chorus.core.grpcserver import add_health_and_reflection, bind, make_server, set_serving
 from chorus.core.metrics import serve_metrics, stop_metrics
 from chorus.core.security import server_credentials
@@ -84,6 +92,7 @@ class GroupService:
         self.fuser = FuserService(replace(fuser, nats_url=config.nats_url, own_ports=False))
         self._service: Service | None = None
         self._metrics_server: WSGIServer | None = None
+        self.metrics: GroupMetrics | None = None
         self._server: grpc.aio.Server | None = None
         self.metrics_port = 0
         self.grpc_port = 0
@@ -97,7 +106,7 @@ class GroupService:
             return self
         await asyncio.gather(*(m.start() for m in self.members.values()))
         await self.fuser.start()
-        metrics = GroupMetrics(
+        metrics = self.metrics = GroupMetrics(
             self.config.name,
             lambda: self.in_flight,
             [*(m.metrics.registry for m in self.members.values()), self.fuser.metrics.registry],
@@ -173,7 +182,8 @@ class GroupService:
 
     async def _serve(self, request: Request) -> None:
         try:
-            reply = await self.answer(request.data, request.headers)
+            with self.counted("nats"):
+                reply = await self.answer(request.data, request.headers)
         except Exception as exc:
             await respond_error(request, exc, f"group {self.config.name}")
             return
@@ -213,6 +223,18 @@ class GroupService:
             self.in_flight -= 1
         self.served += 1
         return reply
+
+    @contextlib.contextmanager
+    def counted(self, transport: str) -> Iterator[None]:
+        """A task from `transport` handled, refused or failed, in `chorus_group_tasks`."""
+        try:
+            yield
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.answered(transport, outcome_label(exc))
+            raise
+        if self.metrics is not None:
+            self.metrics.answered(transport, "ok")
 
     async def _answer(
         self,

@@ -258,6 +258,28 @@ def test_bad_requests_to_the_groups_model_get_clear_errors_and_it_keeps_serving(
         client.close()
 
 
+def test_the_group_counts_its_tasks_by_how_they_came_and_how_they_ended(
+    group_mesh: Mesh,
+) -> None:
+    """After the tests above: a router's tasks over NATS, the KServe model's unary and
+    streamed calls, and the bad requests refused."""
+    address = group_mesh.child(f"group-{GROUP}-0").ready["metrics"]
+    scraped = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    (family,) = (
+        f for f in text_string_to_metric_families(scraped) if f.name == "chorus_group_tasks"
+    )
+    counts = {
+        (s.labels["transport"], s.labels["outcome"]): s.value
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert counts[("grpc", "ok")] >= 3
+    assert counts[("grpc_stream", "ok")] == 12
+    assert counts[("grpc", "invalid_argument")] >= 4
+    assert counts[("nats", "ok")] + counts[("nats", "invalid_argument")] > 0
+    assert counts[("grpc", "deadline_exceeded")] == 0
+
+
 def test_a_group_replica_killed_mid_run_loses_no_task(group_mesh: Mesh) -> None:
     x = np.full((1, 64), 3.0, np.float32)
     answered = 0
