@@ -29,7 +29,7 @@ import numpy as np
 from chorus.core.codec import datatype_of, from_tensor, to_bytes, to_tensor
 from chorus.core.config import GroupConfig
 from chorus.core.context import CallContext, Priority
-from chorus.core.errors import InvalidArgument, NotFound
+from chorus.core.errors import InvalidArgument, NotFound, Unavailable
 from chorus.core.spec import TensorSpec
 from chorus.core.wire import DEFAULT_POLICY, REGRESSION_POLICY
 from chorus.pb import kserve_v2_pb2 as pb
@@ -107,7 +107,7 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
         for name, member in self.group.members.items():
             current = member.host.current if member.host is not None else None
             if current is None:
-                raise NotFound(f"model {name}: not loaded yet")
+                raise Unavailable(f"model {name}: not loaded yet")
             found.append(current.manifest)
         return found
 
@@ -235,6 +235,13 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
         manifests = self._manifests()
         capability = _capability(self.name, manifests, str(params.get("capability", "")))
         inputs = decode_inputs(request)
+        taken = _inputs(manifests)
+        extra = sorted(set(inputs) - set(taken))
+        if extra:
+            raise InvalidArgument(
+                f"inputs: {extra} taken by no member of group {self.name}; "
+                f"its members take {sorted(taken)}"
+            )
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
         unknown = [n for n in wanted if n not in OUTPUTS]
         if unknown:

@@ -225,6 +225,7 @@ def _input(tc: Any, x: np.ndarray) -> Any:
         (GROUP, [1, 64], {"capability": "classify/text"}, [], "INVALID_ARGUMENT", "classify/text"),
         (GROUP, [1, 64], {"min_members": "two"}, [], "INVALID_ARGUMENT", "min_members"),
         (GROUP, [1, 64], {}, ["explanation"], "INVALID_ARGUMENT", "explanation"),
+        (GROUP, [1, 64], {"policy": "loudest"}, [], "INVALID_ARGUMENT", "loudest"),
         ("digit", [1, 64], {}, [], "NOT_FOUND", "'digit'"),
     ],
 )
@@ -254,6 +255,23 @@ def test_bad_requests_to_the_groups_model_get_clear_errors_and_it_keeps_serving(
         assert says in err.value.message()
         good = client.infer(GROUP, [_input(tc, np.zeros((1, 64), np.float32))])
         assert good.as_numpy("probabilities").shape == (1, 10)
+    finally:
+        client.close()
+
+
+def test_an_input_no_member_takes_is_refused_by_name(group_mesh: Mesh) -> None:
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    client = tc.InferenceServerClient(url=group_mesh.child(f"group-{GROUP}-0").ready["grpc"])
+    try:
+        x = np.zeros((1, 64), np.float32)
+        pixels = tc.InferInput("pixels", [1, 64], "FP32")
+        pixels.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer(GROUP, [_input(tc, x), pixels])
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "['pixels'] taken by no member" in err.value.message()
     finally:
         client.close()
 
