@@ -11,7 +11,11 @@ batcher (tasks arriving together share ONNX Runtime calls), and the fuser co-hos
 fuses the scores as it fuses a task from the bus (same metrics and errors, nothing encoded),
 tasks answered in the same batch in one pass, with the strategies, conflict policies, weights
 and calibration it shares with every fuser through JetStream. The answer is an InferReply whose
-`fused` is the fuser's reply with each member's answer in it."""
+`fused` is the fuser's reply with each member's answer in it.
+
+The process also serves one gRPC port, where the group answers as one KServe v2 model and
+each member as its own (chorus.group.ensemble), and one metrics port for all of them
+(chorus.group.metrics); the members and the fuser open no ports of their own."""
 
 from __future__ import annotations
 
