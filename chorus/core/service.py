@@ -176,8 +176,9 @@ class ServiceBase:
     async def _refresh_health(self) -> None:
         await self._nats_state(self._nc is not None and self._nc.is_connected)
 
-    async def _ready(self, servicer: health.aio.HealthServicer, names: list[str]) -> None:
-        """Report SERVING on gRPC health from now on, for as long as NATS is connected."""
+    async def report_health(self, servicer: health.aio.HealthServicer, names: list[str]) -> None:
+        """Report SERVING on gRPC health from now on, for as long as NATS is connected (a
+        co-hosted group's port reports its fuser's connection)."""
         self._health, self._health_names = servicer, names
         await self._refresh_health()
 

@@ -47,7 +47,7 @@ from chorus.core.errors import (
     outcome_label,
     respond_error,
 )
-from chorus.core.grpcserver import add_health_and_reflection, bind, make_server, set_serving
+from chorus.core.grpcserver import add_health_and_reflection, bind, make_server
 from chorus.core.metrics import serve_metrics, stop_metrics
 from chorus.core.security import server_credentials
 from chorus.core.spawner import Spawner
@@ -154,7 +154,7 @@ class GroupService:
         security = from_env(SecurityConfig, "security")
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, server_credentials(security))
         await self._server.start()
-        await set_serving(health, [KSERVE_SERVICE], True)
+        await self.fuser.report_health(health, [KSERVE_SERVICE])
 
     async def stop(self) -> None:
         if self._service is not None:

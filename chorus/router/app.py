@@ -179,7 +179,7 @@ class RouterService(ServiceBase):
                 ),
             ],
         )
-        await self._ready(health, [TASK_SERVICE])
+        await self.report_health(health, [TASK_SERVICE])
         log.info(
             "router serving: gRPC %s:%d, NATS %s, metrics :%d",
             cfg.host,

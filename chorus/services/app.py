@@ -127,7 +127,7 @@ class ModelService(ServiceBase):
         )
         await self._worker.start()
         if health is not None:
-            await self._ready(health, [KSERVE_SERVICE])
+            await self.report_health(health, [KSERVE_SERVICE])
         self.host.watch()
         if self._store is not None:
             self._store.follow(self.host)

@@ -1,5 +1,6 @@
-"""gRPC health tells the truth about NATS: NOT_SERVING while it is gone, SERVING once back;
-GET /readyz on the metrics port says the same (503, then 200)."""
+"""gRPC health tells the truth about NATS: NOT_SERVING while it is gone, SERVING once back,
+on a router, a model service and a co-hosted group's port; GET /readyz on the metrics port
+says the same (503, then 200)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,18 @@ def _wait_for(target: str, status: int, timeout_s: float = 20) -> None:
 def test_health_follows_the_nats_connection(model_repo: Path, tmp_path: Path) -> None:
     nats = NatsServer(tmp_path / "js", log=tmp_path / "nats.log").start()
     try:
-        with Mesh(model_repo, tmp_path / "mesh", models=["logreg"], nats_url=nats.url) as mesh:
-            targets = [mesh.router_target, str(mesh.child("logreg").ready["grpc"])]
+        with Mesh(
+            model_repo,
+            tmp_path / "mesh",
+            models=["logreg", "mlp", "forest"],
+            groups={"pair": ["mlp", "forest"]},
+            nats_url=nats.url,
+        ) as mesh:
+            targets = [
+                mesh.router_target,
+                str(mesh.child("logreg").ready["grpc"]),
+                str(mesh.child("group-pair").ready["grpc"]),
+            ]
             for t in targets:
                 assert _status(t) == SERVING
             assert _readyz(mesh.child("logreg").ready["metrics"]) == 200
@@ -55,6 +66,6 @@ def test_health_follows_the_nats_connection(model_repo: Path, tmp_path: Path) ->
             nats.start()
             for t in targets:
                 _wait_for(t, SERVING)
-            mesh.wait_for_models(1)
+            mesh.wait_for_models(3)
     finally:
         nats.stop()
