@@ -26,7 +26,7 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-from chorus.core.codec import datatype_of, from_tensor, to_bytes, to_tensor
+from chorus.core.codec import datatype_of, from_tensor, to_bytes
 from chorus.core.config import GroupConfig
 from chorus.core.context import CallContext, Priority
 from chorus.core.errors import InvalidArgument, NotFound, Unavailable
@@ -248,7 +248,7 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(
                 f"outputs: {unknown} not produced by group {self.name}; it has {list(OUTPUTS)}"
             )
-        call = self.call(manifests, capability, inputs, params)
+        call = self.call(manifests, capability, params)
         call.task_id = uuid.uuid4().hex
         ctx = CallContext.start(
             call.task_id,
@@ -265,18 +265,17 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
         self,
         manifests: list[Manifest],
         capability: str,
-        inputs: Mapping[str, np.ndarray],
         params: Mapping[str, str | int],
     ) -> wire_pb2.FuseCall:
         """The task a router would send this group for `capability`, built from the members'
-        own manifests (what their heartbeats tell a router)."""
+        own manifests (what their heartbeats tell a router), less the inputs: the group has
+        them decoded already, and encodes them only for a fuser that reads them."""
         regression = all(m.regression for m in manifests)
         call = wire_pb2.FuseCall(
             policy=str(params.get("policy", ""))
             or (REGRESSION_POLICY if regression else DEFAULT_POLICY),
             labels=heads.primary_labels(manifests[0]),
             capability=capability,
-            inputs=[to_tensor(n, a) for n, a in inputs.items()],
             min_members=int(params.get("min_members", 1)),
         )
         call.conflict.name = str(params.get("conflict", "")) or self.default_conflict_policy

@@ -34,12 +34,11 @@ import numpy as np
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from chorus.core import micro, subjects
+from chorus.core import micro, needs, subjects
 from chorus.core.calls.quorum import too_few_members
 from chorus.core.codec import from_tensor, to_tensor
-from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig, SecurityConfig
+from chorus.core.config import FuserConfig, GroupConfig, ModelServiceConfig
 from chorus.core.context import CallContext, received_digest
-from chorus.core.environment import from_env
 from chorus.core.errors import (
     ChorusError,
     InvalidArgument,
@@ -151,8 +150,8 @@ class GroupService:
             EnsembleServicer(self), self._server
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
-        security = from_env(SecurityConfig, "security")
-        self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, server_credentials(security))
+        credentials = server_credentials(self.fuser.security)
+        self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
         await self._server.start()
         await self.fuser.report_health(health, [KSERVE_SERVICE])
 
@@ -267,8 +266,11 @@ class GroupService:
             capability=call.capability,
             task_id=call.task_id,
             conflict=call.conflict,
-            inputs=call.inputs,
         )
+        # The fuser gets the inputs only where its strategy or conflict policy reads them, as
+        # a router decides for the fuser it asks.
+        if needs.sends_inputs(call.policy, call.conflict.name, call.conflict.then):
+            fuse.inputs.extend(call.inputs or [to_tensor(n, a) for n, a in inputs.items()])
         answers: list[_Answer] = []
         errors: dict[str, ChorusError] = {}
         for e, got in zip(expected, ran, strict=True):

@@ -159,6 +159,10 @@ def test_the_group_answers_as_one_kserve_model_as_its_tasks_are_answered(
         assert params["policy"].string_param == "soft_vote"
         assert params["capability"].string_param == CAPABILITY
         assert sorted(params["members"].string_param.split(",")) == sorted(DEMO)
+        # A conflict policy that reads the inputs gets them; one that does not, none.
+        negotiated = client.infer(GROUP, [inp], parameters={"conflict": "negotiate"})
+        assert negotiated.get_response().parameters["conflict_policy"].string_param == "negotiate"
+        assert negotiated.as_numpy("probabilities").shape == own.shape
         first = client.infer(GROUP, [inp], priority=1, parameters={"min_members": 3})
         np.testing.assert_allclose(first.as_numpy("probabilities"), own, atol=1e-5)
         with pytest.raises(InferenceServerException, match="priority"):
