@@ -22,6 +22,7 @@ MAX_PORT = 65535
 MAX_JETSTREAM_REPLICAS = 5
 """JetStream keeps at most five copies of a stream."""
 DEVICES = ("auto", "cpu", "cuda")
+GRPC_ENGINES = ("native", "grpcio")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,10 @@ class ModelServiceConfig:
     """Sessions serving at once, each on its own thread (0: the manifest's, else 1)."""
     max_message_bytes: int = 4 * MiB
     max_concurrent_streams: int = 256
+    grpc_engine: str = "native"
+    """Who serves the gRPC port: "native" (pygrpc-native, HTTP/2 off the GIL, calls handed
+    over in batches) or "grpcio" (grpc.aio); a TLS port is always grpc.aio's
+    (chorus.core.grpcserver.make_server)."""
     default_budget_s: float = 10.0
     queue_limit: int = 256
     """Requests that may wait per priority class before RESOURCE_EXHAUSTED."""
@@ -121,6 +126,7 @@ class ModelServiceConfig:
         check(self, NOT_EMPTY, "model nats_url host")
         check(self, PORT, "grpc_port metrics_port")
         check_choice(self, "device", DEVICES)
+        check_choice(self, "grpc_engine", GRPC_ENGINES)
         check(self, POSITIVE, "heartbeat_s default_budget_s aging_s")
         check(self, AT_LEAST_ONE, "max_message_bytes max_concurrent_streams keep_versions")
         check(
@@ -142,6 +148,10 @@ class RouterConfig:
     default_conflict_policy: str = "none"
     max_message_bytes: int = 4 * MiB
     max_concurrent_streams: int = 256
+    grpc_engine: str = "native"
+    """Who serves the gRPC port: "native" (pygrpc-native, HTTP/2 off the GIL, calls handed
+    over in batches) or "grpcio" (grpc.aio); a TLS port is always grpc.aio's
+    (chorus.core.grpcserver.make_server)."""
     max_rows: int = 1024
     max_tensor_elements: int = 1 << 22
     """Elements per input tensor (4M): bigger ones are refused before any work."""
@@ -188,6 +198,7 @@ class RouterConfig:
         check(
             self, NOT_EMPTY, "nats_url host default_policy default_conflict_policy replica_choice"
         )
+        check_choice(self, "grpc_engine", GRPC_ENGINES)
         check(self, PORT, "grpc_port metrics_port")
         check(
             self,

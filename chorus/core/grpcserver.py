@@ -1,4 +1,4 @@
-"""A grpc.aio server with what every Chorus gRPC endpoint carries: health, reflection, and
+"""A gRPC server with what every Chorus gRPC endpoint carries: health, reflection, and
 one mapping from Chorus errors to gRPC statuses."""
 
 from __future__ import annotations
@@ -16,21 +16,40 @@ from chorus.core.errors import ChorusError
 log = logging.getLogger(__name__)
 
 
-def make_server(max_message_bytes: int, max_concurrent_streams: int = 256) -> grpc.aio.Server:
-    """Oversized messages are refused with RESOURCE_EXHAUSTED by gRPC itself; streams beyond
-    the limit per connection wait at the client. SO_REUSEPORT, which gRPC sets by default, is
-    off: with it a second server on a port already held binds without error and the kernel
-    splits connections between the two, so a caller of the router can reach a model service
-    and be told UNIMPLEMENTED. Without it the later bind fails and says which port."""
-    return grpc.aio.server(
-        interceptors=[ErrorStatus()],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_concurrent_streams", max_concurrent_streams),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+def make_server(
+    max_message_bytes: int,
+    max_concurrent_streams: int = 256,
+    *,
+    engine: str = "native",
+    tls: bool = False,
+) -> grpc.aio.Server:
+    """`engine` "native" serves a plaintext port with pygrpc-native: HTTP/2 and gRPC framing
+    run on Rust threads outside the GIL and calls reach the event loop in batches, so the
+    loop spends its time on the calls and concurrent ones batch together (a co-hosted
+    group's members over gRPC: 1.00 rows a run on grpc.aio, about 5.7 on it; bench/README.md).
+    Its bidirectional methods (ModelStreamInfer, reflection) go to a grpc.aio server behind
+    it. A TLS port, or "grpcio", is grpc.aio's own, as pygrpc-native has no TLS yet.
+
+    Oversized messages are refused with RESOURCE_EXHAUSTED by gRPC itself; streams beyond
+    the limit per connection wait at the client. SO_REUSEPORT, which grpc.aio sets by
+    default, is off: with it a second server on a port already held binds without error and
+    the kernel splits connections between the two, so a caller of the router can reach a
+    model service and be told UNIMPLEMENTED. Without it the later bind fails and says which
+    port."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_concurrent_streams", max_concurrent_streams),
+        ("grpc.so_reuseport", 0),
+    ]
+    if engine == "native" and not tls:
+        import pygrpc_native.aio
+
+        server: grpc.aio.Server = pygrpc_native.aio.server(
+            interceptors=[ErrorStatus()], options=options
+        )
+        return server
+    return grpc.aio.server(interceptors=[ErrorStatus()], options=options)
 
 
 def add_health_and_reflection(

@@ -145,12 +145,17 @@ class GroupService:
 
     async def _serve_grpc(self) -> None:
         cfg, model = self.config, self.model_config
-        self._server = make_server(model.max_message_bytes, model.max_concurrent_streams)
+        credentials = server_credentials(self.fuser.security)
+        self._server = make_server(
+            model.max_message_bytes,
+            model.max_concurrent_streams,
+            engine=model.grpc_engine,
+            tls=credentials is not None,
+        )
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             EnsembleServicer(self), self._server
         )
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
-        credentials = server_credentials(self.fuser.security)
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
         await self._server.start()
         await self.fuser.report_health(health, [KSERVE_SERVICE])

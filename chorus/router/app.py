@@ -70,10 +70,14 @@ class RouterService(ServiceBase):
         self._serve_metrics(cfg.host, cfg.metrics_port, self.metrics.registry)
         # Bound before anything else starts, so a port already held fails fast and leaves
         # no streams, consumers or subscriptions behind.
-        self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
-        self.grpc_port = bind(
-            self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
+        credentials = server_credentials(self.security)
+        self._server = make_server(
+            cfg.max_message_bytes,
+            cfg.max_concurrent_streams,
+            engine=cfg.grpc_engine,
+            tls=credentials is not None,
         )
+        self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
         nc = await self._connect(cfg.nats_url, "chorus-router")
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         fusers = FuserBook()

@@ -104,12 +104,16 @@ class ModelService(ServiceBase):
         self.kserve = KServeServicer(self.host, metrics, core, cfg.default_budget_s)
         health = None
         if cfg.own_ports:
-            self._server = make_server(cfg.max_message_bytes, cfg.max_concurrent_streams)
+            credentials = server_credentials(self.security)
+            self._server = make_server(
+                cfg.max_message_bytes,
+                cfg.max_concurrent_streams,
+                engine=cfg.grpc_engine,
+                tls=credentials is not None,
+            )
             kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.kserve, self._server)
             health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
-            self.grpc_port = bind(
-                self._server, cfg.host, cfg.grpc_port, server_credentials(self.security)
-            )
+            self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
             await self._server.start()
 
         if nc is None:

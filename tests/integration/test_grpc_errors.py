@@ -1,5 +1,6 @@
 """One mapping from Chorus errors to gRPC statuses, for every servicer on a Chorus server:
-a real grpc.aio server on loopback with handlers that fail in each way a handler can."""
+a real server on loopback, of each engine (pygrpc-native and grpc.aio), with handlers that
+fail in each way a handler can."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from chorus.core.config import GRPC_ENGINES
 from chorus.core.errors import InvalidArgument, NotFound
 from chorus.core.grpcserver import bind, make_server
 from chorus.launch.natsserver import free_port
@@ -34,8 +36,21 @@ class Failing(task_pb2_grpc.TaskServiceServicer):
         raise NotFound(f"task_id: no async task {request.task_id!r}")
 
 
-async def test_errors_become_statuses_and_the_server_goes_on() -> None:
-    server = make_server(1 << 20)
+ENGINES = pytest.mark.parametrize("engine", GRPC_ENGINES)
+
+
+def test_a_tls_port_is_grpc_aio_s_and_a_plaintext_one_the_engine_asked_for() -> None:
+    """pygrpc-native has no TLS: a port with credentials must never be handed to it."""
+    import pygrpc_native.aio
+
+    assert isinstance(make_server(1 << 20), pygrpc_native.aio.Server)
+    assert not isinstance(make_server(1 << 20, tls=True), pygrpc_native.aio.Server)
+    assert not isinstance(make_server(1 << 20, engine="grpcio"), pygrpc_native.aio.Server)
+
+
+@ENGINES
+async def test_errors_become_statuses_and_the_server_goes_on(engine: str) -> None:
+    server = make_server(1 << 20, engine=engine)
     task_pb2_grpc.add_TaskServiceServicer_to_server(Failing(), server)
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
     await server.start()
@@ -69,15 +84,16 @@ async def test_errors_become_statuses_and_the_server_goes_on() -> None:
         await server.stop(None)
 
 
-async def test_a_port_held_by_another_server_is_refused_not_shared() -> None:
+@ENGINES
+async def test_a_port_held_by_another_server_is_refused_not_shared(engine: str) -> None:
     """With gRPC's default SO_REUSEPORT both servers would bind and split the connections,
     and a router's callers could reach a model service (UNIMPLEMENTED)."""
-    first = make_server(1 << 20)
+    first = make_server(1 << 20, engine=engine)
     task_pb2_grpc.add_TaskServiceServicer_to_server(Failing(), first)
     port = bind(first, "127.0.0.1", 0)
     await first.start()
     try:
-        second = make_server(1 << 20)
+        second = make_server(1 << 20, engine=engine)
         with pytest.raises(OSError, match=f"could not bind gRPC on 127.0.0.1:{port}"):
             bind(second, "127.0.0.1", port)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:

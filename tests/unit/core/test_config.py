@@ -50,6 +50,8 @@ def test_bad_values_name_the_variable() -> None:
         from_env(RouterConfig, "router", env={"CHORUS_ROUTER_GRPC_PORT": "abc"})
     with pytest.raises(ValueError, match="device: expected auto, cpu or cuda"):
         from_env(ModelServiceConfig, "model", env={"CHORUS_MODEL_DEVICE": "tpu"})
+    with pytest.raises(ValueError, match="grpc_engine: expected native or grpcio"):
+        from_env(RouterConfig, "router", env={"CHORUS_ROUTER_GRPC_ENGINE": "grpc"})
 
 
 @pytest.mark.parametrize(
