@@ -8,7 +8,9 @@ below it cannot be met by trimming that work, only by a path with fewer hops.
 
 Layouts, in turns for --rounds rounds (order reversed every other round):
 
-- `grpc`: the caller -> the front door (grpc.aio, uvloop) -> the caller.
+- `grpc`: the caller -> the front door (pygrpc-native as the services run it, or grpc.aio
+  with --grpc-engine grpcio, as sittings before 2026-12-07 s6 measured; uvloop) -> the
+  caller.
 - `nats`: the front door also makes one NATS request to one member and waits for its reply.
 - `mesh`: the one-way path: the front door sends the fuser a request naming the task, and
   each of the three members a call (4 headers, 256-byte body, the fuser's subject as reply);
@@ -26,6 +28,7 @@ which adds a little per request). Closed-loop callers on one gRPC channel in thi
 each process's CPU (user + system, from psutil) per task over the measured calls.
 
     python bench/topology_floor.py [--calls 4000] [--concurrency 1 16] [--rounds 3] [--out DIR]
+        [--grpc-engine native|grpcio]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,11 +57,13 @@ sys.path.insert(0, str(REPO))
 
 from chorus.bench.stats import latency_stats, machine  # noqa: E402
 from chorus.bench.usage import cpu_seconds  # noqa: E402
+from chorus.core.config import GRPC_ENGINES  # noqa: E402
 from chorus.launch.natsserver import NatsServer, free_port  # noqa: E402
 
 LAYOUTS = ("grpc", "nats", "mesh", "mesh-executor", "direct", "direct-executor")
 MEMBERS = ("m0", "m1", "m2")
 METHOD = "/floor.Front/Submit"
+GRPC_ENGINE_VAR = "FLOOR_GRPC_ENGINE"
 REQUEST = b"\x01" * 256  # one row of 64 float32
 ANSWER = b"\x02" * 48  # ten float32 and a little framing
 
@@ -142,13 +148,16 @@ async def _front(url: str, port: int, layout: str) -> None:
 
 
 async def serve_unary(method: str, handler: Any, port: int) -> grpc.aio.Server:
-    """One unary method, bytes in and out, on loopback: the servers of both benches here."""
+    """One unary method, bytes in and out, on loopback: the servers of both benches here, on
+    the engine the services use (pygrpc-native) unless GRPC_ENGINE_VAR says "grpcio"."""
+    import pygrpc_native.aio
+
     service, name = method.strip("/").split("/")
-    server = grpc.aio.server()
-    generic = grpc.method_handlers_generic_handler(
+    native = os.environ.get(GRPC_ENGINE_VAR, "native") == "native"
+    server = pygrpc_native.aio.server() if native else grpc.aio.server()
+    server.add_registered_method_handlers(
         service, {name: grpc.unary_unary_rpc_method_handler(handler)}
     )
-    server.add_generic_rpc_handlers((generic,))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server
@@ -242,6 +251,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--grpc-engine", choices=GRPC_ENGINES, default="native",
+                        help="who serves the front's gRPC port, as CHORUS_*_GRPC_ENGINE "
+                        "picks for the services")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "topology-floor")
     args = parser.parse_args()
     if args.role:
@@ -256,6 +268,7 @@ def main() -> None:
 
     import tempfile
 
+    os.environ[GRPC_ENGINE_VAR] = args.grpc_engine  # the roles spawned below read it
     rounds: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp)) as server:
         nats_pid = server.pid
