@@ -1,4 +1,4 @@
-"""chorus.v1.TaskService over grpc.aio: translates between gRPC and the task runner."""
+"""chorus.v1.TaskService: translates between gRPC and the task runner."""
 
 from __future__ import annotations
 

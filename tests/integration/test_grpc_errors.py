@@ -39,7 +39,7 @@ class Failing(task_pb2_grpc.TaskServiceServicer):
 ENGINES = pytest.mark.parametrize("engine", GRPC_ENGINES)
 
 
-def test_a_tls_port_is_grpc_aio_s_and_a_plaintext_one_the_engine_asked_for() -> None:
+async def test_a_tls_port_is_grpc_aio_s_and_a_plaintext_one_the_engine_asked_for() -> None:
     """pygrpc-native has no TLS: a port with credentials must never be handed to it."""
     import pygrpc_native.aio
 
