@@ -345,6 +345,9 @@ class GroupConfig:
     replica: str = ""
     """This group replica's name, shared by its members' heartbeats ("" makes one)."""
     default_budget_s: float = 10.0
+    join_rows: int = 256
+    """The most rows that concurrent KServe calls to the group's model, asked alike, join into
+    one task while one runs (chorus.group.joining); 0: every call a task of its own."""
     inline_below_ms: float = 1.0
     """The members' bound for running an ONNX Runtime call on the event loop, higher than a
     model service's own: the loop spends more on each task (three members, the fuse) than a
@@ -357,7 +360,7 @@ class GroupConfig:
         check(self, NOT_EMPTY, "nats_url host")
         check(self, PORT, "grpc_port metrics_port")
         check(self, POSITIVE, "default_budget_s")
-        check(self, NON_NEGATIVE, "inline_below_ms")
+        check(self, NON_NEGATIVE, "inline_below_ms join_rows")
         if self.name and not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
             raise ConfigError(
                 f"name: expected letters, digits, '-' or '_' (one NATS subject token), "

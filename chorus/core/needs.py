@@ -103,6 +103,13 @@ def sends_inputs(strategy_name: str, conflict: str, then: str = "") -> bool:
     return any(n is not None and n.sends_inputs for n in found)
 
 
+def stackable(strategy_name: str, conflict: str, then: str = "") -> bool:
+    """Whether tasks fused so may share one pass row by row: the fuser's stacked passes, and
+    a group's KServe calls joined into one task (chorus.group.joining)."""
+    found = [strategy(strategy_name), conflict_policy(conflict, then)]
+    return all(n is not None and n.stackable for n in found)
+
+
 def declare(table: dict[str, Needs], name: str, needs: Needs) -> Needs:
     """Declares `name`'s needs in `table` (STRATEGIES or CONFLICT_POLICIES); the same name
     declared with other needs is a mistake, refused."""

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Self, TypeVar
 
 import numpy as np
@@ -241,15 +241,17 @@ class FuserService(ServiceBase):
         headers: dict[str, str] | None,
         *,
         together: bool,
+        tasks: Sequence[tuple[str, int, int]] = (),
     ) -> wire_pb2.FuseReply:
         """A task from a co-hosted group in this process (chorus.group), within the group's
         own context: the same work, metrics and errors as a request from the bus, with no
         message encoded either way. `together`: the group's members answered it in a batch,
         so tasks finishing in this turn of the event loop are fused in one pass
-        (FuseBatcher)."""
+        (FuseBatcher). `tasks`: the calls whose rows this one joins (chorus.group.joining),
+        each (its id, first row, end), each kept for feedback as if fused alone."""
         with self._fusing_one(headers):
             try:
-                return await self._fused(call, ctx, together=together)
+                return await self._fused(call, ctx, together=together, tasks=tasks)
             except Exception as exc:
                 self.metrics.requests.labels(
                     call.policy or DEFAULT_POLICY, outcome_label(exc)
@@ -299,7 +301,12 @@ class FuserService(ServiceBase):
         await request.respond(reply.SerializeToString())
 
     async def _fused(
-        self, call: wire_pb2.FuseCall, ctx: CallContext, *, together: bool
+        self,
+        call: wire_pb2.FuseCall,
+        ctx: CallContext,
+        *,
+        together: bool,
+        tasks: Sequence[tuple[str, int, int]] = (),
     ) -> wire_pb2.FuseReply:
         """One task fused, its members' answers first collected when it names them; counted
         in the metrics once it succeeds (the caller counts a failure), its record kept for
@@ -326,13 +333,17 @@ class FuserService(ServiceBase):
             dict(reply.weights),
         )
         self._observe_votes(call.capability, outcome)
-        if call.task_id and (self.config.keep_tasks or outcome.report.conflicted.any()):
-            # Kept beside the answer, not before it: a JetStream write that fails (NATS just
-            # restarted, say) is logged and costs the task nothing.
-            keep = self._records.keep(
-                call, dict(reply.weights), reply.policy, dict(reply.temperatures)
-            )
-            self._work.spawn(keep, name="keep-task")
+        conflicted = outcome.report.conflicted
+        kept = [(t, slice(a, b)) for t, a, b in tasks] or [(call.task_id, slice(None))]
+        for task_id, rows in kept:
+            if task_id and (self.config.keep_tasks or conflicted[rows].any()):
+                # Kept beside the answer, not before it: a JetStream write that fails (NATS
+                # just restarted, say) is logged and costs the task nothing.
+                keep = self._records.keep(
+                    call, dict(reply.weights), reply.policy, dict(reply.temperatures),
+                    task_id=task_id, rows=rows if tasks else None,
+                )  # fmt: skip
+                self._work.spawn(keep, name="keep-task")
         return reply
 
     def _count(self, collected: Collected) -> None:

@@ -13,7 +13,7 @@ from nats.js.api import StreamConfig
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from chorus.core.codec import from_tensor
+from chorus.core.codec import from_tensor, to_tensor
 from chorus.core.errors import InvalidArgument, NotFound
 from chorus.core.jetstream import ensure_bucket, ensure_stream
 from chorus.core.subjects import kv_key
@@ -45,20 +45,28 @@ class TaskRecords:
         weights: dict[str, float],
         strategy: str,
         temperatures: dict[str, float],
+        *,
+        task_id: str = "",
+        rows: slice | None = None,
     ) -> None:
         """The members' scores of a fused task (and the strategy that fused them), without
-        its inputs, for later feedback."""
+        its inputs, for later feedback; or, for a call joined into it, its `rows` under its
+        own `task_id`."""
         assert self._kv is not None
+        task_id = task_id or call.task_id
         record = wire_pb2.FuseCall(
-            capability=call.capability, task_id=call.task_id, labels=call.labels, policy=strategy
+            capability=call.capability, task_id=task_id, labels=call.labels, policy=strategy
         )
         for m in call.members:
+            scores = m.probabilities
+            if rows is not None:
+                scores = to_tensor(scores.name, from_tensor(scores)[rows])
             record.members.add(
-                model=m.model, version=m.version, probabilities=m.probabilities,
+                model=m.model, version=m.version, probabilities=scores,
                 weight=weights.get(m.model, m.weight), output_kind=m.output_kind,
                 temperature=temperatures.get(m.model, m.temperature),
             )  # fmt: skip
-        await self._kv.put(kv_key(call.task_id), record.SerializeToString())
+        await self._kv.put(kv_key(task_id), record.SerializeToString())
 
     async def get(self, task_id: str) -> wire_pb2.FuseCall:
         """A kept task's members' scores; NotFound when unknown or expired."""

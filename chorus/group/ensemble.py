@@ -19,19 +19,21 @@ the task's id: the fuser keeps the task as it keeps a router's (CHORUS_FUSER_KEE
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, cast
 
 import grpc
 import numpy as np
 
+from chorus.core import needs
 from chorus.core.codec import datatype_of, from_tensor, to_bytes
 from chorus.core.config import GroupConfig
 from chorus.core.context import CallContext, Priority
 from chorus.core.errors import InvalidArgument, NotFound, Unavailable
 from chorus.core.spec import TensorSpec
 from chorus.core.wire import DEFAULT_POLICY, REGRESSION_POLICY
+from chorus.group.joining import Joiner, Part
 from chorus.pb import kserve_v2_pb2 as pb
 from chorus.pb import kserve_v2_pb2_grpc as pb_grpc
 from chorus.pb import wire_pb2
@@ -63,6 +65,7 @@ class Group(Protocol):
         *,
         outputs: bool = True,
         arrays: dict[str, np.ndarray] | None = None,
+        tasks: Sequence[tuple[str, int, int]] = (),
     ) -> wire_pb2.InferReply: ...
 
     def counted(self, transport: str) -> AbstractContextManager[None]: ...
@@ -88,10 +91,15 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 
 
 class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, group: Group, default_conflict_policy: str = "none") -> None:
+    def __init__(
+        self, group: Group, default_conflict_policy: str = "none", *, join_rows: int = 256
+    ) -> None:
+        """`join_rows`: the most rows concurrent calls asked alike join into one task
+        (chorus.group.joining); 0 runs every call as a task of its own."""
         self.group = group
         self.name = group.config.name
         self.default_conflict_policy = default_conflict_policy
+        self.joiner = Joiner(self._joined, max_rows=join_rows) if join_rows > 0 else None
 
     def _member(self, name: str) -> KServeServicer:
         member = self.group.members.get(name)
@@ -249,17 +257,40 @@ class EnsembleServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"outputs: {unknown} not produced by group {self.name}; it has {list(OUTPUTS)}"
             )
         call = self.call(manifests, capability, params)
-        call.task_id = uuid.uuid4().hex
-        ctx = CallContext.start(
-            call.task_id,
-            _priority(int(params.get("priority", 0))),
-            time_remaining or self.group.config.default_budget_s,
-        )
-        reply = await self.group.answer_call(call, ctx, outputs=False, arrays=inputs)
-        response = _response(request, reply.fused, wanted, self.name)
-        response.parameters["task_id"].string_param = call.task_id
+        priority = _priority(int(params.get("priority", 0)))
+        task_id = uuid.uuid4().hex
+        budget_s = time_remaining or self.group.config.default_budget_s
+        if self.joiner is not None and needs.stackable(
+            call.policy, call.conflict.name, call.conflict.then
+        ):
+            signature = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))
+            key = (call.SerializeToString(deterministic=True), priority, signature)
+            reply, part = await self.joiner.ask(key, task_id, inputs, budget_s)
+            rows = slice(part.start, part.stop)
+        else:
+            call.task_id = task_id
+            ctx = CallContext.start(task_id, priority, budget_s)
+            reply = await self.group.answer_call(call, ctx, outputs=False, arrays=inputs)
+            rows = slice(None)
+        response = _response(request, reply.fused, wanted, self.name, rows)
+        response.parameters["task_id"].string_param = task_id
         response.parameters["capability"].string_param = capability
         return response
+
+    async def _joined(
+        self,
+        key: Hashable,
+        inputs: dict[str, np.ndarray],
+        parts: list[Part],
+        budget_s: float,
+    ) -> wire_pb2.InferReply:
+        """Calls joined by the Joiner, as one task: each part kept for feedback under its own
+        id, as if fused alone."""
+        encoded, priority, _ = cast(tuple[bytes, Priority, object], key)
+        call = wire_pb2.FuseCall.FromString(encoded)
+        ctx = CallContext.start(parts[0].tag, priority, budget_s)
+        tasks = [(p.tag, p.start, p.stop) for p in parts]
+        return await self.group.answer_call(call, ctx, outputs=False, arrays=inputs, tasks=tasks)
 
     def call(
         self,
@@ -355,11 +386,14 @@ def _response(
     fused: wire_pb2.FuseReply,
     wanted: list[str],
     name: str,
+    rows: slice,
 ) -> pb.ModelInferResponse:
-    arrays = {"probabilities": from_tensor(fused.probabilities)}
+    """The answer to one call: its `rows` of the fused task (all of them, unless joined)."""
+    arrays = {"probabilities": from_tensor(fused.probabilities)[rows]}
     if fused.rows:
-        arrays["label"] = np.array([r.label for r in fused.rows], dtype=np.int64)
-        arrays["status"] = np.array([r.status for r in fused.rows], dtype=object)
+        mine = fused.rows[rows]
+        arrays["label"] = np.array([r.label for r in mine], dtype=np.int64)
+        arrays["status"] = np.array([r.status for r in mine], dtype=object)
     response = pb.ModelInferResponse(model_name=name, model_version=VERSION, id=request.id)
     for out in wanted:
         if out not in arrays:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Self
 from wsgiref.simple_server import WSGIServer
@@ -97,6 +97,7 @@ class GroupService:
         self._metrics_server: WSGIServer | None = None
         self.metrics: GroupMetrics | None = None
         self._server: grpc.aio.Server | None = None
+        self._ensemble: EnsembleServicer | None = None
         self.metrics_port = 0
         self.grpc_port = 0
         self._requests = Spawner()
@@ -152,9 +153,8 @@ class GroupService:
             engine=model.grpc_engine,
             tls=credentials is not None,
         )
-        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            EnsembleServicer(self), self._server
-        )
+        self._ensemble = EnsembleServicer(self, join_rows=cfg.join_rows)
+        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._ensemble, self._server)
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
         await self._server.start()
@@ -167,6 +167,8 @@ class GroupService:
         if self._server is not None:
             await self._server.stop(grace=STOP_GRACE_S)
             self._server = None
+        if self._ensemble is not None and self._ensemble.joiner is not None:
+            await self._ensemble.joiner.close()
         await self._requests.close()
         await self.fuser.stop()
         await asyncio.gather(*(m.stop() for m in self.members.values()))
@@ -216,17 +218,19 @@ class GroupService:
         *,
         outputs: bool = True,
         arrays: dict[str, np.ndarray] | None = None,
+        tasks: Sequence[tuple[str, int, int]] = (),
     ) -> wire_pb2.InferReply:
         """The whole task: every expected member run here, their scores fused here (a task
         from the bus, or one this process's KServe endpoint built: chorus.group.ensemble).
         `outputs`: each member's answer carries its outputs, as a router's reply needs (the
         KServe endpoint answers with the fused scores only); `arrays`: the call's inputs,
-        decoded already."""
+        decoded already; `tasks`: the KServe calls this task joins, each (its id, first row,
+        end), kept for feedback one by one (FuserService.fuse_here)."""
         self.in_flight += 1
         try:
             if arrays is None:
                 arrays = {t.name: from_tensor(t) for t in call.inputs}
-            reply = await self._answer(call, arrays, ctx, headers, digest, outputs)
+            reply = await self._answer(call, arrays, ctx, headers, digest, outputs, tasks)
         finally:
             self.in_flight -= 1
         self.served += 1
@@ -252,6 +256,7 @@ class GroupService:
         headers: dict[str, str] | None,
         digest: str,
         outputs: bool,
+        tasks: Sequence[tuple[str, int, int]],
     ) -> wire_pb2.InferReply:
         ctx.check(f"group {self.config.name} ({self.replica}) started it")
         expected = list(call.expected)
@@ -294,7 +299,9 @@ class GroupService:
         if len(answers) < needed:
             raise too_few_members(call.capability, errors, len(answers), needed)
         # Fused with the tasks finishing in this turn, unless none can be.
-        fused = await self.fuser.fuse_here(fuse, ctx, headers, together=self.in_flight > 1)
+        fused = await self.fuser.fuse_here(
+            fuse, ctx, headers, together=self.in_flight > 1, tasks=tasks
+        )
         for a in answers:
             fused.answers.add(
                 model=a.model, version=a.version, replica=f"{self.replica}-{a.model}",

@@ -217,8 +217,9 @@ def test_the_groups_model_answers_a_stream_of_requests_each_by_its_id(group_mesh
 
 def test_concurrent_calls_to_the_groups_model_share_its_members_runs(group_mesh: Mesh) -> None:
     """Sixteen callers on one channel, as Triton's users drive an ensemble: the gRPC server
-    hands calls to the event loop in batches (pygrpc-native), so a member's ONNX Runtime
-    run takes rows of several calls, where on grpc.aio nearly every run took one row."""
+    hands calls to the event loop in batches (pygrpc-native) and calls asked alike join one
+    task (chorus.group.joining), so a member's ONNX Runtime run takes rows of several calls,
+    where on grpc.aio nearly every run took one row."""
     import tritonclient.grpc as tc
 
     child = group_mesh.child(f"group-{GROUP}-0")
@@ -228,16 +229,24 @@ def test_concurrent_calls_to_the_groups_model_share_its_members_runs(group_mesh:
         whole = client.infer(GROUP, [_input(tc, rows)]).as_numpy("probabilities")
         before = _batch_sizes(child.ready["metrics"])
 
-        def one(i: int) -> np.ndarray:
+        def one(i: int) -> tuple[np.ndarray, str]:
             got = client.infer(GROUP, [_input(tc, rows[i : i + 1])])
-            return np.asarray(got.as_numpy("probabilities"))
+            task_id = got.get_response().parameters["task_id"].string_param
+            return np.asarray(got.as_numpy("probabilities")), task_id
 
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(one, range(len(rows))))
+            answers, ids = zip(*pool.map(one, range(len(rows))), strict=True)
     finally:
         client.close()
     # Rows batched differently round differently in the last float bit.
     np.testing.assert_allclose(np.concatenate(answers), whole, atol=1e-6)
+    # Calls joined into one task are each kept under their own id, with their own row: one
+    # label is the truth a call's feedback takes, whoever shared its task.
+    assert len(set(ids)) == len(rows)
+    with TaskClient(group_mesh.router_target) as tasks:
+        for i in (40, 100, 159):
+            label = int(np.argmax(answers[i]))
+            assert set(tasks.feedback(ids[i], labels=[label]).weights) == set(DEMO)
     after = _batch_sizes(child.ready["metrics"])
     for model in DEMO:
         runs = after[model][1] - before[model][1]

@@ -57,3 +57,12 @@ def test_what_may_be_stacked_and_what_needs_no_more_than_scores() -> None:
     assert asks == {"stacking", "gated", "dawid_skene"}
     assert {n for n, d in needs.STRATEGIES.items() if d.regression} == {"weighted_mean", "median"}
     assert {n for n, d in needs.CONFLICT_POLICIES.items() if d.stackable} == {"none"}
+
+
+def test_a_task_may_share_a_pass_only_when_its_strategy_and_conflict_policy_both_may() -> None:
+    assert needs.stackable("soft_vote", "")
+    assert needs.stackable("borda", "none")
+    assert not needs.stackable("soft_vote", "negotiate")
+    assert not needs.stackable("weighted_mean", "none")
+    assert not needs.stackable("stacking", "none")
+    assert not needs.stackable("nope", "none")
