@@ -14,7 +14,9 @@ default 1) and `priority` (Triton's levels: 1 critical, 2 normal, 3 batch, 0 the
 the members' queues). Its deadline is the call's own. The response's parameters say which
 capability, strategy and conflict policy answered, which members did and which did not, and
 the task's id: the fuser keeps the task as it keeps a router's (CHORUS_FUSER_KEEP_TASKS), so
-`chorus feedback` on that id teaches the weights as for a submitted task."""
+`chorus feedback` on that id teaches the weights as for a submitted task. Calls asked alike
+that come while one runs join one task (chorus.group.joining), each still answered, and kept,
+as its own."""
 
 from __future__ import annotations
 
