@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -50,6 +50,29 @@ def make_server(
         )
         return server
     return grpc.aio.server(interceptors=[ErrorStatus()], options=options)
+
+
+class GrpcSettings(Protocol):
+    """What a service's settings say of its gRPC server (ModelServiceConfig, RouterConfig)."""
+
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def max_concurrent_streams(self) -> int: ...
+    @property
+    def grpc_engine(self) -> str: ...
+
+
+def server_for(
+    settings: GrpcSettings, credentials: grpc.ServerCredentials | None
+) -> grpc.aio.Server:
+    """The server `settings` ask for, to be bound with `credentials` (TLS) when given."""
+    return make_server(
+        settings.max_message_bytes,
+        settings.max_concurrent_streams,
+        engine=settings.grpc_engine,
+        tls=credentials is not None,
+    )
 
 
 def add_health_and_reflection(

@@ -46,7 +46,7 @@ from chorus.core.errors import (
     outcome_label,
     respond_error,
 )
-from chorus.core.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.core.grpcserver import add_health_and_reflection, bind, server_for
 from chorus.core.metrics import serve_metrics, stop_metrics
 from chorus.core.security import server_credentials
 from chorus.core.spawner import Spawner
@@ -147,12 +147,7 @@ class GroupService:
     async def _serve_grpc(self) -> None:
         cfg, model = self.config, self.model_config
         credentials = server_credentials(self.fuser.security)
-        self._server = make_server(
-            model.max_message_bytes,
-            model.max_concurrent_streams,
-            engine=model.grpc_engine,
-            tls=credentials is not None,
-        )
+        self._server = server_for(model, credentials)
         self._ensemble = EnsembleServicer(self, join_rows=cfg.join_rows)
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._ensemble, self._server)
         health = add_health_and_reflection(self._server, [KSERVE_SERVICE])

@@ -21,7 +21,7 @@ from chorus.core.calls.replicas import ReplicaBook
 from chorus.core.calls.transport import NatsTransport
 from chorus.core.config import RouterConfig
 from chorus.core.context import Priority
-from chorus.core.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.core.grpcserver import add_health_and_reflection, bind, server_for
 from chorus.core.registry import Registry
 from chorus.core.scheduler import PriorityScheduler
 from chorus.core.security import Authorizer, server_credentials
@@ -71,12 +71,7 @@ class RouterService(ServiceBase):
         # Bound before anything else starts, so a port already held fails fast and leaves
         # no streams, consumers or subscriptions behind.
         credentials = server_credentials(self.security)
-        self._server = make_server(
-            cfg.max_message_bytes,
-            cfg.max_concurrent_streams,
-            engine=cfg.grpc_engine,
-            tls=credentials is not None,
-        )
+        self._server = server_for(cfg, credentials)
         self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
         nc = await self._connect(cfg.nats_url, "chorus-router")
         self._hb_sub = await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)

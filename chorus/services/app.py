@@ -18,7 +18,7 @@ from nats.js.errors import ServiceUnavailableError
 from chorus.core.config import ModelServiceConfig
 from chorus.core.context import Priority
 from chorus.core.errors import NotFound, describe_error
-from chorus.core.grpcserver import add_health_and_reflection, bind, make_server
+from chorus.core.grpcserver import add_health_and_reflection, bind, server_for
 from chorus.core.model_store import ModelStore, StoreError, address
 from chorus.core.scheduler import PriorityScheduler
 from chorus.core.security import server_credentials
@@ -105,12 +105,7 @@ class ModelService(ServiceBase):
         health = None
         if cfg.own_ports:
             credentials = server_credentials(self.security)
-            self._server = make_server(
-                cfg.max_message_bytes,
-                cfg.max_concurrent_streams,
-                engine=cfg.grpc_engine,
-                tls=credentials is not None,
-            )
+            self._server = server_for(cfg, credentials)
             kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.kserve, self._server)
             health = add_health_and_reflection(self._server, [KSERVE_SERVICE])
             self.grpc_port = bind(self._server, cfg.host, cfg.grpc_port, credentials)
