@@ -26,7 +26,7 @@ from chorus.core.calls.breaker import State
 from chorus.core.calls.choice import Candidate, ReplicaChooser
 from chorus.core.calls.clock import SYSTEM, Clock
 from chorus.core.calls.replicas import ReplicaBook
-from chorus.core.calls.request import checked, request
+from chorus.core.calls.request import NotSubscribed, checked, request
 from chorus.core.calls.transport import Transport
 from chorus.core.context import INPUT_SHA256, CallContext
 from chorus.core.errors import ChorusError, DeadlineExceeded, Unavailable
@@ -109,6 +109,8 @@ class _Call:
     policy: CallPolicy
     tried: set[str]
     report: list[Attempt] | None
+    nobody: bool = False
+    """The model's queue group had no responder: no replica of it is subscribed at all."""
 
 
 class MemberCalls:
@@ -302,8 +304,9 @@ class MemberCalls:
                         return task.result()
                     if task is rest or error is None:
                         error = err
-                    if task is rest and isinstance(err, Unavailable) and primary in pending:
+                    if task is rest and c.nobody and primary in pending:
                         # No replica is subscribed at all: the late one will not answer either.
+                        # (One replica gone says nothing of the one the late attempt went to.)
                         pending.discard(primary)
                         primary.cancel(GONE)
                         given_up = primary
@@ -347,6 +350,7 @@ class MemberCalls:
             return checked(model, wire_pb2.InferReply.FromString(msg.data), c.digest)
         except BaseException as err:
             code = _code(err)
+            c.nobody = c.nobody or (to is None and isinstance(err, NotSubscribed))
             raise
         finally:
             if replica:

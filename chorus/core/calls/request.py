@@ -33,6 +33,11 @@ def error_of(msg: Message) -> ChorusError | None:
     return ChorusError.from_code_name(code, headers.get(ERROR_HEADER, ""))
 
 
+class NotSubscribed(Unavailable):
+    """NATS's no-responders: nobody is subscribed to the subject asked. On one replica's
+    subject that replica is gone; on a model's queue group, every replica is."""
+
+
 async def request(
     transport: Transport,
     subject: str,
@@ -51,7 +56,7 @@ async def request(
         try:
             msg = await transport.request(subject, payload, headers, timeout)
         except NoResponders:
-            raise Unavailable(f"{who}: no replica is subscribed to {subject}") from None
+            raise NotSubscribed(f"{who}: no replica is subscribed to {subject}") from None
         except RequestTimeout:
             raise DeadlineExceeded(f"{who}: no answer within {timeout * 1000:.0f} ms") from None
     err = error_of(msg)

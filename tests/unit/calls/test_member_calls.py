@@ -414,3 +414,21 @@ def test_patience_is_the_p95_or_an_estimate_and_longer_for_a_lone_replica() -> N
         assert calls.patience("m", lambda m: two, CallPolicy(hedge=False), _ctx()) is None
 
     run(main())
+
+
+def test_a_hedge_to_a_gone_replica_leaves_the_late_attempt_to_a_live_one_to_answer() -> None:
+    """No responders on one replica's subject says that replica is gone, not every replica:
+    the late attempt still answers. (Once it was given up as if no replica were subscribed,
+    failing a task the live replica was about to answer.)"""
+
+    async def main() -> None:
+        bus = FakeTransport()
+        beats = bus.add(FakeReplica("m", "slow", delay_s=0.1), FakeReplica("m", "gone", gone=True))
+        calls = _calls(bus, CallPolicy(max_attempts=2, hedge=True, hedge_min_ms=10))
+        _measured(calls.book, 10.0)
+        calls.book.state("gone").ewma_ms = 50.0  # the chooser goes to "slow" first
+        reply, ms = await calls.call("m", beats, BODY, DIGEST, _ctx())
+        assert bus.to("m") == ["slow", "gone"]
+        assert reply.replica == "slow" and ms == pytest.approx(100.0, abs=2)
+
+    run(main())
