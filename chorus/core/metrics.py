@@ -53,6 +53,21 @@ def start_at_zero(metric: Any, *label_sets: Sequence[str]) -> None:
         metric.labels(*labels)
 
 
+class Children:
+    """Labelled series looked up once each: a lookup by labels costs a few microseconds, and a
+    task touches about ten. Only for families that never drop a series (FollowedLabels does)."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], Any] = {}
+
+    def __call__(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._found.get(key)
+        if child is None:
+            child = self._found[key] = metric.labels(*values)
+        return child
+
+
 class FollowedLabels:
     """The children of one labelled metric kept to a set of label values that changes: values
     that arrive start at 0, values that leave are removed.

@@ -7,13 +7,18 @@ Another policy's series appear on its first use."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.core.calls.client import CallCounters
 from chorus.core.heartbeat import Heartbeat
-from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, FollowedLabels, start_at_zero
+from chorus.core.metrics import (
+    LATENCY_BUCKETS_S,
+    OUTCOMES,
+    Children,
+    FollowedLabels,
+    start_at_zero,
+)
 from chorus.core.wire import DEFAULT_POLICY
 
 COLLECTED_OUTCOMES = ("ok", "retried", "missing")
@@ -86,16 +91,7 @@ class FuserMetrics:
         )
         self._models: set[str] = set()
         self._breakers = FollowedLabels(self.calls.circuit)
-        self._children: dict[tuple[object, ...], Any] = {}
-
-    def _child(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
-        """A series looked up once (a lookup by labels costs a few microseconds, and a task
-        touches about ten): none of these families ever drops a series."""
-        key = (id(metric), *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+        self._child = Children()
 
     def fused(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chorus.core.context import Priority
-from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, start_at_zero
+from chorus.core.metrics import LATENCY_BUCKETS_S, OUTCOMES, Children, start_at_zero
 
 TRANSPORTS = ("nats", "grpc")
 """How a request reached the model: a member call over NATS, or KServe v2 over gRPC."""
@@ -58,11 +58,8 @@ class ModelMetrics:
         for per_model in (self.latency, self.rows, self.in_flight):
             start_at_zero(per_model, (model,))
         start_at_zero(self.queue, *[(model, p.label) for p in Priority])
-        # The series every request touches, looked up once: a lookup by labels costs a
-        # few microseconds, several times a request.
-        self._requests = {
-            (t, o): self.requests.labels(model, t, o) for t in TRANSPORTS for o in OUTCOMES
-        }
+        # The series every request touches, looked up once (Children).
+        self._child = Children()
         self._latency = self.latency.labels(model)
         self._rows = self.rows.labels(model)
         self._in_flight = self.in_flight.labels(model)
@@ -74,10 +71,7 @@ class ModelMetrics:
             self.info.labels(self.model, version, provider).set(1)
 
     def observe(self, transport: str, outcome: str, rows: int = 0, seconds: float = 0.0) -> None:
-        counter = self._requests.get((transport, outcome))
-        if counter is None:
-            counter = self.requests.labels(self.model, transport, outcome)
-        counter.inc()
+        self._child(self.requests, self.model, transport, outcome).inc()
         if outcome == "ok":
             self._latency.observe(seconds)
 
