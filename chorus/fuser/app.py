@@ -341,7 +341,7 @@ class FuserService(ServiceBase):
                 # just restarted, say) is logged and costs the task nothing.
                 keep = self._records.keep(
                     call, dict(reply.weights), reply.policy, dict(reply.temperatures),
-                    task_id=task_id, rows=rows if tasks else None,
+                    task_id=task_id, rows=rows if len(kept) > 1 else None,
                 )  # fmt: skip
                 self._work.spawn(keep, name="keep-task")
         return reply
